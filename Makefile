@@ -1,0 +1,30 @@
+# Two commands set up a fresh machine: `make app` (the app on the sample runs), `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+.PHONY: install app test samples data
+install: $(STAMP)
+
+# Fashion-MNIST from Debian (the data tests read it); needs root or sudo, skipped if present.
+data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	    $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
+
+app: $(STAMP)
+	$(BIN)/streamlit run app/main.py
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q
+
+samples: $(STAMP)
+	$(BIN)/lsmn samples

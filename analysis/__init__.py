@@ -1,0 +1,1 @@
+"""Pure analysis of runs and models: overlap, comparison. No Streamlit, no training."""

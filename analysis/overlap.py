@@ -1,0 +1,83 @@
+"""Mask overlap (sparse-sharing slides): OR(M_1..M_T) = |intersection| / |union|, and what each
+subset of tasks uses. Pure functions of {parameter name: bool [T, *shape]} masks."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+
+def flatten(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """All parameters' masks side by side: bool [T, N]."""
+    return np.concatenate([np.asarray(m, dtype=bool).reshape(m.shape[0], -1) for m in masks.values()], axis=1)
+
+
+def layer_of(name: str) -> int:
+    """Block index of a body parameter name such as 'body.blocks.3.w_in'."""
+    match = re.search(r"blocks\.(\d+)\.", name)
+    if not match:
+        raise ValueError(f"not a body block parameter: {name}")
+    return int(match.group(1))
+
+
+def by_layer(masks: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Masks grouped per body block: {layer: bool [T, N_layer]}."""
+    groups: dict[int, dict] = {}
+    for name, m in masks.items():
+        groups.setdefault(layer_of(name), {})[name] = m
+    return {layer: flatten(group) for layer, group in sorted(groups.items())}
+
+
+def overlap_ratio(flat: np.ndarray) -> float:
+    """|M_1 & ... & M_T| / |M_1 | ... | M_T| for flat masks [T, N] (1.0 when the union is empty)."""
+    union = np.logical_or.reduce(flat, axis=0).sum()
+    return float(np.logical_and.reduce(flat, axis=0).sum() / union) if union else 1.0
+
+
+def intersections(flat: np.ndarray) -> np.ndarray:
+    """[T, T] number of weights both tasks use (diagonal: each task's count)."""
+    f = flat.astype(np.float32)
+    return np.rint(f @ f.T).astype(np.int64)
+
+
+def pairwise_overlap(flat: np.ndarray) -> np.ndarray:
+    """[T, T] overlap ratio of each pair of tasks: |M_i & M_j| / |M_i | M_j|."""
+    inter = intersections(flat)
+    counts = np.diag(inter)
+    union = counts[:, None] + counts[None, :] - inter
+    return np.divide(inter, union, out=np.ones(inter.shape), where=union > 0)
+
+
+def density(flat: np.ndarray) -> np.ndarray:
+    """[T] fraction of the weights each task keeps."""
+    return flat.mean(axis=1)
+
+
+def subset_counts(flat: np.ndarray, task_names: list[str]) -> list[dict]:
+    """How many weights each exact subset of tasks uses (and no other task), largest first.
+
+    The empty subset (weights no task uses) is reported too, as tasks = [].
+    """
+    n_tasks = flat.shape[0]
+    packed = np.packbits(flat.T, axis=1)  # one row of bits per weight
+    rows, counts = np.unique(packed, axis=0, return_counts=True)
+    members = np.unpackbits(rows, axis=1, count=n_tasks).astype(bool)
+    result = [{"tasks": [task_names[i] for i in np.flatnonzero(m)], "count": int(c)}
+              for m, c in zip(members, counts)]
+    return sorted(result, key=lambda r: (-r["count"], r["tasks"]))
+
+
+def overlap_report(masks: dict[str, np.ndarray], task_names: list[str]) -> dict:
+    """Everything the CLI and app show about masks: global, pairwise, per layer, subsets."""
+    flat = flatten(masks)
+    layers = by_layer(masks)
+    return {
+        "global": overlap_ratio(flat),
+        "pairwise": pairwise_overlap(flat).tolist(),
+        "intersections": intersections(flat).tolist(),
+        "density": dict(zip(task_names, density(flat).tolist())),
+        "per_layer": [{"layer": layer, "global": overlap_ratio(f), "pairwise": pairwise_overlap(f).tolist(),
+                       "density": density(f).tolist()} for layer, f in layers.items()],
+        "subsets": subset_counts(flat, task_names),
+    }

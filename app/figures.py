@@ -1,0 +1,43 @@
+"""Plotly figures built from analysis results (no Streamlit here, so tests can build them too)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+
+def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
+    """Pairwise mask overlap ratio; hover shows the weights both tasks use and each task's count."""
+    inter = report["intersections"]
+    hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {report['pairwise'][i][j]:.3f}<br>"
+              f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
+              for j in range(len(tasks))] for i in range(len(tasks))]
+    figure = go.Figure(go.Heatmap(
+        z=report["pairwise"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
+        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate="%{text}",
+        hovertext=hover, hoverinfo="text", colorbar={"title": "OR"}))
+    figure.update_layout(title=f"Mask overlap ratio (all tasks: {report['global']:.3f})",
+                         yaxis={"autorange": "reversed"}, height=120 + 45 * len(tasks))
+    return figure
+
+
+def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
+    """Fraction of each block's weights that each task keeps (layer x task)."""
+    z = [[layer["density"][t] for layer in report["per_layer"]] for t in range(len(tasks))]
+    layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
+    figure = go.Figure(go.Heatmap(z=z, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
+                                  text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}",
+                                  colorbar={"title": "density"}))
+    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"}, height=120 + 45 * len(tasks))
+    return figure
+
+
+def training_curves(records: list[dict]) -> go.Figure:
+    """Dev metric per task over global steps during multi-task training."""
+    figure = go.Figure()
+    tasks = sorted({r["task"] for r in records if r.get("phase") == "train"})
+    for task in tasks:
+        points = [r for r in records if r.get("phase") == "train" and r["task"] == task and r["split"] == "dev"]
+        figure.add_scatter(x=[p["step"] for p in points], y=[p["value"] for p in points], mode="lines+markers",
+                           name=f"{task} ({points[0]['metric']})" if points else task)
+    figure.update_layout(title="Dev metric during multi-task training", xaxis_title="step", height=360)
+    return figure

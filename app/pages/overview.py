@@ -1,0 +1,54 @@
+"""Overview of one run: per-task metrics, parameters, mask overlap, training curves, config."""
+
+import pandas as pd
+import streamlit as st
+
+from app.figures import density_heatmap, overlap_heatmap, training_curves
+from app.state import current_run, overlap_of
+from lsmn_core.errors import LsmnError
+
+run = current_run()
+if run is None:
+    st.stop()
+
+st.title(run.name)
+st.caption(f"{run.id} · scheme **{run.scheme}** · status **{run.status}** · created {run.meta.get('created', '?')} "
+           f"· device {run.meta.get('device', '?')}")
+try:
+    summary = run.summary()
+except LsmnError as exc:
+    st.warning(str(exc))
+    st.stop()
+
+params = summary["params"]
+cols = st.columns(3)
+cols[0].metric("Total parameters", f"{params['total']:,}")
+cols[1].metric("Shared by 2+ tasks", f"{params['shared']:,}")
+cols[2].metric("Tasks", len(run.task_names))
+
+table = pd.DataFrame([
+    {"task": task, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
+     "active parameters": params["active"][task], "body density": summary["density"][task]}
+    for task, m in summary["metrics"].items()])
+st.subheader("Tasks")
+st.dataframe(table, hide_index=True, column_config={
+    "dev": st.column_config.NumberColumn(format="%.4f"), "test": st.column_config.NumberColumn(format="%.4f"),
+    "body density": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")})
+
+try:
+    report = overlap_of(run)
+except LsmnError as exc:
+    st.error(f"Cannot read the run's masks: {exc}")
+    report = None
+if report:
+    left, right = st.columns(2)
+    left.plotly_chart(overlap_heatmap(report, run.task_names), key="overlap")
+    right.plotly_chart(density_heatmap(report, run.task_names), key="density")
+else:
+    st.info(f"The {run.scheme} scheme has no per-task masks: every task uses its whole body.")
+
+records = run.metrics()
+if records:
+    st.plotly_chart(training_curves(records), key="curves")
+with st.expander("Config"):
+    st.json(run.meta["config"])

@@ -1,0 +1,70 @@
+"""Which runs folder and run the user is looking at (sidebar), and cached reads of run files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from analysis.overlap import overlap_report
+from lsmn_core.errors import LsmnError
+from lsmn_core.store import Run, list_runs, open_run
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_RUNS = os.environ.get("LSMN_RUNS", str(REPO / "sample_runs"))
+
+
+def _stamp(run_path: str) -> float:
+    """Changes whenever the run's files change, so cached reads refresh for runs in progress."""
+    return max((p.stat().st_mtime for p in Path(run_path).iterdir()), default=0.0)
+
+
+@st.cache_data(show_spinner=False)
+def _overlap(run_path: str, stamp: float) -> dict | None:
+    run = open_run(run_path)
+    masks = run.masks()
+    return overlap_report(masks, run.task_names) if masks else None
+
+
+def overlap_of(run: Run) -> dict | None:
+    """The run's overlap report (None for schemes without masks), cached per run state."""
+    return _overlap(str(run.path), _stamp(str(run.path)))
+
+
+def run_label(run: Run) -> str:
+    """Unique per folder (the run id comes first), readable in a select box."""
+    return f"{run.id} · {run.scheme} · {run.status} · {run.meta.get('created', '')[:10]}"
+
+
+def run_picker() -> None:
+    """Sidebar: the runs folder and the selected run (kept in st.session_state['run_path'])."""
+    st.sidebar.title("LSMN Studio")
+    folder = st.sidebar.text_input("Runs folder", value=DEFAULT_RUNS, key="runs_folder")
+    runs, broken = list_runs(folder)
+    if not Path(folder).is_dir():
+        st.sidebar.error(f"No such folder: {folder}")
+    for path, reason in broken:
+        st.sidebar.warning(f"Skipped {path.name}: {reason}")
+    if not runs:
+        st.session_state["run_path"] = None
+        return
+    by_label = {run_label(r): r for r in runs}
+    run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
+    st.session_state["run_path"] = str(run.path)
+    st.sidebar.caption(f"Tasks: {', '.join(run.task_names)}")
+
+
+def current_run() -> Run | None:
+    """Draw the sidebar picker; return the selected run, or None with a message saying why not."""
+    run_picker()
+    path = st.session_state.get("run_path")
+    if not path:
+        st.info("No runs here yet. Pick another runs folder in the sidebar, or train one: "
+                "`lsmn train configs/quickstart.yaml`.")
+        return None
+    try:
+        return open_run(path)
+    except LsmnError as exc:
+        st.error(str(exc))
+        return None

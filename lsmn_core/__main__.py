@@ -1,0 +1,3 @@
+from lsmn_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The `lsmn` command (a contract, see DESIGN.md): train, eval, show, list, compare, samples.
+
+Problems with the input (config, data, run files, routing) print one line `lsmn: error: ...` and exit
+with status 2; only bugs produce a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lsmn_core.errors import LsmnError
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=1))
+
+
+def _format_metric(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def cmd_train(args) -> None:
+    from lsmn_core.config import load_config
+    from lsmn_core.trainer import train
+
+    config = load_config(args.config, args.set)
+    path = train(config, args.out, device=args.device, quiet=args.quiet)
+    print(path)
+
+
+def cmd_eval(args) -> None:
+    from lsmn_core.evaluation import evaluate_run
+    from lsmn_core.store import open_run
+
+    result = evaluate_run(open_run(args.run), args.routing, args.device)
+    if args.json:
+        return _print_json(result)
+    print(f"run {result['run']}" + (f" under routing {result['routing']}" if result["routing"] else ""))
+    print(f"{'task':<16}{'metric':<10}{'dev':>9}{'test':>9}{'test change':>13}")
+    for task, m in result["metrics"].items():
+        delta = f"{m['test_delta']:+.4f}" if "test_delta" in m else "-"
+        print(f"{task:<16}{m['metric']:<10}{m['dev']:>9.4f}{m['test']:>9.4f}{delta:>13}")
+
+
+def show_data(run) -> dict:
+    """What `lsmn show --json` prints: summary plus the overlap recomputed from the stored masks."""
+    from analysis.overlap import overlap_report
+
+    summary = run.summary()
+    data = {
+        "run": run.id, "name": run.name, "scheme": run.scheme, "status": run.status,
+        "tasks": run.task_names,
+        "metrics": {t: {"metric": m["metric"], "dev": m["dev"], "test": m["test"]}
+                    for t, m in summary["metrics"].items()},
+        "params": summary["params"],
+        "density": summary["density"],
+    }
+    masks = run.masks()
+    if masks:
+        report = overlap_report(masks, run.task_names)
+        data["density"] = report["density"]
+        data["overlap"] = {"global": report["global"], "pairwise": report["pairwise"],
+                           "per_layer": [{"layer": l["layer"], "global": l["global"]} for l in report["per_layer"]]}
+    return data
+
+
+def cmd_show(args) -> None:
+    from lsmn_core.store import open_run
+
+    data = show_data(open_run(args.run))
+    if args.json:
+        return _print_json(data)
+    print(f"run {data['run']}  scheme {data['scheme']}  status {data['status']}")
+    print(f"parameters: {data['params']['total']:,} total, {data['params']['shared']:,} shared by 2+ tasks")
+    print(f"{'task':<16}{'metric':<10}{'dev':>9}{'test':>9}{'active params':>15}{'density':>9}")
+    for task in data["tasks"]:
+        m = data["metrics"][task]
+        print(f"{task:<16}{m['metric']:<10}{m['dev']:>9.4f}{m['test']:>9.4f}"
+              f"{data['params']['active'][task]:>15,}{data['density'][task]:>9.3f}")
+    if "overlap" in data:
+        print(f"mask overlap ratio, all tasks: {data['overlap']['global']:.3f}")
+        width = max(len(t) for t in data["tasks"]) + 2
+        print(" " * width + "".join(f"{t[:8]:>9}" for t in data["tasks"]))
+        for task, row in zip(data["tasks"], data["overlap"]["pairwise"]):
+            print(f"{task:<{width}}" + "".join(f"{v:>9.3f}" for v in row))
+
+
+def cmd_list(args) -> None:
+    from lsmn_core.store import list_runs
+
+    runs, broken = list_runs(args.dir)
+    if not runs and not broken:
+        print(f"no runs in {args.dir}")
+    for run in runs:
+        tasks = ", ".join(run.task_names)
+        print(f"{run.id:<32} {run.scheme:<12} {run.status:<12} {run.meta.get('created', ''):<26} {tasks}")
+    for folder, reason in broken:
+        print(f"{folder.name:<32} unreadable: {reason}", file=sys.stderr)
+
+
+def cmd_compare(args) -> None:
+    from analysis.compare import comparison_rows, markdown_table
+    from lsmn_core.store import open_run
+
+    runs = [open_run(p) for p in args.runs]
+    if args.json:
+        return _print_json(comparison_rows(runs))
+    print(markdown_table(runs))
+
+
+def cmd_samples(args) -> None:
+    from lsmn_core.samples import build_samples
+
+    for path in build_samples(Path(args.out), device=args.device, quiet=args.quiet):
+        print(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lsmn", description="Large, sparse, multitask networks: train, inspect, compare.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (and prune) a run from a YAML config; prints the run path last")
+    t.add_argument("config")
+    t.add_argument("--out", default="runs", help="folder for the new run directory (default: runs)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="overrides train.device from the config")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=200 (repeatable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run, optionally under an edited routing")
+    e.add_argument("run")
+    e.add_argument("--routing", help="routing.json/routing.safetensors pair (a file of the pair or its folder)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("show", help="summary of a run, with the mask overlap matrix where there are masks")
+    s.add_argument("run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    ls = sub.add_parser("list", help="list the runs in a folder")
+    ls.add_argument("dir", nargs="?", default="runs")
+    ls.set_defaults(func=cmd_list)
+
+    c = sub.add_parser("compare", help="per-task test metric and active parameters of several runs")
+    c.add_argument("runs", nargs="+")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compare)
+
+    sm = sub.add_parser("samples", help="rebuild the shipped example runs")
+    sm.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_runs"))
+    sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    sm.add_argument("--quiet", action="store_true")
+    sm.set_defaults(func=cmd_samples)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LsmnError as exc:
+        print(f"lsmn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lsmn: interrupted", file=sys.stderr)
+        return 130
+    return 0

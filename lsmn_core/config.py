@@ -1,0 +1,221 @@
+"""Run configuration: typed dataclasses built from YAML, validated with one-line messages.
+
+Every key of the YAML file maps to a dataclass field; unknown keys, wrong types and values out of
+range raise ConfigError naming the key. `--set a.b=value` overrides go through the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lsmn_core.errors import ConfigError
+
+
+def check(predicate, message: str, default=dataclasses.MISSING):
+    """A dataclass field whose value must satisfy `predicate` (message says what it must be)."""
+    return field(default=default, metadata={"check": (predicate, message)})
+
+
+positive = (lambda v: v > 0, "must be > 0")
+fraction = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+
+
+@dataclass
+class TaskConfig:
+    """One task: a built-in data set and target, or a user file (.npz with X, y or .csv)."""
+
+    name: str
+    dataset: str | None = None
+    target: str | None = None
+    domain: str = "original"
+    file: str | None = None
+    kind: Literal["classification", "regression"] | None = None
+    limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
+
+
+@dataclass
+class ModelConfig:
+    width: int = check(*positive, 64)
+    depth: int = check(*positive, 4)
+    expansion: int = check(*positive, 2)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = check(lambda v: v >= 0, "must be >= 0", 1000)
+    batch_size: int = check(*positive, 64)
+    lr: float = check(*positive, 1e-3)
+    weight_decay: float = check(lambda v: v >= 0, "must be >= 0", 0.0)
+    eval_every: int = check(*positive, 100)
+    patience: int = check(lambda v: v >= 0, "must be >= 0 (0 turns early stopping off)", 5)
+    sampling: Literal["proportional", "round_robin"] = "proportional"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class DataConfig:
+    split_seed: int = 0
+    dev_fraction: float = check(*fraction, 0.2)
+    test_fraction: float = check(*fraction, 0.2)
+
+
+@dataclass
+class RunConfig:
+    name: str
+    tasks: list[TaskConfig]
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scheme: Any = None  # the options dataclass of the chosen scheme kind (see lsmn_core.schemes)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def build(cls, value, where: str):
+    """Build dataclass `cls` (or a typed value) from plain YAML data, raising ConfigError at `where`."""
+    origin = typing.get_origin(cls)
+    if cls is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(cls)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return build(inner[0], value, where)
+    if origin is Literal:
+        choices = typing.get_args(cls)
+        if value not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
+        (item,) = typing.get_args(cls)
+        return [build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(cls):
+        return _build_dataclass(cls, value, where)
+    if cls is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
+        return value
+    if cls is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
+        return value
+    if cls is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
+        return float(value)
+    if cls is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported config type {cls}")
+
+
+def _build_dataclass(cls, value, where: str):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        known = ", ".join(fields)
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known keys: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where != "config" else name
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing required key")
+            continue
+        kwargs[name] = build(hints[name], value[name], key)
+        if "check" in f.metadata and kwargs[name] is not None:
+            predicate, message = f.metadata["check"]
+            if not predicate(kwargs[name]):
+                raise ConfigError(f"{key}: {message}; got {kwargs[name]!r}")
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `key.path=value` overrides (value parsed as YAML) to raw config data."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {path}: '{key}' is not a mapping")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {path}: value is not valid YAML ({exc.problem})") from None
+    return data
+
+
+def parse_config(data, where: str = "config") -> RunConfig:
+    """Validate raw config data (a dict) into a RunConfig, including the scheme's own options."""
+    from lsmn_core.schemes import scheme_options
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {_describe(data)}")
+    data = dict(data)
+    scheme_raw = data.pop("scheme", {"kind": "hard"})
+    config = build(RunConfig, data, where)
+    if not isinstance(scheme_raw, dict) or "kind" not in scheme_raw:
+        raise ConfigError("scheme: expected a mapping with a 'kind' key")
+    options_cls = scheme_options(scheme_raw["kind"])
+    config.scheme = build(options_cls, scheme_raw, "scheme")
+    if not config.tasks:
+        raise ConfigError("tasks: at least one task is required")
+    names = [t.name for t in config.tasks]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError(f"tasks: task name '{duplicate}' appears twice")
+    for i, task in enumerate(config.tasks):
+        if (task.dataset is None) == (task.file is None):
+            raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset' or 'file'")
+    if config.data.dev_fraction + config.data.test_fraction >= 1:
+        raise ConfigError("data: dev_fraction + test_fraction must be below 1")
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file, apply overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if isinstance(data, dict):
+        data = apply_overrides(data, list(overrides))
+        _resolve_task_files(data, path.parent)
+    return parse_config(data)
+
+
+def _resolve_task_files(data: dict, base: Path) -> None:
+    """Make relative task file paths relative to the config file, so runs can be started anywhere."""
+    for task in data.get("tasks") or []:
+        if isinstance(task, dict) and isinstance(task.get("file"), str):
+            file = Path(task["file"]).expanduser()
+            task["file"] = str(file if file.is_absolute() else (base / file).resolve())

@@ -1,0 +1,297 @@
+"""Offline data sets and the tasks derived from them, with fixed, seeded train/dev/test splits.
+
+Built in: `digits` (scikit-learn, 8x8 images) with derived targets and input domains, `position`
+(a synthetic unrelated task on the same kind of image), `fashion_mnist` (IDX files read with numpy),
+`kang_synthetic` (MUiR's 30 related regression tasks). User data: `.npz` (X, y) or `.csv` files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lsmn_core.config import DataConfig, TaskConfig
+from lsmn_core.errors import DataError
+from lsmn_core.tasks import TaskSpec
+
+FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (X float32, y int64 | float32)
+
+
+# ---- input domains: the same images seen differently ------------------------------------------
+
+
+def _box_blur(images: np.ndarray) -> np.ndarray:
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = images.shape[1:]
+    return sum(padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def _edges(images: np.ndarray) -> np.ndarray:
+    gy, gx = np.gradient(images, axis=(1, 2))
+    magnitude = np.hypot(gx, gy)
+    return magnitude / max(magnitude.max(), 1e-8)
+
+
+DOMAINS = {
+    "original": lambda im: im,
+    "rotated": lambda im: np.rot90(im, k=1, axes=(1, 2)).copy(),
+    "blurred": _box_blur,
+    "edges": _edges,
+    "inverted": lambda im: 1.0 - im,
+}
+
+
+def _apply_domain(images: np.ndarray, domain: str, task: str) -> np.ndarray:
+    if domain not in DOMAINS:
+        raise DataError(f"task {task}: unknown domain '{domain}' (known: {', '.join(DOMAINS)})")
+    return DOMAINS[domain](images).astype(np.float32)
+
+
+# ---- digits and the synthetic position task ---------------------------------------------------
+
+DIGIT_TARGETS = {
+    "digit": (10, lambda d: d),
+    "parity": (2, lambda d: d % 2),
+    "ge5": (2, lambda d: (d >= 5).astype(np.int64)),
+    "mod3": (3, lambda d: d % 3),
+    "loops": (3, lambda d: np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1])[d]),  # closed loops in the glyph
+}
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _position_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digit images with a bright 2x2 marker at a random place; the target is the marker's cell.
+
+    The input looks like the digit tasks' input, but the answer has nothing to do with the digit:
+    the unrelated task (the slides' position prediction) that provokes negative transfer.
+    """
+    images, _ = _digits()
+    rng = np.random.RandomState(seed + 7919)
+    pick = rng.randint(0, len(images), size=n)
+    cells = rng.randint(0, 49, size=n)
+    out = images[pick].copy()
+    for i, cell in enumerate(cells):
+        r, c = divmod(cell, 7)
+        out[i, r : r + 2, c : c + 2] = 1.0
+    return out, cells.astype(np.int64)
+
+
+# ---- Fashion-MNIST -----------------------------------------------------------------------------
+
+FASHION_TARGETS = {
+    "class": (10, lambda y: y),
+    "footwear": (2, lambda y: np.isin(y, [5, 7, 9]).astype(np.int64)),
+    "upper_body": (2, lambda y: np.isin(y, [0, 2, 4, 6]).astype(np.int64)),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_mnist_dir() -> Path:
+    candidates = [os.environ["LSMN_DATA"]] if os.environ.get("LSMN_DATA") else []
+    for base in candidates + FASHION_DIRS:
+        for folder in (Path(base), Path(base) / "fashion-mnist"):
+            if (folder / "train-images-idx3-ubyte.gz").is_file():
+                return folder
+    raise DataError(
+        "Fashion-MNIST is not installed: run 'apt-get install -y dataset-fashion-mnist' or put the "
+        "four IDX .gz files in a folder named by $LSMN_DATA"
+    )
+
+
+def _fashion(split: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = fashion_mnist_dir()
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    return images, labels
+
+
+# ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
+
+KANG_TASKS, KANG_GROUPS, KANG_DIM = 30, 3, 20
+KANG_SIZES = {"train": 15, "dev": 10, "test": 50}
+KANG_NOISE_STD = 0.3
+
+
+def kang_synthetic(task_index: int, noisy: bool, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One of 30 linear tasks in 3 groups of 10; weights are scalar multiples of a group direction.
+
+    Inputs are uniform on [-1, 1]^20; 15 train, 10 dev and 50 test samples per task.
+    """
+    rng = np.random.RandomState(seed)
+    directions = rng.randn(KANG_GROUPS, KANG_DIM)
+    scales = rng.uniform(0.5, 2.0, size=KANG_TASKS)
+    weights = scales[:, None] * directions[np.arange(KANG_TASKS) // (KANG_TASKS // KANG_GROUPS)]
+    task_rng = np.random.RandomState(seed * 1000 + task_index + 1)
+    splits = {}
+    for split, n in KANG_SIZES.items():
+        x = task_rng.uniform(-1, 1, size=(n, KANG_DIM))
+        y = x @ weights[task_index]
+        if noisy:
+            y = y + task_rng.normal(0, KANG_NOISE_STD, size=n)
+        splits[split] = (x.astype(np.float32), y.astype(np.float32))
+    return splits
+
+
+# ---- user files --------------------------------------------------------------------------------
+
+
+def _read_user_file(task: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(task.file)
+    if not path.is_file():
+        raise DataError(f"task {task.name}: data file not found: {path}")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if "X" not in archive or "y" not in archive:
+                    raise DataError(f"task {task.name}: {path} must hold arrays 'X' and 'y'")
+                x, y = archive["X"], archive["y"]
+        except (ValueError, OSError) as exc:
+            raise DataError(f"task {task.name}: cannot read {path}: {exc}") from None
+    elif path.suffix == ".csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path)
+        except Exception as exc:  # pandas raises many parser error types
+            raise DataError(f"task {task.name}: cannot read {path}: {exc}") from None
+        if task.target not in frame.columns:
+            raise DataError(f"task {task.name}: column '{task.target}' not in {path.name} "
+                            f"(columns: {', '.join(map(str, frame.columns))})")
+        features = frame.drop(columns=[task.target])
+        non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+        if non_numeric:
+            raise DataError(f"task {task.name}: feature column '{non_numeric[0]}' is not numeric")
+        x, y = features.to_numpy(), frame[task.target].to_numpy()
+    else:
+        raise DataError(f"task {task.name}: data files must be .npz or .csv, got {path.name}")
+    if len(x) != len(y) or len(x) < 5:
+        raise DataError(f"task {task.name}: X and y must have the same length of at least 5 samples")
+    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"task {task.name}: X must be numeric with shape [N, features] or [N, H, W]")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"task {task.name}: X contains NaN or infinite values")
+    return x.astype(np.float32), y
+
+
+def _infer_kind(y: np.ndarray, declared: str | None) -> str:
+    if declared:
+        return declared
+    integral = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_) or y.dtype.kind in "OU"
+    return "classification" if integral or len(np.unique(y)) <= 20 and np.all(y == np.round(y)) else "regression"
+
+
+# ---- splitting and assembling tasks ------------------------------------------------------------
+
+
+def split_indices(n: int, data: DataConfig) -> dict[str, np.ndarray]:
+    """A fixed permutation of n samples (seeded by data.split_seed) cut into train/dev/test."""
+    order = np.random.RandomState(data.split_seed).permutation(n)
+    n_test = max(1, int(round(n * data.test_fraction)))
+    n_dev = max(1, int(round(n * data.dev_fraction)))
+    return {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
+
+
+def _standardise_vectors(splits: dict) -> dict:
+    """Scale vector features by train statistics, so user tabular data trains without tuning."""
+    x_train = splits["train"][0]
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    return {k: (((x - mean) / std).astype(np.float32), y) for k, (x, y) in splits.items()}
+
+
+def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
+    """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
+    if task.file is not None:
+        x, y = _read_user_file(task)
+        kind = _infer_kind(y, task.kind)
+        if kind == "classification":
+            _, y = np.unique(y, return_inverse=True)
+            y, n_out = y.astype(np.int64), int(y.max()) + 1
+        else:
+            y, n_out = y.astype(np.float32), 1
+        idx = split_indices(len(x), data)
+        splits = {k: (x[i], y[i]) for k, i in idx.items()}
+        if x.ndim == 2:
+            splits = _standardise_vectors(splits)
+        modality = "vector" if x.ndim == 2 else "image"
+        source = f"file {Path(task.file).name}, target {task.target or 'y'}"
+    else:
+        splits, kind, n_out, modality = _builtin(task, data)
+        source = f"{task.dataset}, target {task.target}, domain {task.domain}"
+    if task.limit:
+        splits["train"] = tuple(a[: task.limit] for a in splits["train"])
+    x_train = splits["train"][0]
+    spec = TaskSpec(
+        name=task.name, kind=kind, n_outputs=n_out, modality=modality,
+        input_shape=list(x_train.shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()}, source=source,
+    )
+    return TaskData(spec, splits)
+
+
+def _builtin(task: TaskConfig, data: DataConfig):
+    name, target = task.dataset, task.target
+    if name == "digits":
+        if target not in DIGIT_TARGETS:
+            raise DataError(f"task {task.name}: digits has no target '{target}' (known: {', '.join(DIGIT_TARGETS)})")
+        images, digits = _digits()
+        n_out, fn = DIGIT_TARGETS[target]
+        x, y = _apply_domain(images, task.domain, task.name), fn(digits).astype(np.int64)
+        idx = split_indices(len(x), data)
+        return {k: (x[i], y[i]) for k, i in idx.items()}, "classification", n_out, "image"
+    if name == "position":
+        if target not in (None, "cell"):
+            raise DataError(f"task {task.name}: position has one target, 'cell'")
+        images, cells = _position_images(len(_digits()[1]), data.split_seed)
+        x = _apply_domain(images, task.domain, task.name)
+        idx = split_indices(len(x), data)
+        return {k: (x[i], cells[i]) for k, i in idx.items()}, "classification", 49, "image"
+    if name == "fashion_mnist":
+        if target not in FASHION_TARGETS:
+            raise DataError(f"task {task.name}: fashion_mnist has no target '{target}' "
+                            f"(known: {', '.join(FASHION_TARGETS)})")
+        n_out, fn = FASHION_TARGETS[target]
+        train_x, train_y = _fashion("train")
+        test_x, test_y = _fashion("test")
+        idx = split_indices(len(train_x), DataConfig(data.split_seed, data.dev_fraction, 0.01))
+        train = np.concatenate([idx["train"], idx["test"]])
+        splits = {"train": (train_x[train], train_y[train]), "dev": (train_x[idx["dev"]], train_y[idx["dev"]]),
+                  "test": (test_x, test_y)}
+        splits = {k: (_apply_domain(x, task.domain, task.name), fn(y)) for k, (x, y) in splits.items()}
+        return splits, "classification", n_out, "image"
+    if name == "kang_synthetic":
+        if task.domain not in ("clean", "noisy", "original"):
+            raise DataError(f"task {task.name}: kang_synthetic domain must be 'clean' or 'noisy'")
+        index = int(target) if str(target).isdigit() else -1
+        if not 0 <= index < KANG_TASKS:
+            raise DataError(f"task {task.name}: kang_synthetic target must be a task index 0..29")
+        return kang_synthetic(index, task.domain == "noisy", data.split_seed), "regression", 1, "vector"
+    known = "digits, position, fashion_mnist, kang_synthetic"
+    raise DataError(f"task {task.name}: unknown dataset '{name}' (known: {known}; or give 'file')")
+
+
+def load_tasks(tasks: list[TaskConfig], data: DataConfig) -> list[TaskData]:
+    return [load_task(t, data) for t in tasks]

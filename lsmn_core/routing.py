@@ -1,0 +1,105 @@
+"""Routing documents: a scheme's per-task state as `routing.json` + `routing.safetensors`, validated.
+
+For masked schemes, `routing.safetensors` holds `masks.<parameter name>`, the masks of all tasks
+stacked [T, *shape], bit-packed with numpy.packbits along the last axis; `routing.json` records the
+task order, the encoding and each mask's unpacked shape. Edited routings go through the same checks
+before they touch a model, so an invalid edit is refused with one message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+from lsmn_core.errors import RoutingError
+
+SCHEMA_VERSION = 1
+PACKBITS = "packbits-last-axis"
+PLAIN = "bool"
+
+
+def pack(mask: np.ndarray) -> np.ndarray:
+    return np.packbits(mask.astype(bool), axis=-1)
+
+
+def unpack(packed: np.ndarray, shape: list[int]) -> np.ndarray:
+    return np.unpackbits(packed, axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+
+
+def encode(model) -> tuple[dict, dict[str, np.ndarray]]:
+    """The model's routing as (routing.json document, arrays for routing.safetensors)."""
+    doc = {"schema_version": SCHEMA_VERSION, "scheme": model.body.kind, "tasks": model.task_names,
+           "mask_encoding": PACKBITS, "masks": {}}
+    arrays = {}
+    for name, mask in model.masks().items():
+        key = f"masks.{name}"
+        arrays[key] = pack(mask.cpu().numpy())
+        doc["masks"][name] = {"key": key, "shape": list(mask.shape)}
+    return doc, arrays
+
+
+def decode(doc: dict, arrays: dict[str, np.ndarray], model) -> dict[str, torch.Tensor]:
+    """Validate a routing document against `model`; return {parameter name: bool mask [T, *shape]}."""
+    if not isinstance(doc, dict):
+        raise RoutingError("routing.json must hold a JSON object")
+    if doc.get("tasks") != model.task_names:
+        raise RoutingError(f"routing tasks {doc.get('tasks')} do not match the run's tasks {model.task_names}")
+    expected = {name: list(m.shape) for name, m in model.masks().items()}
+    entries = doc.get("masks", {})
+    if not isinstance(entries, dict) or set(entries) != set(expected):
+        missing = sorted(set(expected) - set(entries or {})) or sorted(set(entries or {}) - set(expected))
+        raise RoutingError(f"routing masks do not match the model's prunable weights (first difference: {missing[:1]})")
+    encoding = doc.get("mask_encoding")
+    if encoding not in (PACKBITS, PLAIN):
+        raise RoutingError(f"unknown mask_encoding {encoding!r} (expected {PACKBITS!r} or {PLAIN!r})")
+    masks = {}
+    for name, shape in expected.items():
+        entry = entries[name]
+        key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
+        if key not in arrays:
+            raise RoutingError(f"routing.safetensors has no tensor {key!r}")
+        array = arrays[key]
+        if encoding == PACKBITS:
+            packed_shape = [*shape[:-1], (shape[-1] + 7) // 8]
+            if array.dtype != np.uint8 or list(array.shape) != packed_shape:
+                raise RoutingError(f"{key}: expected uint8 {packed_shape}, got {array.dtype} {list(array.shape)}")
+            mask = unpack(array, shape)
+        else:
+            if list(array.shape) != shape or array.dtype not in (np.bool_, np.uint8):
+                raise RoutingError(f"{key}: expected bool {shape}, got {array.dtype} {list(array.shape)}")
+            if array.dtype == np.uint8 and array.max(initial=0) > 1:
+                raise RoutingError(f"{key}: a mask holds only 0 and 1")
+            mask = array.astype(bool)
+        masks[name] = torch.from_numpy(mask)
+    return masks
+
+
+def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a routing pair: `path` is a folder holding both files, or either file of the pair."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    stem = "routing" if path.is_dir() else path.stem
+    json_path, tensor_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
+    for p in (json_path, tensor_path):
+        if not p.is_file():
+            raise RoutingError(f"routing file not found: {p}")
+    try:
+        doc = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RoutingError(f"{json_path}: not valid JSON ({exc})") from None
+    try:
+        arrays = load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RoutingError(f"{tensor_path}: not a readable safetensors file ({exc})") from None
+    return doc, arrays
+
+
+def apply(model, masks: dict[str, torch.Tensor]) -> None:
+    """Install validated masks into the model's scheme."""
+    prefix = "body."
+    model.body.load_routing({name[len(prefix):]: m for name, m in masks.items()})

@@ -1,0 +1,27 @@
+"""Registry of sharing schemes: kind name -> (scheme class, options dataclass)."""
+
+from lsmn_core.errors import ConfigError
+from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.hard import Hard, HardOptions
+from lsmn_core.schemes.independent import Independent, IndependentOptions
+from lsmn_core.schemes.sparse import Sparse, SparseOptions
+
+SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
+    "independent": (Independent, IndependentOptions),
+    "hard": (Hard, HardOptions),
+    "sparse": (Sparse, SparseOptions),
+}
+
+
+def _lookup(kind) -> tuple[type[SharingScheme], type]:
+    if kind not in SCHEMES:
+        raise ConfigError(f"scheme.kind: unknown scheme {kind!r} (known: {', '.join(SCHEMES)})")
+    return SCHEMES[kind]
+
+
+def scheme_options(kind) -> type:
+    return _lookup(kind)[1]
+
+
+def scheme_class(kind) -> type[SharingScheme]:
+    return _lookup(kind)[0]

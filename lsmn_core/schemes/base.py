@@ -1,0 +1,74 @@
+"""The sharing-scheme interface: every scheme answers "the weights of block l for task t".
+
+A scheme owns the isometric body. The model, trainer, store and app talk to it only through this
+interface, so adding a scheme never touches them.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lsmn_core.blocks import PRUNABLE, residual_block
+
+
+class SharingScheme(nn.Module, abc.ABC):
+    kind: ClassVar[str]
+    per_task_encoders: ClassVar[bool] = False  # True: each task also gets its own encoder
+
+    def __init__(self, options, n_tasks: int, depth: int, width: int, hidden: int):
+        super().__init__()
+        self.options, self.n_tasks, self.depth = options, n_tasks, depth
+        self.width, self.hidden = width, hidden
+
+    @abc.abstractmethod
+    def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
+
+    def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """h [T', B, width] -> [T', B, width], row i computed with task tasks[i]'s weights."""
+        for layer in range(self.depth):
+            h = residual_block(h, self.block_params(layer, tasks))
+        return h
+
+    def usage(self, task: int) -> dict[str, torch.Tensor]:
+        """For each of this scheme's parameters, which elements `task` uses (bool, the parameter's shape)."""
+        return {name: torch.ones_like(p, dtype=torch.bool) for name, p in self.named_parameters()}
+
+    def update_masks(self, task: int) -> dict[str, torch.Tensor]:
+        """Parameters whose update, when training `task` alone, must stay inside the given mask.
+
+        Gradients outside a task's subnetwork are already zero; this also stops optimiser momentum
+        from earlier steps of other tasks moving weights this step does not own.
+        """
+        return {}
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Per-task masks of the prunable weights, {parameter name: bool [T, *shape]}; empty if none."""
+        return {}
+
+    def density(self) -> torch.Tensor:
+        """[T, depth]: fraction of each block's prunable weights that each task uses."""
+        return torch.ones(self.n_tasks, self.depth)
+
+    def search_routing(self, session) -> dict:
+        """Find this scheme's routing before multi-task training (pruning, search).
+
+        `session` is a lsmn_core.trainer.TrainingSession. Returns {"summary": JSON for summary.json,
+        "arrays": extra numpy arrays for routing.safetensors}; schemes without a search return {}.
+        """
+        return {}
+
+    def routing_tensors(self) -> dict[str, torch.Tensor]:
+        """The scheme's editable per-task state, stored in routing.safetensors."""
+        return {}
+
+    def load_routing(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Install routing state (already validated by lsmn_core.routing)."""
+
+    @staticmethod
+    def prunable(name: str) -> bool:
+        return name.rsplit(".", 1)[-1] in PRUNABLE

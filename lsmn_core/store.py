@@ -1,0 +1,245 @@
+"""The run directory (a contract, see DESIGN.md): writing runs atomically and reading them safely.
+
+Every file is written to a temporary name and renamed, so a crash never leaves a half-written file
+that looks finished. Reading never executes code: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from lsmn_core import __version__, routing
+from lsmn_core.config import parse_config
+from lsmn_core.errors import LsmnError, RunError
+from lsmn_core.model import MultitaskNet
+from lsmn_core.tasks import TaskSpec
+
+SCHEMA_VERSION = 1
+RUN_FILES = ("run.json", "progress.json", "metrics.jsonl", "summary.json", "model.safetensors",
+             "routing.json", "routing.safetensors")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temp_path), then rename the temporary file over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, default=float)))
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"missing file: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def safe_name(name: str) -> str:
+    """A run name usable as a folder name: letters, digits, '-', '_' and '.' only, no leading dot."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")
+    return cleaned or "run"
+
+
+class RunWriter:
+    """Creates a run directory and keeps it consistent while training writes into it."""
+
+    def __init__(self, root: Path, config, specs: list[TaskSpec], device: str, folder: str | None = None,
+                 parent: str | None = None):
+        root = Path(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create runs folder {root}: {exc.strerror}") from None
+        stamp = datetime.now(timezone.utc)
+        base = safe_name(folder or f"{config.name}-{stamp:%Y%m%d-%H%M%S}")
+        self.path = root / base
+        suffix = 1
+        while self.path.exists():
+            suffix += 1
+            self.path = root / f"{base}-{suffix}"
+        self.path.mkdir()
+        self.meta = {
+            "schema_version": SCHEMA_VERSION, "id": self.path.name, "name": config.name,
+            "created": stamp.isoformat(timespec="seconds"), "status": "running",
+            "scheme": config.scheme.kind, "config": config.to_dict(),
+            "tasks": [s.to_dict() for s in specs], "parent": parent,
+            "versions": {"lsmn": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "device": device,
+        }
+        write_json(self.path / "run.json", self.meta)
+        (self.path / "metrics.jsonl").touch()
+        self._last_progress = 0.0
+        self._phase_start = {}
+
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        self.meta["status"] = status
+        if reason:
+            self.meta["reason"] = reason
+        write_json(self.path / "run.json", self.meta)
+
+    def progress(self, phase: str, step: int, total: int, message: str = "", force: bool = False) -> None:
+        """Record progress (at most twice a second unless forced); `eta` is seconds left in the phase."""
+        now = time.monotonic()
+        start = self._phase_start.setdefault(phase, now)
+        if not force and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        eta = (now - start) / step * (total - step) if step else None
+        write_json(self.path / "progress.json", {
+            "phase": phase, "step": step, "total": total, "eta": eta, "message": message,
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    def log(self, records: list[dict]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+
+    def save_model(self, model: MultitaskNet, extra_routing: dict[str, np.ndarray] | None = None) -> None:
+        """Write weights and routing; `extra_routing` adds arrays such as every pruning round's masks."""
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(self.path / "model.safetensors", lambda tmp: save_file(state, tmp))
+        doc, arrays = routing.encode(model)
+        arrays.update(extra_routing or {})
+        atomic_write(self.path / "routing.safetensors", lambda tmp: save_numpy(arrays, tmp))
+        write_json(self.path / "routing.json", doc)
+
+    def finish(self, summary: dict) -> None:
+        write_json(self.path / "summary.json", summary)
+        self.set_status("done")
+
+
+class Run:
+    """A run directory opened for reading. Tolerates runs that are still being written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / "run.json").is_file():
+            raise RunError(f"not a run directory (no run.json): {self.path}")
+        self.meta = read_json(self.path / "run.json")
+        if not isinstance(self.meta, dict) or self.meta.get("schema_version") != SCHEMA_VERSION:
+            raise RunError(f"{self.path / 'run.json'}: unknown schema version")
+        for key in ("id", "name", "status", "scheme", "config", "tasks"):
+            if key not in self.meta:
+                raise RunError(f"{self.path / 'run.json'}: missing key '{key}'")
+
+    id = property(lambda self: self.meta["id"])
+    name = property(lambda self: self.meta["name"])
+    scheme = property(lambda self: self.meta["scheme"])
+    status = property(lambda self: self.meta["status"])
+
+    @property
+    def specs(self) -> list[TaskSpec]:
+        try:
+            return [TaskSpec.from_dict(t) for t in self.meta["tasks"]]
+        except TypeError as exc:
+            raise RunError(f"{self.path / 'run.json'}: malformed task list ({exc})") from None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.meta["tasks"]]
+
+    def config(self):
+        try:
+            return parse_config(self.meta["config"], where=f"{self.path.name}/run.json config")
+        except LsmnError as exc:
+            raise RunError(str(exc)) from None
+
+    def summary(self) -> dict:
+        if not (self.path / "summary.json").is_file():
+            raise RunError(f"run {self.id} has no summary yet (status: {self.status})")
+        return read_json(self.path / "summary.json")
+
+    def progress(self) -> dict | None:
+        path = self.path / "progress.json"
+        return read_json(path) if path.is_file() else None
+
+    def metrics(self) -> list[dict]:
+        """Evaluation records; a partly written last line (run in progress) is skipped."""
+        path = self.path / "metrics.jsonl"
+        records = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
+
+    def routing(self) -> tuple[dict, dict[str, np.ndarray]]:
+        try:
+            return routing.read(self.path / "routing.json")
+        except LsmnError as exc:
+            raise RunError(f"run {self.id}: {exc}") from None
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """The stored masks unpacked to bool arrays [T, *shape], read without building a model."""
+        doc, arrays = self.routing()
+        if doc.get("mask_encoding") == routing.PACKBITS:
+            return {n: routing.unpack(arrays[e["key"]], e["shape"]) for n, e in doc.get("masks", {}).items()}
+        return {n: arrays[e["key"]].astype(bool) for n, e in doc.get("masks", {}).items()}
+
+    def load_model(self, device: str = "cpu") -> MultitaskNet:
+        """Rebuild the model from run.json and load weights and routing (no code is executed)."""
+        from lsmn_core.model import build_model
+
+        model = build_model(self.specs, self.config())
+        try:
+            state = load_file(str(self.path / "model.safetensors"))
+        except FileNotFoundError:
+            raise RunError(f"run {self.id} has no model.safetensors (status: {self.status})") from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise RunError(f"run {self.id}: model.safetensors is corrupt ({exc})") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RunError(f"run {self.id}: model.safetensors does not fit the config: "
+                           f"{str(exc).splitlines()[0]}") from None
+        doc, arrays = self.routing()
+        try:
+            routing.apply(model, routing.decode(doc, arrays, model))
+        except LsmnError as exc:
+            raise RunError(f"run {self.id}: {exc}") from None
+        return model.to(device)
+
+
+def open_run(path) -> Run:
+    return Run(Path(path))
+
+
+def list_runs(root) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Runs under `root`, newest first, and the folders that could not be read (with the reason)."""
+    runs, broken = [], []
+    root = Path(root)
+    if not root.is_dir():
+        return runs, broken
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            runs.append(Run(folder))
+        except LsmnError as exc:
+            broken.append((folder, str(exc)))
+    runs.sort(key=lambda r: r.meta.get("created", ""), reverse=True)
+    return runs, broken

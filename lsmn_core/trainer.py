@@ -1,0 +1,206 @@
+"""Training: one loop for every scheme, read top to bottom.
+
+`train()` loads the data, builds the model, lets the scheme search its routing (sparse: IMP with
+rewinding), then trains all tasks together, sampling one task per step as the sparse-sharing slides
+do. Evaluation every `eval_every` steps goes to metrics.jsonl; early stopping keeps the best dev state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lsmn_core.data import TaskData, load_tasks
+from lsmn_core.errors import ConfigError
+from lsmn_core.model import MultitaskNet, build_model
+from lsmn_core.store import RunWriter
+from lsmn_core.tasks import metric_value, score, task_loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class DeviceTasks:
+    """Every task's splits as tensors on the training device, loaded once."""
+
+    def __init__(self, data: list[TaskData], device: torch.device):
+        self.specs = [d.spec for d in data]
+        self.splits = [{k: (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
+                        for k, (x, y) in d.splits.items()} for d in data]
+
+    def batch(self, task: int, size: int, generator: torch.Generator):
+        x, y = self.splits[task]["train"]
+        idx = torch.randint(len(y), (min(size, len(y)),), generator=generator).to(x.device)
+        return x[idx], y[idx]
+
+
+@torch.no_grad()
+def evaluate_task(model: MultitaskNet, tasks: DeviceTasks, task: int, split: str,
+                  chunk: int = 2048) -> tuple[float, float]:
+    """(loss, metric) of one task on one split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    x, y = tasks.splits[task][split]
+    spec = tasks.specs[task]
+    outputs = torch.cat([model(x[i : i + chunk], task) for i in range(0, len(y), chunk)])
+    model.train(was_training)
+    return task_loss(spec, outputs, y).item(), metric_value(spec, outputs, y)
+
+
+class TaskSampler:
+    """Which task trains next: proportional to training-set size, or round-robin."""
+
+    def __init__(self, tasks: DeviceTasks, task_ids: list[int], mode: str, generator: torch.Generator):
+        self.task_ids, self.mode, self.generator, self.i = task_ids, mode, generator, 0
+        sizes = torch.tensor([tasks.specs[t].sizes["train"] for t in task_ids], dtype=torch.float)
+        self.weights = sizes / sizes.sum()
+
+    def __next__(self) -> int:
+        if self.mode == "round_robin":
+            self.i += 1
+            return self.task_ids[(self.i - 1) % len(self.task_ids)]
+        return self.task_ids[torch.multinomial(self.weights, 1, generator=self.generator).item()]
+
+
+class Reporter:
+    """Progress to the terminal (a bar on stderr) and to the run directory (progress.json, metrics)."""
+
+    def __init__(self, writer: RunWriter | None, quiet: bool = False):
+        self.writer, self.quiet = writer, quiet
+
+    def bar(self, total: int, phase: str):
+        return tqdm(total=total, desc=phase, file=sys.stderr, leave=False, disable=self.quiet,
+                    dynamic_ncols=True)
+
+    def progress(self, phase: str, step: int, total: int, message: str = "", force: bool = False):
+        if self.writer:
+            self.writer.progress(phase, step, total, message, force)
+
+    def log(self, records: list[dict]):
+        if self.writer:
+            self.writer.log(records)
+
+
+class TrainingSession:
+    """What a training phase needs: the model, the data, the config, and where to report."""
+
+    def __init__(self, model: MultitaskNet, tasks: DeviceTasks, config, reporter: Reporter):
+        self.model, self.tasks, self.config, self.reporter = model, tasks, config, reporter
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0  # global step over all phases, for metrics.jsonl
+
+    def evaluate(self, task: int, split: str) -> tuple[float, float]:
+        return evaluate_task(self.model, self.tasks, task, split)
+
+    def evaluate_tasks(self, task_ids: list[int], split: str, phase: str) -> float:
+        """Evaluate, log the records, and return the mean 'higher is better' score."""
+        records, scores = [], []
+        for t in task_ids:
+            loss, value = self.evaluate(t, split)
+            spec = self.tasks.specs[t]
+            records.append({"step": self.step, "phase": phase, "task": spec.name, "split": split,
+                            "loss": loss, "metric": spec.metric, "value": value})
+            scores.append(score(spec, value))
+        self.reporter.log(records)
+        return sum(scores) / len(scores)
+
+    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True) -> int:
+        """Train `task_ids` (one sampled task per step) for up to `steps`; returns the steps run.
+
+        With early stopping, dev is evaluated every eval_every steps and the best state is restored.
+        """
+        cfg = self.config.train
+        model, body = self.model, self.model.body
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sampler = TaskSampler(self.tasks, task_ids, cfg.sampling, self.generator)
+        body_params = dict(body.named_parameters())
+        best_score, best_state, evals_since_best = -math.inf, None, 0
+        model.train()
+        bar = self.reporter.bar(steps, phase)
+        step = 0
+        for step in range(1, steps + 1):
+            t = next(sampler)
+            x, y = self.tasks.batch(t, cfg.batch_size, self.generator)
+            loss = task_loss(self.tasks.specs[t], model(x, t), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            restrict = body.update_masks(t)
+            before = {n: body_params[n].detach().clone() for n in restrict}
+            optimizer.step()
+            with torch.no_grad():
+                for n, keep in restrict.items():
+                    body_params[n].copy_(torch.where(keep, body_params[n], before[n]))
+            self.step += 1
+            bar.update()
+            self.reporter.progress(phase, step, steps)
+            if early_stopping and (step % cfg.eval_every == 0 or step == steps):
+                current = self.evaluate_tasks(task_ids, "dev", phase)
+                bar.set_postfix(dev=f"{current:.3f}")
+                if current > best_score:
+                    best_score, evals_since_best = current, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    evals_since_best += 1
+                    if cfg.patience and evals_since_best >= cfg.patience:
+                        break
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.reporter.progress(phase, step, steps, "done", force=True)
+        return step
+
+
+def summarize(session: TrainingSession, search_report: dict, seconds: float) -> dict:
+    """Final per-task metrics, parameter counts and densities, for summary.json."""
+    model, specs = session.model, session.tasks.specs
+    metrics = {}
+    for t, spec in enumerate(specs):
+        metrics[spec.name] = {"metric": spec.metric}
+        for split in ("dev", "test"):
+            metrics[spec.name][split] = session.evaluate(t, split)[1]
+    density = model.body.density()
+    return {
+        "metrics": metrics,
+        "params": model.parameter_counts(),
+        "density": {s.name: density[t].mean().item() for t, s in enumerate(specs)},
+        "density_per_layer": {s.name: density[t].tolist() for t, s in enumerate(specs)},
+        "search": search_report,
+        "steps": session.step,
+        "train_seconds": round(seconds, 2),
+    }
+
+
+def train(config, out_dir: str | Path = "runs", device: str | None = None, folder: str | None = None,
+          quiet: bool = False) -> Path:
+    """Train a run described by `config` into a new directory under `out_dir`; returns its path."""
+    device = resolve_device(device or config.train.device)
+    data = load_tasks(config.tasks, config.data)
+    model = build_model([d.spec for d in data], config).to(device)
+    writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
+    start = time.monotonic()
+    try:
+        session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet))
+        all_tasks = list(range(len(data)))
+        report = model.body.search_routing(session)
+        session.train(all_tasks, config.train.steps, "train")
+        summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
+        writer.save_model(model, report.get("arrays"))
+        writer.finish(summary)
+    except KeyboardInterrupt:
+        writer.set_status("interrupted", "stopped by the user")
+        raise
+    except Exception as exc:
+        writer.set_status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return writer.path

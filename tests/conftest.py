@@ -1,0 +1,34 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lsmn_core.config import parse_config  # noqa: E402
+from lsmn_core.trainer import train  # noqa: E402
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "tasks": [
+        {"name": "digit", "dataset": "digits", "target": "digit"},
+        {"name": "parity", "dataset": "digits", "target": "parity"},
+        {"name": "position", "dataset": "position", "target": "cell"},
+    ],
+    "model": {"width": 32, "depth": 2},
+    "scheme": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.2, "round_steps": 30, "warmup_steps": 20},
+    "train": {"steps": 120, "batch_size": 32, "eval_every": 40, "device": "cpu"},
+}
+
+
+def tiny_config(**changes):
+    """The tiny config with top-level sections replaced, e.g. tiny_config(scheme={"kind": "hard"})."""
+    return parse_config({**TINY, **changes})
+
+
+@pytest.fixture(scope="session")
+def sparse_run(tmp_path_factory):
+    """A small finished sparse run (IMP + multi-task training), shared by the tests that read it."""
+    return train(tiny_config(), tmp_path_factory.mktemp("runs"), quiet=True)

@@ -1,0 +1,60 @@
+"""The app on real runs, through Streamlit's AppTest (no browser)."""
+
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+
+MAIN = str(REPO / "app" / "main.py")
+
+
+def start(monkeypatch, folder):
+    monkeypatch.setenv("LSMN_RUNS", str(folder))
+    import app.state
+
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(folder))
+    return AppTest.from_file(MAIN, default_timeout=60).run()
+
+
+@pytest.mark.parametrize("sample", ["digits-sparse", "digits-hard", "digits-independent"])
+def test_overview_shows_each_sample_run(monkeypatch, sample):
+    at = start(monkeypatch, REPO / "sample_runs")
+    assert not at.exception
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith(sample + " "))).run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == sample
+    table = at.dataframe[0].value
+    assert list(table["task"]) == ["digit", "parity", "ge5", "loops", "position"]
+    assert table["test"].between(0, 1).all()
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    if sample == "digits-sparse":
+        assert any("Mask overlap ratio" in spec for spec in charts)
+    else:
+        assert any("no per-task masks" in i.value for i in at.info)
+
+
+def test_empty_folder_explains_what_to_do(monkeypatch, tmp_path):
+    at = start(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("No runs here yet" in i.value for i in at.info)
+
+
+def test_a_corrupt_run_is_skipped_with_a_warning(monkeypatch, tmp_path, sparse_run):
+    shutil.copytree(sparse_run, tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    at = start(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("Skipped bad" in w.value for w in at.sidebar.warning)
+    assert at.title[0].value == "tiny"
+
+
+def test_a_run_with_damaged_masks_shows_an_error_not_a_crash(monkeypatch, tmp_path, sparse_run):
+    shutil.copytree(sparse_run, tmp_path / "run")
+    (tmp_path / "run" / "routing.safetensors").write_bytes(b"garbage")
+    at = start(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("Cannot read the run's masks" in e.value for e in at.error)

@@ -1,0 +1,142 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from lsmn_core import data as data_module
+from lsmn_core.config import DataConfig, TaskConfig
+from lsmn_core.data import load_task, split_indices
+from lsmn_core.errors import DataError
+from lsmn_core.store import open_run
+from lsmn_core.trainer import train
+
+
+def digits_task(target, domain="original"):
+    return load_task(TaskConfig(name=target, dataset="digits", target=target, domain=domain), DataConfig())
+
+
+def test_splits_are_fixed_disjoint_and_cover_everything():
+    a, b = split_indices(100, DataConfig(split_seed=4)), split_indices(100, DataConfig(split_seed=4))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    together = np.concatenate(list(a.values()))
+    assert sorted(together) == list(range(100))
+    assert len(a["test"]) == 20 and len(a["dev"]) == 20
+    assert not np.array_equal(split_indices(100, DataConfig(split_seed=5))["test"], a["test"])
+
+
+def test_derived_digit_targets_share_images_and_agree():
+    digit, parity, loops = digits_task("digit"), digits_task("parity"), digits_task("loops")
+    for split in ("train", "dev", "test"):
+        assert np.array_equal(digit.splits[split][0], parity.splits[split][0])
+        d = digit.splits[split][1]
+        assert np.array_equal(parity.splits[split][1], d % 2)
+        assert np.array_equal(loops.splits[split][1], np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1])[d])
+    assert digit.spec.n_outputs == 10 and parity.spec.n_outputs == 2 and digit.spec.metric == "accuracy"
+
+
+@pytest.mark.parametrize("domain", ["rotated", "blurred", "edges", "inverted"])
+def test_domains_change_the_images_but_not_the_labels(domain):
+    original, other = digits_task("digit"), digits_task("digit", domain)
+    x0, y0 = original.splits["train"]
+    x1, y1 = other.splits["train"]
+    assert x1.shape == x0.shape and np.array_equal(y0, y1)
+    assert not np.allclose(x0, x1)
+
+
+def test_position_task_marks_the_target_cell():
+    task = load_task(TaskConfig(name="p", dataset="position", target="cell"), DataConfig())
+    x, y = task.splits["train"]
+    for image, cell in zip(x[:50], y[:50]):
+        r, c = divmod(int(cell), 7)
+        assert np.all(image[r : r + 2, c : c + 2] == 1.0)
+    assert task.spec.n_outputs == 49
+
+
+def test_kang_synthetic_is_linear_in_three_groups():
+    weights = []
+    for index in range(30):
+        task = load_task(TaskConfig(name="k", dataset="kang_synthetic", target=str(index), domain="clean"),
+                         DataConfig())
+        x, y = task.splits["train"]
+        assert x.shape == (15, 20) and task.splits["test"][0].shape == (50, 20)
+        assert x.min() >= -1 and x.max() <= 1
+        x_all = np.concatenate([task.splits[s][0] for s in ("train", "dev", "test")]).astype(np.float64)
+        y_all = np.concatenate([task.splits[s][1] for s in ("train", "dev", "test")]).astype(np.float64)
+        w, *_ = np.linalg.lstsq(x_all, y_all, rcond=None)  # 75 samples determine the 20 weights
+        assert np.allclose(x_all @ w, y_all, atol=1e-4)  # clean targets are exactly linear
+        weights.append(w / np.linalg.norm(w))
+    cosine = np.abs(np.array(weights) @ np.array(weights).T)
+    group = np.arange(30) // 10
+    assert np.all(cosine[group[:, None] == group[None, :]] > 0.999)
+    assert np.all(cosine[group[:, None] != group[None, :]] < 0.99)
+    noisy = load_task(TaskConfig(name="k", dataset="kang_synthetic", target="0", domain="noisy"), DataConfig())
+    clean = load_task(TaskConfig(name="k", dataset="kang_synthetic", target="0", domain="clean"), DataConfig())
+    residual = noisy.splits["test"][1] - clean.splits["test"][1]
+    assert 0.15 < residual.std() < 0.45 and np.array_equal(noisy.splits["test"][0], clean.splits["test"][0])
+
+
+def test_fashion_mnist_reads_the_idx_files():
+    task = load_task(TaskConfig(name="f", dataset="fashion_mnist", target="footwear"), DataConfig())
+    x, y = task.splits["test"]
+    assert x.shape == (10000, 28, 28) and set(np.unique(y)) == {0, 1}
+    assert 0.0 <= x.min() and x.max() <= 1.0 and task.spec.sizes["train"] + task.spec.sizes["dev"] == 60000
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(data_module, "FASHION_DIRS", [str(tmp_path)])
+    monkeypatch.delenv("LSMN_DATA", raising=False)
+    with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
+        load_task(TaskConfig(name="f", dataset="fashion_mnist", target="class"), DataConfig())
+
+
+@pytest.mark.parametrize("task, message", [
+    (TaskConfig(name="a", dataset="digits", target="colour"), "digits has no target 'colour'"),
+    (TaskConfig(name="a", dataset="digits", target="digit", domain="sepia"), "unknown domain 'sepia'"),
+    (TaskConfig(name="a", dataset="imagenet", target="x"), "unknown dataset 'imagenet'"),
+    (TaskConfig(name="a", dataset="kang_synthetic", target="30"), "task index 0..29"),
+])
+def test_bad_task_definitions(task, message):
+    with pytest.raises(DataError, match=message):
+        load_task(task, DataConfig())
+
+
+def _user_tasks(tmp_path):
+    rng = np.random.RandomState(0)
+    x = rng.randn(300, 6).astype(np.float32)
+    labels = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    np.savez(tmp_path / "cls.npz", X=x, y=labels)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    frame["price"] = 3 * x[:, 2] - 2 * x[:, 3] + 0.1 * rng.randn(300)
+    frame.to_csv(tmp_path / "reg.csv", index=False)
+    return [{"name": "npz_task", "file": str(tmp_path / "cls.npz")},
+            {"name": "csv_task", "file": str(tmp_path / "reg.csv"), "target": "price"}]
+
+
+@pytest.mark.parametrize("scheme", [{"kind": "hard"}, {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.3,
+                                                      "round_steps": 40}])
+def test_user_npz_and_csv_train_end_to_end(tmp_path, scheme):
+    config = tiny_config(tasks=_user_tasks(tmp_path), scheme=scheme, train={"steps": 400, "eval_every": 100,
+                                                                            "device": "cpu"})
+    run = open_run(train(config, tmp_path / "runs", quiet=True))
+    assert run.status == "done"
+    specs = {s.name: s for s in run.specs}
+    assert specs["npz_task"].kind == "classification" and specs["csv_task"].kind == "regression"
+    metrics = run.summary()["metrics"]
+    assert metrics["npz_task"]["test"] > 0.85  # a linear rule the network must pick up
+    assert metrics["csv_task"]["test"] < 1.5  # RMSE well below the target's spread (~3.6)
+
+
+def test_user_file_problems_are_reported(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "nox.npz", A=np.zeros(3))
+    pd.DataFrame({"a": [1, 2, 3, 4, 5, 6], "t": [0, 1, 0, 1, 0, 1]}).to_csv(tmp_path / "t.csv", index=False)
+    cases = [
+        (TaskConfig(name="a", file=str(tmp_path / "bad.npz")), "cannot read"),
+        (TaskConfig(name="a", file=str(tmp_path / "nox.npz")), "must hold arrays 'X' and 'y'"),
+        (TaskConfig(name="a", file=str(tmp_path / "t.csv"), target="label"), "column 'label' not in"),
+        (TaskConfig(name="a", file=str(tmp_path / "data.txt")), "must be .npz or .csv"),
+    ]
+    (tmp_path / "data.txt").write_text("x")
+    for task, message in cases:
+        with pytest.raises(DataError, match=message):
+            load_task(task, DataConfig())

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from conftest import tiny_config
+from lsmn_core.data import load_tasks
+from lsmn_core.model import build_model
+
+
+@pytest.fixture(scope="module")
+def specs():
+    config = tiny_config()
+    return [d.spec for d in load_tasks(config.tasks, config.data)]
+
+
+def model_for(specs, kind):
+    options = {"kind": kind} if kind != "sparse" else {"kind": "sparse"}
+    return build_model(specs, tiny_config(scheme=options)).eval()
+
+
+def random_masks(model, seed=0, keep=0.4):
+    generator = torch.Generator().manual_seed(seed)
+    for name, mask in model.body.masks().items():
+        mask.copy_(torch.rand(mask.shape, generator=generator) < keep)
+
+
+@pytest.mark.parametrize("kind", ["independent", "hard", "sparse"])
+def test_all_tasks_in_one_batched_pass_equal_one_task_at_a_time(specs, kind):
+    model = model_for(specs, kind)
+    if kind == "sparse":
+        random_masks(model)
+    x = torch.rand(7, 8, 8)
+    together = model.forward_tasks(x)
+    for t, out in enumerate(together):
+        assert torch.allclose(out, model(x, t), atol=1e-5)
+    per_task_input = torch.rand(3, 5, 8, 8)
+    stacked = model.forward_tasks(per_task_input)
+    for t in range(3):
+        assert torch.allclose(stacked[t], model(per_task_input[t], t), atol=1e-5)
+
+
+def test_pruned_weights_are_out_of_a_tasks_function(specs):
+    model = model_for(specs, "sparse")
+    random_masks(model, keep=0.3)
+    x = torch.rand(6, 8, 8)
+    before = model.forward_tasks(x)
+    task = 1
+    with torch.no_grad():
+        for name, p in model.body.named_parameters():
+            if model.body.prunable(name):
+                pruned = ~model.body.mask_of(name)[task]
+                p[pruned] += 5.0 * torch.randn(int(pruned.sum()))
+    after = model.forward_tasks(x)
+    assert torch.equal(before[task], after[task])  # bit-identical: pruned weights never enter
+    assert not torch.allclose(before[0], after[0])  # the same weights do matter to other tasks
+
+
+def test_independent_tasks_do_not_touch_each_other(specs):
+    model = model_for(specs, "independent")
+    x = torch.rand(4, 8, 8)
+    before = model(x, 0)
+    with torch.no_grad():
+        for p in model.body.parameters():
+            p[1:] += 1.0
+        for p in model.encoders["task_parity"].parameters():
+            p += 1.0
+    assert torch.equal(model(x, 0), before)
+
+
+def test_parameter_counts_follow_the_scheme(specs):
+    hard, independent = model_for(specs, "hard"), model_for(specs, "independent")
+    body = sum(p.numel() for p in hard.body.parameters())
+    assert sum(p.numel() for p in independent.body.parameters()) == 3 * body
+    assert independent.parameter_counts()["shared"] == 0
+    hard_counts = hard.parameter_counts()
+    encoder = sum(p.numel() for p in hard.encoders.parameters())
+    assert hard_counts["shared"] == body + encoder  # one encoder and one body serve all three tasks
+    sparse = model_for(specs, "sparse")
+    random_masks(sparse, keep=0.5)
+    counts = sparse.parameter_counts()
+    for t, name in enumerate(sparse.task_names):
+        pruned = sum(int((~m[t]).sum()) for m in sparse.body.masks().values())
+        assert counts["active"][name] == hard_counts["active"][name] - pruned

@@ -1,0 +1,51 @@
+import numpy as np
+
+from analysis.overlap import (by_layer, flatten, intersections, overlap_ratio, overlap_report, pairwise_overlap,
+                              subset_counts)
+
+A = np.array([[1, 1, 1, 0, 0, 0],
+              [1, 1, 0, 1, 0, 0],
+              [1, 0, 0, 0, 0, 1]], dtype=bool)
+
+
+def test_overlap_ratio_is_intersection_over_union():
+    assert overlap_ratio(A) == 1 / 5  # only weight 0 is used by all; 5 weights are used by someone
+    assert overlap_ratio(A[:2]) == 2 / 4
+    assert overlap_ratio(np.zeros((2, 3), bool)) == 1.0
+
+
+def test_pairwise_matrix_matches_the_definition():
+    pairwise = pairwise_overlap(A)
+    for i in range(3):
+        for j in range(3):
+            inter = (A[i] & A[j]).sum()
+            union = (A[i] | A[j]).sum()
+            assert np.isclose(pairwise[i, j], inter / union)
+    assert intersections(A).tolist() == [[3, 2, 1], [2, 3, 1], [1, 1, 2]]
+
+
+def test_exact_subsets_partition_the_weights():
+    subsets = subset_counts(A, ["a", "b", "c"])
+    as_dict = {tuple(s["tasks"]): s["count"] for s in subsets}
+    assert as_dict == {("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1, (): 1}
+    assert sum(as_dict.values()) == A.shape[1]
+
+
+def test_many_tasks_subsets_still_exact():
+    rng = np.random.RandomState(0)
+    masks = rng.rand(20, 500) < 0.5
+    masks[:, :100] = True  # 100 weights shared by all 20 tasks
+    subsets = subset_counts(masks, [f"t{i}" for i in range(20)])
+    assert sum(s["count"] for s in subsets) == 500
+    assert subsets[0] == {"tasks": [f"t{i}" for i in range(20)], "count": 100}
+
+
+def test_report_per_layer_from_named_masks():
+    masks = {"body.blocks.0.w_in": A[:, :4].reshape(3, 2, 2), "body.blocks.1.w_out": A[:, 4:]}
+    assert flatten(masks).shape == (3, 6)
+    layers = by_layer(masks)
+    assert list(layers) == [0, 1] and layers[1].shape == (3, 2)
+    report = overlap_report(masks, ["a", "b", "c"])
+    assert report["global"] == overlap_ratio(A)
+    assert report["per_layer"][0]["global"] == overlap_ratio(A[:, :4])
+    assert report["density"] == {"a": 0.5, "b": 0.5, "c": 2 / 6}
