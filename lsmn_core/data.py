@@ -146,13 +146,14 @@ def kang_synthetic(task_index: int, noisy: bool, seed: int) -> dict[str, tuple[n
     directions = rng.randn(KANG_GROUPS, KANG_DIM)
     scales = rng.uniform(0.5, 2.0, size=KANG_TASKS)
     weights = scales[:, None] * directions[np.arange(KANG_TASKS) // (KANG_TASKS // KANG_GROUPS)]
-    task_rng = np.random.RandomState(seed * 1000 + task_index + 1)
+    input_rng = np.random.RandomState(seed * 1000 + task_index + 1)
+    noise_rng = np.random.RandomState(seed * 1000 + task_index + 500)  # clean and noisy share inputs
     splits = {}
     for split, n in KANG_SIZES.items():
-        x = task_rng.uniform(-1, 1, size=(n, KANG_DIM))
+        x = input_rng.uniform(-1, 1, size=(n, KANG_DIM))
         y = x @ weights[task_index]
         if noisy:
-            y = y + task_rng.normal(0, KANG_NOISE_STD, size=n)
+            y = y + noise_rng.normal(0, KANG_NOISE_STD, size=n)
         splits[split] = (x.astype(np.float32), y.astype(np.float32))
     return splits
 
