@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml requirements.txt
 .PHONY: install app test samples data
 install: $(STAMP)
 
-# Fashion-MNIST from Debian (the data tests read it); needs root or sudo, skipped if present.
+# From Debian: Fashion-MNIST (the data tests read it) and Chromium (the browser test drives it).
+# Needs root or sudo; skipped when both are present.
 data:
-	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz -a -x /usr/bin/chromium || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	    $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
+	    $$SUDO apt-get install -y -qq dataset-fashion-mnist chromium; }
 
 app: $(STAMP)
 	$(BIN)/streamlit run app/main.py
