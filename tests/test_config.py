@@ -62,3 +62,13 @@ def test_cli_missing_config_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lsmn_core", "train", str(tmp_path / "none.yaml")],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+def test_the_readme_config_example_is_valid():
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Configs", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    import yaml
+
+    config = parse_config(yaml.safe_load(block))
+    assert [t.name for t in config.tasks][:2] == ["digit", "blurred_parity"]
+    assert config.scheme.round_steps == 100 and config.train.sampling == "proportional"
