@@ -111,3 +111,17 @@ def test_safe_names_stay_inside_the_runs_folder():
 def test_loaded_model_is_plain_tensors_only(sparse_run):
     model = open_run(sparse_run).load_model()
     assert all(isinstance(v, torch.Tensor) for v in model.state_dict().values())
+
+
+def test_same_config_and_seed_give_identical_weights_on_cpu(tmp_path):
+    from safetensors.torch import load_file as load_tensors
+
+    from conftest import tiny_config
+    from lsmn_core.trainer import train
+
+    config = tiny_config(train={"steps": 30, "batch_size": 16, "eval_every": 10, "device": "cpu"},
+                         scheme={"kind": "sparse", "prune_rate": 0.5, "min_density": 0.3, "round_steps": 10})
+    first, second = train(config, tmp_path / "a", quiet=True), train(config, tmp_path / "b", quiet=True)
+    a, b = load_tensors(str(first / "model.safetensors")), load_tensors(str(second / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (first / "routing.safetensors").read_bytes() == (second / "routing.safetensors").read_bytes()
