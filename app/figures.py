@@ -41,3 +41,30 @@ def training_curves(records: list[dict]) -> go.Figure:
                            name=f"{task} ({points[0]['metric']})" if points else task)
     figure.update_layout(title="Dev metric during multi-task training", xaxis_title="step", height=360)
     return figure
+
+
+def signature_heatmap(report: dict) -> go.Figure:
+    """Task x layer: the template each task uses (colour) and how sure it is (cell text, hover)."""
+    tasks = report["task_names"]
+    rows = [report["tasks"][t] for t in tasks]
+    depth = len(rows[0]["order"])
+    text = [[f"f{r['order'][l]}<br>{r['confidence'][l]:.2f}" for l in range(depth)] for r in rows]
+    hover = [[f"{t}, layer {l}: template {r['order'][l]} (weight {r['confidence'][l]:.3f}, "
+              f"entropy {r['entropy'][l]:.2f})" for l in range(depth)] for t, r in zip(tasks, rows)]
+    labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
+    figure = go.Figure(go.Heatmap(
+        z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels, colorscale="Turbo",
+        text=text, texttemplate="%{text}", hovertext=hover, hoverinfo="text", showscale=False))
+    figure.update_layout(title="Signatures: template per layer (weight below; ★ = progressive)",
+                         yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
+    return figure
+
+
+def similarity_heatmap(report: dict) -> go.Figure:
+    """Expected share of layers at which two tasks use the same template."""
+    tasks = report["task_names"]
+    figure = go.Figure(go.Heatmap(z=report["similarity"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
+                                  text=[[f"{v:.2f}" for v in row] for row in report["similarity"]],
+                                  texttemplate="%{text}", colorbar={"title": "same"}))
+    figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
+    return figure

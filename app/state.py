@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.overlap import overlap_report
+from analysis.signatures import signature_report
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import Run, list_runs, open_run
 
@@ -25,6 +26,17 @@ def _overlap(run_path: str, stamp: float) -> dict | None:
     run = open_run(run_path)
     masks = run.masks()
     return overlap_report(masks, run.task_names) if masks else None
+
+
+@st.cache_data(show_spinner=False)
+def _signatures(run_path: str, stamp: float) -> dict | None:
+    doc, _ = open_run(run_path).routing()
+    return signature_report(doc["signatures"]) if "signatures" in doc else None
+
+
+def signatures_of(run: Run) -> dict | None:
+    """The run's signature report (None for schemes without signatures), cached per run state."""
+    return _signatures(str(run.path), _stamp(str(run.path)))
 
 
 def overlap_of(run: Run) -> dict | None:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from lsmn_core.errors import LsmnError
+from lsmn_core.errors import ConfigError, LsmnError
 
 
 def _print_json(data) -> None:
@@ -59,6 +59,15 @@ def show_data(run) -> dict:
         "params": summary["params"],
         "density": summary["density"],
     }
+    doc, _ = run.routing()
+    if "signatures" in doc:
+        from analysis.signatures import signature_report
+
+        report = signature_report(doc["signatures"])
+        data["signatures"] = {t: {k: r[k] for k in ("order", "confidence", "progressive")}
+                              for t, r in report["tasks"].items()}
+        data["signature_similarity"] = report["similarity"]
+        data["shared_layers"] = [{str(k): v for k, v in layer["groups"].items()} for layer in report["shared_layers"]]
     masks = run.masks()
     if masks:
         report = overlap_report(masks, run.task_names)
@@ -81,6 +90,16 @@ def cmd_show(args) -> None:
         m = data["metrics"][task]
         print(f"{task:<16}{m['metric']:<10}{m['dev']:>9.4f}{m['test']:>9.4f}"
               f"{data['params']['active'][task]:>15,}{data['density'][task]:>9.3f}")
+    if "signatures" in data:
+        print("signatures (template per layer; * = progressive; confidence = mean max weight):")
+        for task, sig in data["signatures"].items():
+            mark = "*" if sig["progressive"] else " "
+            mean_conf = sum(sig["confidence"]) / len(sig["confidence"])
+            print(f"  {task:<16}{mark} {' '.join(map(str, sig['order']))}   confidence {mean_conf:.2f}")
+        print("tasks sharing a template, per layer:")
+        for layer, groups in enumerate(data["shared_layers"]):
+            shared = [f"{k}: {', '.join(tasks)}" for k, tasks in groups.items() if len(tasks) > 1]
+            print(f"  layer {layer}: {' | '.join(shared) or '-'}")
     if "overlap" in data:
         print(f"mask overlap ratio, all tasks: {data['overlap']['global']:.3f}")
         width = max(len(t) for t in data["tasks"]) + 2
@@ -110,6 +129,32 @@ def cmd_compare(args) -> None:
     if args.json:
         return _print_json(comparison_rows(runs))
     print(markdown_table(runs))
+
+
+def cmd_finetune(args) -> None:
+    import yaml
+
+    from lsmn_core.config import TaskConfig, build
+    from lsmn_core.finetune import finetune
+    from lsmn_core.store import open_run
+
+    new_tasks = []
+    for i, text in enumerate(args.add_task):
+        try:
+            new_tasks.append(build(TaskConfig, yaml.safe_load(text), f"--add-task[{i}]"))
+        except yaml.YAMLError:
+            raise ConfigError(f"--add-task {text!r}: not a YAML mapping such as "
+                              "'{name: mod3, dataset: digits, target: mod3}'") from None
+    path = finetune(open_run(args.run), args.steps, args.train, new_tasks, args.init_from, args.routing,
+                    args.out, args.device, args.quiet)
+    print(path)
+
+
+def cmd_study(args) -> None:
+    from lsmn_core.studies import STUDIES
+
+    seeds = tuple(range(args.seeds))
+    print(STUDIES[args.name](seeds=seeds, device=args.device))
 
 
 def cmd_samples(args) -> None:
@@ -153,6 +198,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compare)
+
+    f = sub.add_parser("finetune", help="continue a run into a new, linked run: routing only, or everything")
+    f.add_argument("run")
+    f.add_argument("--steps", type=int, default=500)
+    f.add_argument("--train", choices=["routing", "all"], default="routing",
+                   help="routing: only signatures (templates frozen) and new tasks' heads; all: everything")
+    f.add_argument("--add-task", action="append", default=[], metavar="YAML",
+                   help="a new task, e.g. '{name: mod3, dataset: digits, target: mod3}' (repeatable)")
+    f.add_argument("--init-from", help="new tasks' signatures start as this task's (default: random)")
+    f.add_argument("--routing", help="start from an edited routing (a routing pair or its folder)")
+    f.add_argument("--out", help="folder for the new run (default: beside the parent)")
+    f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=cmd_finetune)
+
+    st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
+    st.add_argument("name", choices=["signatures", "transfer"])
+    st.add_argument("--seeds", type=int, default=3)
+    st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    st.set_defaults(func=cmd_study)
 
     sm = sub.add_parser("samples", help="rebuild the shipped example runs")
     sm.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_runs"))

@@ -7,6 +7,7 @@ Built in: `digits` (scikit-learn, 8x8 images) with derived targets and input dom
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -69,7 +70,9 @@ DIGIT_TARGETS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, read once per process (callers never modify the arrays)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -10,14 +10,19 @@ from lsmn_core.store import Run
 from lsmn_core.trainer import DeviceTasks, evaluate_task, resolve_device
 
 
-def evaluate_run(run: Run, routing_path: str | Path | None = None, device: str = "auto") -> dict:
-    """Per-task dev/test metrics of `run` (under the routing at `routing_path` if given), with the
-    stored metrics and the change against them."""
+def evaluate_run(run: Run, edited: str | Path | dict | None = None, device: str = "auto") -> dict:
+    """Per-task dev/test metrics of `run`, with the change against the stored metrics.
+
+    `edited` is an edited routing: a path to a routing pair, or a routing.json document as a dict
+    (its masks, if any, are read from the run's own routing.safetensors). The run is not changed.
+    """
     torch_device = resolve_device(device)
     model = run.load_model(torch_device)
-    if routing_path is not None:
-        doc, arrays = routing.read(Path(routing_path))
-        routing.apply(model, {k: v.to(torch_device) for k, v in routing.decode(doc, arrays, model).items()})
+    if isinstance(edited, dict):
+        routing.apply(model, routing.decode(edited, run.routing()[1], model))
+    elif edited is not None:
+        doc, arrays = routing.read(Path(edited))
+        routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
     tasks = DeviceTasks(load_tasks(config.tasks, config.data), torch_device)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}
@@ -29,5 +34,6 @@ def evaluate_run(run: Run, routing_path: str | Path | None = None, device: str =
             if spec.name in stored:
                 entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
         metrics[spec.name] = entry
-    return {"run": run.id, "routing": str(routing_path) if routing_path else None, "metrics": metrics,
+    source = None if edited is None else "edited document" if isinstance(edited, dict) else str(edited)
+    return {"run": run.id, "routing": source, "metrics": metrics,
             "params": model.parameter_counts()}

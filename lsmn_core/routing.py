@@ -1,8 +1,9 @@
 """Routing documents: a scheme's per-task state as `routing.json` + `routing.safetensors`, validated.
 
-For masked schemes, `routing.safetensors` holds `masks.<parameter name>`, the masks of all tasks
+Every document names the scheme and the task order. For masked schemes, `routing.safetensors` holds `masks.<parameter name>`, the masks of all tasks
 stacked [T, *shape], bit-packed with numpy.packbits along the last axis; `routing.json` records the
-task order, the encoding and each mask's unpacked shape. Edited routings go through the same checks
+encoding and each mask's unpacked shape. A scheme adds its own part of the document (the mixture
+scheme's signatures) through routing_document / parse_routing_document. Edited routings go through the same checks
 before they touch a model, so an invalid edit is refused with one message and changes nothing.
 """
 
@@ -33,23 +34,37 @@ def unpack(packed: np.ndarray, shape: list[int]) -> np.ndarray:
 
 def encode(model) -> tuple[dict, dict[str, np.ndarray]]:
     """The model's routing as (routing.json document, arrays for routing.safetensors)."""
-    doc = {"schema_version": SCHEMA_VERSION, "scheme": model.body.kind, "tasks": model.task_names,
-           "mask_encoding": PACKBITS, "masks": {}}
+    doc = {"schema_version": SCHEMA_VERSION, "scheme": model.body.kind, "tasks": model.task_names}
     arrays = {}
-    for name, mask in model.masks().items():
-        key = f"masks.{name}"
-        arrays[key] = pack(mask.cpu().numpy())
-        doc["masks"][name] = {"key": key, "shape": list(mask.shape)}
+    masks = model.masks()
+    if masks:
+        doc["mask_encoding"], doc["masks"] = PACKBITS, {}
+        for name, mask in masks.items():
+            key = f"masks.{name}"
+            arrays[key] = pack(mask.cpu().numpy())
+            doc["masks"][name] = {"key": key, "shape": list(mask.shape)}
+    doc.update(model.body.routing_document(model.task_names))
     return doc, arrays
 
 
-def decode(doc: dict, arrays: dict[str, np.ndarray], model) -> dict[str, torch.Tensor]:
-    """Validate a routing document against `model`; return {parameter name: bool mask [T, *shape]}."""
+def decode(doc: dict, arrays: dict[str, np.ndarray], model) -> dict:
+    """Validate a routing document against `model`; return the state to install with `apply`.
+
+    The state holds "masks" ({parameter name: bool [T, *shape]}) where the model has masks, plus
+    whatever the scheme reads from its own part of the document (e.g. mixture signatures).
+    """
     if not isinstance(doc, dict):
         raise RoutingError("routing.json must hold a JSON object")
     if doc.get("tasks") != model.task_names:
         raise RoutingError(f"routing tasks {doc.get('tasks')} do not match the run's tasks {model.task_names}")
+    state = model.body.parse_routing_document(doc, model.task_names)
     expected = {name: list(m.shape) for name, m in model.masks().items()}
+    if expected:
+        state["masks"] = _decode_masks(doc, arrays, expected)
+    return state
+
+
+def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, list[int]]) -> dict:
     entries = doc.get("masks", {})
     if not isinstance(entries, dict) or set(entries) != set(expected):
         missing = sorted(set(expected) - set(entries or {})) or sorted(set(entries or {}) - set(expected))
@@ -99,7 +114,10 @@ def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return doc, arrays
 
 
-def apply(model, masks: dict[str, torch.Tensor]) -> None:
-    """Install validated masks into the model's scheme."""
-    prefix = "body."
-    model.body.load_routing({name[len(prefix):]: m for name, m in masks.items()})
+def apply(model, state: dict) -> None:
+    """Install a decoded routing state into the model's scheme (on the model's device)."""
+    device = next(model.parameters()).device
+    state = dict(state)
+    if "masks" in state:
+        state["masks"] = {name.removeprefix("body."): m.to(device) for name, m in state["masks"].items()}
+    model.body.load_routing(state)

@@ -1,4 +1,5 @@
-"""The shipped example runs: one digits task set under independent, hard and sparse sharing.
+"""The shipped example runs: one digits task set under independent, hard, sparse and mixture
+sharing, and the digits x input-domains task set under the mixture scheme.
 
 `lsmn samples` rebuilds them. Each run is trained into a temporary folder and then swapped in,
 so an interrupted rebuild leaves the previous sample runs intact.
@@ -14,11 +15,13 @@ from lsmn_core.config import load_config
 from lsmn_core.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_CONFIG = REPO / "configs" / "digits.yaml"
-SAMPLES = {
-    "digits-independent": ["scheme={kind: independent}"],
-    "digits-hard": ["scheme={kind: hard}"],
-    "digits-sparse": [],
+CONFIGS = REPO / "configs"
+SAMPLES = {  # folder: (config, overrides)
+    "digits-independent": ("digits.yaml", ["scheme={kind: independent}"]),
+    "digits-hard": ("digits.yaml", ["scheme={kind: hard}"]),
+    "digits-sparse": ("digits.yaml", []),
+    "digits-mixture": ("mixture.yaml", []),
+    "domains-mixture": ("domains.yaml", []),
 }
 
 
@@ -26,8 +29,8 @@ def build_samples(out: Path = REPO / "sample_runs", device: str = "cpu", quiet: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     built = []
-    for folder, overrides in SAMPLES.items():
-        config = load_config(SAMPLE_CONFIG, [f"name={folder}", *overrides])
+    for folder, (config_file, overrides) in SAMPLES.items():
+        config = load_config(CONFIGS / config_file, [f"name={folder}", *overrides])
         with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
             run = train(config, tmp, device=device, folder=folder, quiet=quiet)
             target = out / folder

@@ -220,9 +220,11 @@ class Run:
                            f"{str(exc).splitlines()[0]}") from None
         doc, arrays = self.routing()
         try:
-            routing.apply(model, routing.decode(doc, arrays, model))
+            state = routing.decode(doc, arrays, model)
         except LsmnError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
+        if "masks" in state:  # masks are buffers; routing parameters (signatures) come exactly from the weights
+            routing.apply(model, {"masks": state["masks"]})
         return model.to(device)
 
 

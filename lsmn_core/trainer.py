@@ -11,6 +11,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -115,14 +116,22 @@ class TrainingSession:
         self.reporter.log(records)
         return sum(scores) / len(scores)
 
-    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True) -> int:
+    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True,
+              trainable: Callable[[str], bool] | None = None) -> int:
         """Train `task_ids` (one sampled task per step) for up to `steps`; returns the steps run.
 
         With early stopping, dev is evaluated every eval_every steps and the best state is restored.
+        `trainable(name)` picks the parameters to train (default: all that require gradients).
         """
         cfg = self.config.train
         model, body = self.model, self.model.body
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (trainable is None or trainable(n))}
+        frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in chosen]
+        for p in frozen:
+            p.requires_grad_(False)
+        scales = {f"body.{n}": s for n, s in body.lr_scales().items()}
+        groups = [{"params": [p], "lr": cfg.lr * scales.get(n, 1.0)} for n, p in chosen.items()]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sampler = TaskSampler(self.tasks, task_ids, cfg.sampling, self.generator)
         body_params = dict(body.named_parameters())
         best_score, best_state, evals_since_best = -math.inf, None, 0
@@ -132,7 +141,7 @@ class TrainingSession:
         for step in range(1, steps + 1):
             t = next(sampler)
             x, y = self.tasks.batch(t, cfg.batch_size, self.generator)
-            loss = task_loss(self.tasks.specs[t], model(x, t), y)
+            loss = task_loss(self.tasks.specs[t], model(x, t), y) + body.penalty(t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             restrict = body.update_masks(t)
@@ -155,6 +164,8 @@ class TrainingSession:
                     if cfg.patience and evals_since_best >= cfg.patience:
                         break
         bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
         if best_state is not None:
             model.load_state_dict(best_state)
         self.reporter.progress(phase, step, steps, "done", force=True)
@@ -176,6 +187,7 @@ def summarize(session: TrainingSession, search_report: dict, seconds: float) -> 
         "density": {s.name: density[t].mean().item() for t, s in enumerate(specs)},
         "density_per_layer": {s.name: density[t].tolist() for t, s in enumerate(specs)},
         "search": search_report,
+        "routing": model.body.routing_summary(model.task_names),
         "steps": session.step,
         "train_seconds": round(seconds, 2),
     }

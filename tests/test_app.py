@@ -33,7 +33,7 @@ def test_overview_shows_each_sample_run(monkeypatch, sample):
     if sample == "digits-sparse":
         assert any("Mask overlap ratio" in spec for spec in charts)
     else:
-        assert any("no per-task masks" in i.value for i in at.info)
+        assert any("no per-task masks or signatures" in i.value for i in at.info)
 
 
 def test_empty_folder_explains_what_to_do(monkeypatch, tmp_path):
@@ -57,4 +57,4 @@ def test_a_run_with_damaged_masks_shows_an_error_not_a_crash(monkeypatch, tmp_pa
     (tmp_path / "run" / "routing.safetensors").write_bytes(b"garbage")
     at = start(monkeypatch, tmp_path)
     assert not at.exception
-    assert any("Cannot read the run's masks" in e.value for e in at.error)
+    assert any("Cannot read the run's routing" in e.value for e in at.error)

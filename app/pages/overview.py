@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from app.figures import density_heatmap, overlap_heatmap, training_curves
-from app.state import current_run, overlap_of
+from app.figures import density_heatmap, overlap_heatmap, signature_heatmap, similarity_heatmap, training_curves
+from app.state import current_run, overlap_of, signatures_of
 from lsmn_core.errors import LsmnError
 
 run = current_run()
@@ -36,16 +36,20 @@ st.dataframe(table, hide_index=True, column_config={
     "body density": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")})
 
 try:
-    report = overlap_of(run)
+    report, signatures = overlap_of(run), signatures_of(run)
 except LsmnError as exc:
-    st.error(f"Cannot read the run's masks: {exc}")
-    report = None
+    st.error(f"Cannot read the run's routing: {exc}")
+    report = signatures = None
 if report:
     left, right = st.columns(2)
     left.plotly_chart(overlap_heatmap(report, run.task_names), key="overlap")
     right.plotly_chart(density_heatmap(report, run.task_names), key="density")
-else:
-    st.info(f"The {run.scheme} scheme has no per-task masks: every task uses its whole body.")
+if signatures:
+    left, right = st.columns([3, 2])
+    left.plotly_chart(signature_heatmap(signatures), key="signatures")
+    right.plotly_chart(similarity_heatmap(signatures), key="similarity")
+if not report and not signatures:
+    st.info(f"The {run.scheme} scheme has no per-task masks or signatures: every task uses its whole body.")
 
 records = run.metrics()
 if records:

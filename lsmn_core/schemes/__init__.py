@@ -4,12 +4,14 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hard import Hard, HardOptions
 from lsmn_core.schemes.independent import Independent, IndependentOptions
+from lsmn_core.schemes.mixture import Mixture, MixtureOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
 
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     "independent": (Independent, IndependentOptions),
     "hard": (Hard, HardOptions),
     "sparse": (Sparse, SparseOptions),
+    "mixture": (Mixture, MixtureOptions),
 }
 
 

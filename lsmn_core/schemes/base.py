@@ -62,12 +62,32 @@ class SharingScheme(nn.Module, abc.ABC):
         """
         return {}
 
-    def routing_tensors(self) -> dict[str, torch.Tensor]:
-        """The scheme's editable per-task state, stored in routing.safetensors."""
+    def routing_document(self, task_names: list[str]) -> dict:
+        """The scheme's own JSON part of routing.json (masks are written generically)."""
         return {}
 
-    def load_routing(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Install routing state (already validated by lsmn_core.routing)."""
+    def parse_routing_document(self, doc: dict, task_names: list[str]) -> dict:
+        """Validate the scheme's part of a (possibly edited) routing.json; raise RoutingError if invalid."""
+        return {}
+
+    def load_routing(self, state: dict) -> None:
+        """Install a validated routing state: "masks" by parameter name, plus the scheme's own keys."""
+
+    def routing_parameters(self) -> list[str]:
+        """Names of the trainable parameters that make up the per-task routing (mixture: xi)."""
+        return []
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers for some of the scheme's parameters (by name); others get 1."""
+        return {}
+
+    def penalty(self, task: int) -> torch.Tensor | float:
+        """An extra loss term for `task` (e.g. an entropy penalty on its routing); 0 when none."""
+        return 0.0
+
+    def routing_summary(self, task_names: list[str]) -> dict:
+        """A small JSON report of the learned routing for summary.json; {} when none."""
+        return {}
 
     @staticmethod
     def prunable(name: str) -> bool:

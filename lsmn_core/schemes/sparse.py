@@ -75,9 +75,6 @@ class Sparse(Hard):
 
         return find_subnetworks(session, self.options)
 
-    def routing_tensors(self):
-        return self.masks()
-
-    def load_routing(self, tensors):
-        for name, mask in tensors.items():
+    def load_routing(self, state):
+        for name, mask in state["masks"].items():
             self.mask_of(name).copy_(mask)

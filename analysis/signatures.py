@@ -1,0 +1,77 @@
+"""Signatures of compositional models: which template each task uses at each layer, how sure it is,
+whether the order is "progressive", and what tasks share. Pure functions of mixture weights
+{task: [L][K]} (as in routing.json's "signatures")."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def argmax_signature(weights) -> list[int]:
+    """The module order: the template with the largest weight at each layer."""
+    return np.asarray(weights).argmax(-1).tolist()
+
+
+def confidence(weights) -> list[float]:
+    """Per layer, the largest mixture weight (1.0 = one-hot)."""
+    return np.asarray(weights).max(-1).tolist()
+
+
+def entropy(weights) -> list[float]:
+    """Per layer, the entropy of the mixture weights in nats (0 = one-hot, log K = uniform)."""
+    p = np.asarray(weights, dtype=np.float64)
+    return (-(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)).tolist()
+
+
+def runs(order: list[int]) -> list[tuple[int, int]]:
+    """Run-length encoding of a module order: [(template, repeats), ...]."""
+    encoded: list[list[int]] = []
+    for template in order:
+        if encoded and encoded[-1][0] == template:
+            encoded[-1][1] += 1
+        else:
+            encoded.append([template, 1])
+    return [(t, n) for t, n in encoded]
+
+
+def is_progressive(order: list[int]) -> bool:
+    """The paper's pattern: templates repeat in contiguous, uninterrupted runs (no template comes
+    back after its run ends), and run lengths do not shrink with depth, growing at least once."""
+    encoded = runs(order)
+    templates = [t for t, _ in encoded]
+    lengths = [n for _, n in encoded]
+    contiguous = len(set(templates)) == len(templates)
+    growing = all(a <= b for a, b in zip(lengths, lengths[1:])) and lengths[-1] > lengths[0]
+    return len(encoded) >= 2 and contiguous and growing
+
+
+def similarity(signatures: dict) -> np.ndarray:
+    """[T, T] expected fraction of layers at which two tasks pick the same template:
+    mean over layers of sum_k p_s,k * p_t,k (for one-hot signatures, the share of equal layers)."""
+    stacked = np.stack([np.asarray(w, dtype=np.float64) for w in signatures.values()])  # [T, L, K]
+    return np.einsum("slk,tlk->st", stacked, stacked) / stacked.shape[1]
+
+
+def shared_layers(signatures: dict) -> list[dict]:
+    """Per layer, the groups of tasks whose argmax template is the same: [{layer, groups: {k: [tasks]}}]."""
+    orders = {task: argmax_signature(w) for task, w in signatures.items()}
+    depth = len(next(iter(orders.values())))
+    result = []
+    for layer in range(depth):
+        groups: dict[int, list[str]] = {}
+        for task, order in orders.items():
+            groups.setdefault(order[layer], []).append(task)
+        result.append({"layer": layer, "groups": groups, "shared_by_all": len(groups) == 1})
+    return result
+
+
+def signature_report(signatures: dict) -> dict:
+    """Everything the CLI and app show about signatures."""
+    tasks = list(signatures)
+    per_task = {}
+    for task, weights in signatures.items():
+        order = argmax_signature(weights)
+        per_task[task] = {"order": order, "confidence": confidence(weights), "entropy": entropy(weights),
+                          "runs": runs(order), "progressive": is_progressive(order)}
+    return {"tasks": per_task, "similarity": similarity(signatures).tolist(),
+            "shared_layers": shared_layers(signatures), "task_names": tasks}

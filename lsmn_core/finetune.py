@@ -1,0 +1,119 @@
+"""Continuing from a finished run into a new run linked to it (its parent).
+
+- `train="routing"`: train only the scheme's routing parameters (mixture: the signatures xi), with
+  every template frozen; with new tasks, also their heads (the paper's transfer by mixture weights).
+- `train="all"`: train everything (full fine-tuning, the baseline transfer is compared with).
+New tasks are appended after the parent's; their signature starts random or as a copy of an
+existing task's (`init_from`). The parent run is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from lsmn_core import routing
+from lsmn_core.config import TaskConfig
+from lsmn_core.data import load_tasks
+from lsmn_core.errors import ConfigError
+from lsmn_core.model import MultitaskNet, build_model
+from lsmn_core.store import Run, RunWriter
+from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
+
+
+def inherit_weights(parent: MultitaskNet, child: MultitaskNet) -> None:
+    """Copy the parent's parameters and masks into the child; per-task tensors ([T, ...]) fill the
+    parent's task rows, so the child's extra (new) tasks keep their fresh values."""
+    child_state = child.state_dict()
+    with torch.no_grad():
+        for name, value in parent.state_dict().items():
+            target = child_state[name]
+            if target.shape == value.shape:
+                target.copy_(value)
+            else:  # a per-task tensor grown by the new tasks
+                target[: value.shape[0]].copy_(value)
+        for name, mask in parent.masks().items():
+            child.masks()[name][: mask.shape[0]].copy_(mask)
+
+
+def count_trainable(model: MultitaskNet, trainable, task_ids: list[int]) -> dict:
+    """Parameters that training `task_ids` can change: per-task tensors count only those tasks' rows."""
+    restricted = {}
+    for t in task_ids:
+        for name, mask in model.body.update_masks(t).items():
+            key = f"body.{name}"
+            restricted[key] = restricted.get(key, torch.zeros_like(mask)) | mask
+    total = heads = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad and trainable(name):
+            n = int(restricted[name].sum()) if name in restricted else p.numel()
+            total += n
+            heads += n if name.startswith("heads.") else 0
+    return {"trainable": total, "trainable_besides_heads": total - heads}
+
+
+def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskConfig] = (),
+             init_from: str | None = None, edited=None, out_dir: str | Path | None = None,
+             device: str = "auto", quiet: bool = True) -> Path:
+    """Fine-tune `run` into a new run (under out_dir, default: beside the parent); returns its path."""
+    if train not in ("routing", "all"):
+        raise ConfigError(f"train must be 'routing' or 'all', got {train!r}")
+    torch_device = resolve_device(device)
+    parent_config = run.config()
+    config = copy.deepcopy(parent_config)
+    config.tasks = list(parent_config.tasks) + list(add_tasks)
+    config.train.steps = steps
+    config.name = f"{parent_config.name}-ft"
+    parent_names = [t.name for t in parent_config.tasks]
+    new_names = [t.name for t in add_tasks]
+    if set(parent_names) & set(new_names):
+        raise ConfigError(f"task {sorted(set(parent_names) & set(new_names))[0]!r} is already in the run")
+    if init_from is not None and init_from not in parent_names:
+        raise ConfigError(f"init_from: no task {init_from!r} in the run (tasks: {', '.join(parent_names)})")
+
+    parent = run.load_model()
+    if edited is not None:
+        doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
+        routing.apply(parent, routing.decode(doc, arrays, parent))
+    data = load_tasks(config.tasks, config.data)
+    model = build_model([d.spec for d in data], config)
+    inherit_weights(parent, model)
+    routing_params = {f"body.{n}" for n in model.body.routing_parameters()}
+    if train == "routing" and not routing_params:
+        raise ConfigError(f"the {run.scheme} scheme has no trainable routing; use train='all'")
+    if init_from is not None:
+        with torch.no_grad():
+            for name in routing_params:
+                param = dict(model.named_parameters())[name]
+                for new in range(len(parent_names), len(config.tasks)):
+                    param[new] = param[parent_names.index(init_from)]
+    model.to(torch_device)
+
+    new_heads = {f"heads.{n}." for n in new_names}
+    if train == "all":
+        def trainable(name: str) -> bool:
+            return True
+    else:
+        def trainable(name: str) -> bool:
+            return name in routing_params or any(name.startswith(h) for h in new_heads)
+    task_ids = list(range(len(parent_names), len(config.tasks))) if add_tasks else list(range(len(parent_names)))
+
+    writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],
+                       str(torch_device), parent=run.id)
+    start = time.monotonic()
+    try:
+        session = TrainingSession(model, DeviceTasks(data, torch_device), config, Reporter(writer, quiet))
+        counts = count_trainable(model, trainable, task_ids)
+        session.train(task_ids, steps, "finetune", trainable=trainable)
+        summary = summarize(session, {}, time.monotonic() - start)
+        summary["finetune"] = {"parent": run.id, "train": train, "tasks": [config.tasks[t].name for t in task_ids],
+                               "init_from": init_from, **counts}
+        writer.save_model(model)
+        writer.finish(summary)
+    except Exception as exc:
+        writer.set_status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return writer.path

@@ -1,0 +1,165 @@
+"""Compositional models (seed 004): every block is a softmax mixture of K shared template blocks.
+
+Block l of task t uses, for every weight and bias, sum_k softmax(xi[t, l])_k * theta_k. The per-task
+logits xi are the task's signature; with a one-hot signature a block is exactly template k.
+Parameters are generated once per batch (per layer, per task in the batch), never per sample.
+Hand-designed signatures (sequential, cyclic, random) are fixed one-hot and not trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from lsmn_core.blocks import init_block
+from lsmn_core.config import check
+from lsmn_core.errors import RoutingError
+from lsmn_core.schemes.base import SharingScheme
+
+NORM = ("norm_weight", "norm_bias")
+
+
+@dataclass
+class MixtureOptions:
+    kind: Literal["mixture"] = "mixture"
+    templates: int = check(lambda v: v >= 1, "must be >= 1", 4)  # K
+    signature: Literal["learned", "sequential", "cyclic", "random"] = "learned"
+    entropy_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.0)  # pushes signatures to one-hot
+    signature_lr_scale: float = check(lambda v: v > 0, "must be > 0", 20.0)  # xi's lr = train.lr * this
+    mix_norm: bool = True  # mix the norms' affine parameters too; else each task has its own per layer
+
+
+def hand_designed_order(kind: str, depth: int, templates: int) -> list[int]:
+    """The paper's fixed signatures as one template index per layer.
+
+    sequential: each template repeated depth/K times (f_1 f_1 f_2 f_2 ...); cyclic: (f_1 ... f_K)
+    repeated; random: uniform per layer (from torch's RNG, which build_model seeds).
+    """
+    if kind == "sequential":
+        return [min(layer * templates // depth, templates - 1) for layer in range(depth)]
+    if kind == "cyclic":
+        return [layer % templates for layer in range(depth)]
+    return torch.randint(0, templates, (depth,)).tolist()
+
+
+def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
+    """Logits whose softmax is exactly one-hot: 0 for the chosen template, -inf elsewhere."""
+    logits = torch.full((len(order), templates), -math.inf)
+    logits[torch.arange(len(order)), torch.tensor(order)] = 0.0
+    return logits
+
+
+class Mixture(SharingScheme):
+    kind = "mixture"
+
+    def __init__(self, options, n_tasks, depth, width, hidden):
+        super().__init__(options, n_tasks, depth, width, hidden)
+        K = options.templates
+        blocks = [init_block(width, hidden) for _ in range(K)]
+        mixed = [n for n in blocks[0] if options.mix_norm or n not in NORM]
+        self.templates = nn.ParameterDict({n: nn.Parameter(torch.stack([b[n] for b in blocks])) for n in mixed})
+        if not options.mix_norm:
+            self.norms = nn.ParameterDict({
+                "norm_weight": nn.Parameter(torch.ones(n_tasks, depth, width)),
+                "norm_bias": nn.Parameter(torch.zeros(n_tasks, depth, width))})
+        if options.signature == "learned":
+            xi = 0.01 * torch.randn(n_tasks, depth, K)  # near-uniform, symmetry broken
+        else:
+            order = hand_designed_order(options.signature, depth, K)
+            xi = one_hot_logits(order, K).expand(n_tasks, depth, K).clone()
+        self.xi = nn.Parameter(xi, requires_grad=options.signature == "learned")
+
+    def mixture_weights(self) -> torch.Tensor:
+        """softmax(xi): [T, L, K], each row sums to 1."""
+        return torch.softmax(self.xi, dim=-1)
+
+    def block_params(self, layer, tasks):
+        weights = torch.softmax(self.xi[tasks, layer], dim=-1)  # [T', K]
+        params = {name: (weights @ theta.flatten(1)).view(len(tasks), *theta.shape[1:])
+                  for name, theta in self.templates.items()}
+        if not self.options.mix_norm:
+            params.update({name: p[tasks, layer] for name, p in self.norms.items()})
+        return params
+
+    def routing_parameters(self):
+        return ["xi"]
+
+    def lr_scales(self):
+        return {"xi": self.options.signature_lr_scale}
+
+    def penalty(self, task):
+        """Entropy of the task's mixture weights, averaged over layers, times entropy_weight."""
+        if not self.options.entropy_weight or not self.xi.requires_grad:
+            return 0.0
+        p = torch.softmax(self.xi[task], dim=-1)
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+        return self.options.entropy_weight * entropy
+
+    def _task_rows(self, task: int, param: torch.Tensor) -> torch.Tensor:
+        owned = torch.zeros_like(param, dtype=torch.bool)
+        owned[task] = True
+        return owned
+
+    def usage(self, task):
+        """Templates with non-zero weight at some layer (all of them for a soft signature)."""
+        used = (self.mixture_weights()[task] > 0).any(0)  # [K]
+        usage = {f"templates.{n}": used.view(-1, *[1] * (t.dim() - 1)).expand_as(t).clone()
+                 for n, t in self.templates.items()}
+        usage["xi"] = self._task_rows(task, self.xi)
+        if not self.options.mix_norm:
+            usage.update({f"norms.{n}": self._task_rows(task, p) for n, p in self.norms.items()})
+        return usage
+
+    def update_masks(self, task):
+        restrict = {"xi": self._task_rows(task, self.xi)}
+        if not self.options.mix_norm:
+            restrict.update({f"norms.{n}": self._task_rows(task, p) for n, p in self.norms.items()})
+        return restrict
+
+    def routing_document(self, task_names):
+        weights = self.mixture_weights().detach().cpu().tolist()
+        return {"templates": self.options.templates, "signature_kind": self.options.signature,
+                "signatures": dict(zip(task_names, weights))}
+
+    def parse_routing_document(self, doc, task_names):
+        """Signatures per task: full mixture weights [L][K], or a module order [L] (one-hot)."""
+        signatures = doc.get("signatures")
+        if not isinstance(signatures, dict) or set(signatures) != set(task_names):
+            raise RoutingError(f"routing needs 'signatures' for exactly the tasks {task_names}")
+        L, K = self.depth, self.options.templates
+        logits = []
+        for task in task_names:
+            entry = signatures[task]
+            if isinstance(entry, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in entry):
+                if len(entry) != L or not all(0 <= v < K for v in entry):
+                    raise RoutingError(f"signature of {task}: a module order needs {L} template indices in 0..{K - 1}")
+                logits.append(one_hot_logits(entry, K))
+                continue
+            try:
+                weights = np.asarray(entry, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise RoutingError(f"signature of {task}: expected numbers") from None
+            if weights.shape != (L, K):
+                raise RoutingError(f"signature of {task}: expected {L} layers x {K} templates, got shape "
+                                   f"{list(weights.shape)}")
+            if not np.all(np.isfinite(weights)) or (weights < 0).any():
+                raise RoutingError(f"signature of {task}: weights must be finite and non-negative")
+            if not np.allclose(weights.sum(-1), 1, atol=1e-3):
+                raise RoutingError(f"signature of {task}: each layer's weights must sum to 1")
+            logits.append(torch.from_numpy(np.log(weights)).float())  # log 0 = -inf keeps exact zeros
+        return {"xi": torch.stack(logits)}
+
+    def load_routing(self, state):
+        if "xi" in state:
+            with torch.no_grad():
+                self.xi.copy_(state["xi"])
+
+    def routing_summary(self, task_names):
+        weights = self.mixture_weights().detach()
+        return {"signatures": {t: weights[i].argmax(-1).tolist() for i, t in enumerate(task_names)},
+                "confidence": {t: weights[i].max(-1).values.tolist() for i, t in enumerate(task_names)}}
