@@ -146,7 +146,7 @@ def cmd_finetune(args) -> None:
             raise ConfigError(f"--add-task {text!r}: not a YAML mapping such as "
                               "'{name: mod3, dataset: digits, target: mod3}'") from None
     path = finetune(open_run(args.run), args.steps, args.train, new_tasks, args.init_from, args.routing,
-                    args.out, args.device, args.quiet)
+                    args.out, args.device, args.quiet, args.with_norms)
     print(path)
 
 
@@ -207,6 +207,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--add-task", action="append", default=[], metavar="YAML",
                    help="a new task, e.g. '{name: mod3, dataset: digits, target: mod3}' (repeatable)")
     f.add_argument("--init-from", help="new tasks' signatures start as this task's (default: random)")
+    f.add_argument("--with-norms", action="store_true",
+                   help="with --train routing, also train per-task norm parameters (mixture, mix_norm: false)")
     f.add_argument("--routing", help="start from an edited routing (a routing pair or its folder)")
     f.add_argument("--out", help="folder for the new run (default: beside the parent)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -57,8 +57,10 @@ def count_trainable(model: MultitaskNet, trainable, task_ids: list[int]) -> dict
 
 def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskConfig] = (),
              init_from: str | None = None, edited=None, out_dir: str | Path | None = None,
-             device: str = "auto", quiet: bool = True) -> Path:
-    """Fine-tune `run` into a new run (under out_dir, default: beside the parent); returns its path."""
+             device: str = "auto", quiet: bool = True, with_norms: bool = False) -> Path:
+    """Fine-tune `run` into a new run (under out_dir, default: beside the parent); returns its path.
+
+    `with_norms` also trains the per-task norm parameters (mixture runs with mix_norm: false)."""
     if train not in ("routing", "all"):
         raise ConfigError(f"train must be 'routing' or 'all', got {train!r}")
     torch_device = resolve_device(device)
@@ -84,9 +86,12 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
     routing_params = {f"body.{n}" for n in model.body.routing_parameters()}
     if train == "routing" and not routing_params:
         raise ConfigError(f"the {run.scheme} scheme has no trainable routing; use train='all'")
+    norm_params = {n for n, _ in model.named_parameters() if n.startswith("body.norms.")}
+    if with_norms and not norm_params:
+        raise ConfigError("this run has no per-task norm parameters (they need scheme.mix_norm: false)")
     if init_from is not None:
         with torch.no_grad():
-            for name in routing_params:
+            for name in routing_params | (norm_params if with_norms else set()):
                 param = dict(model.named_parameters())[name]
                 for new in range(len(parent_names), len(config.tasks)):
                     param[new] = param[parent_names.index(init_from)]
@@ -98,7 +103,8 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
             return True
     else:
         def trainable(name: str) -> bool:
-            return name in routing_params or any(name.startswith(h) for h in new_heads)
+            return (name in routing_params or any(name.startswith(h) for h in new_heads)
+                    or (with_norms and name in norm_params))
     task_ids = list(range(len(parent_names), len(config.tasks))) if add_tasks else list(range(len(parent_names)))
 
     writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],

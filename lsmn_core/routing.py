@@ -77,7 +77,8 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
         entry = entries[name]
         key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
         if key not in arrays:
-            raise RoutingError(f"routing.safetensors has no tensor {key!r}")
+            where = "routing.safetensors" if arrays else "the routing (no routing.safetensors beside routing.json)"
+            raise RoutingError(f"{where} has no tensor {key!r}")
         array = arrays[key]
         if encoding == PACKBITS:
             packed_shape = [*shape[:-1], (shape[-1] + 7) // 8]
@@ -95,18 +96,21 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
 
 
 def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read a routing pair: `path` is a folder holding both files, or either file of the pair."""
+    """Read a routing pair: `path` is a folder holding both files, or either file of the pair.
+
+    The .safetensors file may be absent when the document carries no masks."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     stem = "routing" if path.is_dir() else path.stem
     json_path, tensor_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
-    for p in (json_path, tensor_path):
-        if not p.is_file():
-            raise RoutingError(f"routing file not found: {p}")
+    if not json_path.is_file():
+        raise RoutingError(f"routing file not found: {json_path}")
     try:
         doc = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RoutingError(f"{json_path}: not valid JSON ({exc})") from None
+    if not tensor_path.is_file():  # a routing without masks (e.g. signatures) needs no tensor file
+        return doc, {}
     try:
         arrays = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -18,8 +18,13 @@ def start(monkeypatch, folder):
     return AppTest.from_file(MAIN, default_timeout=60).run()
 
 
-@pytest.mark.parametrize("sample", ["digits-sparse", "digits-hard", "digits-independent"])
-def test_overview_shows_each_sample_run(monkeypatch, sample):
+DIGITS_TASKS = ["digit", "parity", "ge5", "loops", "position"]
+
+
+@pytest.mark.parametrize("sample, chart", [
+    ("digits-sparse", "Mask overlap ratio"), ("digits-hard", None), ("digits-independent", None),
+    ("digits-mixture", "Signatures"), ("domains-mixture", "Signatures")])
+def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
     at = start(monkeypatch, REPO / "sample_runs")
     assert not at.exception
     picker = at.sidebar.selectbox(key="run_select")
@@ -27,11 +32,12 @@ def test_overview_shows_each_sample_run(monkeypatch, sample):
     assert not at.exception and not at.error
     assert at.title[0].value == sample
     table = at.dataframe[0].value
-    assert list(table["task"]) == ["digit", "parity", "ge5", "loops", "position"]
+    if sample.startswith("digits"):
+        assert list(table["task"]) == DIGITS_TASKS
     assert table["test"].between(0, 1).all()
     charts = [c.proto.spec for c in at.get("plotly_chart")]
-    if sample == "digits-sparse":
-        assert any("Mask overlap ratio" in spec for spec in charts)
+    if chart:
+        assert any(chart in spec for spec in charts)
     else:
         assert any("no per-task masks or signatures" in i.value for i in at.info)
 

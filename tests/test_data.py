@@ -140,3 +140,12 @@ def test_user_file_problems_are_reported(tmp_path):
     for task, message in cases:
         with pytest.raises(DataError, match=message):
             load_task(task, DataConfig())
+
+
+def test_digits_reader_matches_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    images, target = data_module._digits()
+    bunch = load_digits()
+    assert np.array_equal(images, (bunch.images / 16.0).astype(np.float32))
+    assert np.array_equal(target, bunch.target)

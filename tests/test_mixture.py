@@ -204,11 +204,24 @@ def test_cli_shows_signatures_and_evaluates_a_module_order(mixture_run, tmp_path
     assert set(data["signatures"]) == set(mixture_run.task_names) and "overlap" not in data
     doc, _ = mixture_run.routing()
     doc["signatures"]["parity"] = [0, 0, 0, 0]
-    (tmp_path / "routing.json").write_text(json.dumps(doc))
-    from safetensors.numpy import save_file
-
-    save_file({}, str(tmp_path / "routing.safetensors"))
+    (tmp_path / "routing.json").write_text(json.dumps(doc))  # signatures need no tensor file beside it
     result = subprocess.run([sys.executable, "-m", "lsmn_core", "eval", str(mixture_run.path), "--routing",
                              str(tmp_path / "routing.json"), "--json"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metrics"]["digit"]["test_delta"] == pytest.approx(0, abs=1e-9)
+
+
+def test_transfer_with_per_task_norms(tmp_path):
+    parent = open_run(train(mixture_config(mix_norm=False), tmp_path, quiet=True))
+    new = TaskConfig(name="mod3", dataset="digits", target="mod3")
+    child = open_run(finetune(parent, 30, "routing", [new], "digit", out_dir=tmp_path, with_norms=True))
+    width, depth, templates = 32, 4, 3
+    assert child.summary()["finetune"]["trainable_besides_heads"] == depth * templates + 2 * depth * width
+    x = torch.rand(5, 8, 8)
+    old, grown = parent.load_model(), child.load_model()
+    assert all(torch.equal(old(x, t), grown(x, t)) for t in range(3))
+    from lsmn_core.errors import ConfigError
+
+    mixed_norms = open_run(train(mixture_config(), tmp_path, quiet=True))
+    with pytest.raises(ConfigError, match="no per-task norm parameters"):
+        finetune(mixed_norms, 5, "routing", [new], with_norms=True, out_dir=tmp_path)
