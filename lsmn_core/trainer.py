@@ -138,34 +138,36 @@ class TrainingSession:
         model.train()
         bar = self.reporter.bar(steps, phase)
         step = 0
-        for step in range(1, steps + 1):
-            t = next(sampler)
-            x, y = self.tasks.batch(t, cfg.batch_size, self.generator)
-            loss = task_loss(self.tasks.specs[t], model(x, t), y) + body.penalty(t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            restrict = body.update_masks(t)
-            before = {n: body_params[n].detach().clone() for n in restrict}
-            optimizer.step()
-            with torch.no_grad():
-                for n, keep in restrict.items():
-                    body_params[n].copy_(torch.where(keep, body_params[n], before[n]))
-            self.step += 1
-            bar.update()
-            self.reporter.progress(phase, step, steps)
-            if early_stopping and (step % cfg.eval_every == 0 or step == steps):
-                current = self.evaluate_tasks(task_ids, "dev", phase)
-                bar.set_postfix(dev=f"{current:.3f}")
-                if current > best_score:
-                    best_score, evals_since_best = current, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    evals_since_best += 1
-                    if cfg.patience and evals_since_best >= cfg.patience:
-                        break
-        bar.close()
-        for p in frozen:
-            p.requires_grad_(True)
+        try:
+            for step in range(1, steps + 1):
+                t = next(sampler)
+                x, y = self.tasks.batch(t, cfg.batch_size, self.generator)
+                loss = task_loss(self.tasks.specs[t], model(x, t), y) + body.penalty(t)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                restrict = body.update_masks(t)
+                before = {n: body_params[n].detach().clone() for n in restrict}
+                optimizer.step()
+                with torch.no_grad():
+                    for n, keep in restrict.items():
+                        body_params[n].copy_(torch.where(keep, body_params[n], before[n]))
+                self.step += 1
+                bar.update()
+                self.reporter.progress(phase, step, steps)
+                if early_stopping and (step % cfg.eval_every == 0 or step == steps):
+                    current = self.evaluate_tasks(task_ids, "dev", phase)
+                    bar.set_postfix(dev=f"{current:.3f}")
+                    if current > best_score:
+                        best_score, evals_since_best = current, 0
+                        best_state = copy.deepcopy(model.state_dict())
+                    else:
+                        evals_since_best += 1
+                        if cfg.patience and evals_since_best >= cfg.patience:
+                            break
+        finally:
+            bar.close()
+            for p in frozen:
+                p.requires_grad_(True)
         if best_state is not None:
             model.load_state_dict(best_state)
         self.reporter.progress(phase, step, steps, "done", force=True)

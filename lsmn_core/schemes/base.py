@@ -90,5 +90,12 @@ class SharingScheme(nn.Module, abc.ABC):
         return {}
 
     @staticmethod
+    def task_rows(task: int, param: torch.Tensor) -> torch.Tensor:
+        """A bool mask selecting `task`'s slice of a per-task parameter [T, ...]."""
+        owned = torch.zeros_like(param, dtype=torch.bool)
+        owned[task] = True
+        return owned
+
+    @staticmethod
     def prunable(name: str) -> bool:
         return name.rsplit(".", 1)[-1] in PRUNABLE

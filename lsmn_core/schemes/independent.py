@@ -30,13 +30,8 @@ class Independent(SharingScheme):
     def block_params(self, layer, tasks):
         return {name: p[tasks] for name, p in self.blocks[layer].items()}
 
-    def _own_slice(self, task: int, param: torch.Tensor) -> torch.Tensor:
-        owned = torch.zeros_like(param, dtype=torch.bool)
-        owned[task] = True
-        return owned
-
     def usage(self, task):
-        return {name: self._own_slice(task, p) for name, p in self.named_parameters()}
+        return {name: self.task_rows(task, p) for name, p in self.named_parameters()}
 
     def update_masks(self, task):
         return self.usage(task)

@@ -100,25 +100,20 @@ class Mixture(SharingScheme):
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
         return self.options.entropy_weight * entropy
 
-    def _task_rows(self, task: int, param: torch.Tensor) -> torch.Tensor:
-        owned = torch.zeros_like(param, dtype=torch.bool)
-        owned[task] = True
-        return owned
-
     def usage(self, task):
         """Templates with non-zero weight at some layer (all of them for a soft signature)."""
         used = (self.mixture_weights()[task] > 0).any(0)  # [K]
         usage = {f"templates.{n}": used.view(-1, *[1] * (t.dim() - 1)).expand_as(t).clone()
                  for n, t in self.templates.items()}
-        usage["xi"] = self._task_rows(task, self.xi)
+        usage["xi"] = self.task_rows(task, self.xi)
         if not self.options.mix_norm:
-            usage.update({f"norms.{n}": self._task_rows(task, p) for n, p in self.norms.items()})
+            usage.update({f"norms.{n}": self.task_rows(task, p) for n, p in self.norms.items()})
         return usage
 
     def update_masks(self, task):
-        restrict = {"xi": self._task_rows(task, self.xi)}
+        restrict = {"xi": self.task_rows(task, self.xi)}
         if not self.options.mix_norm:
-            restrict.update({f"norms.{n}": self._task_rows(task, p) for n, p in self.norms.items()})
+            restrict.update({f"norms.{n}": self.task_rows(task, p) for n, p in self.norms.items()})
         return restrict
 
     def routing_document(self, task_names):
