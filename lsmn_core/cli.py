@@ -202,8 +202,9 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="continue a run into a new, linked run: routing only, or everything")
     f.add_argument("run")
     f.add_argument("--steps", type=int, default=500)
-    f.add_argument("--train", choices=["routing", "all"], default="routing",
-                   help="routing: only signatures (templates frozen) and new tasks' heads; all: everything")
+    f.add_argument("--train", choices=["routing", "all", "new"], default="routing",
+                   help="routing: only signatures (templates frozen) and new tasks' heads; all: everything; "
+                        "new: only the new tasks, on weights no old task owns (mann)")
     f.add_argument("--add-task", action="append", default=[], metavar="YAML",
                    help="a new task, e.g. '{name: mod3, dataset: digits, target: mod3}' (repeatable)")
     f.add_argument("--init-from", help="new tasks' signatures start as this task's (default: random)")
@@ -216,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_finetune)
 
     st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
-    st.add_argument("name", choices=["signatures", "transfer"])
+    st.add_argument("name", choices=["signatures", "transfer", "forgetting", "pruning"])
     st.add_argument("--seeds", type=int, default=3)
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     st.set_defaults(func=cmd_study)

@@ -3,6 +3,9 @@
 - `train="routing"`: train only the scheme's routing parameters (mixture: the signatures xi), with
   every template frozen; with new tasks, also their heads (the paper's transfer by mixture weights).
 - `train="all"`: train everything (full fine-tuning, the baseline transfer is compared with).
+- `train="new"`: only for new tasks, in schemes that isolate tasks (mann): the scheme admits them
+  (RSN2 on the weights no old task owns), then they train with every old task's parameters and the
+  shared encoders frozen, so the old tasks' outputs stay bit-identical.
 New tasks are appended after the parent's; their signature starts random or as a copy of an
 existing task's (`init_from`). The parent run is never modified.
 """
@@ -61,8 +64,10 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
     """Fine-tune `run` into a new run (under out_dir, default: beside the parent); returns its path.
 
     `with_norms` also trains the per-task norm parameters (mixture runs with mix_norm: false)."""
-    if train not in ("routing", "all"):
-        raise ConfigError(f"train must be 'routing' or 'all', got {train!r}")
+    if train not in ("routing", "all", "new"):
+        raise ConfigError(f"train must be 'routing', 'all' or 'new', got {train!r}")
+    if train == "new" and not add_tasks:
+        raise ConfigError("train='new' needs at least one new task")
     torch_device = resolve_device(device)
     parent_config = run.config()
     config = copy.deepcopy(parent_config)
@@ -101,6 +106,9 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
     if train == "all":
         def trainable(name: str) -> bool:
             return True
+    elif train == "new":  # body updates are confined to the new tasks' masks and rows (update_masks)
+        def trainable(name: str) -> bool:
+            return name.startswith("body.") or any(name.startswith(h) for h in new_heads)
     else:
         def trainable(name: str) -> bool:
             return (name in routing_params or any(name.startswith(h) for h in new_heads)
@@ -111,10 +119,11 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
                        str(torch_device), parent=run.id)
     start = time.monotonic()
     try:
-        session = TrainingSession(model, DeviceTasks(data, torch_device), config, Reporter(writer, quiet))
+        session = TrainingSession(model, DeviceTasks(data, torch_device), config, Reporter(writer, quiet), trainable)
+        report = model.body.admit_tasks(session, task_ids) if train == "new" else {}
         counts = count_trainable(model, trainable, task_ids)
-        session.train(task_ids, steps, "finetune", trainable=trainable)
-        summary = summarize(session, {}, time.monotonic() - start)
+        session.train(task_ids, steps, "finetune")
+        summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
         summary["finetune"] = {"parent": run.id, "train": train, "tasks": [config.tasks[t].name for t in task_ids],
                                "init_from": init_from, **counts}
         writer.save_model(model)

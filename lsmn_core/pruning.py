@@ -1,4 +1,6 @@
-"""Iterative magnitude pruning with rewinding: the sparse-sharing slides' Algorithm 1.
+"""Magnitude pruning procedures: IMP with rewinding (sparse sharing) and RSN2 (MANN).
+
+IMP with rewinding, the sparse-sharing slides' Algorithm 1:
 
   optional multi-task warm-up (MTW):  theta_0 -> theta_w
   for each task t:
@@ -86,3 +88,35 @@ def _pack_rounds(round_masks: dict, specs) -> dict[str, np.ndarray]:
             stacked = torch.stack([r[name] for r in round_masks[spec.name]]).cpu().numpy()
             arrays[f"rounds.{spec.name}.body.{name}"] = routing.pack(stacked)
     return arrays
+
+
+def rsn2(session, options, tasks: list[int]) -> dict:
+    """Reduction in Sub-Network Neuroplasticity (MANN): disjoint subnetworks, task by task.
+
+    For each task: start from the weights no other task owns, train the task on them, then keep the
+    `keep` fraction (of all body weights) with the largest magnitude, in one step or over `rounds`
+    geometric steps, retraining after each cut. The task then owns its mask.
+    """
+    body, specs = session.model.body, session.tasks.specs
+    others = [t for t in range(len(specs)) if t not in tasks]
+    owned = {n: m[others].any(0) if others else torch.zeros_like(m[0]) for n, m in body.masks().items()}
+    weights = dict(body.named_parameters())
+    total = sum(m.numel() for m in owned.values())
+    summary = {}
+    for t in tasks:
+        name = specs[t].name
+        mask = {n: ~o for n, o in owned.items()}
+        body.set_task_masks(t, mask)
+        session.train([t], options.round_steps, f"rsn2 {name} free", early_stopping=False)
+        free = density(mask)
+        steps = options.rounds if options.schedule == "iterative" else 1
+        targets = [free * (options.keep / free) ** ((i + 1) / steps) for i in range(steps)]
+        for target in targets:
+            alive = sum(m.sum().item() for m in mask.values())
+            mask = prune_by_magnitude(weights, mask, max(0.0, 1 - target * total / alive))
+            body.set_task_masks(t, mask)
+            session.train([t], options.round_steps, f"rsn2 {name} {target:.3f}", early_stopping=False)
+        _, dev = session.evaluate(t, "dev")
+        summary[name] = {"density": density(mask), "free_before": free, "dev": dev}
+        owned = {n: owned[n] | mask[n] for n in owned}
+    return {"summary": {"rsn2": summary}}

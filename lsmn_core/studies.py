@@ -4,6 +4,8 @@
   cyclic, random), single task, as in the paper's single-task study.
 - transfer: add a task to a trained mixture model; train only its signature and head (random or
   copied from an existing task) against full fine-tuning, with trainable parameter counts.
+- forgetting: add a task to MANN (weights no old task owns) against fine-tuning hard sharing.
+- pruning: MANN with 90% of the body removed against the dense model, on Fashion-MNIST + digits.
 """
 
 from __future__ import annotations
@@ -68,4 +70,52 @@ def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", de
     return "\n".join(lines)
 
 
-STUDIES = {"signatures": signature_study, "transfer": transfer_study}
+def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu") -> str:
+    """Markdown table: adding a task to MANN (new weights only) against fine-tuning a hard-shared model."""
+    variants = [("mann, new task on weights no old task owns", "mann", "new"),
+                ("hard sharing, fine-tuned on the new task", "hard", "all")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, scheme, mode in variants:
+            new_scores, changes, worst = [], [], []
+            for seed in seeds:
+                overrides = [f"seed={seed}", f"name={scheme}-{seed}", "scheme={kind: hard}"] if scheme == "hard" \
+                    else [f"seed={seed}", f"name={scheme}-{seed}", "scheme={kind: mann, keep: 0.15, round_steps: 200}"]
+                parent = open_run(train(load_config(CONFIGS / "digits.yaml", overrides), tmp, device=device,
+                                        quiet=True))
+                before = parent.summary()["metrics"]
+                task = TaskConfig(name=new_task, dataset="digits", target=new_task)
+                after = open_run(finetune(parent, steps, mode, [task], out_dir=tmp, device=device)).summary()
+                deltas = [after["metrics"][t]["test"] - before[t]["test"] for t in before]
+                new_scores.append(after["metrics"][new_task]["test"])
+                changes.append(statistics.mean(deltas))
+                worst.append(min(deltas))
+            rows.append(f"| {label} | {_mean_std(new_scores)} | {_mean_std(changes)} | {_mean_std(worst)} |")
+    header = [f"| adding `{new_task}` | `{new_task}` test accuracy | mean change on the old tasks | "
+              "worst old task's change |", "|---|---|---|---|"]
+    return "\n".join(header + rows)
+
+
+def pruning_study(seeds=(0, 1, 2), device: str = "cpu") -> str:
+    """Markdown table: MANN with 90% of the body removed against the dense model, per task."""
+    results: dict[str, dict[str, list[float]]] = {}
+    body_kept = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, overrides in (("dense", ["scheme={kind: hard}"]), ("mann", [])):
+            for seed in seeds:
+                config = load_config(CONFIGS / "mann.yaml", [f"seed={seed}", f"name={label}-{seed}", *overrides])
+                run = open_run(train(config, tmp, device=device, quiet=True))
+                for task, m in run.summary()["metrics"].items():
+                    results.setdefault(task, {}).setdefault(label, []).append(m["test"])
+                if label == "mann":
+                    body_kept = sum(run.summary()["density"].values())
+    lines = [f"| task | dense test accuracy | MANN test accuracy ({1 - body_kept:.0%} of the body removed) "
+             "| change |", "|---|---|---|---|"]
+    for task, r in results.items():
+        change = [m - d for m, d in zip(r["mann"], r["dense"])]
+        lines.append(f"| {task} | {_mean_std(r['dense'])} | {_mean_std(r['mann'])} | {_mean_std(change)} |")
+    return "\n".join(lines)
+
+
+STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
+           "pruning": pruning_study}

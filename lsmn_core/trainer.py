@@ -96,8 +96,10 @@ class Reporter:
 class TrainingSession:
     """What a training phase needs: the model, the data, the config, and where to report."""
 
-    def __init__(self, model: MultitaskNet, tasks: DeviceTasks, config, reporter: Reporter):
+    def __init__(self, model: MultitaskNet, tasks: DeviceTasks, config, reporter: Reporter,
+                 trainable: Callable[[str], bool] | None = None):
         self.model, self.tasks, self.config, self.reporter = model, tasks, config, reporter
+        self.trainable = trainable  # which parameters every phase of this session may train (None: all)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0  # global step over all phases, for metrics.jsonl
 
@@ -121,9 +123,10 @@ class TrainingSession:
         """Train `task_ids` (one sampled task per step) for up to `steps`; returns the steps run.
 
         With early stopping, dev is evaluated every eval_every steps and the best state is restored.
-        `trainable(name)` picks the parameters to train (default: all that require gradients).
+        `trainable(name)` picks the parameters to train (default: the session's choice, else all).
         """
         cfg = self.config.train
+        trainable = trainable or self.trainable
         model, body = self.model, self.model.body
         chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (trainable is None or trainable(n))}
         frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in chosen]

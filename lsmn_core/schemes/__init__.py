@@ -4,6 +4,7 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hard import Hard, HardOptions
 from lsmn_core.schemes.independent import Independent, IndependentOptions
+from lsmn_core.schemes.mann import Mann, MannOptions
 from lsmn_core.schemes.mixture import Mixture, MixtureOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
 
@@ -12,6 +13,7 @@ SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     "hard": (Hard, HardOptions),
     "sparse": (Sparse, SparseOptions),
     "mixture": (Mixture, MixtureOptions),
+    "mann": (Mann, MannOptions),
 }
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lsmn_core.blocks import PRUNABLE, residual_block
+from lsmn_core.errors import ConfigError
 
 
 class SharingScheme(nn.Module, abc.ABC):
@@ -61,6 +62,11 @@ class SharingScheme(nn.Module, abc.ABC):
         "arrays": extra numpy arrays for routing.safetensors}; schemes without a search return {}.
         """
         return {}
+
+    def admit_tasks(self, session, tasks: list[int]) -> dict:
+        """Prepare new tasks (appended at `tasks`) so training them leaves the old tasks' outputs
+        unchanged; only schemes that isolate tasks can (mann). Returns a report like search_routing."""
+        raise ConfigError(f"the {self.kind} scheme cannot add tasks without changing the old ones")
 
     def routing_document(self, task_names: list[str]) -> dict:
         """The scheme's own JSON part of routing.json (masks are written generically)."""

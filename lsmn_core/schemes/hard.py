@@ -14,14 +14,18 @@ class HardOptions:
     kind: Literal["hard"] = "hard"
 
 
+def shared_blocks(depth: int, width: int, hidden: int) -> nn.ModuleList:
+    """`depth` freshly initialised blocks, one copy each (no task axis)."""
+    return nn.ModuleList(nn.ParameterDict({k: nn.Parameter(v) for k, v in init_block(width, hidden).items()})
+                         for _ in range(depth))
+
+
 class Hard(SharingScheme):
     kind = "hard"
 
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = nn.ModuleList(
-            nn.ParameterDict({k: nn.Parameter(v) for k, v in init_block(width, hidden).items()})
-            for _ in range(depth))
+        self.blocks = shared_blocks(depth, width, hidden)
 
     def block_params(self, layer, tasks):
         return {name: p.unsqueeze(0) for name, p in self.blocks[layer].items()}

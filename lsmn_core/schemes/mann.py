@@ -1,0 +1,66 @@
+"""Multitask Artificial Neural Network (seed 002): disjoint task subnetworks in shared layers.
+
+Each prunable weight is one tensor; each task owns a disjoint mask of it (found by RSN2), and the
+masked weights stack along a task axis so all tasks run on a shared input in one batched call.
+Biases and norms are per task too, so no parameter of the body serves two tasks: a new task can
+be trained on the weights nobody owns while the old tasks' outputs stay bit-identical.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lsmn_core.blocks import init_block
+from lsmn_core.config import check
+from lsmn_core.schemes.masked import MaskedScheme
+
+
+@dataclass
+class MannOptions:
+    kind: Literal["mann"] = "mann"
+    keep: float = check(lambda v: 0 < v <= 1, "must be in (0, 1]", 0.1)  # each task's share of each matrix set
+    schedule: Literal["one_shot", "iterative"] = "iterative"
+    rounds: int = check(lambda v: v >= 1, "must be >= 1", 3)  # prune-retrain rounds when iterative
+    round_steps: int = check(lambda v: v > 0, "must be > 0", 300)
+
+
+class Mann(MaskedScheme):
+    kind = "mann"
+
+    def __init__(self, options, n_tasks, depth, width, hidden):
+        super().__init__(options, n_tasks, depth, width, hidden)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            copies = [init_block(width, hidden) for _ in range(n_tasks)]
+            self.blocks.append(nn.ParameterDict({
+                name: nn.Parameter(copies[0][name] if name in ("w_in", "w_out") else
+                                   torch.stack([c[name] for c in copies]))
+                for name in copies[0]}))
+        self.register_masks()
+
+    def block_params(self, layer, tasks):
+        params = {}
+        for name, p in self.blocks[layer].items():
+            full = f"blocks.{layer}.{name}"
+            params[name] = p * self.mask_of(full)[tasks] if self.prunable(full) else p[tasks]
+        return params
+
+    def usage(self, task):
+        return {name: self.mask_of(name)[task].clone() if self.prunable(name) else self.task_rows(task, p)
+                for name, p in self.named_parameters()}
+
+    def update_masks(self, task):
+        return self.usage(task)
+
+    def search_routing(self, session):
+        from lsmn_core.pruning import rsn2
+
+        return rsn2(session, self.options, list(range(self.n_tasks)))
+
+    def admit_tasks(self, session, tasks: list[int]) -> dict:
+        """Give new tasks subnetworks among the weights no other task owns (RSN2 on them alone)."""
+        from lsmn_core.pruning import rsn2
+
+        return rsn2(session, self.options, tasks)
