@@ -157,6 +157,29 @@ def cmd_study(args) -> None:
     print(STUDIES[args.name](seeds=seeds, device=args.device))
 
 
+def cmd_export(args) -> None:
+    from lsmn_core.export import export_run
+    from lsmn_core.store import open_run
+
+    sizes = export_run(open_run(args.run), args.out)
+    print(f"{args.out}: {sizes['bytes']:,} bytes, {sizes['bytes'] / sizes['dense_bytes']:.1%} of the dense "
+          f"model.safetensors ({sizes['dense_bytes']:,} bytes)")
+
+
+def cmd_bench(args) -> None:
+    from lsmn_core.bench import run_benchmarks
+
+    report = run_benchmarks()
+    if args.json:
+        return _print_json(report)
+    print(f"device: {report['device']}")
+    for r in report["results"]:
+        verdict = "meets" if (r["ratio"] <= r["target"] if r["better"] == "lower" else r["ratio"] >= r["target"]) \
+            else "misses"
+        print(f"{r['name']}: {r['value']:.3f} {r['unit']} vs {r['baseline']}; ratio {r['ratio']:.3f} "
+              f"({verdict} target {r['target']}, {r['better']} is better)")
+
+
 def cmd_samples(args) -> None:
     from lsmn_core.samples import build_samples
 
@@ -221,6 +244,15 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", type=int, default=3)
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     st.set_defaults(func=cmd_study)
+
+    x = sub.add_parser("export", help="write only the active weights of a masked run (values + packed masks)")
+    x.add_argument("run")
+    x.add_argument("--out", required=True, help="the compact .safetensors file to write")
+    x.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="benchmarks, each a ratio measured side by side in one run")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
 
     sm = sub.add_parser("samples", help="rebuild the shipped example runs")
     sm.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_runs"))
