@@ -41,8 +41,8 @@ def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return y + bias.unsqueeze(1)
 
 
-def residual_block(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_linear) -> torch.Tensor:
-    """Pre-norm MLP block: x + W_out gelu(W_in LN(x) + b_in) + b_out, per task.
+def block_branch(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_linear) -> torch.Tensor:
+    """The residual branch W_out gelu(W_in LN(x) + b_in) + b_out, per task.
 
     x is [T, B, d]; every parameter in p has a leading task axis of size T or 1 (shared).
     `linear` computes x W^T + b (sparse inference passes a CSR version).
@@ -50,7 +50,12 @@ def residual_block(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_l
     h = F.layer_norm(x, x.shape[-1:])
     h = h * p["norm_weight"].unsqueeze(1) + p["norm_bias"].unsqueeze(1)
     h = F.gelu(linear(h, p["w_in"], p["b_in"]))
-    return x + linear(h, p["w_out"], p["b_out"])
+    return linear(h, p["w_out"], p["b_out"])
+
+
+def residual_block(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_linear) -> torch.Tensor:
+    """Pre-norm MLP block: x + branch(x)."""
+    return x + block_branch(x, p, linear)
 
 
 class ImageEncoder(nn.Module):

@@ -180,6 +180,7 @@ class TrainingSession:
 def summarize(session: TrainingSession, search_report: dict, seconds: float) -> dict:
     """Final per-task metrics, parameter counts and densities, for summary.json."""
     model, specs = session.model, session.tasks.specs
+    model.body.reset_statistics()
     metrics = {}
     for t, spec in enumerate(specs):
         metrics[spec.name] = {"metric": spec.metric}

@@ -6,6 +6,7 @@ from lsmn_core.schemes.hard import Hard, HardOptions
 from lsmn_core.schemes.independent import Independent, IndependentOptions
 from lsmn_core.schemes.mann import Mann, MannOptions
 from lsmn_core.schemes.mixture import Mixture, MixtureOptions
+from lsmn_core.schemes.moe import Moe, MoeOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
 
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
@@ -14,6 +15,7 @@ SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     "sparse": (Sparse, SparseOptions),
     "mixture": (Mixture, MixtureOptions),
     "mann": (Mann, MannOptions),
+    "moe": (Moe, MoeOptions),
 }
 
 

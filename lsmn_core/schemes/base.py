@@ -91,6 +91,9 @@ class SharingScheme(nn.Module, abc.ABC):
         """An extra loss term for `task` (e.g. an entropy penalty on its routing); 0 when none."""
         return 0.0
 
+    def reset_statistics(self) -> None:
+        """Forget statistics gathered while evaluating (the final evaluation gathers them afresh)."""
+
     def routing_summary(self, task_names: list[str]) -> dict:
         """A small JSON report of the learned routing for summary.json; {} when none."""
         return {}

@@ -1,0 +1,195 @@
+"""Sparsely gated mixture of experts (Shazeer et al. 2017; seed 000): each layer holds E expert
+blocks, and a noisy top-k gate sends every sample to k of them.
+
+  H(x) = x W_g + b_task + N(0, 1) * softplus(x W_noise)   (noise only while training)
+  G(x) = softmax(KeepTopK(H(x), k));   y = x + sum_i G_i(x) * branch_i(x)
+Auxiliary losses: w_importance * CV(sum_x G(x))^2 and w_load * CV(Load)^2, with the paper's smooth
+load estimator P(x, i) = Phi((clean_i - threshold_i) / noise_std_i). An optional capacity limit drops
+the samples an expert cannot take (they keep the residual path). Samples are dispatched only to
+the experts they are routed to. The editable routing is which experts each task may use per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsmn_core.blocks import block_branch, init_block
+from lsmn_core.config import check
+from lsmn_core.errors import RoutingError
+from lsmn_core.schemes.base import SharingScheme
+
+
+@dataclass
+class MoeOptions:
+    kind: Literal["moe"] = "moe"
+    experts: int = check(lambda v: v >= 2, "must be >= 2", 4)  # E per layer
+    top_k: int = check(lambda v: v >= 1, "must be >= 1", 2)
+    noisy: bool = True
+    task_gate: bool = True  # add a learned per-task offset to the gate logits (a task embedding)
+    importance_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.01)
+    load_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.01)
+    capacity_factor: float = check(lambda v: v >= 0, "must be >= 0 (0: no limit)", 0.0)
+
+
+def cv_squared(values: torch.Tensor) -> torch.Tensor:
+    """Squared coefficient of variation: 0 when every expert gets the same share."""
+    return values.float().var() / (values.float().mean() ** 2 + 1e-10)
+
+
+class Moe(SharingScheme):
+    kind = "moe"
+
+    def __init__(self, options, n_tasks, depth, width, hidden):
+        super().__init__(options, n_tasks, depth, width, hidden)
+        if options.top_k > options.experts:
+            from lsmn_core.errors import ConfigError
+
+            raise ConfigError(f"scheme.top_k ({options.top_k}) exceeds scheme.experts ({options.experts})")
+        E = options.experts
+        self.experts = nn.ModuleList()
+        for _ in range(depth):
+            blocks = [init_block(width, hidden) for _ in range(E)]
+            self.experts.append(nn.ParameterDict({n: nn.Parameter(torch.stack([b[n] for b in blocks]))
+                                                  for n in blocks[0]}))
+        self.w_gate = nn.Parameter(torch.zeros(depth, width, E))  # zero: uniform gates at the start
+        self.w_noise = nn.Parameter(torch.zeros(depth, width, E))
+        self.gate_bias = nn.Parameter(torch.zeros(n_tasks, depth, E), requires_grad=options.task_gate)
+        self.register_buffer("allowed", torch.ones(n_tasks, depth, E, dtype=torch.bool), persistent=False)
+        self.register_buffer("stats_usage", torch.zeros(n_tasks, depth, E), persistent=False)
+        self.register_buffer("stats_entropy", torch.zeros(n_tasks, depth), persistent=False)
+        self.register_buffer("stats_overflow", torch.zeros(n_tasks, depth), persistent=False)
+        self.register_buffer("stats_samples", torch.zeros(n_tasks, depth), persistent=False)
+        self.aux_loss = torch.zeros(())
+
+    def block_params(self, layer, tasks):
+        """Expert e of block `layer` as a block of its own (axis 0 = experts, not tasks)."""
+        return dict(self.experts[layer].items())
+
+    def gate(self, h: torch.Tensor, rows_task: torch.Tensor, layer: int):
+        """Gates [N, E] (k non-zero per row), and the importance/load auxiliary loss."""
+        k, E = self.options.top_k, self.options.experts
+        clean = h @ self.w_gate[layer] + self.gate_bias[rows_task, layer]
+        clean = clean.masked_fill(~self.allowed[rows_task, layer], -math.inf)
+        noisy, std = clean, None
+        if self.training and self.options.noisy:
+            std = F.softplus(h @ self.w_noise[layer]) + 1e-2
+            noisy = clean + torch.randn_like(clean) * std
+        top_values, top_index = noisy.topk(min(k + 1, E), dim=-1)
+        gates = torch.zeros_like(clean).scatter(-1, top_index[:, :k], torch.softmax(top_values[:, :k], dim=-1))
+        importance = gates.sum(0)
+        if std is not None and k < E:
+            in_top = noisy >= top_values[:, k - 1 : k]
+            threshold = torch.where(in_top, top_values[:, k : k + 1], top_values[:, k - 1 : k])
+            load = torch.distributions.Normal(0.0, 1.0).cdf((clean - threshold) / std).nan_to_num(0.0).sum(0)
+        else:
+            load = (gates > 0).float().sum(0)
+        aux = self.options.importance_weight * cv_squared(importance) + self.options.load_weight * cv_squared(load)
+        return gates, aux
+
+    def _limit_capacity(self, gates: torch.Tensor) -> torch.Tensor:
+        """Keep at most ceil(capacity_factor * N * k / E) samples per expert (first come); returns the
+        number of dropped assignments per row."""
+        capacity = math.ceil(self.options.capacity_factor * gates.shape[0] * self.options.top_k / self.options.experts)
+        routed = gates > 0
+        over = routed & (routed.cumsum(0) > capacity)
+        gates.masked_fill_(over, 0.0)
+        return over.sum(-1)
+
+    def forward(self, h, tasks):
+        T, B, d = h.shape
+        rows_task = tasks.repeat_interleave(B)
+        x = h.reshape(T * B, d)
+        aux = torch.zeros((), device=h.device)
+        for layer in range(self.depth):
+            gates, layer_aux = self.gate(x, rows_task, layer)
+            aux = aux + layer_aux
+            overflow = self._limit_capacity(gates) if self.options.capacity_factor else torch.zeros(len(x))
+            update = torch.zeros_like(x)
+            experts = self.experts[layer]
+            for e in range(self.options.experts):
+                rows = gates[:, e].nonzero().squeeze(1)
+                if rows.numel():
+                    params = {n: p[e : e + 1] for n, p in experts.items()}
+                    out = block_branch(x[rows].unsqueeze(0), params)[0]
+                    update = update.index_add(0, rows, gates[rows, e : e + 1] * out)
+            if not self.training:
+                self._record(gates.detach(), overflow, rows_task, layer)
+            x = x + update
+        self.aux_loss = aux
+        return x.view(T, B, d)
+
+    def _record(self, gates, overflow, rows_task, layer):
+        p = gates.clamp_min(1e-12)
+        entropy = -(gates * p.log()).sum(-1)
+        for t in rows_task.unique():
+            rows = rows_task == t
+            self.stats_usage[t, layer] += (gates[rows] > 0).float().sum(0)
+            self.stats_entropy[t, layer] += entropy[rows].sum()
+            self.stats_overflow[t, layer] += overflow[rows].float().sum().to(self.stats_overflow.device)
+            self.stats_samples[t, layer] += rows.sum()
+
+    def reset_statistics(self):
+        for buffer in (self.stats_usage, self.stats_entropy, self.stats_overflow, self.stats_samples):
+            buffer.zero_()
+
+    def penalty(self, task):
+        return self.aux_loss if self.training else 0.0
+
+    def usage(self, task):
+        usage = {}
+        for name, p in self.named_parameters():
+            if name.startswith("experts."):
+                layer = int(name.split(".")[1])
+                allowed = self.allowed[task, layer]
+                usage[name] = allowed.view(-1, *[1] * (p.dim() - 1)).expand_as(p).clone()
+            elif name == "gate_bias":
+                usage[name] = self.task_rows(task, p)
+            else:
+                usage[name] = torch.ones_like(p, dtype=torch.bool)
+        return usage
+
+    def update_masks(self, task):
+        return {"gate_bias": self.task_rows(task, self.gate_bias)}
+
+    def gate_statistics(self, task_names) -> dict:
+        samples = self.stats_samples.clamp_min(1).cpu()
+        return {t: {"usage": (self.stats_usage[i].cpu() / samples[i, :, None]).tolist(),
+                    "entropy": (self.stats_entropy[i].cpu() / samples[i]).tolist(),
+                    "overflow": (self.stats_overflow[i].cpu() / samples[i]).tolist()}
+                for i, t in enumerate(task_names)}
+
+    def routing_document(self, task_names):
+        return {"experts": self.options.experts, "top_k": self.options.top_k,
+                "allowed": {t: self.allowed[i].cpu().tolist() for i, t in enumerate(task_names)},
+                "gate_stats": self.gate_statistics(task_names)}
+
+    def parse_routing_document(self, doc, task_names):
+        """`allowed`: per task, per layer, which experts the gate may choose (at least one)."""
+        allowed = doc.get("allowed")
+        if not isinstance(allowed, dict) or set(allowed) != set(task_names):
+            raise RoutingError(f"routing needs 'allowed' experts for exactly the tasks {task_names}")
+        shape = (self.depth, self.options.experts)
+        rows = []
+        for task in task_names:
+            value = np.asarray(allowed[task], dtype=object)
+            if value.shape != shape or not all(isinstance(v, bool) for v in value.flat):
+                raise RoutingError(f"allowed experts of {task}: expected {shape[0]} layers x {shape[1]} true/false")
+            value = value.astype(bool)
+            if not value.any(-1).all():
+                raise RoutingError(f"allowed experts of {task}: every layer needs at least one expert")
+            rows.append(torch.from_numpy(value))
+        return {"allowed": torch.stack(rows)}
+
+    def load_routing(self, state):
+        if "allowed" in state:
+            self.allowed.copy_(state["allowed"])
+
+    def routing_summary(self, task_names):
+        return {"gate_stats": self.gate_statistics(task_names)}

@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from lsmn_core.blocks import block_branch
+from lsmn_core.data import load_tasks
+from lsmn_core.errors import ConfigError, RoutingError
+from lsmn_core.evaluation import evaluate_run
+from lsmn_core.model import build_model
+from lsmn_core.schemes.moe import cv_squared
+from lsmn_core.store import open_run
+from lsmn_core.trainer import train
+
+MOE = {"kind": "moe", "experts": 4, "top_k": 2}
+
+
+@pytest.fixture(scope="module")
+def specs():
+    config = tiny_config()
+    return [d.spec for d in load_tasks(config.tasks, config.data)]
+
+
+def moe_body(specs, **options):
+    body = build_model(specs, tiny_config(scheme={**MOE, **options})).body
+    with torch.no_grad():
+        body.w_gate.normal_(0, 1.0)  # break the zero-initialised gates' ties
+        body.w_noise.normal_(0, 0.1)
+    return body
+
+
+def test_gates_pick_exactly_k_allowed_experts_and_sum_to_one(specs):
+    body = moe_body(specs).train()
+    body.allowed[1, 0, 3] = False
+    h = torch.randn(40, 32)
+    rows_task = torch.tensor([0] * 20 + [1] * 20)
+    gates, aux = body.gate(h, rows_task, 0)
+    assert ((gates > 0).sum(-1) == 2).all()
+    assert torch.allclose(gates.sum(-1), torch.ones(40))
+    assert (gates[20:, 3] == 0).all() and aux > 0
+
+
+def test_dispatch_equals_the_dense_mixture_of_experts(specs):
+    body = moe_body(specs).eval()
+    h = torch.randn(2, 6, 32)
+    tasks = torch.tensor([0, 2])
+    out = body(h, tasks)
+    x = h.reshape(12, 32)
+    rows_task = tasks.repeat_interleave(6)
+    for layer in range(body.depth):
+        gates, _ = body.gate(x, rows_task, layer)
+        experts = body.experts[layer]
+        dense = sum(gates[:, e : e + 1] * block_branch(x.unsqueeze(0), {n: p[e : e + 1] for n, p in experts.items()})[0]
+                    for e in range(4))
+        x = x + dense
+    assert torch.allclose(out.reshape(12, 32), x, atol=1e-5)
+
+
+def test_balancing_losses_are_squared_coefficients_of_variation(specs):
+    assert cv_squared(torch.tensor([3.0, 3.0, 3.0])) == 0
+    assert cv_squared(torch.tensor([6.0, 0.0, 0.0])) == pytest.approx(3.0)
+    body = moe_body(specs).train()
+    _, aux = body.gate(torch.randn(64, 32), torch.zeros(64, dtype=torch.long), 1)
+    aux.backward()
+    assert body.w_noise.grad.abs().sum() > 0  # the smooth load estimator reaches the noise weights
+    assert body.w_gate.grad.abs().sum() > 0
+
+
+def test_capacity_limit_drops_what_an_expert_cannot_take(specs):
+    body = moe_body(specs, capacity_factor=0.5).eval()
+    gates, _ = body.gate(torch.randn(40, 32), torch.zeros(40, dtype=torch.long), 0)
+    dropped = body._limit_capacity(gates)
+    capacity = 10  # ceil(0.5 * 40 * 2 / 4)
+    assert ((gates > 0).sum(0) <= capacity).all()
+    assert dropped.sum() == 80 - (gates > 0).sum()
+
+
+def test_top_k_above_experts_is_a_config_error(specs):
+    with pytest.raises(ConfigError, match="top_k"):
+        build_model(specs, tiny_config(scheme={"kind": "moe", "experts": 2, "top_k": 3}))
+
+
+@pytest.fixture(scope="module")
+def moe_run(tmp_path_factory):
+    config = tiny_config(scheme=MOE, train={"steps": 120, "batch_size": 32, "eval_every": 60, "device": "cpu"})
+    return open_run(train(config, tmp_path_factory.mktemp("moe"), quiet=True))
+
+
+def test_gate_statistics_are_stored_per_task_and_layer(moe_run):
+    doc, _ = moe_run.routing()
+    stats = doc["gate_stats"]
+    assert set(stats) == {"digit", "parity", "position"}
+    for task in stats.values():
+        assert len(task["usage"]) == 2 and len(task["usage"][0]) == 4
+        assert all(sum(layer) == pytest.approx(2.0) for layer in task["usage"])  # k experts per sample
+        assert all(0 <= e <= 0.7 for e in task["entropy"]) and task["overflow"] == [0.0, 0.0]
+
+
+def test_restricting_experts_changes_only_that_task(moe_run):
+    doc, _ = moe_run.routing()
+    allowed = {t: [[True] * 4 for _ in range(2)] for t in doc["tasks"]}
+    allowed["digit"] = [[True, False, False, False], [False, True, True, False]]
+    result = evaluate_run(moe_run, {**doc, "allowed": allowed}, device="cpu")
+    assert result["metrics"]["parity"]["test_delta"] == pytest.approx(0, abs=1e-9)
+    assert result["metrics"]["digit"]["test_delta"] != 0
+    model = moe_run.load_model()
+    assert model.body.allowed.all()  # the stored run is unchanged
+
+
+@pytest.mark.parametrize("digit, message", [
+    ([[False] * 4, [True] * 4], "at least one expert"),
+    ([[True] * 4], "expected 2 layers x 4"),
+    ([[1, 0, 0, 0], [1, 1, 1, 1]], "true/false"),
+])
+def test_invalid_expert_restrictions_are_refused(moe_run, digit, message):
+    doc, _ = moe_run.routing()
+    allowed = {t: [[True] * 4 for _ in range(2)] for t in doc["tasks"]}
+    allowed["digit"] = digit
+    with pytest.raises(RoutingError, match=message):
+        evaluate_run(moe_run, {**doc, "allowed": allowed}, device="cpu")
+    json.dumps(doc)  # the document itself stays plain JSON
