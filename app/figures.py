@@ -68,3 +68,21 @@ def similarity_heatmap(report: dict) -> go.Figure:
                                   texttemplate="%{text}", colorbar={"title": "same"}))
     figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
     return figure
+
+
+def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
+    """Share of each task's samples routed to each expert, per layer (rows: task · layer)."""
+    rows, z, hover = [], [], []
+    for task, stats in gate_stats.items():
+        for layer, usage in enumerate(stats["usage"]):
+            rows.append(f"{task} · layer {layer}")
+            z.append(usage)
+            hover.append([f"{task}, layer {layer}, expert {e}: {u:.1%} of samples<br>gate entropy "
+                          f"{stats['entropy'][layer]:.2f}, overflow {stats['overflow'][layer]:.1%}"
+                          for e, u in enumerate(usage)])
+    figure = go.Figure(go.Heatmap(z=z, x=[f"expert {e}" for e in range(len(z[0]))], y=rows, zmin=0, zmax=1,
+                                  colorscale="Blues", text=[[f"{v:.2f}" for v in r] for r in z],
+                                  texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
+    figure.update_layout(title="Expert usage per task and layer", yaxis={"autorange": "reversed"},
+                         height=140 + 26 * len(rows))
+    return figure

@@ -1,5 +1,5 @@
-"""The shipped example runs: one digits task set under independent, hard, sparse and mixture
-sharing, and the digits x input-domains task set under the mixture scheme.
+"""The shipped example runs: one digits task set under every scheme (independent, hard, sparse,
+mann, moe, mixture), and the digits x input-domains task set under the mixture scheme.
 
 `lsmn samples` rebuilds them. Each run is trained into a temporary folder and then swapped in,
 so an interrupted rebuild leaves the previous sample runs intact.
@@ -20,6 +20,8 @@ SAMPLES = {  # folder: (config, overrides)
     "digits-independent": ("digits.yaml", ["scheme={kind: independent}"]),
     "digits-hard": ("digits.yaml", ["scheme={kind: hard}"]),
     "digits-sparse": ("digits.yaml", []),
+    "digits-mann": ("digits.yaml", ["scheme={kind: mann, keep: 0.15, rounds: 3, round_steps: 200}"]),
+    "digits-moe": ("digits.yaml", ["scheme={kind: moe, experts: 4, top_k: 2}"]),
     "digits-mixture": ("mixture.yaml", []),
     "domains-mixture": ("domains.yaml", []),
 }

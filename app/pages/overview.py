@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from app.figures import density_heatmap, overlap_heatmap, signature_heatmap, similarity_heatmap, training_curves
+from app.figures import (density_heatmap, expert_usage_heatmap, overlap_heatmap, signature_heatmap,
+                         similarity_heatmap, training_curves)
 from app.state import current_run, overlap_of, signatures_of
 from lsmn_core.errors import LsmnError
 
@@ -48,7 +49,10 @@ if signatures:
     left, right = st.columns([3, 2])
     left.plotly_chart(signature_heatmap(signatures), key="signatures")
     right.plotly_chart(similarity_heatmap(signatures), key="similarity")
-if not report and not signatures:
+gate_stats = summary.get("routing", {}).get("gate_stats")
+if gate_stats:
+    st.plotly_chart(expert_usage_heatmap(gate_stats), key="experts")
+if not report and not signatures and not gate_stats:
     st.info(f"The {run.scheme} scheme has no per-task masks or signatures: every task uses its whole body.")
 
 records = run.metrics()
