@@ -23,6 +23,7 @@ DIGITS_TASKS = ["digit", "parity", "ge5", "loops", "position"]
 
 @pytest.mark.parametrize("sample, chart", [
     ("digits-sparse", "Mask overlap ratio"), ("digits-hard", None), ("digits-independent", None),
+    ("digits-mann", "Mask overlap ratio"), ("digits-moe", "Expert usage"),
     ("digits-mixture", "Signatures"), ("domains-mixture", "Signatures")])
 def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
     at = start(monkeypatch, REPO / "sample_runs")
