@@ -5,13 +5,15 @@ One safetensors file. Unmasked parameters are stored as they are. Each masked we
   values.<name>   float32 values of those weights, in row-major order,
   members.<name>  for each stored weight, the tasks that use it, bit-packed (ceil(T/8) bytes each).
 The run's config and task specs travel in the file's metadata, so the model is rebuilt without
-the data. Loading reproduces every task's outputs exactly: weights no task uses never enter a
+the data. For inference, `fastest_runner` picks CSR matrices or the dense path per task, by timing
+both on the caller's batch. Loading reproduces every task's outputs exactly: weights no task uses never enter a
 task's function, so storing them as zeros changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -121,3 +123,22 @@ class SparseInference:
         for params in self.layers:
             h = residual_block(h, params, linear=_csr_linear)
         return self.model.heads[spec.name](h[0])
+
+
+def fastest_runner(model: MultitaskNet, task: int, example: torch.Tensor, repeat: int = 5):
+    """A callable for one task's inference: CSR (SparseInference) or the dense masked path, whichever
+    is faster on `example`, timed here on this machine. Returns (runner, "csr" | "dense")."""
+    sparse = SparseInference(model, task)
+
+    @torch.no_grad()
+    def dense(x):
+        return model(x, task)
+
+    def seconds(fn):
+        fn(example)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn(example)
+        return time.perf_counter() - start
+
+    return (sparse, "csr") if seconds(sparse) < seconds(dense) else (dense, "dense")

@@ -112,3 +112,13 @@ def test_bench_entries_follow_the_report_format():
         assert set(r) == {"name", "value", "unit", "baseline", "ratio", "target", "better"}
         assert r["better"] in ("lower", "higher") and r["ratio"] > 0 and r["value"] > 0
     assert "outputs bit-identical: True" in results[0]["name"]
+
+
+def test_fastest_runner_picks_a_path_that_gives_the_same_outputs(mann_run):
+    from lsmn_core.export import fastest_runner
+
+    model = mann_run.load_model().eval()
+    x = torch.rand(16, 8, 8)
+    runner, path = fastest_runner(model, 1, x)
+    assert path in ("csr", "dense")
+    assert torch.allclose(runner(x), model(x, 1), atol=1e-5)
