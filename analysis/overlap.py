@@ -81,3 +81,37 @@ def overlap_report(masks: dict[str, np.ndarray], task_names: list[str]) -> dict:
                        "density": density(f).tolist()} for layer, f in layers.items()],
         "subsets": subset_counts(flat, task_names),
     }
+
+
+def cluster_order(pairwise: np.ndarray) -> list[int]:
+    """Task order that puts tasks with overlapping masks next to each other (average-linkage
+    clustering on 1 - overlap), so a heatmap of 100 tasks shows its blocks."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    n = len(pairwise)
+    if n < 3:
+        return list(range(n))
+    distance = 1.0 - np.asarray(pairwise, dtype=np.float64)
+    np.fill_diagonal(distance, 0.0)
+    return leaves_list(linkage(squareform(distance, checks=False), method="average")).tolist()
+
+
+def weight_task_sets(mask: np.ndarray, task_names: list[str], top: int = 8) -> tuple[np.ndarray, list[str]]:
+    """For one parameter's masks [T, *shape]: a category per weight (0 = no task, 1..top = the most
+    common task sets, top + 1 = any other set) and each category's label."""
+    n_tasks = mask.shape[0]
+    flat = mask.reshape(n_tasks, -1)
+    packed = np.packbits(flat.T, axis=1)
+    rows, inverse, counts = np.unique(packed, axis=0, return_inverse=True, return_counts=True)
+    members = np.unpackbits(rows, axis=1, count=n_tasks).astype(bool)
+    empty = ~members.any(1)
+    ranked = [i for i in np.argsort(-counts) if not empty[i]][:top]
+    category = np.full(len(rows), top + 1)
+    category[empty] = 0
+    labels = ["no task"] + [" + ".join(task_names[t] for t in np.flatnonzero(members[i])) for i in ranked]
+    for rank, i in enumerate(ranked, start=1):
+        category[i] = rank
+    if len(ranked) < (~empty).sum():
+        labels.append("other task sets")
+    return category[inverse.ravel()].reshape(mask.shape[1:]), labels

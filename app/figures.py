@@ -86,3 +86,54 @@ def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
     figure.update_layout(title="Expert usage per task and layer", yaxis={"autorange": "reversed"},
                          height=140 + 26 * len(rows))
     return figure
+
+
+def layer_overlap_chart(report: dict) -> go.Figure:
+    """Overlap ratio of all tasks and each task's density, per body block."""
+    layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
+    figure = go.Figure(go.Bar(x=layers, y=[layer["global"] for layer in report["per_layer"]],
+                              name="overlap ratio, all tasks"))
+    figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320)
+    return figure
+
+
+def subset_chart(report: dict, top: int = 15) -> go.Figure:
+    """How many weights each exact set of tasks uses (and no other task), largest first."""
+    subsets = [s for s in report["subsets"] if s["tasks"]][:top]
+    labels = [" + ".join(s["tasks"]) if len(s["tasks"]) < 5 else f"{len(s['tasks'])} tasks" for s in subsets]
+    figure = go.Figure(go.Bar(x=[s["count"] for s in subsets], y=labels, orientation="h",
+                              hovertext=[", ".join(s["tasks"]) for s in subsets], hoverinfo="text+x"))
+    unused = next((s["count"] for s in report["subsets"] if not s["tasks"]), 0)
+    figure.update_layout(title=f"Weights used by exactly these tasks ({unused:,} used by none)",
+                         yaxis={"autorange": "reversed"}, height=160 + 24 * len(subsets))
+    return figure
+
+
+def mask_image(category, labels: list[str], name: str) -> go.Figure:
+    """One weight matrix, each weight coloured by the set of tasks that use it."""
+    import plotly.express as px
+
+    palette = ["#f2f2f2"] + px.colors.qualitative.Bold
+    n = len(labels)
+    scale = []
+    for i in range(n):  # a discrete colour scale: category i owns [i/n, (i+1)/n]
+        colour = palette[i % len(palette)]
+        scale += [[i / n, colour], [(i + 1) / n, colour]]
+    figure = go.Figure(go.Heatmap(
+        z=category, zmin=-0.5, zmax=n - 0.5, colorscale=scale, customdata=[[labels[c] for c in row] for row in category],
+        hovertemplate="row %{y}, column %{x}: %{customdata}<extra></extra>",
+        colorbar={"tickvals": list(range(n)), "ticktext": labels, "title": "used by"}))
+    figure.update_layout(title=f"{name}: which tasks use each weight", yaxis={"autorange": "reversed"},
+                         height=min(900, 200 + 3 * len(category)))
+    return figure
+
+
+def mixture_weights_chart(weights, task: str) -> go.Figure:
+    """One task's mixture weights: a stacked bar per layer, one colour per template."""
+    figure = go.Figure()
+    for k in range(len(weights[0])):
+        figure.add_bar(x=[f"layer {layer}" for layer in range(len(weights))], y=[row[k] for row in weights],
+                       name=f"template {k}")
+    figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
+                         height=340)
+    return figure

@@ -67,6 +67,12 @@ def run_picker() -> None:
     st.sidebar.caption(f"Tasks: {', '.join(run.task_names)}")
 
 
+def list_folder_runs() -> list[Run]:
+    """Draw the sidebar picker and return every readable run in the chosen folder."""
+    run_picker()
+    return list_runs(st.session_state.get("runs_folder", DEFAULT_RUNS))[0]
+
+
 def current_run() -> Run | None:
     """Draw the sidebar picker; return the selected run, or None with a message saying why not."""
     run_picker()

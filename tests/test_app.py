@@ -65,3 +65,55 @@ def test_a_run_with_damaged_masks_shows_an_error_not_a_crash(monkeypatch, tmp_pa
     at = start(monkeypatch, tmp_path)
     assert not at.exception
     assert any("Cannot read the run's routing" in e.value for e in at.error)
+
+
+def open_page(monkeypatch, page, sample):
+    at = start(monkeypatch, REPO / "sample_runs")
+    at.switch_page(page).run()
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith(sample + " "))).run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("sample", ["digits-sparse", "digits-mann"])
+def test_masks_page_on_masked_runs(monkeypatch, sample):
+    at = open_page(monkeypatch, "pages/masks.py", sample)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    for title in ("Mask overlap ratio", "Density per block", "Overlap ratio per block", "Weights used by exactly",
+                  "which tasks use each weight"):
+        assert any(title in s for s in specs), title
+    at.radio[0].set_value("clustered by overlap").run()
+    assert not at.exception
+    at.selectbox(key="mask_param").select("body.blocks.3.w_out").run()
+    assert not at.exception and any("body.blocks.3.w_out" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_masks_page_explains_runs_without_masks(monkeypatch):
+    at = open_page(monkeypatch, "pages/masks.py", "digits-mixture")
+    assert any("has no per-task masks" in i.value for i in at.info)
+
+
+def test_signatures_page(monkeypatch):
+    at = open_page(monkeypatch, "pages/signatures.py", "domains-mixture")
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Signatures: template per layer" in s for s in specs)
+    assert any("mixture weights per layer" in s for s in specs) and any("Signature similarity" in s for s in specs)
+    orders = at.dataframe[0].value
+    assert set(orders["task"]) == {"digit_original", "digit_blurred", "digit_edges", "parity_original",
+                                   "parity_blurred", "parity_edges"}
+    at.selectbox(key="signature_task").select("parity_edges").run()
+    assert not at.exception
+    assert any("parity_edges: mixture weights" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_compare_page(monkeypatch):
+    at = start(monkeypatch, REPO / "sample_runs")
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_runs").set_value(["digits-hard", "digits-sparse", "digits-mann"]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["task", "metric", "digits-hard test", "digits-sparse test", "digits-mann test"]
+    assert len(table) == 5
+    overlaps = [c for c in at.get("plotly_chart") if "Mask overlap ratio" in c.proto.spec]
+    assert len(overlaps) == 2  # sparse and mann have masks, hard does not

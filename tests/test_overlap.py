@@ -49,3 +49,26 @@ def test_report_per_layer_from_named_masks():
     assert report["global"] == overlap_ratio(A)
     assert report["per_layer"][0]["global"] == overlap_ratio(A[:, :4])
     assert report["density"] == {"a": 0.5, "b": 0.5, "c": 2 / 6}
+
+
+def test_cluster_order_groups_overlapping_tasks():
+    from analysis.overlap import cluster_order
+
+    rng = np.random.RandomState(1)
+    base_a, base_b = rng.rand(400) < 0.5, rng.rand(400) < 0.5
+    masks = np.stack([base_a ^ (rng.rand(400) < 0.05) if i % 2 == 0 else base_b ^ (rng.rand(400) < 0.05)
+                      for i in range(6)])  # tasks 0, 2, 4 resemble each other, as do 1, 3, 5
+    order = cluster_order(pairwise_overlap(masks))
+    assert sorted(order) == list(range(6))
+    groups = [set(order[:3]), set(order[3:])]
+    assert {0, 2, 4} in groups and {1, 3, 5} in groups
+
+
+def test_weight_task_sets_label_each_weight():
+    from analysis.overlap import weight_task_sets
+
+    mask = np.array([[[1, 1, 0], [0, 0, 1]], [[1, 0, 0], [1, 0, 1]]], dtype=bool)  # 2 tasks, 2x3 weights
+    category, labels = weight_task_sets(mask, ["a", "b"])
+    assert category.shape == (2, 3)
+    assert labels[category[0, 0]] == "a + b" and labels[category[0, 1]] == "a"
+    assert labels[category[1, 0]] == "b" and category[0, 2] == 0 and labels[0] == "no task"

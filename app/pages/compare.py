@@ -1,0 +1,41 @@
+"""Compare runs side by side: per-task metrics, parameters, overlap matrices."""
+
+import pandas as pd
+import streamlit as st
+
+from analysis.compare import comparison_rows
+from app.figures import overlap_heatmap
+from app.state import list_folder_runs, overlap_of
+from lsmn_core.errors import LsmnError
+
+st.title("Compare runs")
+runs = list_folder_runs()
+finished = {r.id: r for r in runs if (r.path / "summary.json").is_file()}
+if len(finished) < 2:
+    st.info("Compare needs at least two finished runs in the runs folder.")
+    st.stop()
+chosen = st.multiselect("Runs", list(finished), default=list(finished)[:3], key="compare_runs")
+if len(chosen) < 2:
+    st.info("Pick two or more runs.")
+    st.stop()
+selected = [finished[i] for i in chosen]
+try:
+    rows = comparison_rows(selected)
+except LsmnError as exc:
+    st.error(str(exc))
+    st.stop()
+table = pd.DataFrame([{"task": r["task"], "metric": r["metric"],
+                       **{f"{i} test": r[i]["test"] for i in chosen if i in r}} for r in rows])
+st.subheader("Test metric per task")
+st.dataframe(table, hide_index=True)
+params = pd.DataFrame([{"run": r.id, "scheme": r.scheme, "total": r.summary()["params"]["total"],
+                        "shared by 2+ tasks": r.summary()["params"]["shared"],
+                        **{f"active: {t}": n for t, n in r.summary()["params"]["active"].items()}}
+                       for r in selected])
+st.subheader("Parameters")
+st.dataframe(params, hide_index=True)
+masked = [r for r in selected if r.scheme in ("sparse", "mann")]
+if masked:
+    st.subheader("Mask overlap")
+    for column, run in zip(st.columns(len(masked)), masked):
+        column.plotly_chart(overlap_heatmap(overlap_of(run), run.task_names), key=f"overlap_{run.id}")

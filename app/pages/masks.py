@@ -1,0 +1,53 @@
+"""Masks and overlap: which weights each task uses, how much tasks share, per layer and per subset."""
+
+import numpy as np
+import streamlit as st
+
+from analysis.overlap import cluster_order, weight_task_sets
+from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
+from app.state import current_run, overlap_of
+from lsmn_core.errors import LsmnError
+
+run = current_run()
+if run is None:
+    st.stop()
+st.title(f"Masks and overlap · {run.name}")
+try:
+    report = overlap_of(run)
+except LsmnError as exc:
+    st.error(f"Cannot read the run's masks: {exc}")
+    st.stop()
+if not report:
+    st.info(f"The {run.scheme} scheme has no per-task masks. Pick a sparse or mann run in the sidebar.")
+    st.stop()
+
+tasks = run.task_names
+order_by = st.radio("Order tasks", ["as trained", "by density", "clustered by overlap"], horizontal=True)
+if order_by == "by density":
+    order = list(np.argsort([-report["density"][t] for t in tasks]))
+elif order_by == "clustered by overlap":
+    order = cluster_order(np.asarray(report["pairwise"]))
+else:
+    order = list(range(len(tasks)))
+
+
+def reorder(matrix):
+    m = np.asarray(matrix)
+    return m[np.ix_(order, order)].tolist()
+
+
+ordered = {**report, "pairwise": reorder(report["pairwise"]), "intersections": reorder(report["intersections"]),
+           "per_layer": [{**layer, "density": [layer["density"][i] for i in order]} for layer in report["per_layer"]]}
+names = [tasks[i] for i in order]
+left, right = st.columns(2)
+left.plotly_chart(overlap_heatmap(ordered, names), key="pairwise")
+right.plotly_chart(density_heatmap(ordered, names), key="layer_density")
+left, right = st.columns(2)
+left.plotly_chart(layer_overlap_chart(report), key="layer_overlap")
+right.plotly_chart(subset_chart(report), key="subsets")
+
+st.subheader("One weight matrix")
+masks = run.masks()
+name = st.selectbox("Weight", list(masks), key="mask_param")
+category, labels = weight_task_sets(masks[name], tasks)
+st.plotly_chart(mask_image(category, labels, name), key="mask_image")
