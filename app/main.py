@@ -9,9 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `app`, `lsmn_
 
 st.set_page_config(page_title="LSMN Studio", layout="wide")
 page = st.navigation([
-    st.Page("pages/overview.py", title="Overview", default=True),
-    st.Page("pages/masks.py", title="Masks and overlap"),
-    st.Page("pages/signatures.py", title="Signatures"),
-    st.Page("pages/compare.py", title="Compare"),
+    st.Page("views/overview.py", title="Overview", default=True),
+    st.Page("views/masks.py", title="Masks and overlap"),
+    st.Page("views/signatures.py", title="Signatures"),
+    st.Page("views/edit.py", title="Edit and retrain"),
+    st.Page("views/compare.py", title="Compare"),
 ])
 page.run()

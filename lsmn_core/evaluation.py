@@ -10,18 +10,19 @@ from lsmn_core.store import Run
 from lsmn_core.trainer import DeviceTasks, evaluate_task, resolve_device
 
 
-def evaluate_run(run: Run, edited: str | Path | dict | None = None, device: str = "auto") -> dict:
+def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, device: str = "auto") -> dict:
     """Per-task dev/test metrics of `run`, with the change against the stored metrics.
 
-    `edited` is an edited routing: a path to a routing pair, or a routing.json document as a dict
-    (its masks, if any, are read from the run's own routing.safetensors). The run is not changed.
+    `edited` is an edited routing: a path to a routing pair, a (document, arrays) pair, or a
+    routing.json document alone (masks, if any, then come from the run's routing.safetensors).
+    The run is not changed.
     """
     torch_device = resolve_device(device)
     model = run.load_model(torch_device)
-    if isinstance(edited, dict):
-        routing.apply(model, routing.decode(edited, run.routing()[1], model))
-    elif edited is not None:
-        doc, arrays = routing.read(Path(edited))
+    if edited is not None:
+        if isinstance(edited, dict):
+            edited = (edited, run.routing()[1])
+        doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
         routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
     tasks = DeviceTasks(load_tasks(config.tasks, config.data), torch_device)
@@ -34,6 +35,6 @@ def evaluate_run(run: Run, edited: str | Path | dict | None = None, device: str 
             if spec.name in stored:
                 entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
         metrics[spec.name] = entry
-    source = None if edited is None else "edited document" if isinstance(edited, dict) else str(edited)
+    source = None if edited is None else "edited routing" if isinstance(edited, tuple) else str(edited)
     return {"run": run.id, "routing": source, "metrics": metrics,
             "params": model.parameter_counts()}

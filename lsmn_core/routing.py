@@ -95,6 +95,44 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
     return masks
 
 
+MASK_ACTIONS = ("keep", "reset", "clear")  # and "copy:<task>"
+
+
+def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str, int], str]) -> dict:
+    """A routing's mask arrays with per (task, block) actions applied: keep, reset (every weight),
+    clear (no weight), or copy:<task> (that task's mask, as it was before any edit)."""
+    tasks = doc.get("tasks", [])
+    for (task, _), action in actions.items():
+        source = action[len("copy:"):] if action.startswith("copy:") else None
+        if task not in tasks or (action not in MASK_ACTIONS and source not in tasks):
+            raise RoutingError(f"mask edit {task!r}: {action!r} is not keep, reset, clear or copy:<task>")
+    edited = dict(arrays)
+    for name, entry in doc["masks"].items():
+        layer = int(name.split("blocks.")[1].split(".")[0])
+        original = unpack(arrays[entry["key"]], entry["shape"])
+        mask = original.copy()
+        for (task, block), action in actions.items():
+            if block != layer or action == "keep":
+                continue
+            t = tasks.index(task)
+            if action.startswith("copy:"):
+                mask[t] = original[tasks.index(action[len("copy:"):])]
+            else:
+                mask[t] = action == "reset"
+        edited[entry["key"]] = pack(mask)
+    return edited
+
+
+def write(folder: Path, doc: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a routing pair (routing.json + routing.safetensors) into `folder`; returns the json path."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "routing.json").write_text(json.dumps(doc))
+    save_file(arrays, str(folder / "routing.safetensors"))
+    return folder / "routing.json"
+
+
 def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a routing pair: `path` is a folder holding both files, or either file of the pair.
 

@@ -78,7 +78,7 @@ def open_page(monkeypatch, page, sample):
 
 @pytest.mark.parametrize("sample", ["digits-sparse", "digits-mann"])
 def test_masks_page_on_masked_runs(monkeypatch, sample):
-    at = open_page(monkeypatch, "pages/masks.py", sample)
+    at = open_page(monkeypatch, "views/masks.py", sample)
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     for title in ("Mask overlap ratio", "Density per block", "Overlap ratio per block", "Weights used by exactly",
                   "which tasks use each weight"):
@@ -90,12 +90,12 @@ def test_masks_page_on_masked_runs(monkeypatch, sample):
 
 
 def test_masks_page_explains_runs_without_masks(monkeypatch):
-    at = open_page(monkeypatch, "pages/masks.py", "digits-mixture")
+    at = open_page(monkeypatch, "views/masks.py", "digits-mixture")
     assert any("has no per-task masks" in i.value for i in at.info)
 
 
 def test_signatures_page(monkeypatch):
-    at = open_page(monkeypatch, "pages/signatures.py", "domains-mixture")
+    at = open_page(monkeypatch, "views/signatures.py", "domains-mixture")
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Signatures: template per layer" in s for s in specs)
     assert any("mixture weights per layer" in s for s in specs) and any("Signature similarity" in s for s in specs)
@@ -109,7 +109,7 @@ def test_signatures_page(monkeypatch):
 
 def test_compare_page(monkeypatch):
     at = start(monkeypatch, REPO / "sample_runs")
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.multiselect(key="compare_runs").set_value(["digits-hard", "digits-sparse", "digits-mann"]).run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -117,3 +117,26 @@ def test_compare_page(monkeypatch):
     assert len(table) == 5
     overlaps = [c for c in at.get("plotly_chart") if "Mask overlap ratio" in c.proto.spec]
     assert len(overlaps) == 2  # sparse and mann have masks, hard does not
+
+
+def test_edit_page_evaluates_a_module_order(monkeypatch):
+    at = open_page(monkeypatch, "views/edit.py", "digits-mixture")
+    orders = at.dataframe[0].value  # the signature editor (AppTest shows data editors as dataframes)
+    assert list(orders.index) == DIGITS_TASKS and list(orders.columns) == [f"layer {l}" for l in range(8)]
+    assert list(orders.loc["position"])[:3] == [0, 0, 0]
+    at.button[0].click().run()  # Evaluate, unedited: every change is zero
+    assert not at.exception and not at.error
+    table = at.dataframe[1].value
+    assert list(table["task"]) == DIGITS_TASKS and table["test change"].abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("sample, first_column", [
+    ("digits-sparse", "block 0"), ("digits-mann", "block 0"), ("digits-moe", "expert 0")])
+def test_edit_page_shows_an_editor_for_each_routed_scheme(monkeypatch, sample, first_column):
+    at = open_page(monkeypatch, "views/edit.py", sample)
+    assert not at.error and at.dataframe[0].value.columns[0] == first_column
+
+
+def test_edit_page_explains_unroutable_schemes(monkeypatch):
+    at = open_page(monkeypatch, "views/edit.py", "digits-hard")
+    assert any("no per-task routing to edit" in i.value for i in at.info)

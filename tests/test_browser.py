@@ -1,5 +1,7 @@
 """The README's app command in a real browser: Streamlit on 127.0.0.1, Chromium driven by Playwright."""
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,13 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url():
+def serve(runs_folder=None):
+    """Start `streamlit run app/main.py` on a free local port; yields its URL."""
     port = free_port()
+    env = {**os.environ, **({"LSMN_RUNS": str(runs_folder)} if runs_folder else {})}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -38,6 +41,11 @@ def app_url():
     yield url
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    yield from serve()
 
 
 def test_app_opens_on_the_sample_runs_with_real_content(app_url, tmp_path):
@@ -61,3 +69,26 @@ def test_app_opens_on_the_sample_runs_with_real_content(app_url, tmp_path):
     assert "digits-sparse" in sparse and "position" in sparse and "Density per block" in sparse
     assert all("Traceback" not in text for text in (landing, sparse))
     print(f"landing page rendered in {seconds:.1f} s")  # shown with -s; a UX goal, not an assert
+
+
+def test_edit_and_retrain_from_the_browser(tmp_path):
+    shutil.copytree(REPO / "sample_runs" / "digits-moe", tmp_path / "runs" / "digits-moe")
+    for url in serve(tmp_path / "runs"):
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(url + "edit")
+            page.wait_for_selector("text=Tick the experts each task may use", timeout=30000)
+            page.get_by_role("button", name="Evaluate").click()
+            page.wait_for_selector("text=Under the edit:", timeout=60000)
+            steps = page.get_by_label("Steps")
+            steps.fill("20")
+            steps.press("Enter")
+            page.get_by_role("button", name="Retrain").click()
+            page.wait_for_selector("text=Retrained: new run", timeout=180000)
+            body = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "retrained.png"), full_page=True)
+            browser.close()
+    assert "parent digits-moe" in body
+    children = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("digits-moe-ft")]
+    assert len(children) == 1 and (children[0] / "summary.json").is_file()

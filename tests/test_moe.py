@@ -38,7 +38,10 @@ def test_gates_pick_exactly_k_allowed_experts_and_sum_to_one(specs):
     gates, aux = body.gate(h, rows_task, 0)
     assert ((gates > 0).sum(-1) == 2).all()
     assert torch.allclose(gates.sum(-1), torch.ones(40))
-    assert (gates[20:, 3] == 0).all() and aux > 0
+    assert (gates[20:, 3] == 0).all() and aux > 0 and torch.isfinite(aux)
+    body.allowed[1, 0] = torch.tensor([True, False, False, False])  # fewer allowed experts than k
+    gates, aux = body.gate(h, rows_task, 0)
+    assert (gates[20:, 0] == 1).all() and (gates[20:, 1:] == 0).all() and torch.isfinite(aux)
 
 
 def test_dispatch_equals_the_dense_mixture_of_experts(specs):

@@ -38,6 +38,9 @@ class MoeOptions:
     capacity_factor: float = check(lambda v: v >= 0, "must be >= 0 (0: no limit)", 0.0)
 
 
+DISALLOWED = -1e9
+
+
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
     """Squared coefficient of variation: 0 when every expert gets the same share."""
     return values.float().var() / (values.float().mean() ** 2 + 1e-10)
@@ -76,7 +79,9 @@ class Moe(SharingScheme):
         """Gates [N, E] (k non-zero per row), and the importance/load auxiliary loss."""
         k, E = self.options.top_k, self.options.experts
         clean = h @ self.w_gate[layer] + self.gate_bias[rows_task, layer]
-        clean = clean.masked_fill(~self.allowed[rows_task, layer], -math.inf)
+        # a disallowed expert gets a logit so low that its softmax weight is exactly 0, yet finite, so
+        # the load estimator below never computes inf - inf
+        clean = clean.masked_fill(~self.allowed[rows_task, layer], DISALLOWED)
         noisy, std = clean, None
         if self.training and self.options.noisy:
             std = F.softplus(h @ self.w_noise[layer]) + 1e-2
@@ -87,7 +92,7 @@ class Moe(SharingScheme):
         if std is not None and k < E:
             in_top = noisy >= top_values[:, k - 1 : k]
             threshold = torch.where(in_top, top_values[:, k : k + 1], top_values[:, k - 1 : k])
-            load = torch.distributions.Normal(0.0, 1.0).cdf((clean - threshold) / std).nan_to_num(0.0).sum(0)
+            load = torch.special.ndtr((clean - threshold) / std).sum(0)
         else:
             load = (gates > 0).float().sum(0)
         aux = self.options.importance_weight * cv_squared(importance) + self.options.load_weight * cv_squared(load)
