@@ -137,3 +137,31 @@ def mixture_weights_chart(weights, task: str) -> go.Figure:
     figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
                          height=340)
     return figure
+
+
+def attribution_grid(image, attributions: dict, captions: dict) -> go.Figure:
+    """The input beside each task's attribution map (red: pushes towards the prediction, blue: away)."""
+    from plotly.subplots import make_subplots
+
+    names = list(attributions)
+    figure = make_subplots(rows=1, cols=len(names) + 1, horizontal_spacing=0.02,
+                           subplot_titles=["input"] + [f"{t}<br>{captions[t]}" for t in names])
+    figure.add_trace(go.Heatmap(z=image, colorscale="Greys", reversescale=True, showscale=False), row=1, col=1)
+    for i, task in enumerate(names, start=2):
+        a = attributions[task]
+        bound = max(abs(float(a.min())), abs(float(a.max())), 1e-12)
+        figure.add_trace(go.Heatmap(z=a, colorscale="RdBu", reversescale=True, zmin=-bound, zmax=bound,
+                                    showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=i)
+    figure.update_yaxes(autorange="reversed", showticklabels=False)
+    figure.update_xaxes(showticklabels=False)
+    figure.update_layout(title="The same input, attributed for each task", height=330)
+    return figure
+
+
+def block_importance_chart(importance: dict) -> go.Figure:
+    """Per task, the layer conductance through each body block's update."""
+    figure = go.Figure()
+    for task, values in importance.items():
+        figure.add_bar(x=[f"block {b}" for b in range(len(values))], y=values, name=task)
+    figure.update_layout(barmode="group", title="Module importance: conductance through each block", height=360)
+    return figure

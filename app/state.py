@@ -21,6 +21,11 @@ def _stamp(run_path: str) -> float:
     return max((p.stat().st_mtime for p in Path(run_path).iterdir()), default=0.0)
 
 
+def run_stamp(run: Run) -> float:
+    """A cache key part that changes whenever the run's files change."""
+    return _stamp(str(run.path))
+
+
 @st.cache_data(show_spinner=False)
 def _overlap(run_path: str, stamp: float) -> dict | None:
     run = open_run(run_path)

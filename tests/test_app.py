@@ -85,7 +85,7 @@ def test_masks_page_on_masked_runs(monkeypatch, sample):
         assert any(title in s for s in specs), title
     at.radio[0].set_value("clustered by overlap").run()
     assert not at.exception
-    at.selectbox(key="mask_param").select("body.blocks.3.w_out").run()
+    at.selectbox(key=f"mask_param_{sample}").select("body.blocks.3.w_out").run()
     assert not at.exception and any("body.blocks.3.w_out" in c.proto.spec for c in at.get("plotly_chart"))
 
 
@@ -102,7 +102,7 @@ def test_signatures_page(monkeypatch):
     orders = at.dataframe[0].value
     assert set(orders["task"]) == {"digit_original", "digit_blurred", "digit_edges", "parity_original",
                                    "parity_blurred", "parity_edges"}
-    at.selectbox(key="signature_task").select("parity_edges").run()
+    at.selectbox(key="signature_task_domains-mixture").select("parity_edges").run()
     assert not at.exception
     assert any("parity_edges: mixture weights" in c.proto.spec for c in at.get("plotly_chart"))
 
@@ -140,3 +140,12 @@ def test_edit_page_shows_an_editor_for_each_routed_scheme(monkeypatch, sample, f
 def test_edit_page_explains_unroutable_schemes(monkeypatch):
     at = open_page(monkeypatch, "views/edit.py", "digits-hard")
     assert any("no per-task routing to edit" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("sample", ["digits-sparse", "digits-moe", "domains-mixture"])
+def test_attributions_page(monkeypatch, sample):
+    at = open_page(monkeypatch, "views/attributions.py", sample)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("attributed for each task" in s for s in specs) and any("Module importance" in s for s in specs)
+    at.selectbox(key="attr_method").select("Saliency").run()
+    assert not at.exception and not at.error

@@ -48,7 +48,24 @@ def app_url():
     yield from serve()
 
 
-def test_app_opens_on_the_sample_runs_with_real_content(app_url, tmp_path):
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+PAGES = [  # (url path, run to pick, text that shows the page has real content)
+    ("", "digits-sparse", "Mask overlap ratio"),
+    ("masks", "digits-mann", "which tasks use each weight"),
+    ("signatures", "domains-mixture", "Signature similarity"),
+    ("attributions", "digits-moe", "Module importance"),
+    ("edit", "digits-mixture", "Module order"),
+    ("compare", None, "Test metric per task"),
+]
+
+
+def pick_run(page, run):
+    page.get_by_test_id("stSidebar").get_by_role("combobox").first.click()
+    page.get_by_role("option", name=run).click()
+
+
+def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
@@ -57,17 +74,19 @@ def test_app_opens_on_the_sample_runs_with_real_content(app_url, tmp_path):
         page.wait_for_selector("text=Signatures: template per layer", timeout=30000)  # newest sample run
         seconds = time.monotonic() - start
         landing = page.inner_text("body")
-        page.screenshot(path=str(tmp_path / "landing.png"), full_page=True)
-        # pick another run in the sidebar, as a user would
-        page.get_by_test_id("stSidebar").get_by_role("combobox").click()
-        page.get_by_role("option", name="digits-sparse").click()
-        page.wait_for_selector("text=Mask overlap ratio", timeout=30000)
-        sparse = page.inner_text("body")
-        page.screenshot(path=str(tmp_path / "sparse.png"), full_page=True)
+        for path, run, marker in PAGES:
+            page.goto(app_url + path)
+            page.wait_for_selector("text=Runs folder", timeout=30000)
+            if run:
+                pick_run(page, run)
+            page.wait_for_selector(f"text={marker}", timeout=60000)
+            page.wait_for_timeout(800)
+            body = page.inner_text("body")
+            assert "Traceback" not in body and "Error" not in body, path
+            page.screenshot(path=str(SCREENSHOTS / f"{path or 'overview'}.png"), full_page=True)
         browser.close()
     assert "domains-mixture" in landing and "parity_edges" in landing
-    assert "digits-sparse" in sparse and "position" in sparse and "Density per block" in sparse
-    assert all("Traceback" not in text for text in (landing, sparse))
+    assert len(list(SCREENSHOTS.glob("*.png"))) >= len(PAGES)
     print(f"landing page rendered in {seconds:.1f} s")  # shown with -s; a UX goal, not an assert
 
 

@@ -29,7 +29,7 @@ def mask_editor():
                "copy another task's mask.")
     options = list(routing.MASK_ACTIONS) + [f"copy:{t}" for t in tasks]
     table = pd.DataFrame({f"block {b}": ["keep"] * len(tasks) for b in range(depth)}, index=tasks)
-    edited = st.data_editor(table, key="mask_actions", column_config={
+    edited = st.data_editor(table, key=f"mask_actions_{run.id}", column_config={
         c: st.column_config.SelectboxColumn(c, options=options, required=True) for c in table.columns})
     actions = {(t, b): edited.loc[t, f"block {b}"] for t in tasks for b in range(depth)}
     return doc, routing.edit_masks(doc, arrays, actions)
@@ -41,7 +41,7 @@ def signature_editor():
     st.caption(f"Module order: the template (0..{doc['templates'] - 1}) each task uses at each layer. "
                "Unchanged rows keep their learned mixture weights.")
     table = pd.DataFrame({f"layer {l}": [orders[t][l] for t in tasks] for l in range(depth)}, index=tasks)
-    edited = st.data_editor(table, key="orders", column_config={
+    edited = st.data_editor(table, key=f"orders_{run.id}", column_config={
         c: st.column_config.NumberColumn(c, min_value=0, max_value=doc["templates"] - 1, step=1)
         for c in table.columns})
     signatures = dict(doc["signatures"])
@@ -57,7 +57,7 @@ def expert_editor():
     rows = [(t, l) for t in tasks for l in range(len(doc["allowed"][t]))]
     table = pd.DataFrame([doc["allowed"][t][l] for t, l in rows], index=[f"{t} · layer {l}" for t, l in rows],
                          columns=[f"expert {e}" for e in range(doc["experts"])])
-    edited = st.data_editor(table, key="allowed")
+    edited = st.data_editor(table, key=f"allowed_{run.id}")
     allowed = {t: [[bool(v) for v in edited.loc[f"{t} · layer {l}"]] for l in range(len(doc["allowed"][t]))]
                for t in tasks}
     return {**doc, "allowed": allowed}, arrays

@@ -48,6 +48,6 @@ right.plotly_chart(subset_chart(report), key="subsets")
 
 st.subheader("One weight matrix")
 masks = run.masks()
-name = st.selectbox("Weight", list(masks), key="mask_param")
+name = st.selectbox("Weight", list(masks), key=f"mask_param_{run.id}")
 category, labels = weight_task_sets(masks[name], tasks)
 st.plotly_chart(mask_image(category, labels, name), key="mask_image")

@@ -26,7 +26,7 @@ rows = [{"task": t, "module order": " ".join(map(str, r["order"])), "progressive
          "runs": " ".join(f"{k}x{n}" for k, n in r["runs"])} for t, r in report["tasks"].items()]
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 left, right = st.columns(2)
-task = left.selectbox("Task", report["task_names"], key="signature_task")
+task = left.selectbox("Task", report["task_names"], key=f"signature_task_{run.id}")
 doc, _ = run.routing()
 left.plotly_chart(mixture_weights_chart(doc["signatures"][task], task), key="weights")
 right.plotly_chart(similarity_heatmap(report), key="similarity")

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lsmn_core.blocks import PRUNABLE, residual_block
+from lsmn_core.blocks import PRUNABLE, block_branch
 from lsmn_core.errors import ConfigError
 
 
@@ -29,10 +29,14 @@ class SharingScheme(nn.Module, abc.ABC):
     def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
 
+    def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int) -> torch.Tensor:
+        """Block `layer`'s residual update for h [T', B, width] (the block computes h + update)."""
+        return block_branch(h, self.block_params(layer, tasks))
+
     def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """h [T', B, width] -> [T', B, width], row i computed with task tasks[i]'s weights."""
         for layer in range(self.depth):
-            h = residual_block(h, self.block_params(layer, tasks))
+            h = h + self.layer_update(h, tasks, layer)
         return h
 
     def usage(self, task: int) -> dict[str, torch.Tensor]:

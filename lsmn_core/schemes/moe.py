@@ -107,28 +107,25 @@ class Moe(SharingScheme):
         gates.masked_fill_(over, 0.0)
         return over.sum(-1)
 
-    def forward(self, h, tasks):
+    def layer_update(self, h, tasks, layer):
+        """The gated sum of the chosen experts' branches; each sample runs only through its experts."""
         T, B, d = h.shape
         rows_task = tasks.repeat_interleave(B)
         x = h.reshape(T * B, d)
-        aux = torch.zeros((), device=h.device)
-        for layer in range(self.depth):
-            gates, layer_aux = self.gate(x, rows_task, layer)
-            aux = aux + layer_aux
-            overflow = self._limit_capacity(gates) if self.options.capacity_factor else torch.zeros(len(x))
-            update = torch.zeros_like(x)
-            experts = self.experts[layer]
-            for e in range(self.options.experts):
-                rows = gates[:, e].nonzero().squeeze(1)
-                if rows.numel():
-                    params = {n: p[e : e + 1] for n, p in experts.items()}
-                    out = block_branch(x[rows].unsqueeze(0), params)[0]
-                    update = update.index_add(0, rows, gates[rows, e : e + 1] * out)
-            if not self.training:
-                self._record(gates.detach(), overflow, rows_task, layer)
-            x = x + update
-        self.aux_loss = aux
-        return x.view(T, B, d)
+        gates, aux = self.gate(x, rows_task, layer)
+        self.aux_loss = aux if layer == 0 else self.aux_loss + aux
+        overflow = self._limit_capacity(gates) if self.options.capacity_factor else torch.zeros(len(x))
+        update = torch.zeros_like(x)
+        experts = self.experts[layer]
+        for e in range(self.options.experts):
+            rows = gates[:, e].nonzero().squeeze(1)
+            if rows.numel():
+                params = {n: p[e : e + 1] for n, p in experts.items()}
+                out = block_branch(x[rows].unsqueeze(0), params)[0]
+                update = update.index_add(0, rows, gates[rows, e : e + 1] * out)
+        if not self.training:
+            self._record(gates.detach(), overflow, rows_task, layer)
+        return update.view(T, B, d)
 
     def _record(self, gates, overflow, rows_task, layer):
         p = gates.clamp_min(1e-12)

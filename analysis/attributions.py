@@ -1,0 +1,64 @@
+"""What each task looks at, with captum: input attributions per task, and how much each body block
+contributes (layer conductance of the block's residual update)."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerConductance, Saliency
+from torch import nn
+
+METHODS = {"Integrated Gradients": IntegratedGradients, "Saliency": Saliency, "DeepLift": DeepLift,
+           "Input x Gradient": InputXGradient}
+
+
+class TaskNetwork(nn.Module):
+    """One task of a multitask model as a plain network, with an identity tap on every block's
+    residual update so captum can attribute through each block."""
+
+    def __init__(self, model, task: int):
+        super().__init__()
+        self.model, self.task = model, task
+        self.taps = nn.ModuleList(nn.Identity() for _ in range(model.body.depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.model.specs[self.task]
+        h = self.model.encoders[self.model.encoder_key(spec)](x).unsqueeze(0)
+        tasks = torch.tensor([self.task], device=x.device)
+        for layer, tap in enumerate(self.taps):
+            h = h + tap(self.model.body.layer_update(h, tasks, layer)[0]).unsqueeze(0)  # tap sees [B, width]
+        return self.model.heads[spec.name](h[0])
+
+
+def _target(network: TaskNetwork, x: torch.Tensor, target: torch.Tensor | None):
+    """Explain the predicted class (classification) or the output (regression) unless told otherwise."""
+    if network.model.specs[network.task].kind == "regression":
+        return 0
+    if target is None:
+        with torch.no_grad():
+            target = network(x).argmax(-1)
+    return target
+
+
+def input_attributions(model, task: int, x: torch.Tensor, method: str = "Integrated Gradients",
+                       target: torch.Tensor | None = None) -> torch.Tensor:
+    """Attribution of each input element to the task's output, same shape as x."""
+    network = TaskNetwork(model.eval(), task)
+    target = _target(network, x, target)
+    explainer = METHODS[method](network)
+    kwargs = {"baselines": torch.zeros_like(x)} if method in ("Integrated Gradients", "DeepLift") else {}
+    if method == "Saliency":
+        kwargs["abs"] = True
+    return explainer.attribute(x.clone().requires_grad_(True), target=target, **kwargs).detach()
+
+
+def block_importance(model, task: int, x: torch.Tensor, target: torch.Tensor | None = None) -> list[float]:
+    """Per body block, the mean absolute layer conductance of its residual update: how much of the
+    task's output (against an all-zero input) flows through that block."""
+    network = TaskNetwork(model.eval(), task)
+    target = _target(network, x, target)
+    importance = []
+    for tap in network.taps:
+        conductance = LayerConductance(network, tap).attribute(x, baselines=torch.zeros_like(x), target=target,
+                                                               n_steps=24)
+        importance.append(conductance.abs().sum(dim=tuple(range(1, conductance.dim()))).mean().item())
+    return importance

@@ -1,0 +1,72 @@
+"""Attributions (captum): how each task looks at the same input, and which blocks each task relies on."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+from analysis.attributions import METHODS, block_importance, input_attributions
+from app.figures import attribution_grid, block_importance_chart
+from app.state import current_run, run_stamp
+from lsmn_core.data import load_tasks
+from lsmn_core.errors import LsmnError
+from lsmn_core.store import open_run
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _loaded(run_path: str, stamp: float):
+    run = open_run(run_path)
+    config = run.config()
+    return run.load_model().eval(), load_tasks(config.tasks, config.data)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tuple, method: str):
+    model, data = _loaded(run_path, stamp)
+    x = torch.as_tensor(data[source].splits["dev"][0][list(indices)])
+    maps, captions, importance = {}, {}, {}
+    progress = st.progress(0.0, text="Attributing...")
+    for i, t in enumerate(tasks):
+        spec = model.specs[t]
+        maps[spec.name] = input_attributions(model, t, x, method).mean(0).numpy()
+        with torch.no_grad():
+            output = model(x[:1], t)[0]
+        captions[spec.name] = (f"predicts {int(output.argmax())}" if spec.kind == "classification"
+                               else f"predicts {float(output[0]):.3g}")
+        importance[spec.name] = block_importance(model, t, x)
+        progress.progress((i + 1) / len(tasks), text=f"Attributed {spec.name}")
+    progress.empty()
+    return x[0].numpy(), maps, captions, importance
+
+
+run = current_run()
+if run is None:
+    st.stop()
+st.title(f"Attributions · {run.name}")
+stamp = run_stamp(run)
+try:
+    model, data = _loaded(str(run.path), stamp)
+except LsmnError as exc:
+    st.warning(f"Attributions need the run's data: {exc}")
+    st.stop()
+
+names = run.task_names
+source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
+shape = data[source].spec.input_shape
+same_input = [n for i, n in enumerate(names) if data[i].spec.input_shape == shape]
+chosen = st.multiselect("Tasks", same_input, default=same_input[:4], key=f"attr_tasks_{run.id}")
+cols = st.columns(3)
+method = cols[0].selectbox("Method", list(METHODS), key="attr_method")
+n_dev = len(data[source].splits["dev"][1])
+first = cols[1].number_input("Sample", min_value=0, max_value=n_dev - 1, value=0, key=f"attr_sample_{run.id}")
+count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count")
+if not chosen:
+    st.info("Pick at least one task.")
+    st.stop()
+indices = tuple(range(int(first), min(int(first) + int(count), n_dev)))
+image, maps, captions, importance = _explain(str(run.path), stamp, source, indices,
+                                             tuple(names.index(t) for t in chosen), method)
+if len(shape) == 2:
+    st.plotly_chart(attribution_grid(image, maps, captions), key="attr_grid")
+else:
+    st.bar_chart({t: np.asarray(m).ravel() for t, m in maps.items()}, height=260)
+st.plotly_chart(block_importance_chart(importance), key="attr_blocks")
