@@ -91,3 +91,21 @@ def current_run() -> Run | None:
     except LsmnError as exc:
         st.error(str(exc))
         return None
+
+
+def run_with_report(title: str, read, missing: str):
+    """Start a page about one kind of routing: the selected run and `read(run)`, or stop the page
+    with a message (no run, unreadable routing, or a scheme without that routing: `missing`)."""
+    run = current_run()
+    if run is None:
+        st.stop()
+    st.title(f"{title} · {run.name}")
+    try:
+        report = read(run)
+    except LsmnError as exc:
+        st.error(f"Cannot read the run's routing: {exc}")
+        st.stop()
+    if not report:
+        st.info(f"The {run.scheme} scheme has no {missing}.")
+        st.stop()
+    return run, report

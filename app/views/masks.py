@@ -5,21 +5,10 @@ import streamlit as st
 
 from analysis.overlap import cluster_order, weight_task_sets
 from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
-from app.state import current_run, overlap_of
-from lsmn_core.errors import LsmnError
+from app.state import overlap_of, run_with_report
 
-run = current_run()
-if run is None:
-    st.stop()
-st.title(f"Masks and overlap · {run.name}")
-try:
-    report = overlap_of(run)
-except LsmnError as exc:
-    st.error(f"Cannot read the run's masks: {exc}")
-    st.stop()
-if not report:
-    st.info(f"The {run.scheme} scheme has no per-task masks. Pick a sparse or mann run in the sidebar.")
-    st.stop()
+run, report = run_with_report("Masks and overlap", overlap_of,
+                              "per-task masks. Pick a sparse or mann run in the sidebar")
 
 tasks = run.task_names
 order_by = st.radio("Order tasks", ["as trained", "by density", "clustered by overlap"], horizontal=True)

@@ -4,21 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from app.figures import mixture_weights_chart, signature_heatmap, similarity_heatmap
-from app.state import current_run, signatures_of
-from lsmn_core.errors import LsmnError
+from app.state import run_with_report, signatures_of
 
-run = current_run()
-if run is None:
-    st.stop()
-st.title(f"Signatures · {run.name}")
-try:
-    report = signatures_of(run)
-except LsmnError as exc:
-    st.error(f"Cannot read the run's routing: {exc}")
-    st.stop()
-if not report:
-    st.info(f"The {run.scheme} scheme has no signatures. Pick a mixture run in the sidebar.")
-    st.stop()
+run, report = run_with_report("Signatures", signatures_of, "signatures. Pick a mixture run in the sidebar")
 
 st.plotly_chart(signature_heatmap(report), key="signatures")
 rows = [{"task": t, "module order": " ".join(map(str, r["order"])), "progressive": r["progressive"],
