@@ -35,6 +35,9 @@ def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
     table = at.dataframe[0].value
     if sample.startswith("digits"):
         assert list(table["task"]) == DIGITS_TASKS
+        baselines = [c for c in table.columns if c.startswith("test, ")]
+        expected = {"test, independent (digits-independent)", "test, hard (digits-hard)"} - {f"test, {sample[7:]} ({sample})"}
+        assert set(baselines) == expected
     assert table["test"].between(0, 1).all()
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     if chart:

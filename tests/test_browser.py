@@ -90,14 +90,17 @@ def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url)
     print(f"landing page rendered in {seconds:.1f} s")  # shown with -s; a UX goal, not an assert
 
 
-def test_edit_and_retrain_from_the_browser(tmp_path):
-    shutil.copytree(REPO / "sample_runs" / "digits-moe", tmp_path / "runs" / "digits-moe")
+@pytest.mark.parametrize("sample, editor_hint", [
+    ("digits-moe", "Tick the experts each task may use"), ("digits-mixture", "Module order"),
+    ("digits-sparse", "Per task and body block"), ("digits-mann", "Per task and body block")])
+def test_edit_and_retrain_from_the_browser(tmp_path, sample, editor_hint):
+    shutil.copytree(REPO / "sample_runs" / sample, tmp_path / "runs" / sample)
     for url in serve(tmp_path / "runs"):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url + "edit")
-            page.wait_for_selector("text=Tick the experts each task may use", timeout=30000)
+            page.wait_for_selector(f"text={editor_hint}", timeout=30000)
             page.get_by_role("button", name="Evaluate").click()
             page.wait_for_selector("text=Under the edit:", timeout=60000)
             steps = page.get_by_label("Steps")
@@ -106,8 +109,9 @@ def test_edit_and_retrain_from_the_browser(tmp_path):
             page.get_by_role("button", name="Retrain").click()
             page.wait_for_selector("text=Retrained: new run", timeout=180000)
             body = page.inner_text("body")
-            page.screenshot(path=str(tmp_path / "retrained.png"), full_page=True)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"retrained-{sample}.png"), full_page=True)
             browser.close()
-    assert "parent digits-moe" in body
-    children = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("digits-moe-ft")]
+    assert f"parent {sample}" in body
+    children = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(f"{sample}-ft")]
     assert len(children) == 1 and (children[0] / "summary.json").is_file()

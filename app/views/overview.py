@@ -7,6 +7,7 @@ from app.figures import (density_heatmap, expert_usage_heatmap, overlap_heatmap,
                          similarity_heatmap, training_curves)
 from app.state import current_run, overlap_of, signatures_of
 from lsmn_core.errors import LsmnError
+from lsmn_core.store import list_runs
 
 run = current_run()
 if run is None:
@@ -31,6 +32,11 @@ table = pd.DataFrame([
     {"task": task, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
      "active parameters": params["active"][task], "body density": summary["density"][task]}
     for task, m in summary["metrics"].items()])
+baselines = [r for r in list_runs(run.path.parent)[0] if r.scheme in ("independent", "hard") and r.id != run.id
+             and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
+for baseline in baselines:  # same tasks in the same folder: show the test metric beside this run's
+    other = baseline.summary()["metrics"]
+    table[f"test, {baseline.scheme} ({baseline.id})"] = [other[t]["test"] for t in table["task"]]
 st.subheader("Tasks")
 st.dataframe(table, hide_index=True, column_config={
     "dev": st.column_config.NumberColumn(format="%.4f"), "test": st.column_config.NumberColumn(format="%.4f"),
