@@ -3,9 +3,9 @@ subset of tasks uses. Pure functions of {parameter name: bool [T, *shape]} masks
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
+
+from lsmn_core.blocks import block_index
 
 
 def flatten(masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -13,19 +13,11 @@ def flatten(masks: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(m, dtype=bool).reshape(m.shape[0], -1) for m in masks.values()], axis=1)
 
 
-def layer_of(name: str) -> int:
-    """Block index of a body parameter name such as 'body.blocks.3.w_in'."""
-    match = re.search(r"blocks\.(\d+)\.", name)
-    if not match:
-        raise ValueError(f"not a body block parameter: {name}")
-    return int(match.group(1))
-
-
 def by_layer(masks: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     """Masks grouped per body block: {layer: bool [T, N_layer]}."""
     groups: dict[int, dict] = {}
     for name, m in masks.items():
-        groups.setdefault(layer_of(name), {})[name] = m
+        groups.setdefault(block_index(name), {})[name] = m
     return {layer: flatten(group) for layer, group in sorted(groups.items())}
 
 

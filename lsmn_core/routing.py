@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from lsmn_core.blocks import block_index
 from lsmn_core.errors import RoutingError
 
 SCHEMA_VERSION = 1
@@ -108,7 +109,7 @@ def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str
             raise RoutingError(f"mask edit {task!r}: {action!r} is not keep, reset, clear or copy:<task>")
     edited = dict(arrays)
     for name, entry in doc["masks"].items():
-        layer = int(name.split("blocks.")[1].split(".")[0])
+        layer = block_index(name)
         original = unpack(arrays[entry["key"]], entry["shape"])
         mask = original.copy()
         for (task, block), action in actions.items():

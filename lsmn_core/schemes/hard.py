@@ -5,7 +5,7 @@ from typing import Literal
 
 from torch import nn
 
-from lsmn_core.blocks import init_block
+from lsmn_core.blocks import BLOCK_PARAMETERS, stacked_block
 from lsmn_core.schemes.base import SharingScheme
 
 
@@ -16,8 +16,7 @@ class HardOptions:
 
 def shared_blocks(depth: int, width: int, hidden: int) -> nn.ModuleList:
     """`depth` freshly initialised blocks, one copy each (no task axis)."""
-    return nn.ModuleList(nn.ParameterDict({k: nn.Parameter(v) for k, v in init_block(width, hidden).items()})
-                         for _ in range(depth))
+    return nn.ModuleList(stacked_block(1, width, hidden, unstacked=BLOCK_PARAMETERS) for _ in range(depth))
 
 
 class Hard(SharingScheme):

@@ -3,10 +3,9 @@
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
-from lsmn_core.blocks import init_block
+from lsmn_core.blocks import stacked_block
 from lsmn_core.schemes.base import SharingScheme
 
 
@@ -21,11 +20,7 @@ class Independent(SharingScheme):
 
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = nn.ModuleList()
-        for _ in range(depth):
-            copies = [init_block(width, hidden) for _ in range(n_tasks)]
-            self.blocks.append(nn.ParameterDict(
-                {name: nn.Parameter(torch.stack([c[name] for c in copies])) for name in copies[0]}))
+        self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden) for _ in range(depth))
 
     def block_params(self, layer, tasks):
         return {name: p[tasks] for name, p in self.blocks[layer].items()}

@@ -9,10 +9,9 @@ be trained on the weights nobody owns while the old tasks' outputs stay bit-iden
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
-from lsmn_core.blocks import init_block
+from lsmn_core.blocks import PRUNABLE, stacked_block
 from lsmn_core.config import check
 from lsmn_core.schemes.masked import MaskedScheme
 
@@ -31,13 +30,7 @@ class Mann(MaskedScheme):
 
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = nn.ModuleList()
-        for _ in range(depth):
-            copies = [init_block(width, hidden) for _ in range(n_tasks)]
-            self.blocks.append(nn.ParameterDict({
-                name: nn.Parameter(copies[0][name] if name in ("w_in", "w_out") else
-                                   torch.stack([c[name] for c in copies]))
-                for name in copies[0]}))
+        self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden, unstacked=PRUNABLE) for _ in range(depth))
         self.register_masks()
 
     def block_params(self, layer, tasks):

@@ -6,6 +6,7 @@ stack along a task axis and all tasks run in one batched matmul.
 
 import torch
 
+from lsmn_core.blocks import block_index
 from lsmn_core.schemes.base import SharingScheme
 
 
@@ -35,7 +36,7 @@ class MaskedScheme(SharingScheme):
         kept = torch.zeros(self.n_tasks, self.depth)
         total = torch.zeros(self.depth)
         for name, m in self.masks().items():
-            layer = int(name.split(".")[1])
+            layer = block_index(name)
             kept[:, layer] += m.flatten(1).sum(1).cpu()
             total[layer] += m[0].numel()
         return kept / total

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsmn_core.blocks import init_block
+from lsmn_core.blocks import stacked_block
 from lsmn_core.config import check
 from lsmn_core.errors import RoutingError
 from lsmn_core.schemes.base import SharingScheme
@@ -60,9 +60,8 @@ class Mixture(SharingScheme):
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)
         K = options.templates
-        blocks = [init_block(width, hidden) for _ in range(K)]
-        mixed = [n for n in blocks[0] if options.mix_norm or n not in NORM]
-        self.templates = nn.ParameterDict({n: nn.Parameter(torch.stack([b[n] for b in blocks])) for n in mixed})
+        templates = stacked_block(K, width, hidden)
+        self.templates = nn.ParameterDict({n: p for n, p in templates.items() if options.mix_norm or n not in NORM})
         if not options.mix_norm:
             self.norms = nn.ParameterDict({
                 "norm_weight": nn.Parameter(torch.ones(n_tasks, depth, width)),

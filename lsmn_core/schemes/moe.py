@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsmn_core.blocks import block_branch, init_block
+from lsmn_core.blocks import block_branch, stacked_block
 from lsmn_core.config import check
-from lsmn_core.errors import RoutingError
+from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.schemes.base import SharingScheme
 
 
@@ -52,15 +52,9 @@ class Moe(SharingScheme):
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)
         if options.top_k > options.experts:
-            from lsmn_core.errors import ConfigError
-
             raise ConfigError(f"scheme.top_k ({options.top_k}) exceeds scheme.experts ({options.experts})")
         E = options.experts
-        self.experts = nn.ModuleList()
-        for _ in range(depth):
-            blocks = [init_block(width, hidden) for _ in range(E)]
-            self.experts.append(nn.ParameterDict({n: nn.Parameter(torch.stack([b[n] for b in blocks]))
-                                                  for n in blocks[0]}))
+        self.experts = nn.ModuleList(stacked_block(E, width, hidden) for _ in range(depth))
         self.w_gate = nn.Parameter(torch.zeros(depth, width, E))  # zero: uniform gates at the start
         self.w_noise = nn.Parameter(torch.zeros(depth, width, E))
         self.gate_bias = nn.Parameter(torch.zeros(n_tasks, depth, E), requires_grad=options.task_gate)
