@@ -41,12 +41,12 @@ def _signatures(run_path: str, stamp: float) -> dict | None:
 
 def signatures_of(run: Run) -> dict | None:
     """The run's signature report (None for schemes without signatures), cached per run state."""
-    return _signatures(str(run.path), _stamp(str(run.path)))
+    return _signatures(str(run.path), run_stamp(run))
 
 
 def overlap_of(run: Run) -> dict | None:
     """The run's overlap report (None for schemes without masks), cached per run state."""
-    return _overlap(str(run.path), _stamp(str(run.path)))
+    return _overlap(str(run.path), run_stamp(run))
 
 
 def run_label(run: Run) -> str:

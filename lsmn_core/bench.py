@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from lsmn_core.config import parse_config
 from lsmn_core.export import SparseInference, export_model, load_export
 from lsmn_core.model import build_model
-from lsmn_core.pruning import prune_by_magnitude
+from lsmn_core.pruning import keep_largest
 from lsmn_core.tasks import TaskSpec
 
 
@@ -33,21 +33,24 @@ def _timed(fn, repeat: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _vector_model(specs: list[TaskSpec], width: int, depth: int, scheme: dict):
+    """A model over the given vector tasks (no data needed) and its config."""
+    config = parse_config({"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit"}
+                                                      for s in specs],
+                           "model": {"width": width, "depth": depth}, "scheme": scheme})
+    return build_model(specs, config).eval(), config
+
+
 def _masked_model(width: int, depth: int, keep: float, n_tasks: int = 2):
     """A mann model over vector inputs whose tasks each own `keep` of the body (disjoint masks)."""
     specs = [TaskSpec(name=f"t{i}", kind="classification", n_outputs=10, modality="vector", input_shape=[64],
                       sizes={"train": 1}) for i in range(n_tasks)]
-    raw = {"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit"} for s in specs],
-           "model": {"width": width, "depth": depth}, "scheme": {"kind": "mann", "keep": keep}}
-    config = parse_config(raw)
-    model = build_model(specs, config).eval()
+    model, config = _vector_model(specs, width, depth, {"kind": "mann", "keep": keep})
     weights = dict(model.body.named_parameters())
     owned = {n: torch.zeros_like(m[0]) for n, m in model.body.masks().items()}
     total = sum(m.numel() for m in owned.values())
     for t in range(n_tasks):
-        free = {n: ~o for n, o in owned.items()}
-        alive = sum(int(m.sum()) for m in free.values())
-        mask = prune_by_magnitude(weights, free, 1 - keep * total / alive)
+        mask = keep_largest(weights, {n: ~o for n, o in owned.items()}, round(keep * total))
         model.body.set_task_masks(t, mask)
         owned = {n: owned[n] | mask[n] for n in owned}
     meta = {"config": config.to_dict(), "tasks": [s.to_dict() for s in specs]}
@@ -71,9 +74,7 @@ def bench_export(width: int = 1024, depth: int = 4) -> list[dict]:
 
 def bench_sparse_inference(width: int = 1024, depth: int = 4, batch: int = 16) -> list[dict]:
     model, _ = _masked_model(width, depth, keep=0.05)
-    dense = build_model(model.specs, parse_config({"name": "floor", "tasks": [
-        {"name": s.name, "dataset": "digits", "target": "digit"} for s in model.specs],
-        "model": {"width": width, "depth": depth}, "scheme": {"kind": "hard"}})).eval()
+    dense, _ = _vector_model(model.specs, width, depth, {"kind": "hard"})
     sparse = SparseInference(model, 0)
     x = torch.rand(batch, 64)
     with torch.no_grad():
@@ -85,6 +86,5 @@ def bench_sparse_inference(width: int = 1024, depth: int = 4, batch: int = 16) -
 
 
 def run_benchmarks() -> dict:
-    device = "cpu"
-    return {"device": f"{device} ({torch.get_num_threads()} threads)",
+    return {"device": f"cpu ({torch.get_num_threads()} threads)",
             "results": bench_export() + bench_sparse_inference()}

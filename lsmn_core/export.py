@@ -35,23 +35,21 @@ FORMAT = "lsmn-export-1"
 
 def export_run(run: Run, out: str | Path) -> dict:
     """Write the run's compact file; returns its size and the dense model file's size, in bytes."""
-    if run.scheme not in ("sparse", "mann"):
+    model = run.load_model()
+    if not model.masks():
         raise RunError(f"run {run.id} ({run.scheme}) has no masks: there is nothing to compact")
-    size = export_model(run.load_model(), run.meta, out)
+    size = export_model(model, run.meta, out)
     return {"bytes": size, "dense_bytes": (run.path / "model.safetensors").stat().st_size}
 
 
 def export_model(model: MultitaskNet, meta: dict, out: str | Path) -> int:
     """Write `model` (with run.json's `config` and `tasks` in `meta`) compactly; returns the file size."""
-    masks = model.masks()
-    arrays = {}
-    for name, value in model.state_dict().items():
-        if name not in masks:
-            arrays[f"dense.{name}"] = value.contiguous().numpy()
+    masks, state = model.masks(), model.state_dict()
+    arrays = {f"dense.{name}": value.contiguous().numpy() for name, value in state.items() if name not in masks}
     for name, mask in masks.items():
         mask = mask.numpy()
         union = mask.any(0)
-        weight = model.state_dict()[name].numpy()
+        weight = state[name].numpy()
         arrays[f"union.{name}"] = routing.pack(union)
         arrays[f"values.{name}"] = np.ascontiguousarray(weight[union])
         arrays[f"members.{name}"] = routing.pack(mask[:, union].T)  # [stored weights, ceil(T/8)]

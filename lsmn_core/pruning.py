@@ -39,6 +39,12 @@ def prune_by_magnitude(weights: dict[str, torch.Tensor], masks: dict[str, torch.
     return {n: p.view_as(masks[n]) for n, p in zip(names, pieces)}
 
 
+def keep_largest(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], n_keep: int) -> dict:
+    """Narrow `masks` to their `n_keep` surviving weights of largest magnitude (RSN2's cut)."""
+    alive = sum(int(m.sum()) for m in masks.values())
+    return prune_by_magnitude(weights, masks, max(0.0, 1 - n_keep / alive))
+
+
 def density(masks: dict[str, torch.Tensor]) -> float:
     return sum(m.sum().item() for m in masks.values()) / sum(m.numel() for m in masks.values())
 
@@ -112,8 +118,7 @@ def rsn2(session, options, tasks: list[int]) -> dict:
         steps = options.rounds if options.schedule == "iterative" else 1
         targets = [free * (options.keep / free) ** ((i + 1) / steps) for i in range(steps)]
         for target in targets:
-            alive = sum(m.sum().item() for m in mask.values())
-            mask = prune_by_magnitude(weights, mask, max(0.0, 1 - target * total / alive))
+            mask = keep_largest(weights, mask, round(target * total))
             body.set_task_masks(t, mask)
             session.train([t], options.round_steps, f"rsn2 {name} {target:.3f}", early_stopping=False)
         _, dev = session.evaluate(t, "dev")

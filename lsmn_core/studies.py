@@ -72,15 +72,15 @@ def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", de
 
 def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu") -> str:
     """Markdown table: adding a task to MANN (new weights only) against fine-tuning a hard-shared model."""
-    variants = [("mann, new task on weights no old task owns", "mann", "new"),
-                ("hard sharing, fine-tuned on the new task", "hard", "all")]
+    variants = [("mann, new task on weights no old task owns", "scheme={kind: mann, keep: 0.15, round_steps: 200}",
+                 "new"),
+                ("hard sharing, fine-tuned on the new task", "scheme={kind: hard}", "all")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, scheme, mode in variants:
             new_scores, changes, worst = [], [], []
             for seed in seeds:
-                overrides = [f"seed={seed}", f"name={scheme}-{seed}", "scheme={kind: hard}"] if scheme == "hard" \
-                    else [f"seed={seed}", f"name={scheme}-{seed}", "scheme={kind: mann, keep: 0.15, round_steps: 200}"]
+                overrides = [f"seed={seed}", f"name={mode}-{seed}", scheme]
                 parent = open_run(train(load_config(CONFIGS / "digits.yaml", overrides), tmp, device=device,
                                         quiet=True))
                 before = parent.summary()["metrics"]

@@ -118,15 +118,14 @@ class TrainingSession:
         self.reporter.log(records)
         return sum(scores) / len(scores)
 
-    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True,
-              trainable: Callable[[str], bool] | None = None) -> int:
+    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True) -> int:
         """Train `task_ids` (one sampled task per step) for up to `steps`; returns the steps run.
 
         With early stopping, dev is evaluated every eval_every steps and the best state is restored.
-        `trainable(name)` picks the parameters to train (default: the session's choice, else all).
+        Only the parameters the session's `trainable` picks are trained (all when it is None).
         """
         cfg = self.config.train
-        trainable = trainable or self.trainable
+        trainable = self.trainable
         model, body = self.model, self.model.body
         chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (trainable is None or trainable(n))}
         frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in chosen]

@@ -28,14 +28,16 @@ table = pd.DataFrame([{"task": r["task"], "metric": r["metric"],
                        **{f"{i} test": r[i]["test"] for i in chosen if i in r}} for r in rows])
 st.subheader("Test metric per task")
 st.dataframe(table, hide_index=True)
-params = pd.DataFrame([{"run": r.id, "scheme": r.scheme, "total": r.summary()["params"]["total"],
-                        "shared by 2+ tasks": r.summary()["params"]["shared"],
-                        **{f"active: {t}": n for t, n in r.summary()["params"]["active"].items()}}
+counts = {r.id: r.summary()["params"] for r in selected}
+params = pd.DataFrame([{"run": r.id, "scheme": r.scheme, "total": counts[r.id]["total"],
+                        "shared by 2+ tasks": counts[r.id]["shared"],
+                        **{f"active: {t}": n for t, n in counts[r.id]["active"].items()}}
                        for r in selected])
 st.subheader("Parameters")
 st.dataframe(params, hide_index=True)
-masked = [r for r in selected if r.scheme in ("sparse", "mann")]
+overlaps = [(r, overlap_of(r)) for r in selected]
+masked = [(r, report) for r, report in overlaps if report]
 if masked:
     st.subheader("Mask overlap")
-    for column, run in zip(st.columns(len(masked)), masked):
-        column.plotly_chart(overlap_heatmap(overlap_of(run), run.task_names), key=f"overlap_{run.id}")
+    for column, (run, report) in zip(st.columns(len(masked)), masked):
+        column.plotly_chart(overlap_heatmap(report, run.task_names), key=f"overlap_{run.id}")
