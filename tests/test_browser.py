@@ -1,5 +1,6 @@
 """The README's app command in a real browser: Streamlit on 127.0.0.1, Chromium driven by Playwright."""
 
+import json
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import urllib.request
 
 import pytest
 from playwright.sync_api import sync_playwright
+from safetensors.numpy import load_file
 
 from conftest import REPO
 
@@ -72,8 +74,10 @@ def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         start = time.monotonic()
         page.goto(app_url)
-        page.wait_for_selector("text=Hypermodule of every block location", timeout=30000)  # newest sample run
-        seconds = time.monotonic() - start
+        page.wait_for_selector("text=Total parameters", timeout=30000)  # the newest run: its numbers
+        first_figure = time.monotonic() - start
+        page.wait_for_selector("text=Hypermodule of every block location", timeout=30000)  # its last figure
+        whole_page = time.monotonic() - start
         landing = page.inner_text("body")
         for path, run, marker in PAGES:
             page.goto(app_url + path)
@@ -88,14 +92,45 @@ def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url)
         browser.close()
     assert "crossmodal-hyper" in landing and "mnist1d" in landing
     assert len(list(SCREENSHOTS.glob("*.png"))) >= len(PAGES)
-    print(f"landing page rendered in {seconds:.1f} s")  # shown with -s; a UX goal, not an assert
+    # Shown with -s; the 5 s goal is a UX target, measured here but not asserted.
+    print(f"landing page: run summary after {first_figure:.1f} s, whole page after {whole_page:.1f} s")
 
 
-@pytest.mark.parametrize("sample, editor_hint", [
-    ("digits-moe", "Tick the experts each task may use"), ("digits-mixture", "Module order"),
-    ("digits-sparse", "Per task and body block"), ("digits-mann", "Per task and body block"),
-    ("kang-hyper", "draws its weights from")])
-def test_edit_and_retrain_from_the_browser(tmp_path, sample, editor_hint):
+def edit_first_row(page, keys):
+    """Select the top-right cell of the routing table (a canvas grid), then edit from the keyboard."""
+    grid = page.get_by_test_id("stDataFrame").first
+    page.wait_for_timeout(1000)  # the grid's canvas lays out after the element appears
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 30, box["y"] + 35 + 17)  # header row, then row 0
+    page.wait_for_timeout(500)
+    for key in keys:
+        page.keyboard.press(key) if len(key) > 1 else page.keyboard.type(key)
+        page.wait_for_timeout(300)
+
+
+def child_routing(child):
+    return json.loads((child / "routing.json").read_text()), load_file(child / "routing.safetensors")
+
+
+# Per sample: the editor's caption, the keys that edit the first task's row from its last column, and
+# what the retrained child's routing must show for that edit to have reached it.
+EDITS = {
+    "digits-moe": ("Tick the experts each task may use", ["Space"],  # untick expert 3, layer 0
+                   lambda doc, arrays: doc["allowed"]["digit"][0] == [True, True, True, False]),
+    "digits-mixture": ("Module order", ["0", "Enter"],  # layer 7 onto template 0
+                       lambda doc, arrays: max(range(4), key=doc["signatures"]["digit"][7].__getitem__) == 0),
+    "digits-sparse": ("Per task and body block", [*["ArrowLeft"] * 3, "Enter", *"clear", "Enter"],  # block 0
+                      lambda doc, arrays: not arrays["masks.body.blocks.0.w_in"][0].any()),
+    "digits-mann": ("Per task and body block", [*["ArrowLeft"] * 3, "Enter", *"clear", "Enter"],
+                    lambda doc, arrays: not arrays["masks.body.blocks.0.w_in"][0].any()),
+    "kang-hyper": ("draws its weights from", ["9", "Enter"],  # t00 onto the unused hypermodule 9
+                   lambda doc, arrays: doc["alignment"]["t00"] == [9]),
+}
+
+
+@pytest.mark.parametrize("sample", list(EDITS))
+def test_edit_evaluate_and_retrain_from_the_browser(tmp_path, sample):
+    editor_hint, keys, edit_reached = EDITS[sample]
     shutil.copytree(REPO / "sample_runs" / sample, tmp_path / "runs" / sample)
     for url in serve(tmp_path / "runs"):
         with sync_playwright() as p:
@@ -103,8 +138,10 @@ def test_edit_and_retrain_from_the_browser(tmp_path, sample, editor_hint):
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url + "edit")
             page.wait_for_selector(f"text={editor_hint}", timeout=30000)
+            edit_first_row(page, keys)
             page.get_by_role("button", name="Evaluate").click()
             page.wait_for_selector("text=Under the edit:", timeout=60000)
+            evaluated = page.inner_text("body")
             steps = page.get_by_label("Steps")
             steps.fill("20")
             steps.press("Enter")
@@ -114,6 +151,8 @@ def test_edit_and_retrain_from_the_browser(tmp_path, sample, editor_hint):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"retrained-{sample}.png"), full_page=True)
             browser.close()
+    assert "mean test change +0.0000" not in evaluated and "mean test change -0.0000" not in evaluated
     assert f"parent {sample}" in body
     children = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(f"{sample}-ft")]
     assert len(children) == 1 and (children[0] / "summary.json").is_file()
+    assert edit_reached(*child_routing(children[0]))

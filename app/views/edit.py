@@ -96,11 +96,14 @@ if st.button("Evaluate", type="primary"):
             st.error(str(exc))
 result = st.session_state.get("evaluation")
 if result and result[0] == run.id and result[1]:
-    changes = {t: m["test_delta"] for t, m in result[1]["metrics"].items() if "test_delta" in m}
-    worst = min(changes, key=changes.get) if changes else None
+    metrics = result[1]["metrics"]
+    changes = {t: m["test_delta"] for t, m in metrics.items() if "test_delta" in m}
+    # Accuracy is better higher, RMSE lower: the worst-hit task is the one whose change hurts most.
+    harm = {t: -d if metrics[t]["metric"] == "accuracy" else d for t, d in changes.items()}
+    worst = max(harm, key=harm.get) if harm else None
     if worst is not None:
         st.markdown(f"**Under the edit:** mean test change {sum(changes.values()) / len(changes):+.4f}; "
-                    f"largest drop {changes[worst]:+.4f} ({worst}).")
+                    f"worst hit {worst} ({metrics[worst]['metric']} {changes[worst]:+.4f}).")
     st.dataframe(pd.DataFrame([{"task": t, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
                                 "test change": m.get("test_delta")} for t, m in result[1]["metrics"].items()]),
                  hide_index=True, column_config={"test change": st.column_config.NumberColumn(format="%+.4f")})
