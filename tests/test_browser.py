@@ -10,10 +10,9 @@ import time
 import urllib.request
 
 import pytest
+from conftest import REPO
 from playwright.sync_api import sync_playwright
 from safetensors.numpy import load_file
-
-from conftest import REPO
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
