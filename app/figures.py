@@ -218,7 +218,8 @@ def search_timeline(history: list[dict]) -> go.Figure:
                                 mode="lines+markers"))
     figure.update_layout(title="Alignment search", xaxis={"title": "generation"},
                          yaxis={"title": "validation loss", "type": "log"},
-                         yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False},
+                         yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
+                                 "tickmode": "auto", "tickformat": "d", "rangemode": "tozero"},
                          height=340, legend={"orientation": "h"})
     return figure
 
