@@ -134,14 +134,14 @@ def cmd_compare(args) -> None:
 def cmd_finetune(args) -> None:
     import yaml
 
-    from lsmn_core.config import TaskConfig, build
+    from lsmn_core.config import TaskConfig, build, load_yaml
     from lsmn_core.finetune import finetune
     from lsmn_core.store import open_run
 
     new_tasks = []
     for i, text in enumerate(args.add_task):
         try:
-            new_tasks.append(build(TaskConfig, yaml.safe_load(text), f"--add-task[{i}]"))
+            new_tasks.append(build(TaskConfig, load_yaml(text), f"--add-task[{i}]"))
         except yaml.YAMLError:
             raise ConfigError(f"--add-task {text!r}: not a YAML mapping such as "
                               "'{name: mod3, dataset: digits, target: mod3}'") from None

@@ -7,6 +7,7 @@ range raise ConfigError naming the key. `--set a.b=value` overrides go through t
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ from lsmn_core.errors import ConfigError
 def check(predicate, message: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
     """A dataclass field whose value must satisfy `predicate` (message says what it must be)."""
     return field(default=default, default_factory=default_factory, metadata={"check": (predicate, message)})
+
+
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML that also reads 1e-3 and 1e30 as numbers (YAML 1.2); PyYAML alone makes them strings."""
+
+
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+    r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 positive = (lambda v: v > 0, "must be > 0")
@@ -165,7 +179,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {path}: '{key}' is not a mapping")
         try:
-            node[keys[-1]] = yaml.safe_load(raw)
+            node[keys[-1]] = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {path}: value is not valid YAML ({exc.problem})") from None
     return data
@@ -208,7 +222,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:

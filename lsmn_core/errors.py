@@ -19,3 +19,7 @@ class RunError(LsmnError):
 
 class RoutingError(LsmnError):
     """An edited routing does not fit the run it is applied to."""
+
+
+class TrainingError(LsmnError):
+    """Training cannot go on: the loss stopped being a finite number."""

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from lsmn_core.data import TaskData, load_tasks
-from lsmn_core.errors import ConfigError
+from lsmn_core.errors import ConfigError, TrainingError
 from lsmn_core.model import MultitaskModel, build_model
 from lsmn_core.store import RunWriter
 from lsmn_core.tasks import metric_value, score, task_loss
@@ -168,6 +168,10 @@ class TrainingSession:
             for step in range(1, steps + 1):
                 step_tasks = task_ids if (sampling or cfg.sampling) == "all" else [next(sampler)]
                 loss = self.step_loss(step_tasks)
+                if not torch.isfinite(loss):  # stop before a NaN reaches the weights and the saved run
+                    names = ", ".join(self.tasks.specs[t].name for t in step_tasks)
+                    raise TrainingError(f"the loss became {loss.item()} at step {step} of phase {phase} "
+                                        f"(tasks {names}); try a lower train.lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 restrict = self.update_masks(step_tasks)
