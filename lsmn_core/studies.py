@@ -133,16 +133,15 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path = CONFIG
 
     With `domains` (kang_synthetic: clean, noisy) every task's domain is set to each in turn and a
     column holds the mean test RMSE over tasks; without, each task gets its own column (the
-    cross-modal comparison). The oracle row and the adjusted Rand index between the optimised task
+    cross-modal comparison, a user data set), plus their mean when every task is a regression. The oracle row and the adjusted Rand index between the optimised task
     clusters and the true groups need scheme.groups. Each seed draws data and model afresh."""
     from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 
     base = load_config(config)
     budget = base.train.steps + base.scheme.generations * base.scheme.generation_steps
     variants = {v: o for v, o in MUIR_VARIANTS.items() if base.scheme.groups or "groups" not in " ".join(o)}
-    columns = list(domains) or [t.name for t in base.tasks]
-    results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in columns} for v in variants}
-    ari: dict[str, list[float]] = {c: [] for c in columns}
+    results: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    ari: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for domain in domains or [None]:
             for variant, overrides in variants.items():
@@ -153,21 +152,24 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path = CONFIG
                     for task in run_config.tasks if domain else ():
                         task.domain = domain
                     run = open_run(train(run_config, tmp, device=device, quiet=True))
-                    metrics = {t: m["test"] for t, m in run.summary()["metrics"].items()}
-                    if domain:
-                        results[variant][domain].append(statistics.mean(metrics.values()))
-                    else:
-                        for task, value in metrics.items():
-                            results[variant][task].append(value)
+                    metrics = run.summary()["metrics"]
+                    mean_rmse = statistics.mean(m["test"] for m in metrics.values())
+                    all_rmse = all(m["metric"] == "rmse" for m in metrics.values())
+                    values = {f"{domain} test RMSE": mean_rmse} if domain else {
+                        **{f"{t} test": m["test"] for t, m in metrics.items()},
+                        **({"mean test RMSE": mean_rmse} if all_rmse else {})}
+                    for column, value in values.items():
+                        results[variant].setdefault(column, []).append(value)
                     if not overrides and base.scheme.groups:
                         labels = cluster_labels(run.routing()[0]["alignment"])
-                        ari[domain or columns[0]].append(adjusted_rand_index(labels, base.scheme.groups))
-    names = [f"{c} test RMSE" if domains else f"{c} test" for c in columns]
-    lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(columns) + 1) + "|"]
+                        column = f"{domain} test RMSE" if domain else list(values)[-1]
+                        ari.setdefault(column, []).append(adjusted_rand_index(labels, base.scheme.groups))
+    columns = list(next(iter(results.values())))
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {v} | " + " | ".join(_mean_std(r[c]) for c in columns) + " |" for v, r in results.items()]
     if base.scheme.groups:
         lines.append("| adjusted Rand index, optimised clusters vs true groups | "
-                     + " | ".join(_mean_std(ari[c]) if ari[c] else "" for c in columns) + " |")
+                     + " | ".join(_mean_std(ari[c]) if c in ari else "" for c in columns) + " |")
     return "\n".join(lines)
 
 

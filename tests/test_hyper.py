@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import REPO
 
 from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing_graph, subset_proportions,
                                     task_graph, usage_counts)
@@ -20,8 +20,6 @@ from lsmn_core.model import build_model
 from lsmn_core.search import sample_challengers
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
-
-GROUPS = [0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3]
 
 
 def mixed_config(**scheme):
@@ -208,34 +206,21 @@ def test_sharing_analysis():
     assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) < 0
 
 
-def write_grouped_tasks(folder, groups, dim=16, samples=40, seed=5):
-    """A user data set: one .npz per task, weights scalar multiples of a direction per group."""
-    rng = np.random.RandomState(seed)
-    directions = rng.randn(max(groups) + 1, dim)
-    tasks = []
-    for t, g in enumerate(groups):
-        x = rng.uniform(-1, 1, (samples, dim))
-        np.savez(folder / f"task{t}.npz", X=x.astype(np.float32),
-                 y=(x @ (rng.uniform(0.5, 2) * directions[g])).astype(np.float32))
-        tasks.append({"name": f"task{t}", "file": f"task{t}.npz", "kind": "regression", "standardise": False,
-                      "architecture": "linear"})
-    config = {"name": "groups", "seed": 0, "tasks": tasks, "data": {"dev_fraction": 0.25, "test_fraction": 0.5},
-              "scheme": {"kind": "hyper", "block": [1, dim], "context": 1, "hypermodules": 6, "groups": groups,
-                         "generations": 60, "generation_steps": 30},
-              "train": {"steps": 600, "batch_size": 10, "lr": 0.01, "sampling": "all", "eval_every": 100,
-                        "device": "cpu"}}
-    (folder / "groups.yaml").write_text(yaml.safe_dump(config))
-    return folder / "groups.yaml"
-
-
 def test_search_finds_the_groups_of_a_user_data_set(tmp_path):
-    """4 groups of uneven sizes in 16 dimensions with 10 training samples per task: alone, no task can
-    find its weights; the search must discover which tasks share (not tuned to Kang's 3 x 10)."""
-    config_file = write_grouped_tasks(tmp_path, GROUPS)
-    run = open_run(train(load_config(config_file), tmp_path / "runs", quiet=True))
-    labels = cluster_labels(run.routing()[0]["alignment"])
-    assert adjusted_rand_index(labels, GROUPS) >= 0.9
+    """configs/groups: 4 groups of uneven sizes in 16 dimensions, 10 training samples per task, given as
+    .npz files. Alone, no task can find its weights; the search must discover which tasks share, and
+    how many hypermodules it needs (not tuned to Kang's 3 x 10)."""
+    config_file = REPO / "configs" / "groups" / "groups.yaml"
+    groups = load_config(config_file).scheme.groups
+
+    def mean(run):
+        return np.mean([m["test"] for m in run.summary()["metrics"].values()])
+
+    run = open_run(train(load_config(config_file), tmp_path, quiet=True))
+    assert adjusted_rand_index(cluster_labels(run.routing()[0]["alignment"]), groups) >= 0.9
+    oracle = open_run(train(load_config(config_file, ["scheme.alignment=groups", "scheme.generations=0"]),
+                            tmp_path, quiet=True))
     stl = open_run(train(load_config(config_file, ["scheme.alignment=distinct", "scheme.hypermodules=null",
-                                                   "scheme.generations=0"]), tmp_path / "runs", quiet=True))
-    mean = lambda r: np.mean([m["test"] for m in r.summary()["metrics"].values()])  # noqa: E731
+                                                   "scheme.generations=0"]), tmp_path, quiet=True))
+    assert mean(run) <= mean(oracle) + 0.05
     assert mean(run) < 0.5 * mean(stl)
