@@ -25,10 +25,16 @@ def _format_metric(value: float) -> str:
 
 def cmd_train(args) -> None:
     from lsmn_core.config import load_config
-    from lsmn_core.trainer import train
+    from lsmn_core.trainer import resume, train
 
-    config = load_config(args.config, args.set)
-    path = train(config, args.out, device=args.device, quiet=args.quiet)
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("give a config to train, or --resume RUN to continue a run (not both)")
+    if args.resume:
+        if args.set:
+            raise ConfigError("--set cannot change a resumed run; it continues with its own config")
+        path = resume(args.resume, device=args.device, quiet=args.quiet)
+    else:
+        path = train(load_config(args.config, args.set), args.out, device=args.device, quiet=args.quiet)
     print(path)
 
 
@@ -199,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train (and prune) a run from a YAML config; prints the run path last")
-    t.add_argument("config")
+    t.add_argument("config", nargs="?", help="the YAML config (not with --resume)")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted or failed run from its last checkpoint")
     t.add_argument("--out", default="runs", help="folder for the new run directory (default: runs)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="overrides train.device from the config")

@@ -28,6 +28,7 @@ from lsmn_core.model import MultitaskModel
 from lsmn_core.tasks import TaskSpec
 
 SCHEMA_VERSION = 1
+STALE_AFTER = 600  # seconds without a progress update after which a run on another host reads as dead
 RUN_FILES = ("run.json", "progress.json", "metrics.jsonl", "summary.json", "model.safetensors",
              "routing.json", "routing.safetensors")
 
@@ -91,8 +92,27 @@ class RunWriter:
                          "python": platform.python_version()},
             "device": device,
         }
-        write_json(self.path / "run.json", self.meta)
+        self._start_writing()
         (self.path / "metrics.jsonl").touch()
+
+    @classmethod
+    def reopen(cls, path: Path, keep_steps: int) -> RunWriter:
+        """Write into an existing run again (a resume); metrics after step `keep_steps` are dropped,
+        since the resumed run logs them again."""
+        writer = cls.__new__(cls)
+        writer.path = Path(path)
+        writer.meta = read_json(writer.path / "run.json")
+        writer.meta.pop("reason", None)
+        records = [r for r in Run(writer.path).metrics() if r.get("step", 0) <= keep_steps]
+        atomic_write(writer.path / "metrics.jsonl",
+                     lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+        writer._start_writing()
+        return writer
+
+    def _start_writing(self) -> None:
+        """Mark the run as running in this process (its pid and host let readers spot a dead writer)."""
+        self.meta.update(status="running", pid=os.getpid(), host=platform.node())
+        write_json(self.path / "run.json", self.meta)
         self._last_progress = 0.0
         self._phase_start = {}
 
@@ -149,7 +169,27 @@ class Run:
     id = property(lambda self: self.meta["id"])
     name = property(lambda self: self.meta["name"])
     scheme = property(lambda self: self.meta["scheme"])
-    status = property(lambda self: self.meta["status"])
+
+    @property
+    def status(self) -> str:
+        """The stored status, except that a running run whose writer is gone reads "interrupted"."""
+        status = self.meta["status"]
+        return "interrupted" if status == "running" and not self._writer_alive() else status
+
+    def _writer_alive(self) -> bool:
+        """On the writer's host, whether its process exists; elsewhere, whether progress.json has
+        been updated within the last STALE_AFTER seconds (the heartbeat)."""
+        if self.meta.get("host") == platform.node() and isinstance(self.meta.get("pid"), int):
+            try:
+                os.kill(self.meta["pid"], 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # exists, owned by another user
+                return True
+            return True
+        progress = self.path / "progress.json"
+        beat = progress.stat().st_mtime if progress.is_file() else (self.path / "run.json").stat().st_mtime
+        return time.time() - beat < STALE_AFTER
 
     @property
     def specs(self) -> list[TaskSpec]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lsmn_core import checkpoint
 from lsmn_core.data import TaskData, load_tasks
-from lsmn_core.errors import ConfigError, TrainingError
+from lsmn_core.errors import ConfigError, RunError, TrainingError
 from lsmn_core.model import MultitaskModel, build_model
 from lsmn_core.store import RunWriter
 from lsmn_core.tasks import metric_value, score, task_loss
@@ -140,13 +143,16 @@ class TrainingSession:
         return union
 
     def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True,
-              sampling: str | None = None, after_step: Callable[[], None] | None = None) -> int:
+              sampling: str | None = None, after_step: Callable[[], None] | None = None,
+              checkpointing: checkpoint.Checkpointing | None = None) -> int:
         """Train `task_ids` (one sampled task per step, or all with sampling "all") for up to `steps`.
 
         With early stopping, dev is evaluated every eval_every steps and the best state is restored.
         `sampling` overrides the config's train.sampling for this phase; `after_step` runs after
         every optimiser step (the alignment search learns its candidate weights there).
         Only the parameters the session's `trainable` picks are trained (all when it is None).
+        With `checkpointing`, every evaluation is followed by a checkpoint, and a loaded one is
+        continued from.
         """
         cfg = self.config.train
         trainable = self.trainable
@@ -163,9 +169,14 @@ class TrainingSession:
         best_score, best_state, evals_since_best = -math.inf, None, 0
         model.train()
         bar = self.reporter.bar(steps, phase)
-        step = 0
+        step = first = 0
+        if checkpointing and checkpointing.resume_from:
+            loop = checkpoint.restore(checkpointing.resume_from, self, optimizer)
+            first, best_score, evals_since_best = loop["step"], loop["best_score"], loop["evals_since_best"]
+            best_state = checkpointing.resume_from["best"]
+            bar.update(first)
         try:
-            for step in range(1, steps + 1):
+            for step in range(first + 1, steps + 1):
                 step_tasks = task_ids if (sampling or cfg.sampling) == "all" else [next(sampler)]
                 loss = self.step_loss(step_tasks)
                 if not torch.isfinite(loss):  # stop before a NaN reaches the weights and the saved run
@@ -195,6 +206,10 @@ class TrainingSession:
                         evals_since_best += 1
                         if cfg.patience and evals_since_best >= cfg.patience:
                             break
+                    if checkpointing:
+                        checkpoint.save(checkpointing.folder, self, optimizer, {
+                            "step": step, "best_score": best_score, "evals_since_best": evals_since_best},
+                            best_state, checkpointing.report)
         finally:
             bar.close()
             for p in frozen:
@@ -232,21 +247,59 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
     """Train a run described by `config` into a new directory under `out_dir`; returns its path."""
     device = resolve_device(device or config.train.device)
     data = load_tasks(config.tasks, config.data)
-    model = build_model([d.spec for d in data], config).to(device)
     writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
+    return _run(config, data, device, writer, None, quiet)
+
+
+def resume(run_path: str | Path, device: str | None = None, quiet: bool = False) -> Path:
+    """Continue a killed or interrupted run in its own folder from its last checkpoint.
+
+    Checkpoints come from the final phase; a run stopped before its first one trains again from
+    the start (the same seed gives the same search). Either way the final weights equal those of
+    an uninterrupted run on the same device."""
+    from lsmn_core.store import open_run
+
+    run = open_run(run_path)
+    if run.status not in ("interrupted", "failed"):
+        raise RunError(f"run {run.id} is {run.status}; only an interrupted or failed run can be resumed")
+    config = run.config()
+    device = resolve_device(device or config.train.device)
+    state = checkpoint.load(run.path)
+    writer = RunWriter.reopen(run.path, keep_steps=state["meta"]["loop"]["session_step"] if state else 0)
+    return _run(config, load_tasks(config.tasks, config.data), device, writer, state, quiet)
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # `kill` and job stops end the run as Ctrl-C does: marked interrupted
+
+
+def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter, state: dict | None,
+         quiet: bool) -> Path:
+    """Search the routing (unless a checkpoint holds it), train all tasks, write the results."""
+    model = build_model([d.spec for d in data], config).to(device)
     start = time.monotonic()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
     try:
         session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet))
         all_tasks = list(range(len(data)))
-        report = model.body.search_routing(session)
-        session.train(all_tasks, config.train.steps, "train")
+        report = state["report"] if state else model.body.search_routing(session)
+        session.train(all_tasks, config.train.steps, "train",
+                      checkpointing=checkpoint.Checkpointing(writer.path, report, state))
         summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
         writer.save_model(model, report.get("arrays"))
         writer.finish(summary)
+        (writer.path / checkpoint.FILE).unlink(missing_ok=True)  # a finished run needs none
     except KeyboardInterrupt:
-        writer.set_status("interrupted", "stopped by the user")
+        writer.set_status("interrupted", "stopped by the user or a signal")
         raise
     except Exception as exc:
         writer.set_status("failed", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return writer.path
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,96 @@
+"""Checkpoints of the final training phase, so that a killed run continues to the same weights.
+
+One safetensors file holds everything `TrainingSession.train` needs to go on exactly where it
+stopped: the model (and its non-parameter routing), the optimiser's moments, the best state kept
+for early stopping, the data generator and the loop counters, and the routing search's report.
+Counters and the optimiser's settings travel as JSON in the file's metadata, so reading a checkpoint
+never executes code, and one atomic rename means a checkpoint is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lsmn_core import routing
+from lsmn_core.errors import RunError
+
+FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class Checkpointing:
+    """Where the final phase saves checkpoints, what it saves with them, and one to continue from."""
+
+    folder: Path
+    report: dict  # the routing search's result, needed to finish the run after a resume
+    resume_from: dict | None = None  # a loaded checkpoint (see `load`)
+
+
+def _flat(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, best_state: dict | None,
+         report: dict) -> None:
+    """Write the checkpoint after `loop["step"]` steps of the final phase."""
+    from lsmn_core.store import atomic_write
+
+    model = session.model
+    tensors = {**_flat("model.", model.state_dict()), **_flat("best.", best_state or {}),
+               "generator": session.generator.get_state()}
+    optim = optimizer.state_dict()
+    for index, state in optim["state"].items():
+        tensors.update(_flat(f"optim.{index}.", state))
+    doc, arrays = routing.encode(model)
+    arrays = {**arrays, **{f"report.{k}": v for k, v in report.get("arrays", {}).items()}}
+    tensors.update({f"routing.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    meta = {"loop": {**loop, "session_step": session.step}, "routing": doc,
+            "report": report.get("summary", {}), "param_groups": optim["param_groups"],
+            "has_best": best_state is not None}
+    atomic_write(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata={"state": json.dumps(meta)}))
+
+
+def load(folder: Path) -> dict | None:
+    """The checkpoint's parts as tensors and JSON, or None when the run has none."""
+    path = folder / FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise RunError(f"{path}: corrupt checkpoint ({exc})") from None
+
+    def part(prefix: str) -> dict:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    arrays = {k: v.numpy() for k, v in part("routing.").items()}
+    return {"meta": meta, "model": part("model."), "best": part("best.") if meta["has_best"] else None,
+            "generator": tensors["generator"], "optim": part("optim."),
+            "routing": (meta["routing"], {k: v for k, v in arrays.items() if not k.startswith("report.")}),
+            "report": {"summary": meta["report"],
+                       "arrays": {k[len("report."):]: v for k, v in arrays.items() if k.startswith("report.")}}}
+
+
+def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:
+    """Put the model, optimiser and generator back; returns the loop counters to continue from."""
+    model = session.model
+    model.load_state_dict(state["model"])
+    routing.apply(model, {k: v for k, v in routing.decode(*state["routing"], model).items()
+                          if k not in model.body.routing_parameters()})
+    moments: dict[int, dict] = {}
+    for key, value in state["optim"].items():
+        index, name = key.split(".", 1)
+        moments.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": state["meta"]["param_groups"]})
+    session.generator.set_state(state["generator"])
+    session.step = state["meta"]["loop"]["session_step"]
+    return state["meta"]["loop"]

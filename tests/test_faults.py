@@ -1,0 +1,118 @@
+"""Training faults: a diverging loss, a killed or stopped process, and resuming to the same weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import REPO
+from lsmn_core.cli import main
+from lsmn_core.config import load_config
+from lsmn_core.store import open_run
+
+# Short sparse training (warm-up, pruning rounds, then the final phase with a checkpoint every 50 steps).
+SHORT = ["train.steps=600", "scheme.warmup_steps=50", "scheme.round_steps=30", "train.eval_every=50",
+         "train.patience=0", "train.device=cpu"]
+
+
+def lsmn_process(*args):
+    return subprocess.Popen([sys.executable, "-m", "lsmn_core", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def train_args(out):
+    return ["train", "configs/quickstart.yaml", "--out", str(out), "--quiet", *[a for s in SHORT for a in ("--set", s)]]
+
+
+def wait_for_checkpoint(out, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(out.glob("*/checkpoint.safetensors"))
+        if found:
+            return found[0].parent
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint was written")
+
+
+def logged(run_dir):
+    return [(r["step"], r["task"], r["split"], r["value"]) for r in open_run(run_dir).metrics()]
+
+
+def test_a_diverging_loss_stops_the_run_and_marks_it_failed(tmp_path, capsys):
+    code = main(["train", "configs/quickstart.yaml", "--out", str(tmp_path), "--quiet", "--set", "train.lr=1e30",
+                 "--set", "train.device=cpu"])
+    assert code == 2
+    assert "the loss became nan" in capsys.readouterr().err
+    (run_dir,) = tmp_path.iterdir()
+    run = open_run(run_dir)
+    assert run.status == "failed" and "TrainingError" in run.meta["reason"]
+    assert not (run_dir / "model.safetensors").exists()  # nothing NaN was saved as a result
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    config = load_config(REPO / "configs" / "quickstart.yaml", ["train.lr=1e-3", "train.weight_decay=5e-5"])
+    assert config.train.lr == 0.001 and config.train.weight_decay == 5e-5
+
+
+def test_a_killed_run_reads_interrupted_and_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    whole = lsmn_process(*train_args(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.communicate()
+    (reference,) = (tmp_path / "whole").iterdir()
+
+    killed = lsmn_process(*train_args(tmp_path / "killed"))
+    run_dir = wait_for_checkpoint(tmp_path / "killed", killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # as the dead process left it
+    assert open_run(run_dir).status == "interrupted"  # its writer is gone
+
+    resumed = lsmn_process("train", "--resume", str(run_dir), "--quiet")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert open_run(run_dir).status == "done" and not (run_dir / "checkpoint.safetensors").exists()
+    expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] == got[name]).all(), name
+    assert logged(run_dir) == logged(reference)  # no step logged twice, none lost
+
+
+def test_sigterm_marks_the_run_interrupted(tmp_path):
+    process = lsmn_process(*train_args(tmp_path))
+    run_dir = wait_for_checkpoint(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted" and "signal" in meta["reason"]
+
+
+def test_a_run_on_another_host_reads_interrupted_once_its_heartbeat_is_old(tmp_path):
+    main(["train", "configs/quickstart.yaml", "--out", str(tmp_path), "--quiet", "--set", "train.steps=5",
+          "--set", "scheme={kind: hard}", "--set", "train.device=cpu"])
+    (run_dir,) = tmp_path.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**meta, "status": "running", "host": "elsewhere"}))
+    assert open_run(run_dir).status == "running"  # progress.json was just written
+    old = time.time() - 3600
+    for name in ("progress.json", "run.json"):
+        os.utime(run_dir / name, (old, old))
+    assert open_run(run_dir).status == "interrupted"
+
+
+def test_only_interrupted_or_failed_runs_resume(capsys):
+    assert main(["train", "--resume", str(REPO / "sample_runs" / "digits-sparse")]) == 2
+    assert "is done; only an interrupted or failed run can be resumed" in capsys.readouterr().err
+    assert main(["train", "configs/quickstart.yaml", "--resume", "x"]) == 2
+
+
+@pytest.mark.parametrize("args", [["train"], ["train", "--resume", "nowhere"]])
+def test_train_without_a_config_or_a_run_is_one_clear_error(args, capsys):
+    assert main(args) == 2
+    assert capsys.readouterr().err.count("\n") == 1
