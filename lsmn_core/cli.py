@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except LsmnError as exc:
-        print(f"lsmn: error: {exc}", file=sys.stderr)
+        print("lsmn: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("lsmn: interrupted", file=sys.stderr)

@@ -150,7 +150,7 @@ def _build_dataclass(cls, value, where: str):
     unknown = sorted(set(value) - set(fields))
     if unknown:
         known = ", ".join(fields)
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known keys: {known})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {known})")
     kwargs = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if where != "config" else name

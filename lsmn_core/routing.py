@@ -77,6 +77,8 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
     for name, shape in expected.items():
         entry = entries[name]
         key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
+        if not isinstance(key, str):
+            raise RoutingError(f"routing masks: the entry for {name} needs a tensor name under 'key'")
         if key not in arrays:
             where = "routing.safetensors" if arrays else "the routing (no routing.safetensors beside routing.json)"
             raise RoutingError(f"{where} has no tensor {key!r}")

@@ -218,29 +218,41 @@ class Run:
         return read_json(path) if path.is_file() else None
 
     def metrics(self) -> list[dict]:
-        """Evaluation records; a partly written last line (run in progress) is skipped."""
+        """Evaluation records; a partly written last line (run in progress) or a damaged one is skipped."""
         path = self.path / "metrics.jsonl"
         records = []
         if path.is_file():
-            for line in path.read_text().splitlines():
+            for line in path.read_text(errors="replace").splitlines():
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):
+                    records.append(record)
         return records
 
     def routing(self) -> tuple[dict, dict[str, np.ndarray]]:
-        try:
-            return routing.read(self.path / "routing.json")
-        except LsmnError as exc:
-            raise RunError(f"run {self.id}: {exc}") from None
+        """The stored routing, checked against the run's model: readers may trust every shape and
+        index in it."""
+        doc, arrays, _ = self._checked_routing()
+        return doc, arrays
 
     def masks(self) -> dict[str, np.ndarray]:
-        """The stored masks unpacked to bool arrays [T, *shape], read without building a model."""
-        doc, arrays = self.routing()
-        if doc.get("mask_encoding") == routing.PACKBITS:
-            return {n: routing.unpack(arrays[e["key"]], e["shape"]) for n, e in doc.get("masks", {}).items()}
-        return {n: arrays[e["key"]].astype(bool) for n, e in doc.get("masks", {}).items()}
+        """The stored masks as bool arrays [T, *shape] (empty for schemes without masks)."""
+        return {name: mask.numpy() for name, mask in self._checked_routing()[2].get("masks", {}).items()}
+
+    def _checked_routing(self) -> tuple[dict, dict[str, np.ndarray], dict]:
+        """routing.json and its arrays, and the state they decode to against the run's model
+        (built on the meta device, so no memory goes to weights)."""
+        from lsmn_core.model import build_model
+
+        try:
+            doc, arrays = routing.read(self.path / "routing.json")
+            with torch.device("meta"):
+                state = routing.decode(doc, arrays, build_model(self.specs, self.config()))
+        except LsmnError as exc:
+            raise RunError(f"run {self.id}: {exc}") from None
+        return doc, arrays, state
 
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""

@@ -73,7 +73,7 @@ def test_a_killed_run_reads_interrupted_and_resumes_to_the_weights_of_an_uninter
     assert open_run(run_dir).status == "interrupted"  # its writer is gone
 
     resumed = lsmn_process("train", "--resume", str(run_dir), "--quiet")
-    out, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert open_run(run_dir).status == "done" and not (run_dir / "checkpoint.safetensors").exists()
     expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")

@@ -22,7 +22,7 @@ SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
 
 
 def _lookup(kind) -> tuple[type[SharingScheme], type]:
-    if kind not in SCHEMES:
+    if not isinstance(kind, str) or kind not in SCHEMES:
         raise ConfigError(f"scheme.kind: unknown scheme {kind!r} (known: {', '.join(SCHEMES)})")
     return SCHEMES[kind]
 
