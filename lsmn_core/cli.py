@@ -35,7 +35,8 @@ def cmd_train(args) -> None:
         path = resume(args.resume, device=args.device, quiet=args.quiet)
     else:
         path = train(load_config(args.config, args.set), args.out, device=args.device, quiet=args.quiet)
-    print(path)
+    if path is not None:  # under torchrun, only rank 0 writes (and names) the run
+        print(path)
 
 
 def cmd_eval(args) -> None:

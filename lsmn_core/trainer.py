@@ -17,14 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from lsmn_core import checkpoint
+from lsmn_core import checkpoint, distributed
+from lsmn_core.distributed import DataParallel
 from lsmn_core.data import TaskData, load_tasks
 from lsmn_core.errors import ConfigError, RunError, TrainingError
 from lsmn_core.model import MultitaskModel, build_model
 from lsmn_core.store import RunWriter
-from lsmn_core.tasks import metric_value, score, task_loss
+from lsmn_core.tasks import TaskSpec, metric_value, score, task_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,6 +41,7 @@ class DeviceTasks:
     """Every task's splits as tensors on the training device, loaded once."""
 
     def __init__(self, data: list[TaskData], device: torch.device):
+        self.device = device
         self.specs = [d.spec for d in data]
         self.splits = [{k: (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
                         for k, (x, y) in d.splits.items()} for d in data]
@@ -96,13 +99,34 @@ class Reporter:
             self.writer.log(records)
 
 
+class BatchLoss(nn.Module):
+    """The summed loss of one batch per task (each weighted); same-shaped batches go through the
+    model together. A module, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: MultitaskModel, specs: list[TaskSpec]):
+        super().__init__()
+        self.model, self.specs = model, specs
+
+    def forward(self, step_tasks: list[int], batches: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+        xs = [x for x, _, _ in batches]
+        if len(xs) > 1 and all(x.shape == xs[0].shape for x in xs):
+            outputs = self.model.forward_tasks(torch.stack(xs), step_tasks)
+        else:
+            outputs = [self.model(x, t) for x, t in zip(xs, step_tasks)]
+        body = self.model.body
+        return sum(weight * task_loss(self.specs[t], out, y) + body.penalty(t)
+                   for t, out, (_, y, weight) in zip(step_tasks, outputs, batches))
+
+
 class TrainingSession:
     """What a training phase needs: the model, the data, the config, and where to report."""
 
     def __init__(self, model: MultitaskModel, tasks: DeviceTasks, config, reporter: Reporter,
-                 trainable: Callable[[str], bool] | None = None):
+                 trainable: Callable[[str], bool] | None = None, parallel: DataParallel | None = None):
         self.model, self.tasks, self.config, self.reporter = model, tasks, config, reporter
         self.trainable = trainable  # which parameters every phase of this session may train (None: all)
+        self.parallel = parallel  # under torchrun: this process's share of the data-parallel work
+        self.batch_loss = BatchLoss(model, tasks.specs)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0  # global step over all phases, for metrics.jsonl
 
@@ -121,18 +145,13 @@ class TrainingSession:
         self.reporter.log(records)
         return sum(scores) / len(scores)
 
+    def draw(self, step_tasks: list[int], split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One batch per task from the session's generator (the same in every process)."""
+        return [self.tasks.batch(t, self.config.train.batch_size, self.generator, split) for t in step_tasks]
+
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
-        """The summed loss of one batch per task; same-shaped batches go through the model together."""
-        cfg = self.config.train
-        batches = [self.tasks.batch(t, cfg.batch_size, self.generator, split) for t in step_tasks]
-        xs = [x for x, _ in batches]
-        if len(xs) > 1 and all(x.shape == xs[0].shape for x in xs):
-            outputs = self.model.forward_tasks(torch.stack(xs), step_tasks)
-        else:
-            outputs = [self.model(x, t) for x, t in zip(xs, step_tasks)]
-        body = self.model.body
-        return sum(task_loss(self.tasks.specs[t], out, y) + body.penalty(t)
-                   for t, out, (_, y) in zip(step_tasks, outputs, batches))
+        """The summed loss of one whole batch per task, in this process."""
+        return self.batch_loss(step_tasks, [(x, y, 1.0) for x, y in self.draw(step_tasks, split)])
 
     def update_masks(self, step_tasks: list[int]) -> dict[str, torch.Tensor]:
         """Where this step may change the body: the union of its tasks' update masks."""
@@ -166,6 +185,8 @@ class TrainingSession:
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sampler = TaskSampler(self.tasks, task_ids, cfg.sampling, self.generator)
         body_params = dict(body.named_parameters())
+        parallel = self.parallel
+        loss_of = parallel.wrap(self.batch_loss, self.tasks.device) if parallel else self.batch_loss
         best_score, best_state, evals_since_best = -math.inf, None, 0
         model.train()
         bar = self.reporter.bar(steps, phase)
@@ -178,7 +199,9 @@ class TrainingSession:
         try:
             for step in range(first + 1, steps + 1):
                 step_tasks = task_ids if (sampling or cfg.sampling) == "all" else [next(sampler)]
-                loss = self.step_loss(step_tasks)
+                batches = self.draw(step_tasks)
+                loss = loss_of(step_tasks, [parallel.shard(b) for b in batches] if parallel
+                               else [(x, y, 1.0) for x, y in batches])
                 if not torch.isfinite(loss):  # stop before a NaN reaches the weights and the saved run
                     names = ", ".join(self.tasks.specs[t].name for t in step_tasks)
                     raise TrainingError(f"the loss became {loss.item()} at step {step} of phase {phase} "
@@ -243,12 +266,19 @@ def summarize(session: TrainingSession, search_report: dict, seconds: float) -> 
 
 
 def train(config, out_dir: str | Path = "runs", device: str | None = None, folder: str | None = None,
-          quiet: bool = False) -> Path:
-    """Train a run described by `config` into a new directory under `out_dir`; returns its path."""
+          quiet: bool = False) -> Path | None:
+    """Train a run described by `config` into a new directory under `out_dir`; returns its path.
+
+    Under torchrun (WORLD_SIZE > 1) the processes train data-parallel and rank 0 writes the run;
+    the others return None."""
     device = resolve_device(device or config.train.device)
+    parallel = distributed.from_environment()
+    device = distributed.local_device(device)
     data = load_tasks(config.tasks, config.data)
-    writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
-    return _run(config, data, device, writer, None, quiet)
+    writer = None
+    if parallel is None or parallel.rank == 0:  # under torchrun, rank 0 alone writes the run
+        writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
+    return _run(config, data, device, writer, None, quiet, parallel)
 
 
 def resume(run_path: str | Path, device: str | None = None, quiet: bool = False) -> Path:
@@ -259,6 +289,8 @@ def resume(run_path: str | Path, device: str | None = None, quiet: bool = False)
     an uninterrupted run on the same device."""
     from lsmn_core.store import open_run
 
+    if distributed.from_environment() is not None:
+        raise ConfigError("--resume runs in one process; start it without torchrun")
     run = open_run(run_path)
     if run.status not in ("interrupted", "failed"):
         raise RunError(f"run {run.id} is {run.status}; only an interrupted or failed run can be resumed")
@@ -273,32 +305,37 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt  # `kill` and job stops end the run as Ctrl-C does: marked interrupted
 
 
-def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter, state: dict | None,
-         quiet: bool) -> Path:
-    """Search the routing (unless a checkpoint holds it), train all tasks, write the results."""
+def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter | None, state: dict | None,
+         quiet: bool, parallel: DataParallel | None = None) -> Path | None:
+    """Search the routing (unless a checkpoint holds it), train all tasks, write the results.
+    `writer` is None in the processes of a torchrun job that do not write (rank > 0)."""
     model = build_model([d.spec for d in data], config).to(device)
     start = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
     try:
-        session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet))
+        session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet or not writer),
+                                  parallel=parallel)
         all_tasks = list(range(len(data)))
         report = state["report"] if state else model.body.search_routing(session)
         session.train(all_tasks, config.train.steps, "train",
-                      checkpointing=checkpoint.Checkpointing(writer.path, report, state))
+                      checkpointing=checkpoint.Checkpointing(writer.path, report, state) if writer else None)
         summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
-        writer.save_model(model, report.get("arrays"))
-        writer.finish(summary)
-        (writer.path / checkpoint.FILE).unlink(missing_ok=True)  # a finished run needs none
+        if writer:
+            writer.save_model(model, report.get("arrays"))
+            writer.finish(summary)
+            (writer.path / checkpoint.FILE).unlink(missing_ok=True)  # a finished run needs none
     except KeyboardInterrupt:
-        writer.set_status("interrupted", "stopped by the user or a signal")
+        if writer:
+            writer.set_status("interrupted", "stopped by the user or a signal")
         raise
     except Exception as exc:
-        writer.set_status("failed", f"{type(exc).__name__}: {exc}")
+        if writer:
+            writer.set_status("failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return writer.path
+    return writer.path if writer else None
 
 
 def _main_thread() -> bool:
