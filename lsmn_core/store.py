@@ -77,12 +77,14 @@ class RunWriter:
             raise RunError(f"cannot create runs folder {root}: {exc.strerror}") from None
         stamp = datetime.now(timezone.utc)
         base = safe_name(folder or f"{config.name}-{stamp:%Y%m%d-%H%M%S}")
-        self.path = root / base
         suffix = 1
-        while self.path.exists():
-            suffix += 1
-            self.path = root / f"{base}-{suffix}"
-        self.path.mkdir()
+        while True:  # mkdir is the claim: two writers starting at once never share a folder
+            self.path = root / (base if suffix == 1 else f"{base}-{suffix}")
+            try:
+                self.path.mkdir()
+                break
+            except FileExistsError:
+                suffix += 1
         self.meta = {
             "schema_version": SCHEMA_VERSION, "id": self.path.name, "name": config.name,
             "created": stamp.isoformat(timespec="seconds"), "status": "running",
@@ -210,7 +212,8 @@ class Run:
 
     def summary(self) -> dict:
         if not (self.path / "summary.json").is_file():
-            raise RunError(f"run {self.id} has no summary yet (status: {self.status})")
+            reason = f": {self.meta['reason']}" if self.meta.get("reason") else ""
+            raise RunError(f"run {self.id} has no summary yet (status: {self.status}{reason})")
         return read_json(self.path / "summary.json")
 
     def progress(self) -> dict | None:
@@ -292,6 +295,8 @@ def list_runs(root) -> tuple[list[Run], list[tuple[Path, str]]]:
     if not root.is_dir():
         return runs, broken
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / "run.json").exists() and all(f.name.startswith(".") for f in folder.iterdir()):
+            continue  # empty, or a run being created this instant (its run.json still a temp file)
         try:
             runs.append(Run(folder))
         except LsmnError as exc:

@@ -53,6 +53,8 @@ def test_a_diverging_loss_stops_the_run_and_marks_it_failed(tmp_path, capsys):
     run = open_run(run_dir)
     assert run.status == "failed" and "TrainingError" in run.meta["reason"]
     assert not (run_dir / "model.safetensors").exists()  # nothing NaN was saved as a result
+    assert main(["show", str(run_dir)]) == 2
+    assert "status: failed: TrainingError: the loss became nan" in capsys.readouterr().err
 
 
 def test_numbers_in_exponent_form_are_numbers():

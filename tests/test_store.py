@@ -84,11 +84,15 @@ def test_list_runs_reports_unreadable_folders(sparse_run, tmp_path):
     good = copy_run(sparse_run, tmp_path)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "run.json").write_text("[1, 2")
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("not a run")
+    (tmp_path / "starting").mkdir()  # a run being created: nothing but its run.json's temp file yet
+    (tmp_path / "starting" / ".run.json.x.tmp").write_text("{")
     runs, broken = list_runs(tmp_path)
     assert [r.path for r in runs] == [good]
     reasons = dict((p.name, why) for p, why in broken)
-    assert "not valid JSON" in reasons["broken"] and "no run.json" in reasons["empty"]
+    assert "not valid JSON" in reasons["broken"] and "no run.json" in reasons["stray"]
+    assert "starting" not in reasons
 
 
 def test_reading_tolerates_a_run_in_progress(sparse_run, tmp_path):
