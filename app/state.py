@@ -72,6 +72,10 @@ def run_label(run: Run) -> str:
 def run_picker() -> None:
     """Sidebar: the runs folder and the selected run (kept in st.session_state['run_path'])."""
     st.sidebar.title("LSMN Studio")
+    # Streamlit forgets a widget's value when another page is shown; writing it back keeps the
+    # folder and run the user picked as they move between pages.
+    if "runs_folder" in st.session_state:
+        st.session_state["runs_folder"] = st.session_state["runs_folder"]
     folder = st.sidebar.text_input("Runs folder", value=DEFAULT_RUNS, key="runs_folder")
     runs, broken = list_runs(folder)
     if not Path(folder).is_dir():
@@ -82,6 +86,8 @@ def run_picker() -> None:
         st.session_state["run_path"] = None
         return
     by_label = {run_label(r): r for r in runs}
+    if st.session_state.get("run_select") in by_label:
+        st.session_state["run_select"] = st.session_state["run_select"]
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
     st.sidebar.caption(f"Tasks: {', '.join(run.task_names)}")

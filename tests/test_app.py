@@ -174,3 +174,19 @@ def test_sharing_graph_page_on_other_schemes(monkeypatch, sample, expected):
         assert any(expected in c.proto.spec for c in at.get("plotly_chart"))
     else:
         assert any("no hypermodules or experts" in i.value for i in at.info)
+
+
+PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
+         "views/edit.py", "views/compare.py"]
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in (REPO / "sample_runs").iterdir() if p.is_dir()))
+def test_every_page_renders_every_sample_run(monkeypatch, sample):
+    at = start(monkeypatch, REPO / "sample_runs")
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith(sample + " "))).run()
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+        assert at.sidebar.selectbox(key="run_select").value.startswith(sample + " "), page
+        assert at.title and (sample in at.title[0].value or page == "views/compare.py"), page
