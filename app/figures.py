@@ -11,13 +11,22 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {report['pairwise'][i][j]:.3f}<br>"
               f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
               for j in range(len(tasks))] for i in range(len(tasks))]
+    labelled = len(tasks) <= MANY_TASKS
     figure = go.Figure(go.Heatmap(
         z=report["pairwise"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
-        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate="%{text}",
+        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate="%{text}" if labelled else None,
         hovertext=hover, hoverinfo="text", colorbar={"title": "OR"}))
     figure.update_layout(title=f"Mask overlap ratio (all tasks: {report['global']:.3f})",
-                         yaxis={"autorange": "reversed"}, height=120 + 45 * len(tasks))
+                         yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=task_rows_height(len(tasks)))
     return figure
+
+
+MANY_TASKS = 25  # beyond this, heatmaps drop their cell labels and stop growing (hover still tells)
+
+
+def task_rows_height(n_tasks: int) -> int:
+    """Figure height for one row per task: 45 px rows for a few tasks, at most 900 px for many."""
+    return min(120 + 45 * n_tasks, 900)
 
 
 def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
@@ -25,9 +34,10 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     z = [[layer["density"][t] for layer in report["per_layer"]] for t in range(len(tasks))]
     layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
     figure = go.Figure(go.Heatmap(z=z, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
-                                  text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}",
+                                  text=[[f"{v:.2f}" for v in row] for row in z],
+                                  texttemplate="%{text}" if len(tasks) <= MANY_TASKS else None,
                                   colorbar={"title": "density"}))
-    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"}, height=120 + 45 * len(tasks))
+    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)))
     return figure
 
 

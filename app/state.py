@@ -90,7 +90,8 @@ def run_picker() -> None:
         st.session_state["run_select"] = st.session_state["run_select"]
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
-    st.sidebar.caption(f"Tasks: {', '.join(run.task_names)}")
+    names = run.task_names
+    st.sidebar.caption(f"{len(names)} tasks: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else ""))
 
 
 def list_folder_runs() -> list[Run]:

@@ -4,15 +4,20 @@ Entries so far (the performance issue extends the suite):
 - export size: a masked model at 90% body sparsity, compact file against dense model.safetensors.
 - sparse inference: one task run from the export with CSR body matrices against the dense floor
   (the same shapes computed dense, no masks).
+- masked multitask step: one masked block, forward + backward, for T tasks on one shared batch,
+  against a loop over tasks, torch.nn.utils.prune's hook design and the dense floor.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+import torch.nn.utils.prune
 from safetensors.torch import save_file
 
 from lsmn_core.config import parse_config
@@ -85,6 +90,89 @@ def bench_sparse_inference(width: int = 1024, depth: int = 4, batch: int = 16) -
              "better": "higher"}]
 
 
+def _train_step(forward, params: list[torch.Tensor]) -> Callable[[], None]:
+    """One forward + backward of `forward()` with fresh gradients, as a timed call."""
+    def step():
+        for p in params:
+            p.grad = None
+        forward().square().mean().backward()
+    return step
+
+
+def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, Callable[[], None]]:
+    """One masked body block, forward + backward, for `n_tasks` tasks on one shared batch, four ways.
+
+    - lsmn: the sparse scheme's body (shared weights, per-task bool masks, one batched matmul);
+    - loop: the same parameters and masks, one task after another;
+    - prune-hook: torch.nn.utils.prune's design, a pruned copy per task whose forward pre-hook
+      recomputes weight * mask;
+    - floor: the same shapes dense and unmasked (per-task weights), batched (bmm over tasks) or
+      per task (addmm on the shared batch), the faster.
+    """
+    from lsmn_core.blocks import block_branch
+
+    specs = [TaskSpec(name=f"t{i}", kind="classification", n_outputs=2, modality="vector", input_shape=[width],
+                      sizes={"train": 1}) for i in range(n_tasks)]
+    model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
+    body = model.body
+    generator = torch.Generator().manual_seed(0)
+    for name, mask in body.masks().items():  # half of every task's weights, differently per task
+        mask.copy_(torch.rand(mask.shape, generator=generator) < 0.5)
+    tasks = torch.arange(n_tasks)
+    x = torch.randn(batch, width)
+    h = x.expand(n_tasks, batch, width)
+    shared = list(body.parameters())
+
+    def loop():
+        return torch.stack([body(h[i : i + 1], tasks[i : i + 1])[0] for i in range(n_tasks)])
+
+    hidden = body.blocks[0]["w_in"].shape[0]
+    copies = []
+    for t in range(n_tasks):
+        layers = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, hidden), torch.nn.GELU(),
+                                     torch.nn.Linear(hidden, width))
+        for layer, name in ((layers[1], "w_in"), (layers[3], "w_out")):
+            torch.nn.utils.prune.custom_from_mask(layer, "weight", body.mask_of(f"blocks.0.{name}")[t].float())
+        copies.append(layers)
+    hooked = [p for c in copies for p in c.parameters()]
+
+    dense = {n: torch.randn(n_tasks, *p.shape[1:] if p.dim() and p.shape[0] == 1 else p.shape, requires_grad=True)
+             for n, p in body.blocks[0].items()}
+
+    def floor_batched():
+        return block_branch(h, dense)
+
+    per_task = [{n: p[i].detach().clone().requires_grad_() for n, p in dense.items()} for i in range(n_tasks)]
+
+    def floor_loop():  # per task, on the shared batch, with addmm; separate tensors, so no gradient scatter
+        def branch(p):
+            y = F.layer_norm(x, (width,), p["norm_weight"], p["norm_bias"])
+            return F.linear(F.gelu(F.linear(y, p["w_in"], p["b_in"])), p["w_out"], p["b_out"])
+        return torch.stack([branch(p) for p in per_task])
+
+    return {"lsmn": _train_step(lambda: body(h, tasks), shared),
+            "loop": _train_step(loop, shared),
+            "prune-hook": _train_step(lambda: torch.stack([c(x) for c in copies]), hooked),
+            "floor, batched": _train_step(floor_batched, list(dense.values())),
+            "floor, per task": _train_step(floor_loop, [p for ps in per_task for p in ps.values()])}
+
+
+def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 1024), (64, 1024)),
+                      batch: int = 64) -> list[dict]:
+    results = []
+    for n_tasks, width in sizes:
+        times = {name: _timed(step, repeat=3) for name, step in _masked_step_contenders(n_tasks, width, batch).items()}
+        floor = min(times["floor, batched"], times["floor, per task"])
+        which = "batched" if times["floor, batched"] <= times["floor, per task"] else "per task"
+        others = ", ".join(f"{k} {times[k] * 1e3:.1f} ms" for k in ("loop", "prune-hook"))
+        results.append({
+            "name": f"masked multitask step (forward + backward, one block), T={n_tasks}, width {width}, "
+                    f"batch {batch}; {others}",
+            "value": times["lsmn"] * 1e3, "unit": "ms", "baseline": f"dense floor ({which}) {floor * 1e3:.1f} ms",
+            "ratio": times["lsmn"] / floor, "target": 1.15, "better": "lower"})
+    return results
+
+
 def run_benchmarks() -> dict:
     return {"device": f"cpu ({torch.get_num_threads()} threads)",
-            "results": bench_export() + bench_sparse_inference()}
+            "results": bench_export() + bench_sparse_inference() + bench_masked_step()}

@@ -68,6 +68,7 @@ DIGIT_TARGETS = {
     "ge5": (2, lambda d: (d >= 5).astype(np.int64)),
     "mod3": (3, lambda d: d % 3),
     "loops": (3, lambda d: np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1])[d]),  # closed loops in the glyph
+    **{f"is{k}": (2, lambda d, k=k: (d == k).astype(np.int64)) for k in range(10)},  # one digit against the rest
 }
 
 

@@ -27,6 +27,7 @@ SAMPLES = {  # folder: (config, overrides)
     "domains-mixture": ("domains.yaml", []),
     "kang-hyper": ("kang.yaml", []),
     "crossmodal-hyper": ("crossmodal.yaml", ["scheme.generations=6", "train.steps=800"]),
+    "scale-sparse": ("scale.yaml", []),
 }
 
 

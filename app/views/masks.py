@@ -5,6 +5,7 @@ import streamlit as st
 
 from analysis.overlap import cluster_order, weight_task_sets
 from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
+from app.layout import task_columns
 from app.state import overlap_of, run_with_report
 
 run, report = run_with_report("Masks and overlap", overlap_of,
@@ -28,7 +29,7 @@ def reorder(matrix):
 ordered = {**report, "pairwise": reorder(report["pairwise"]), "intersections": reorder(report["intersections"]),
            "per_layer": [{**layer, "density": [layer["density"][i] for i in order]} for layer in report["per_layer"]]}
 names = [tasks[i] for i in order]
-left, right = st.columns(2)
+left, right = task_columns(len(names))
 left.plotly_chart(overlap_heatmap(ordered, names), key="pairwise")
 right.plotly_chart(density_heatmap(ordered, names), key="layer_density")
 left, right = st.columns(2)

@@ -5,6 +5,7 @@ import streamlit as st
 
 from app.figures import (alignment_heatmap, density_heatmap, expert_usage_heatmap, overlap_heatmap,
                          search_timeline, signature_heatmap, similarity_heatmap, training_curves)
+from app.layout import task_columns
 from app.state import current_run, overlap_of, sharing_of, signatures_of
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import list_runs
@@ -48,7 +49,7 @@ except LsmnError as exc:
     st.error(f"Cannot read the run's routing: {exc}")
     report = signatures = sharing = None
 if report:
-    left, right = st.columns(2)
+    left, right = task_columns(len(run.task_names))
     left.plotly_chart(overlap_heatmap(report, run.task_names), key="overlap")
     right.plotly_chart(density_heatmap(report, run.task_names), key="density")
 if signatures:
