@@ -6,6 +6,9 @@ Entries so far (the performance issue extends the suite):
   (the same shapes computed dense, no masks).
 - masked multitask step: one masked block, forward + backward, for T tasks on one shared batch,
   against a loop over tasks, torch.nn.utils.prune's hook design and the dense floor.
+- MUiR generation: every location's soft-merged candidate blocks, column by column (the scheme's
+  way) against one einsum over all candidates.
+- mixture blocks: blocks generated from templates, then run, against plain per-task blocks.
 """
 
 from __future__ import annotations
@@ -173,6 +176,61 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
     return results
 
 
+def _vector_specs(n_tasks: int, width: int) -> list[TaskSpec]:
+    return [TaskSpec(name=f"t{i}", kind="classification", n_outputs=2, modality="vector", input_shape=[width],
+                     sizes={"train": 1}) for i in range(n_tasks)]
+
+
+def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int = 4) -> list[dict]:
+    """The blocks of every location during a generation (1 + lambda soft-merged candidates each),
+    forward + backward: the scheme's way (one contraction over all locations per candidate column)
+    against one einsum over all locations and candidates at once."""
+    import numpy as np
+
+    from lsmn_core.search import sample_challengers
+
+    specs = _vector_specs(n_tasks, width)
+    config = parse_config({"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit",
+                                                       "architecture": "mlp"} for s in specs],
+                           "model": {"width": width, "depth": 2},
+                           "scheme": {"kind": "hyper", "block": [16, 16], "challengers": challengers}})
+    body = build_model(specs, config).body
+    candidates, active, _ = sample_challengers(body.alignment.tolist(), body.n_hypermodules, config.scheme,
+                                               np.random.RandomState(0))
+    body.begin_generation(candidates, active.fill_(True))
+    locations = torch.arange(len(body.alignment))
+    params = [body.hypermodules, body.contexts, body.scores]
+
+    def one_einsum():  # the same sum over a gathered [l, 1 + lambda, m, n, c] tensor
+        z, gain = body.contexts[locations], body.gain[locations][:, None, None]
+        stacked = body.hypermodules[body.candidates[locations]]
+        return torch.einsum("lkmnc,lc,lk->lmn", stacked, z, body.candidate_weights()[locations]) * gain
+
+    columns = _timed(_train_step(lambda: body.blocks(locations), params))
+    at_once = _timed(_train_step(one_einsum, params))
+    return [{"name": f"MUiR generation: blocks of {len(locations)} locations x {challengers + 1} candidates "
+                     f"({n_tasks} MLP tasks, width {width}, 16 x 16 blocks), forward + backward, per candidate column",
+             "value": columns * 1e3, "unit": "ms", "baseline": f"one einsum over all candidates {at_once * 1e3:.2f} ms",
+             "ratio": at_once / columns, "target": 1.0, "better": "higher"}]
+
+
+def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8, batch: int = 64) -> list[dict]:
+    """A mixture body (each task's block generated from K templates by its signature, then run)
+    against plain per-task blocks of the same shapes (independent), forward + backward."""
+    specs = _vector_specs(n_tasks, width)
+    mixture, _ = _vector_model(specs, width, 2, {"kind": "mixture", "templates": templates})
+    plain, _ = _vector_model(specs, width, 2, {"kind": "independent"})
+    tasks = torch.arange(n_tasks)
+    h = torch.randn(n_tasks, batch, width)
+    generated = _timed(_train_step(lambda: mixture.body(h, tasks), list(mixture.body.parameters())))
+    floor = _timed(_train_step(lambda: plain.body(h, tasks), list(plain.body.parameters())))
+    return [{"name": f"mixture blocks: K={templates} templates, T={n_tasks}, width {width}, depth 2, batch {batch}; "
+                     "generation + forward + backward",
+             "value": generated * 1e3, "unit": "ms", "baseline": f"plain per-task blocks {floor * 1e3:.2f} ms",
+             "ratio": generated / floor, "target": 1.2, "better": "lower"}]
+
+
 def run_benchmarks() -> dict:
     return {"device": f"cpu ({torch.get_num_threads()} threads)",
-            "results": bench_export() + bench_sparse_inference() + bench_masked_step()}
+            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_muir_generation()
+            + bench_mixture_blocks()}

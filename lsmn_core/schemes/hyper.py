@@ -9,7 +9,7 @@ divide into blocks stay with their task.
 
 While the alignment search (lsmn_core.search) runs a generation, location l holds candidates
 psi^0(l) (the incumbent) .. psi^lambda(l) and uses the softmax(s_l)-weighted sum of their blocks
-(the poster's equation 4); every location's candidates are computed in one batched einsum.
+(the poster's equation 4); each candidate column is one batched contraction over all locations.
 """
 
 from __future__ import annotations
@@ -159,9 +159,13 @@ class Hyper(SharingScheme):
         z, gain = self.contexts[locations], self.gain[locations][:, None, None]
         if self.candidates is None:
             return torch.einsum("lmnc,lc->lmn", self.hypermodules[self.alignment[locations]], z) * gain
+        # Candidate column by column, each one contraction over every location: on CPU this is twice
+        # as fast as one einsum over all candidates, which gathers and scatters [l, 1 + lambda, m, n, c]
+        # (lsmn bench, "MUiR generation").
         weights = self.candidate_weights()[locations]
-        stacked = self.hypermodules[self.candidates[locations]]  # [l, 1 + lambda, m, n, c]
-        return torch.einsum("lkmnc,lc,lk->lmn", stacked, z, weights) * gain
+        candidates = self.candidates[locations]
+        return sum(torch.einsum("lmnc,lc->lmn", self.hypermodules[candidates[:, k]], z) * weights[:, k, None, None]
+                   for k in range(candidates.shape[1])) * gain
 
     def task_params(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of tasks that share an architecture, stacked [G, ...] layer by layer."""
