@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from lsmn_core import routing
 from lsmn_core.errors import RunError
+from lsmn_core.store import atomic_write
 
 FILE = "checkpoint.safetensors"
 
@@ -40,8 +41,6 @@ def _flat(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, best_state: dict | None,
          report: dict) -> None:
     """Write the checkpoint after `loop["step"]` steps of the final phase."""
-    from lsmn_core.store import atomic_write
-
     model = session.model
     tensors = {**_flat("model.", model.state_dict()), **_flat("best.", best_state or {}),
                "generator": session.generator.get_state()}
@@ -84,8 +83,7 @@ def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:
     """Put the model, optimiser and generator back; returns the loop counters to continue from."""
     model = session.model
     model.load_state_dict(state["model"])
-    routing.apply(model, {k: v for k, v in routing.decode(*state["routing"], model).items()
-                          if k not in model.body.routing_parameters()})
+    routing.apply_buffers(model, routing.decode(*state["routing"], model))
     moments: dict[int, dict] = {}
     for key, value in state["optim"].items():
         index, name = key.split(".", 1)

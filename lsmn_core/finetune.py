@@ -89,8 +89,7 @@ def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskC
     model = build_model([d.spec for d in data], config)
     inherit_weights(parent, model)
     if not add_tasks:  # routing state that is not a parameter (MoE's allowed experts) carries over too
-        state = routing.decode(*routing.encode(parent), model)
-        routing.apply(model, {k: v for k, v in state.items() if k not in model.body.routing_parameters()})
+        routing.apply_buffers(model, routing.decode(*routing.encode(parent), model))
     routing_params = {f"body.{n}" for n in model.body.routing_parameters()}
     if train == "routing" and not routing_params:
         raise ConfigError(f"the {run.scheme} scheme has no trainable routing; use train='all'")

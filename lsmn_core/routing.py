@@ -166,3 +166,10 @@ def apply(model, state: dict) -> None:
     if "masks" in state:
         state["masks"] = {name.removeprefix("body."): m.to(device) for name, m in state["masks"].items()}
     model.body.load_routing(state)
+
+
+def apply_buffers(model, state: dict) -> None:
+    """Install the parts of a decoded routing that are buffers (masks, alignments, allowed experts),
+    for a model whose weights were just loaded: routing parameters (signatures) already come bit for
+    bit from those weights, and routing.json only mirrors them."""
+    apply(model, {k: v for k, v in state.items() if k not in model.body.routing_parameters()})

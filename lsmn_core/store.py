@@ -244,15 +244,17 @@ class Run:
         """The stored masks as bool arrays [T, *shape] (empty for schemes without masks)."""
         return {name: mask.numpy() for name, mask in self._checked_routing()[2].get("masks", {}).items()}
 
-    def _checked_routing(self) -> tuple[dict, dict[str, np.ndarray], dict]:
-        """routing.json and its arrays, and the state they decode to against the run's model
-        (built on the meta device, so no memory goes to weights)."""
+    def _checked_routing(self, model: MultitaskModel | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
+        """routing.json and its arrays, and the state they decode to against `model`, by default the
+        run's model built on the meta device (so no memory goes to weights)."""
         from lsmn_core.model import build_model
 
         try:
             doc, arrays = routing.read(self.path / "routing.json")
-            with torch.device("meta"):
-                state = routing.decode(doc, arrays, build_model(self.specs, self.config()))
+            if model is None:
+                with torch.device("meta"):
+                    model = build_model(self.specs, self.config())
+            state = routing.decode(doc, arrays, model)
         except LsmnError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
         return doc, arrays, state
@@ -273,14 +275,7 @@ class Run:
         except RuntimeError as exc:
             raise RunError(f"run {self.id}: model.safetensors does not fit the config: "
                            f"{str(exc).splitlines()[0]}") from None
-        doc, arrays = self.routing()
-        try:
-            state = routing.decode(doc, arrays, model)
-        except LsmnError as exc:
-            raise RunError(f"run {self.id}: {exc}") from None
-        # masks, alignments and allowed experts are buffers; routing parameters (signatures) come
-        # exactly from the weights
-        routing.apply(model, {k: v for k, v in state.items() if k not in model.body.routing_parameters()})
+        routing.apply_buffers(model, self._checked_routing(model)[2])
         return model.to(device)
 
 
