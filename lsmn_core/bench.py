@@ -41,6 +41,12 @@ def _timed(fn, repeat: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _vector_specs(n_tasks: int, inputs: int, classes: int = 2) -> list[TaskSpec]:
+    """Classification tasks over vector inputs, described without data."""
+    return [TaskSpec(name=f"t{i}", kind="classification", n_outputs=classes, modality="vector",
+                     input_shape=[inputs], sizes={"train": 1}) for i in range(n_tasks)]
+
+
 def _vector_model(specs: list[TaskSpec], width: int, depth: int, scheme: dict):
     """A model over the given vector tasks (no data needed) and its config."""
     config = parse_config({"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit"}
@@ -51,8 +57,7 @@ def _vector_model(specs: list[TaskSpec], width: int, depth: int, scheme: dict):
 
 def _masked_model(width: int, depth: int, keep: float, n_tasks: int = 2):
     """A mann model over vector inputs whose tasks each own `keep` of the body (disjoint masks)."""
-    specs = [TaskSpec(name=f"t{i}", kind="classification", n_outputs=10, modality="vector", input_shape=[64],
-                      sizes={"train": 1}) for i in range(n_tasks)]
+    specs = _vector_specs(n_tasks, 64, classes=10)
     model, config = _vector_model(specs, width, depth, {"kind": "mann", "keep": keep})
     weights = dict(model.body.named_parameters())
     owned = {n: torch.zeros_like(m[0]) for n, m in model.body.masks().items()}
@@ -114,8 +119,7 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, C
     """
     from lsmn_core.blocks import block_branch
 
-    specs = [TaskSpec(name=f"t{i}", kind="classification", n_outputs=2, modality="vector", input_shape=[width],
-                      sizes={"train": 1}) for i in range(n_tasks)]
+    specs = _vector_specs(n_tasks, width)
     model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
     body = model.body
     generator = torch.Generator().manual_seed(0)
@@ -139,8 +143,7 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, C
         copies.append(layers)
     hooked = [p for c in copies for p in c.parameters()]
 
-    dense = {n: torch.randn(n_tasks, *p.shape[1:] if p.dim() and p.shape[0] == 1 else p.shape, requires_grad=True)
-             for n, p in body.blocks[0].items()}
+    dense = {n: torch.randn(n_tasks, *p.shape, requires_grad=True) for n, p in body.blocks[0].items()}
 
     def floor_batched():
         return block_branch(h, dense)
@@ -174,11 +177,6 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
             "value": times["lsmn"] * 1e3, "unit": "ms", "baseline": f"dense floor ({which}) {floor * 1e3:.1f} ms",
             "ratio": times["lsmn"] / floor, "target": 1.15, "better": "lower"})
     return results
-
-
-def _vector_specs(n_tasks: int, width: int) -> list[TaskSpec]:
-    return [TaskSpec(name=f"t{i}", kind="classification", n_outputs=2, modality="vector", input_shape=[width],
-                     sizes={"train": 1}) for i in range(n_tasks)]
 
 
 def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int = 4) -> list[dict]:
