@@ -7,6 +7,8 @@ import torch
 from captum.attr import DeepLift, InputXGradient, IntegratedGradients, LayerConductance, Saliency
 from torch import nn
 
+from lsmn_core.schemes.base import IsometricScheme
+
 METHODS = {"Integrated Gradients": IntegratedGradients, "Saliency": Saliency, "DeepLift": DeepLift,
            "Input x Gradient": InputXGradient}
 
@@ -18,11 +20,12 @@ class TaskNetwork(nn.Module):
     def __init__(self, model, task: int):
         super().__init__()
         self.model, self.task = model, task
-        modules = len(model.body.layers[task]) if model.body.whole_network else model.body.depth
+        self.isometric = isinstance(model.body, IsometricScheme)  # else hyper: a whole network per task
+        modules = model.body.depth if self.isometric else len(model.body.layers[task])
         self.taps = nn.ModuleList(nn.Identity() for _ in range(modules))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.model.body.whole_network:
+        if not self.isometric:
             return self.model.body.run(x, [self.task], self.taps)[0]
         spec = self.model.specs[self.task]
         h = self.model.encoders[self.model.encoder_key(spec)](x).unsqueeze(0)

@@ -12,6 +12,7 @@ from lsmn_core.architectures import default_architecture
 from lsmn_core.blocks import Head, make_encoder
 from lsmn_core.config import ModelConfig
 from lsmn_core.schemes import scheme_class
+from lsmn_core.schemes.base import IsometricScheme
 from lsmn_core.tasks import TaskSpec
 
 
@@ -124,6 +125,6 @@ class HyperNet(MultitaskModel):
 def build_model(specs: list[TaskSpec], config) -> MultitaskModel:
     """A freshly initialised model, seeded by config.seed so equal configs give equal weights."""
     torch.manual_seed(config.seed)
-    if scheme_class(config.scheme.kind).whole_network:
+    if not issubclass(scheme_class(config.scheme.kind), IsometricScheme):  # hyper: whole per-task networks
         return HyperNet(specs, config)
     return MultitaskNet(specs, config.model, config.scheme)

@@ -1,7 +1,8 @@
-"""The sharing-scheme interface: every scheme answers "the weights of block l for task t".
+"""The sharing-scheme interface. The model, trainer, store and app talk to a scheme only through
+it, so adding a scheme never touches them.
 
-A scheme owns the isometric body. The model, trainer, store and app talk to it only through this
-interface, so adding a scheme never touches them.
+`SharingScheme` is what every scheme answers (usage, masks, routing, search); `IsometricScheme`
+adds the isometric body and its question "the weights of block l for task t".
 """
 
 from __future__ import annotations
@@ -19,26 +20,11 @@ from lsmn_core.errors import ConfigError
 class SharingScheme(nn.Module, abc.ABC):
     kind: ClassVar[str]
     per_task_encoders: ClassVar[bool] = False  # True: each task also gets its own encoder
-    whole_network: ClassVar[bool] = False  # True: the scheme builds each task's whole network (hyper)
 
     def __init__(self, options, n_tasks: int, depth: int, width: int, hidden: int):
         super().__init__()
         self.options, self.n_tasks, self.depth = options, n_tasks, depth
         self.width, self.hidden = width, hidden
-
-    @abc.abstractmethod
-    def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
-
-    def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int) -> torch.Tensor:
-        """Block `layer`'s residual update for h [T', B, width] (the block computes h + update)."""
-        return block_branch(h, self.block_params(layer, tasks))
-
-    def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        """h [T', B, width] -> [T', B, width], row i computed with task tasks[i]'s weights."""
-        for layer in range(self.depth):
-            h = h + self.layer_update(h, tasks, layer)
-        return h
 
     def usage(self, task: int) -> dict[str, torch.Tensor]:
         """For each of this scheme's parameters, which elements `task` uses (bool, the parameter's shape)."""
@@ -113,3 +99,23 @@ class SharingScheme(nn.Module, abc.ABC):
     @staticmethod
     def prunable(name: str) -> bool:
         return name.rsplit(".", 1)[-1] in PRUNABLE
+
+
+class IsometricScheme(SharingScheme):
+    """A scheme that owns the isometric body between shared encoders and task heads: every block
+    maps [T', B, width] to itself with per-task weights. All schemes but hyper (which builds each
+    task's whole network) are of this kind."""
+
+    @abc.abstractmethod
+    def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
+
+    def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int) -> torch.Tensor:
+        """Block `layer`'s residual update for h [T', B, width] (the block computes h + update)."""
+        return block_branch(h, self.block_params(layer, tasks))
+
+    def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """h [T', B, width] -> [T', B, width], row i computed with task tasks[i]'s weights."""
+        for layer in range(self.depth):
+            h = h + self.layer_update(h, tasks, layer)
+        return h

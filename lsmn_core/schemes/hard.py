@@ -6,7 +6,7 @@ from typing import Literal
 from torch import nn
 
 from lsmn_core.blocks import BLOCK_PARAMETERS, stacked_block
-from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.base import IsometricScheme
 
 
 @dataclass
@@ -19,7 +19,7 @@ def shared_blocks(depth: int, width: int, hidden: int) -> nn.ModuleList:
     return nn.ModuleList(stacked_block(1, width, hidden, unstacked=BLOCK_PARAMETERS) for _ in range(depth))
 
 
-class Hard(SharingScheme):
+class Hard(IsometricScheme):
     kind = "hard"
 
     def __init__(self, options, n_tasks, depth, width, hidden):

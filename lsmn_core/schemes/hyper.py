@@ -48,7 +48,6 @@ class HyperOptions:
 
 class Hyper(SharingScheme):
     kind = "hyper"
-    whole_network = True
 
     def __init__(self, options, specs, architectures: list[str], width: int, depth: int):
         super().__init__(options, len(specs), 1, width, width)
@@ -204,9 +203,6 @@ class Hyper(SharingScheme):
         return outputs
 
     # ---- the scheme interface ----------------------------------------------------------------------
-
-    def block_params(self, layer, tasks):
-        raise NotImplementedError("the hyper scheme has no isometric body; use run()")
 
     def usage(self, task):
         used = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in self.named_parameters()}

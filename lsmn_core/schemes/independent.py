@@ -6,7 +6,7 @@ from typing import Literal
 from torch import nn
 
 from lsmn_core.blocks import stacked_block
-from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.base import IsometricScheme
 
 
 @dataclass
@@ -14,7 +14,7 @@ class IndependentOptions:
     kind: Literal["independent"] = "independent"
 
 
-class Independent(SharingScheme):
+class Independent(IsometricScheme):
     kind = "independent"
     per_task_encoders = True
 

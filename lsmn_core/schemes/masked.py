@@ -7,10 +7,10 @@ stack along a task axis and all tasks run in one batched matmul.
 import torch
 
 from lsmn_core.blocks import block_index
-from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.base import IsometricScheme
 
 
-class MaskedScheme(SharingScheme):
+class MaskedScheme(IsometricScheme):
     def register_masks(self) -> None:
         """Call once the parameters exist: one all-True mask per prunable weight."""
         for name, p in self.named_parameters():

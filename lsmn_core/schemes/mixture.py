@@ -19,7 +19,7 @@ from torch import nn
 from lsmn_core.blocks import stacked_block
 from lsmn_core.config import check
 from lsmn_core.errors import RoutingError
-from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.base import IsometricScheme
 
 NORM = ("norm_weight", "norm_bias")
 
@@ -54,7 +54,7 @@ def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
     return logits
 
 
-class Mixture(SharingScheme):
+class Mixture(IsometricScheme):
     kind = "mixture"
 
     def __init__(self, options, n_tasks, depth, width, hidden):

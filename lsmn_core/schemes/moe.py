@@ -23,7 +23,7 @@ from torch import nn
 from lsmn_core.blocks import block_branch, stacked_block
 from lsmn_core.config import check
 from lsmn_core.errors import ConfigError, RoutingError
-from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.base import IsometricScheme
 
 
 @dataclass
@@ -46,7 +46,7 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
     return values.float().var() / (values.float().mean() ** 2 + 1e-10)
 
 
-class Moe(SharingScheme):
+class Moe(IsometricScheme):
     kind = "moe"
 
     def __init__(self, options, n_tasks, depth, width, hidden):
