@@ -6,6 +6,8 @@ Entries so far (the performance issue extends the suite):
   (the same shapes computed dense, no masks).
 - masked multitask step: one masked block, forward + backward, for T tasks on one shared batch,
   against a loop over tasks, torch.nn.utils.prune's hook design and the dense floor.
+- iterative magnitude pruning: T tasks' IMP rounds side by side (batched, each task with its own
+  copy of the body) against one task after another; the masks must come out the same.
 - MUiR generation: every location's soft-merged candidate blocks, column by column (the scheme's
   way) against one einsum over all candidates.
 - mixture blocks: blocks generated from templates, then run, against plain per-task blocks.
@@ -179,6 +181,47 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
     return results
 
 
+def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20) -> list[dict]:
+    """The sparse scheme's IMP search (4 rounds per task) for T tasks: all tasks' rounds at once
+    against one task after another, timed once each after a warm-up. Two task sets: Kang's vector
+    regressions (the body dominates) and one-against-the-rest digits (each task's copy of the
+    convolutional encoder runs on its own, so the encoders dominate)."""
+    from lsmn_core.data import load_tasks
+    from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
+
+    task_sets = {
+        "Kang vector regressions": [{"name": f"t{i}", "dataset": "kang_synthetic", "target": str(i), "domain": "clean"}
+                                    for i in range(n_tasks)],
+        "one-against-the-rest digit images": [{"name": f"is{d}", "dataset": "digits", "target": f"is{d}"}
+                                              for d in range(n_tasks)]}
+
+    def search(tasks: list[dict], tasks_at_once: int):
+        config = parse_config({
+            "name": "bench", "seed": 0, "tasks": tasks, "model": {"width": width, "depth": 2},
+            "scheme": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.1, "round_steps": round_steps,
+                       "tasks_at_once": tasks_at_once},
+            "train": {"batch_size": 64, "device": "cpu"}})
+        data = load_tasks(config.tasks, config.data)
+        model = build_model([d.spec for d in data], config)
+        session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
+        start = time.perf_counter()
+        model.body.search_routing(session)
+        return time.perf_counter() - start, model.body.masks()
+
+    results = []
+    for label, tasks in task_sets.items():
+        search(tasks, n_tasks)  # warm-up: the first optimiser and first batches pay one-off costs
+        together, masks = search(tasks, n_tasks)
+        alone, reference = search(tasks, 1)
+        same = all(torch.equal(masks[n], m) for n, m in reference.items())
+        results.append({
+            "name": f"iterative magnitude pruning, T={n_tasks} {label}, width {width}, 4 rounds x {round_steps} steps, "
+                    f"all tasks side by side (masks equal to one-by-one: {same})",
+            "value": together, "unit": "s", "baseline": f"one task after another {alone:.2f} s",
+            "ratio": alone / together, "target": 2.0, "better": "higher"})
+    return results
+
+
 def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int = 4) -> list[dict]:
     """The blocks of every location during a generation (1 + lambda soft-merged candidates each),
     forward + backward: the scheme's way (one contraction over all locations per candidate column)
@@ -230,5 +273,5 @@ def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8
 
 def run_benchmarks() -> dict:
     return {"device": f"cpu ({torch.get_num_threads()} threads)",
-            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_muir_generation()
+            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp() + bench_muir_generation()
             + bench_mixture_blocks()}

@@ -10,6 +10,11 @@ IMP with rewinding, the sparse-sharing slides' Algorithm 1:
               magnitude, globally over the body's weight matrices (biases and norms are never pruned)
       choose the round with the best dev metric (ties: the sparser)
   rewind to theta_w and install the chosen masks; multi-task training follows in the trainer.
+
+The tasks' searches are independent (each rewinds to theta_w and trains alone), so `tasks_at_once`
+of them run side by side: each gets a private copy of the body and of its encoder (TaskReplicas),
+and one batched step trains them all. Each task draws its batches from its own generator, so the
+masks are the same whether the tasks run together or one after another.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import copy
 
 import numpy as np
 import torch
+from torch import nn
 
 from lsmn_core import routing
+from lsmn_core.schemes.base import IsometricScheme
 from lsmn_core.tasks import score
 
 
@@ -49,41 +56,110 @@ def density(masks: dict[str, torch.Tensor]) -> float:
     return sum(m.sum().item() for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
+class TaskReplicas(IsometricScheme):
+    """Private copies of a sparse body for a group of tasks, each seen through its task's mask, so
+    that the group's pruning rounds train in one batched model. Rows follow `tasks`.
+
+    Updates need no restriction to the masks (the sparse body's update_masks): a copy's weights
+    outside its mask are never read (masked in the forward, ignored by the pruning) and the next
+    round rewinds them."""
+
+    kind = "replicas"
+    per_task_encoders = True
+
+    def __init__(self, body, tasks: list[int]):
+        super().__init__(body.options, len(tasks), body.depth, body.width, body.hidden)
+        rows = torch.full((body.n_tasks,), -1, dtype=torch.long)
+        rows[tasks] = torch.arange(len(tasks))
+        self.register_buffer("rows", rows.to(body.blocks[0]["w_in"].device), persistent=False)
+        self.blocks = nn.ModuleList(
+            nn.ParameterDict({n: nn.Parameter(p.detach().unsqueeze(0).repeat(len(tasks), *[1] * p.dim()))
+                              for n, p in block.items()}) for block in body.blocks)
+        self.task_masks = {n: m[tasks].clone() for n, m in body.masks().items()}  # set by set_masks
+
+    def block_params(self, layer, tasks):
+        rows = self.rows[tasks]
+        params = {}
+        for name, p in self.blocks[layer].items():
+            full = f"blocks.{layer}.{name}"
+            own = p.index_select(0, rows)
+            params[name] = own * self.task_masks[full].index_select(0, rows) if full in self.task_masks else own
+        return params
+
+    def set_masks(self, masks: list[dict[str, torch.Tensor]]) -> None:
+        """One mask dict per row."""
+        for name, stacked in self.task_masks.items():
+            stacked.copy_(torch.stack([m[name] for m in masks]))
+
+    def row_weights(self, row: int) -> dict[str, torch.Tensor]:
+        """The prunable weights of one row's copy, by the shared body's parameter names."""
+        return {name: self.get_parameter(name)[row] for name in self.task_masks}
+
+
+def _replica_model(model, tasks: list[int]):
+    """`model` with its body and encoders replaced by private copies for `tasks`."""
+    replica = copy.deepcopy(model)
+    replica.body = TaskReplicas(model.body, tasks)
+    replica.encoders = nn.ModuleDict({replica.encoder_key(model.specs[t]): copy.deepcopy(
+        model.encoders[model.encoder_key(model.specs[t])]) for t in tasks})
+    return replica
+
+
 def find_subnetworks(session, options) -> dict:
     """Run Algorithm 1 on session.model (a sparse scheme); returns the search report for the run.
 
     The report's "summary" lists every round per task (density, dev metric, chosen round); its
     "arrays" hold every round's masks, bit-packed, for routing.safetensors.
     """
-    model, body, specs = session.model, session.model.body, session.tasks.specs
+    model, specs = session.model, session.tasks.specs
     all_tasks = list(range(len(specs)))
     if options.warmup_steps:
         session.train(all_tasks, options.warmup_steps, "warm-up")
-    theta_w = copy.deepcopy(model.state_dict())
-    weights = dict(body.named_parameters())
     summary, round_masks = {}, {}
-    for t, spec in enumerate(specs):
-        mask = {name: torch.ones_like(m[t]) for name, m in body.masks().items()}
-        rounds, kept = [], []
-        while True:
-            model.load_state_dict(theta_w)
-            body.set_task_masks(t, mask)
-            phase = f"prune {spec.name} r{len(rounds) + 1}"
-            session.train([t], options.round_steps, phase, early_stopping=False)
-            _, dev = session.evaluate(t, "dev")
-            rounds.append({"round": len(rounds) + 1, "density": density(mask), "dev": dev})
-            session.reporter.log([{"step": session.step, "phase": phase, "task": spec.name, "split": "dev",
-                                   "metric": spec.metric, "value": dev, "density": rounds[-1]["density"]}])
-            kept.append({n: m.clone() for n, m in mask.items()})
-            if rounds[-1]["density"] <= options.min_density:
-                break
-            mask = prune_by_magnitude(weights, mask, options.prune_rate)
-        best = max(range(len(rounds)), key=lambda i: (score(spec, rounds[i]["dev"]), -rounds[i]["density"]))
-        summary[spec.name] = {"rounds": rounds, "chosen": rounds[best]["round"]}
-        round_masks[spec.name] = kept
-        body.set_task_masks(t, kept[best])
-    model.load_state_dict(theta_w)
+    for first in range(0, len(all_tasks), options.tasks_at_once):
+        group = all_tasks[first : first + options.tasks_at_once]
+        for t, (rounds, kept) in zip(group, _prune_side_by_side(session, options, group)):
+            spec = specs[t]
+            best = max(range(len(rounds)), key=lambda i: (score(spec, rounds[i]["dev"]), -rounds[i]["density"]))
+            summary[spec.name] = {"rounds": rounds, "chosen": rounds[best]["round"]}
+            round_masks[spec.name] = kept
+            model.body.set_task_masks(t, kept[best])
     return {"summary": {"pruning": summary}, "arrays": _pack_rounds(round_masks, specs)}
+
+
+def _prune_side_by_side(session, options, group: list[int]) -> list[tuple[list[dict], list[dict]]]:
+    """Algorithm 1's inner loop for every task of `group` at once, from the current weights
+    (theta_w). Returns, per task, its rounds (density, dev) and every round's masks."""
+    from lsmn_core.trainer import TrainingSession
+
+    specs = session.tasks.specs
+    replica = _replica_model(session.model, group)
+    theta_w = copy.deepcopy(replica.state_dict())
+    side = TrainingSession(replica, session.tasks, session.config, session.reporter, parallel=session.parallel)
+    side.step = session.step
+    side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
+    masks = [{name: torch.ones_like(m[0]) for name, m in replica.body.task_masks.items()} for _ in group]
+    rounds, kept = [[] for _ in group], [[] for _ in group]
+    names = specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
+    while True:
+        replica.load_state_dict(theta_w)
+        replica.body.set_masks(masks)
+        phase = f"prune {names} r{len(rounds[0]) + 1}"
+        side.train(group, options.round_steps, phase, early_stopping=False, sampling="all")
+        records = []
+        for row, t in enumerate(group):
+            _, dev = side.evaluate(t, "dev")
+            rounds[row].append({"round": len(rounds[row]) + 1, "density": density(masks[row]), "dev": dev})
+            records.append({"step": side.step, "phase": phase, "task": specs[t].name, "split": "dev",
+                            "metric": specs[t].metric, "value": dev, "density": rounds[row][-1]["density"]})
+            kept[row].append({n: m.clone() for n, m in masks[row].items()})
+        session.reporter.log(records)
+        if max(r[-1]["density"] for r in rounds) <= options.min_density:
+            break
+        masks = [prune_by_magnitude(replica.body.row_weights(row), masks[row], options.prune_rate)
+                 for row in range(len(group))]
+    session.step = side.step
+    return list(zip(rounds, kept))
 
 
 def _pack_rounds(round_masks: dict, specs) -> dict[str, np.ndarray]:

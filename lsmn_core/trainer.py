@@ -128,6 +128,7 @@ class TrainingSession:
         self.parallel = parallel  # under torchrun: this process's share of the data-parallel work
         self.batch_loss = BatchLoss(model, tasks.specs)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.task_generators: dict[int, torch.Generator] = {}  # tasks that draw from their own generator
         self.step = 0  # global step over all phases, for metrics.jsonl
 
     def evaluate(self, task: int, split: str) -> tuple[float, float]:
@@ -146,8 +147,10 @@ class TrainingSession:
         return sum(scores) / len(scores)
 
     def draw(self, step_tasks: list[int], split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """One batch per task from the session's generator (the same in every process)."""
-        return [self.tasks.batch(t, self.config.train.batch_size, self.generator, split) for t in step_tasks]
+        """One batch per task from the session's generator, or the task's own where it has one
+        (the same in every process)."""
+        return [self.tasks.batch(t, self.config.train.batch_size, self.task_generators.get(t, self.generator), split)
+                for t in step_tasks]
 
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
         """The summed loss of one whole batch per task, in this process."""
@@ -181,7 +184,10 @@ class TrainingSession:
         for p in frozen:
             p.requires_grad_(False)
         scales = {f"body.{n}": s for n, s in body.lr_scales().items()}
-        groups = [{"params": [p], "lr": cfg.lr * scales.get(n, 1.0)} for n, p in chosen.items()]
+        by_scale: dict[float, list[torch.Tensor]] = {}  # few groups: AdamW steps a group's tensors together
+        for n, p in chosen.items():
+            by_scale.setdefault(scales.get(n, 1.0), []).append(p)
+        groups = [{"params": params, "lr": cfg.lr * scale} for scale, params in by_scale.items()]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sampler = TaskSampler(self.tasks, task_ids, cfg.sampling, self.generator)
         body_params = dict(body.named_parameters())

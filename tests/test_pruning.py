@@ -4,7 +4,7 @@ import torch
 
 from lsmn_core.pruning import density, prune_by_magnitude
 from lsmn_core.store import open_run
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 from lsmn_core.data import load_tasks
 from lsmn_core.model import build_model
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
@@ -75,3 +75,29 @@ def test_multitask_step_changes_only_the_sampled_tasks_subnetwork():
             outside = ~model.body.mask_of(name)[0]
             assert torch.equal(p[outside], snapshot[name][outside])
             assert not torch.equal(p, snapshot[name])
+
+
+def _search(tasks_at_once):
+    config = tiny_config(scheme={**TINY["scheme"], "tasks_at_once": tasks_at_once, "warmup_steps": 5})
+    data = load_tasks(config.tasks, config.data)
+    model = build_model([d.spec for d in data], config)
+    session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
+    report = model.body.search_routing(session)
+    return report, {n: m.clone() for n, m in model.body.masks().items()}, model.state_dict(), session.step
+
+
+def test_tasks_pruned_side_by_side_get_the_masks_they_get_one_after_another():
+    together, masks_together, weights_together, steps_together = _search(tasks_at_once=3)
+    alone, masks_alone, weights_alone, steps_alone = _search(tasks_at_once=1)
+    assert steps_together < steps_alone  # side by side: one step trains every task
+    for task, report in alone["summary"]["pruning"].items():
+        other = together["summary"]["pruning"][task]
+        assert other["chosen"] == report["chosen"]
+        assert [r["density"] for r in other["rounds"]] == [r["density"] for r in report["rounds"]]
+        assert all(math.isclose(a["dev"], b["dev"], abs_tol=1e-6) for a, b in zip(other["rounds"], report["rounds"]))
+    for name, mask in masks_alone.items():
+        assert torch.equal(masks_together[name], mask)
+        assert 0 < mask.float().mean() < 1
+    for name, weight in weights_alone.items():  # both rewind the shared model to theta_w
+        assert torch.equal(weights_together[name], weight)
+    assert {name for name in alone["arrays"]} == {name for name in together["arrays"]}

@@ -37,7 +37,7 @@ class Mann(MaskedScheme):
         params = {}
         for name, p in self.blocks[layer].items():
             full = f"blocks.{layer}.{name}"
-            params[name] = p * self.mask_of(full)[tasks] if self.prunable(full) else p[tasks]
+            params[name] = p * self.mask_of(full)[tasks] if self.prunable(full) else p.index_select(0, tasks)
         return params
 
     def usage(self, task):

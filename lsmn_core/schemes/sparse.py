@@ -19,6 +19,8 @@ class SparseOptions:
     min_density: float = check(lambda v: 0 < v <= 1, "must be in (0, 1]", 0.1)  # S
     round_steps: int = check(lambda v: v > 0, "must be > 0", 300)  # k: steps per pruning round
     warmup_steps: int = check(lambda v: v >= 0, "must be >= 0", 0)  # multi-task warm-up (MTW)
+    # how many tasks' pruning rounds train side by side (each holds a copy of the body meanwhile)
+    tasks_at_once: int = check(lambda v: v > 0, "must be > 0", 8)
 
 
 class Sparse(MaskedScheme):
