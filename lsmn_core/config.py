@@ -73,6 +73,7 @@ class TrainConfig:
     patience: int = check(lambda v: v >= 0, "must be >= 0 (0 turns early stopping off)", 5)
     sampling: Literal["proportional", "round_robin", "all"] = "proportional"  # all: every task each step, losses summed
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # on CUDA, training forwards run under bf16 autocast (evaluation stays float32)
 
 
 @dataclass

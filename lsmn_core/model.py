@@ -88,7 +88,8 @@ class MultitaskNet(MultitaskModel):
                 if key not in cache:  # tasks that share an encoder encode a shared batch once
                     cache[key] = self.encoders[key](x)
                 encoded.append(cache[key])
-        h = self.body(torch.stack(encoded), torch.tensor(indices, device=x.device))
+        # built on the host, copied without waiting for the device (no sync in the training step)
+        h = self.body(torch.stack(encoded), torch.tensor(indices).to(x.device, non_blocking=True))
         return [self.heads[spec.name](h[i]) for i, spec in enumerate(specs)]
 
     def usage(self, task: int) -> dict[str, torch.Tensor]:

@@ -48,7 +48,7 @@ class DeviceTasks:
 
     def batch(self, task: int, size: int, generator: torch.Generator, split: str = "train"):
         x, y = self.splits[task][split]
-        idx = torch.randint(len(y), (min(size, len(y)),), generator=generator).to(x.device)
+        idx = torch.randint(len(y), (min(size, len(y)),), generator=generator).to(x.device, non_blocking=True)
         return x[idx], y[idx]
 
 
@@ -154,7 +154,13 @@ class TrainingSession:
 
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
         """The summed loss of one whole batch per task, in this process."""
-        return self.batch_loss(step_tasks, [(x, y, 1.0) for x, y in self.draw(step_tasks, split)])
+        with self.autocast():
+            return self.batch_loss(step_tasks, [(x, y, 1.0) for x, y in self.draw(step_tasks, split)])
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast for training forwards on CUDA (train.bf16); a no-op elsewhere."""
+        cuda = self.tasks.device.type == "cuda"
+        return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda and self.config.train.bf16)
 
     def update_masks(self, step_tasks: list[int]) -> dict[str, torch.Tensor]:
         """Where this step may change the body: the union of its tasks' update masks."""
@@ -202,16 +208,16 @@ class TrainingSession:
             first, best_score, evals_since_best = loop["step"], loop["best_score"], loop["evals_since_best"]
             best_state = checkpointing.resume_from["best"]
             bar.update(first)
+        first_bad = torch.tensor(math.inf, device=self.tasks.device)  # the first step whose loss was not finite
         try:
             for step in range(first + 1, steps + 1):
                 step_tasks = task_ids if (sampling or cfg.sampling) == "all" else [next(sampler)]
                 batches = self.draw(step_tasks)
-                loss = loss_of(step_tasks, [parallel.shard(b) for b in batches] if parallel
-                               else [(x, y, 1.0) for x, y in batches])
-                if not torch.isfinite(loss):  # stop before a NaN reaches the weights and the saved run
-                    names = ", ".join(self.tasks.specs[t].name for t in step_tasks)
-                    raise TrainingError(f"the loss became {loss.item()} at step {step} of phase {phase} "
-                                        f"(tasks {names}); try a lower train.lr")
+                with self.autocast():
+                    loss = loss_of(step_tasks, [parallel.shard(b) for b in batches] if parallel
+                                   else [(x, y, 1.0) for x, y in batches])
+                # noted on the device, read at the next evaluation: no host sync at every step
+                first_bad = torch.where(torch.isfinite(loss.detach()), first_bad, first_bad.clamp(max=step))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 restrict = self.update_masks(step_tasks)
@@ -226,6 +232,7 @@ class TrainingSession:
                 bar.update()
                 self.reporter.progress(phase, step, steps)
                 if early_stopping and (step % cfg.eval_every == 0 or step == steps):
+                    _stop_if_diverged(first_bad, phase)  # before a NaN weight is evaluated, kept or saved
                     current = self.evaluate_tasks(task_ids, "dev", phase)
                     bar.set_postfix(dev=f"{current:.3f}")
                     if current > best_score:
@@ -239,6 +246,7 @@ class TrainingSession:
                         checkpoint.save(checkpointing.folder, self, optimizer, {
                             "step": step, "best_score": best_score, "evals_since_best": evals_since_best},
                             best_state, checkpointing.report)
+            _stop_if_diverged(first_bad, phase)
         finally:
             bar.close()
             for p in frozen:
@@ -247,6 +255,13 @@ class TrainingSession:
             model.load_state_dict(best_state)
         self.reporter.progress(phase, step, steps, "done", force=True)
         return step
+
+
+def _stop_if_diverged(first_bad: torch.Tensor, phase: str) -> None:
+    step = first_bad.item()
+    if math.isfinite(step):
+        raise TrainingError(f"the loss became nan or infinite at step {int(step)} of phase {phase}; "
+                            "try a lower train.lr")
 
 
 def summarize(session: TrainingSession, search_report: dict, seconds: float) -> dict:

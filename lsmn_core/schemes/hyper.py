@@ -169,7 +169,8 @@ class Hyper(SharingScheme):
     def task_params(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of tasks that share an architecture, stacked [G, ...] layer by layer."""
         m, n = self.options.block
-        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)], device=self.gain.device)
+        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)]).to(self.gain.device,
+                                                                                            non_blocking=True)
         blocks = self.blocks(locations).reshape(len(tasks), -1, m, n) if len(locations) else None
         params = []
         for i, layer in enumerate(self.layers[tasks[0]]):
