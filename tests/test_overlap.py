@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from analysis.bitcount import packed_intersections
 from analysis.overlap import (by_layer, flatten, intersections, overlap_ratio, overlap_report, pairwise_overlap,
                               subset_counts)
 
@@ -72,3 +74,11 @@ def test_weight_task_sets_label_each_weight():
     assert category.shape == (2, 3)
     assert labels[category[0, 0]] == "a + b" and labels[category[0, 1]] == "a"
     assert labels[category[1, 0]] == "b" and category[0, 2] == 0 and labels[0] == "no task"
+
+
+@pytest.mark.parametrize("n_tasks, n_weights", [(1, 1), (3, 7), (4, 64), (6, 130), (13, 9001), (9, 70_000)])
+def test_popcount_over_packed_masks_counts_every_pair_exactly(n_tasks, n_weights):
+    """Task counts that fill part of a 4 x 4 tile, widths that end inside a byte, a word and a chunk."""
+    flat = np.random.default_rng(n_weights).random((n_tasks, n_weights)) < 0.3
+    brute = [[int((flat[i] & flat[j]).sum()) for j in range(n_tasks)] for i in range(n_tasks)]
+    assert packed_intersections(np.packbits(flat, axis=1)).tolist() == brute
