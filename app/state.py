@@ -26,23 +26,33 @@ def run_stamp(run: Run) -> float:
     return _stamp(str(run.path))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _checked_routing(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
+    return open_run(run_path).checked_routing()
+
+
+def checked_routing_of(run: Run) -> tuple[dict, dict, dict]:
+    """The run's checked routing document, arrays and masks (Run.checked_routing), read once per
+    run state for all pages."""
+    return _checked_routing(str(run.path), run_stamp(run))
+
+
 @st.cache_data(show_spinner=False)
 def _overlap(run_path: str, stamp: float) -> dict | None:
-    run = open_run(run_path)
-    masks = run.masks()
-    return overlap_report(masks, run.task_names) if masks else None
+    masks = _checked_routing(run_path, stamp)[2]
+    return overlap_report(masks, open_run(run_path).task_names) if masks else None
 
 
 @st.cache_data(show_spinner=False)
 def _signatures(run_path: str, stamp: float) -> dict | None:
-    doc, _ = open_run(run_path).routing()
+    doc = _checked_routing(run_path, stamp)[0]
     return signature_report(doc["signatures"]) if "signatures" in doc else None
 
 
 @st.cache_data(show_spinner=False)
 def _sharing(run_path: str, stamp: float) -> dict | None:
     run = open_run(run_path)
-    doc, _ = run.routing()
+    doc = _checked_routing(run_path, stamp)[0]
     if "alignment" in doc:
         return {k: doc[k] for k in ("alignment", "history", "hypermodules")}
     gate_stats = run.summary().get("routing", {}).get("gate_stats")
@@ -64,19 +74,13 @@ def overlap_of(run: Run) -> dict | None:
     return _overlap(str(run.path), run_stamp(run))
 
 
-def run_label(run: Run) -> str:
-    """Unique per folder (the run id comes first), readable in a select box."""
-    return f"{run.id} · {run.scheme} · {run.status} · {run.meta.get('created', '')[:10]}"
-
-
 def run_picker() -> None:
     """Sidebar: the runs folder and the selected run (kept in st.session_state['run_path'])."""
     st.sidebar.title("LSMN Studio")
     # Streamlit forgets a widget's value when another page is shown; writing it back keeps the
     # folder and run the user picked as they move between pages.
-    if "runs_folder" in st.session_state:
-        st.session_state["runs_folder"] = st.session_state["runs_folder"]
-    folder = st.sidebar.text_input("Runs folder", value=DEFAULT_RUNS, key="runs_folder")
+    st.session_state["runs_folder"] = st.session_state.get("runs_folder", DEFAULT_RUNS)
+    folder = st.sidebar.text_input("Runs folder", key="runs_folder")
     runs, broken = list_runs(folder)
     if not Path(folder).is_dir():
         st.sidebar.error(f"No such folder: {folder}")
@@ -85,7 +89,7 @@ def run_picker() -> None:
     if not runs:
         st.session_state["run_path"] = None
         return
-    by_label = {run_label(r): r for r in runs}
+    by_label = {r.label: r for r in runs}
     if st.session_state.get("run_select") in by_label:
         st.session_state["run_select"] = st.session_state["run_select"]
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]

@@ -11,6 +11,9 @@ Entries so far (the performance issue extends the suite):
 - MUiR generation: every location's soft-merged candidate blocks, column by column (the scheme's
   way) against one einsum over all candidates.
 - mixture blocks: blocks generated from templates, then run, against plain per-task blocks.
+- analysis at scale: the overlap counts of 1,000 tasks x 10M weights from bit-packed masks (popcount),
+  and the memory those masks take, against float32 masks.
+- app pages: every page rendered (Streamlit's AppTest) on a run of 100 tasks x 16 layers.
 """
 
 from __future__ import annotations
@@ -271,7 +274,97 @@ def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8
              "ratio": generated / floor, "target": 1.2, "better": "lower"}]
 
 
+def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000) -> list[dict]:
+    """Pairwise intersection counts of random bit-packed masks, and the traced peak memory of
+    holding and analysing them; the float32 GEMM over unpacked masks is timed on a slice."""
+    import tracemalloc
+
+    import numpy as np
+
+    from analysis.bitcount import packed_intersections
+
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    packed = rng.integers(0, 256, (n_tasks, n_weights // 8), dtype=np.uint8)  # random masks, packed
+    packed_intersections(packed[:4, :64])  # compiles the kernel once (or loads it from numba's cache)
+    start = time.perf_counter()
+    counts = packed_intersections(packed)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    exact = all(counts[i, j] == np.bitwise_count(packed[i] & packed[j]).sum() for i, j in ((0, 1), (999, 500), (7, 7)))
+    part = 20_000  # weights in the GEMM slice
+    unpacked = np.unpackbits(packed[:, : part // 8], axis=1).astype(np.float32)
+    gemm = _timed(lambda: unpacked @ unpacked.T, repeat=3) * n_weights / part
+    floats = n_tasks * n_weights * 4
+    return [
+        {"name": f"overlap counts, {n_tasks} tasks x {n_weights // 10**6}M weights, popcount over packed masks "
+                 f"(spot checks exact: {exact}); a float32 GEMM over unpacked masks would take {gemm:.0f} s",
+         "value": seconds, "unit": "s", "baseline": "target 2 s", "ratio": seconds / 2.0, "target": 1.0,
+         "better": "lower"},
+        {"name": f"memory: masks of {n_tasks} tasks x {n_weights // 10**6}M weights held bit-packed, traced peak "
+                 "while analysing them",
+         "value": peak / 1e9, "unit": "GB", "baseline": f"float32 masks {floats / 1e9:.0f} GB",
+         "ratio": peak / floats, "target": 1.1 / 32, "better": "lower"}]  # about 1.25 GB
+
+
+PAGE_BENCH_SCHEMES = {  # a scheme for each kind of page content: masks, signatures, expert usage
+    "sparse": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.5, "round_steps": 2},
+    "mixture": {"kind": "mixture", "templates": 4},
+    "moe": {"kind": "moe", "experts": 4}}
+
+
+def _page_bench_runs(folder: Path, n_tasks: int, depth: int) -> None:
+    """Small but real runs of `n_tasks` of configs/scale.yaml's tasks with `depth` blocks, one per
+    scheme in PAGE_BENCH_SCHEMES (a few steps: the pages' cost depends on the shapes, not on how
+    well the runs trained)."""
+    from lsmn_core.config import load_yaml
+    from lsmn_core.trainer import train
+
+    raw = load_yaml((Path(__file__).resolve().parents[1] / "configs" / "scale.yaml").read_text())
+    for name, scheme in PAGE_BENCH_SCHEMES.items():
+        raw.update(name=f"pages-{name}", tasks=raw["tasks"][:n_tasks], model={"width": 32, "depth": depth},
+                   scheme=scheme, train={"steps": 10, "eval_every": 10, "batch_size": 32, "device": "cpu"})
+        train(parse_config(raw), folder, quiet=True)
+
+
+def _render_pages(run) -> dict[str, float]:
+    """Seconds for each app page's first render of `run`, in one session (Streamlit's AppTest:
+    the script, the analysis and the figures; no browser)."""
+    from streamlit.testing.v1 import AppTest
+
+    test = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
+    test.session_state["runs_folder"] = str(run.path.parent)
+    test.session_state["run_select"] = run.label
+    times = {}
+    for page in ("overview", "masks", "signatures", "sharing", "attributions", "edit", "compare"):
+        start = time.perf_counter()
+        (test.run() if page == "overview" else test.switch_page(f"views/{page}.py").run())
+        times[page] = time.perf_counter() - start
+        if test.exception or test.error or run.id not in test.sidebar.selectbox(key="run_select").value:
+            raise RuntimeError(f"app page {page} failed on run {run.id}")
+    return times
+
+
+def bench_app_pages(n_tasks: int = 100, depth: int = 16) -> list[dict]:
+    """Each page on fresh runs of 100 tasks x 16 layers (sparse, mixture, moe), after a warm-up on
+    the sample runs (a server process imports its libraries and loads compiled kernels once)."""
+    from lsmn_core.store import list_runs
+
+    _render_pages(list_runs(Path(__file__).resolve().parents[1] / "sample_runs")[0][0])
+    with tempfile.TemporaryDirectory() as tmp:
+        _page_bench_runs(Path(tmp), n_tasks, depth)
+        times = {run.scheme: _render_pages(run) for run in list_runs(tmp)[0]}
+    slowest = max(((run, page) for run in times for page in times[run]), key=lambda rp: times[rp[0]][rp[1]])
+    each = "; ".join(f"{run}: " + ", ".join(f"{page} {seconds:.2f}" for page, seconds in pages.items())
+                     for run, pages in times.items())
+    value = times[slowest[0]][slowest[1]]
+    return [{"name": f"app pages, first render (s), on runs of {n_tasks} tasks x {depth} layers: {each}",
+             "value": value, "unit": "s", "baseline": f"target 1 s (slowest: {slowest[1]} of the {slowest[0]} run)",
+             "ratio": value, "target": 1.0, "better": "lower"}]
+
+
 def run_benchmarks() -> dict:
     return {"device": f"cpu ({torch.get_num_threads()} threads)",
-            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp() + bench_muir_generation()
-            + bench_mixture_blocks()}
+            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
+            + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale() + bench_app_pages()}

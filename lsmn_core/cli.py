@@ -66,7 +66,7 @@ def show_data(run) -> dict:
         "params": summary["params"],
         "density": summary["density"],
     }
-    doc, _ = run.routing()
+    doc, _, masks = run.checked_routing()
     if "signatures" in doc:
         from analysis.signatures import signature_report
 
@@ -75,7 +75,6 @@ def show_data(run) -> dict:
                               for t, r in report["tasks"].items()}
         data["signature_similarity"] = report["similarity"]
         data["shared_layers"] = [{str(k): v for k, v in layer["groups"].items()} for layer in report["shared_layers"]]
-    masks = run.masks()
     if masks:
         report = overlap_report(masks, run.task_names)
         data["density"] = report["density"]

@@ -178,6 +178,11 @@ class Run:
         status = self.meta["status"]
         return "interrupted" if status == "running" and not self._writer_alive() else status
 
+    @property
+    def label(self) -> str:
+        """Unique per folder (the run id comes first), readable in a picker."""
+        return f"{self.id} · {self.scheme} · {self.status} · {self.meta.get('created', '')[:10]}"
+
     def _writer_alive(self) -> bool:
         """On the writer's host, whether its process exists; elsewhere, whether progress.json has
         been updated within the last STALE_AFTER seconds (the heartbeat)."""
@@ -234,15 +239,18 @@ class Run:
                     records.append(record)
         return records
 
+    def checked_routing(self) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The stored routing (document and arrays), checked against the run's model so that
+        readers may trust every shape and index in it, and its masks as bool arrays [T, *shape]
+        (empty for schemes without masks): one check for readers that need both."""
+        doc, arrays, state = self._checked_routing()
+        return doc, arrays, {name: mask.numpy() for name, mask in state.get("masks", {}).items()}
+
     def routing(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """The stored routing, checked against the run's model: readers may trust every shape and
-        index in it."""
-        doc, arrays, _ = self._checked_routing()
-        return doc, arrays
+        return self.checked_routing()[:2]
 
     def masks(self) -> dict[str, np.ndarray]:
-        """The stored masks as bool arrays [T, *shape] (empty for schemes without masks)."""
-        return {name: mask.numpy() for name, mask in self._checked_routing()[2].get("masks", {}).items()}
+        return self.checked_routing()[2]
 
     def _checked_routing(self, model: MultitaskModel | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
         """routing.json and its arrays, and the state they decode to against `model`, by default the

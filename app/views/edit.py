@@ -5,7 +5,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from app.state import current_run
+from app.state import checked_routing_of, current_run
 from lsmn_core import jobs, routing
 from lsmn_core.errors import LsmnError
 from lsmn_core.evaluation import evaluate_run
@@ -16,7 +16,7 @@ if run is None:
     st.stop()
 st.title(f"Edit and retrain · {run.name}")
 try:
-    doc, arrays = run.routing()
+    doc, arrays, _ = checked_routing_of(run)
 except LsmnError as exc:
     st.error(str(exc))
     st.stop()

@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.overlap import cluster_order, weight_task_sets
 from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
 from app.layout import task_columns
-from app.state import overlap_of, run_with_report
+from app.state import checked_routing_of, overlap_of, run_with_report
 
 run, report = run_with_report("Masks and overlap", overlap_of,
                               "per-task masks. Pick a sparse or mann run in the sidebar")
@@ -37,7 +37,7 @@ left.plotly_chart(layer_overlap_chart(report), key="layer_overlap")
 right.plotly_chart(subset_chart(report), key="subsets")
 
 st.subheader("One weight matrix")
-masks = run.masks()
+masks = checked_routing_of(run)[2]
 name = st.selectbox("Weight", list(masks), key=f"mask_param_{run.id}")
 category, labels = weight_task_sets(masks[name], tasks)
 st.plotly_chart(mask_image(category, labels, name), key="mask_image")

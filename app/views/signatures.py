@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.figures import mixture_weights_chart, signature_heatmap, similarity_heatmap
-from app.state import run_with_report, signatures_of
+from app.state import checked_routing_of, run_with_report, signatures_of
 
 run, report = run_with_report("Signatures", signatures_of, "signatures. Pick a mixture run in the sidebar")
 
@@ -15,7 +15,7 @@ rows = [{"task": t, "module order": " ".join(map(str, r["order"])), "progressive
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 left, right = st.columns(2)
 task = left.selectbox("Task", report["task_names"], key=f"signature_task_{run.id}")
-doc, _ = run.routing()
+doc = checked_routing_of(run)[0]
 left.plotly_chart(mixture_weights_chart(doc["signatures"][task], task), key="weights")
 right.plotly_chart(similarity_heatmap(report), key="similarity")
 st.subheader("Tasks sharing a template, per layer")
