@@ -5,6 +5,9 @@ stopped: the model (and its non-parameter routing), the optimiser's moments, the
 for early stopping, the data generator and the loop counters, and the routing search's report.
 Counters and the optimiser's settings travel as JSON in the file's metadata, so reading a checkpoint
 never executes code, and one atomic rename means a checkpoint is either whole or absent.
+
+The routing search's report does not change during the final phase, so it goes to its own file
+(SEARCH_FILE) once, written before the first checkpoint, instead of into every checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from lsmn_core.errors import RunError
 from lsmn_core.store import atomic_write
 
 FILE = "checkpoint.safetensors"
+SEARCH_FILE = "checkpoint-search.safetensors"
 
 
 @dataclass
@@ -48,12 +52,20 @@ def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, be
     for index, state in optim["state"].items():
         tensors.update(_flat(f"optim.{index}.", state))
     doc, arrays = routing.encode(model)
-    arrays = {**arrays, **{f"report.{k}": v for k, v in report.get("arrays", {}).items()}}
     tensors.update({f"routing.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    meta = {"loop": {**loop, "session_step": session.step}, "routing": doc,
-            "report": report.get("summary", {}), "param_groups": optim["param_groups"],
+    meta = {"loop": {**loop, "session_step": session.step}, "routing": doc, "param_groups": optim["param_groups"],
             "has_best": best_state is not None}
+    if not (folder / SEARCH_FILE).is_file():
+        searched = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in report.get("arrays", {}).items()}
+        atomic_write(folder / SEARCH_FILE, lambda tmp: save_file(
+            searched, tmp, metadata={"summary": json.dumps(report.get("summary", {}))}))
     atomic_write(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata={"state": json.dumps(meta)}))
+
+
+def remove(folder: Path) -> None:
+    """A finished run needs no checkpoint."""
+    for name in (FILE, SEARCH_FILE):
+        (folder / name).unlink(missing_ok=True)
 
 
 def load(folder: Path) -> dict | None:
@@ -65,6 +77,8 @@ def load(folder: Path) -> dict | None:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        with safe_open(str(folder / SEARCH_FILE), framework="np") as f:
+            report = {"summary": json.loads(f.metadata()["summary"]), "arrays": {k: f.get_tensor(k) for k in f.keys()}}
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         raise RunError(f"{path}: corrupt checkpoint ({exc})") from None
 
@@ -74,9 +88,7 @@ def load(folder: Path) -> dict | None:
     arrays = {k: v.numpy() for k, v in part("routing.").items()}
     return {"meta": meta, "model": part("model."), "best": part("best.") if meta["has_best"] else None,
             "generator": tensors["generator"], "optim": part("optim."),
-            "routing": (meta["routing"], {k: v for k, v in arrays.items() if not k.startswith("report.")}),
-            "report": {"summary": meta["report"],
-                       "arrays": {k[len("report."):]: v for k, v in arrays.items() if k.startswith("report.")}}}
+            "routing": (meta["routing"], arrays), "report": report}
 
 
 def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:

@@ -344,7 +344,7 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
         if writer:
             writer.save_model(model, report.get("arrays"))
             writer.finish(summary)
-            (writer.path / checkpoint.FILE).unlink(missing_ok=True)  # a finished run needs none
+            checkpoint.remove(writer.path)
     except KeyboardInterrupt:
         if writer:
             writer.set_status("interrupted", "stopped by the user or a signal")
