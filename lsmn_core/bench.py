@@ -115,7 +115,8 @@ def _train_step(forward, params: list[torch.Tensor]) -> Callable[[], None]:
 def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, Callable[[], None]]:
     """One masked body block, forward + backward, for `n_tasks` tasks on one shared batch, four ways.
 
-    - lsmn: the sparse scheme's body (shared weights, per-task bool masks, one batched matmul);
+    - lsmn: the sparse scheme's body (shared weights, per-task bool masks; on a CPU task by task
+      through MaskedLinear's reused buffer, on a GPU one batched matmul);
     - loop: the same parameters and masks, one task after another;
     - prune-hook: torch.nn.utils.prune's design, a pruned copy per task whose forward pre-hook
       recomputes weight * mask;
@@ -331,8 +332,11 @@ def _page_bench_runs(folder: Path, n_tasks: int, depth: int) -> None:
 def _render_pages(run) -> dict[str, float]:
     """Seconds for each app page's first render of `run`, in one session (Streamlit's AppTest:
     the script, the analysis and the figures; no browser)."""
+    import logging
+
     from streamlit.testing.v1 import AppTest
 
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest's "missing ScriptRunContext" notes
     test = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
     test.session_state["runs_folder"] = str(run.path.parent)
     test.session_state["run_select"] = run.label

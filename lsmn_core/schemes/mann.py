@@ -33,12 +33,8 @@ class Mann(MaskedScheme):
         self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden, unstacked=PRUNABLE) for _ in range(depth))
         self.register_masks()
 
-    def block_params(self, layer, tasks):
-        params = {}
-        for name, p in self.blocks[layer].items():
-            full = f"blocks.{layer}.{name}"
-            params[name] = p * self.mask_of(full)[tasks] if self.prunable(full) else p.index_select(0, tasks)
-        return params
+    def unmasked(self, p, tasks):
+        return p.index_select(0, tasks)  # each task its own norms and biases
 
     def usage(self, task):
         return {name: self.mask_of(name)[task].clone() if self.prunable(name) else self.task_rows(task, p)

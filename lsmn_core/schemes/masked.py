@@ -1,13 +1,31 @@
 """Per-task masks over the prunable weights, shared by the masked schemes (sparse, mann).
 
-Masks are bool buffers [T, *weight.shape], one per prunable weight, so every task's masked weights
-stack along a task axis and all tasks run in one batched matmul.
+Masks are bool buffers [T, *weight.shape], one per prunable weight, over one shared weight. On a
+GPU every task's masked weights stack along a task axis and all tasks run in one batched matmul;
+on a CPU that stack's memory traffic costs more than the matmuls, so the body runs task by task
+through MaskedLinear (lsmn bench: masked multitask step).
 """
+
+import abc
 
 import torch
 
-from lsmn_core.blocks import block_index
+from lsmn_core.blocks import block_branch, block_index, stacked_linear
+from lsmn_core.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
+
+
+class TaskMasked:
+    """A shared weight that each task sees through its own mask, for `masked_or_stacked_linear`."""
+
+    def __init__(self, weight: torch.Tensor, masks: torch.Tensor, tasks: list[int]):
+        self.weight, self.masks, self.tasks = weight, masks, tasks
+
+
+def masked_or_stacked_linear(x: torch.Tensor, weight, bias: torch.Tensor) -> torch.Tensor:
+    if isinstance(weight, TaskMasked):
+        return MaskedLinear.apply(x, weight.weight, weight.masks, weight.tasks) + bias.unsqueeze(1)
+    return stacked_linear(x, weight, bias)
 
 
 class MaskedScheme(IsometricScheme):
@@ -27,6 +45,28 @@ class MaskedScheme(IsometricScheme):
 
     def masks(self):
         return {name: self.mask_of(name) for name, _ in self.named_parameters() if self.prunable(name)}
+
+    @abc.abstractmethod
+    def unmasked(self, p: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """A parameter that is not pruned (norms, biases), for `tasks`, with a task axis of len(tasks) or 1."""
+
+    def block_params(self, layer, tasks):
+        """The prunable weights (shared) through each task's mask, stacked per task."""
+        params = {}
+        for name, p in self.blocks[layer].items():
+            full = f"blocks.{layer}.{name}"
+            params[name] = p * self.mask_of(full).index_select(0, tasks) if self.prunable(full) else self.unmasked(p, tasks)
+        return params
+
+    def layer_update(self, h, tasks, layer):
+        if h.is_cuda:
+            return super().layer_update(h, tasks, layer)
+        task_list = tasks.tolist()  # on the CPU: no device to wait for
+        params = {}
+        for name, p in self.blocks[layer].items():
+            full = f"blocks.{layer}.{name}"
+            params[name] = TaskMasked(p, self.mask_of(full), task_list) if self.prunable(full) else self.unmasked(p, tasks)
+        return block_branch(h, params, linear=masked_or_stacked_linear)
 
     def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
         for name, mask in masks.items():

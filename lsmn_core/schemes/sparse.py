@@ -31,12 +31,8 @@ class Sparse(MaskedScheme):
         self.blocks = shared_blocks(depth, width, hidden)
         self.register_masks()
 
-    def block_params(self, layer, tasks):
-        params = {}
-        for name, p in self.blocks[layer].items():
-            full = f"blocks.{layer}.{name}"
-            params[name] = p * self.mask_of(full)[tasks] if self.prunable(full) else p.unsqueeze(0)
-        return params
+    def unmasked(self, p, tasks):
+        return p.unsqueeze(0)  # shared by all tasks
 
     def usage(self, task):
         usage = super().usage(task)
