@@ -336,7 +336,8 @@ def _render_pages(run) -> dict[str, float]:
 
     from streamlit.testing.v1 import AppTest
 
-    logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest's "missing ScriptRunContext" notes
+    # AppTest outside a server: Streamlit notes a missing ScriptRunContext for every call
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     test = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
     test.session_state["runs_folder"] = str(run.path.parent)
     test.session_state["run_select"] = run.label
