@@ -7,22 +7,27 @@ import torch
 from analysis.attributions import METHODS, block_importance, input_attributions
 from app.figures import attribution_grid, block_importance_chart
 from app.state import current_run, run_stamp
-from lsmn_core.data import load_tasks
+from lsmn_core.data import load_task
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import open_run
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _loaded(run_path: str, stamp: float):
-    run = open_run(run_path)
-    config = run.config()
-    return run.load_model().eval(), load_tasks(config.tasks, config.data)
+def _model(run_path: str, stamp: float):
+    return open_run(run_path).load_model().eval()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _dev_inputs(run_path: str, stamp: float, source: int):
+    """The dev inputs of one task (the others' data is not needed to explain them)."""
+    config = open_run(run_path).config()
+    return load_task(config.tasks[source], config.data).splits["dev"][0]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tuple, method: str):
-    model, data = _loaded(run_path, stamp)
-    x = torch.as_tensor(data[source].splits["dev"][0][list(indices)])
+    model = _model(run_path, stamp)
+    x = torch.as_tensor(_dev_inputs(run_path, stamp, source)[list(indices)])
     maps, captions, importance = {}, {}, {}
     progress = st.progress(0.0, text="Attributing...")
     for i, t in enumerate(tasks):
@@ -43,20 +48,19 @@ if run is None:
     st.stop()
 st.title(f"Attributions · {run.name}")
 stamp = run_stamp(run)
-try:
-    model, data = _loaded(str(run.path), stamp)
-except LsmnError as exc:
-    st.warning(f"Attributions need the run's data: {exc}")
-    st.stop()
-
-names = run.task_names
+names, specs = run.task_names, run.specs
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
-shape = data[source].spec.input_shape
-same_input = [n for i, n in enumerate(names) if data[i].spec.input_shape == shape]
+try:
+    _model(str(run.path), stamp)
+    n_dev = len(_dev_inputs(str(run.path), stamp, source))
+except LsmnError as exc:
+    st.warning(f"Attributions need the run's model and data: {exc}")
+    st.stop()
+shape = specs[source].input_shape
+same_input = [n for i, n in enumerate(names) if specs[i].input_shape == shape]
 chosen = st.multiselect("Tasks", same_input, default=same_input[:4], key=f"attr_tasks_{run.id}")
 cols = st.columns(3)
 method = cols[0].selectbox("Method", list(METHODS), key="attr_method")
-n_dev = len(data[source].splits["dev"][1])
 first = cols[1].number_input("Sample", min_value=0, max_value=n_dev - 1, value=0, key=f"attr_sample_{run.id}")
 count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count")
 if not chosen:
