@@ -26,7 +26,7 @@ def test_auto_picks_cuda_and_the_run_records_it(tmp_path):
     assert resolve_device("auto").type == "cuda"
     run = open_run(train(tiny_config(train={"steps": 40, "eval_every": 20, "device": "auto"}), tmp_path, quiet=True))
     assert run.meta["device"].startswith("cuda")
-    assert run.status == "finished"
+    assert run.status == "done"
 
 
 def test_a_bf16_loss_on_cuda_is_the_float32_loss_on_cpu_within_bf16_precision():
