@@ -34,9 +34,10 @@ def intersections(flat: np.ndarray) -> np.ndarray:
     return packed_intersections(np.packbits(flat, axis=1))
 
 
-def pairwise_overlap(flat: np.ndarray) -> np.ndarray:
-    """[T, T] overlap ratio of each pair of tasks: |M_i & M_j| / |M_i | M_j|."""
-    inter = intersections(flat)
+def pairwise_overlap(flat: np.ndarray, inter: np.ndarray | None = None) -> np.ndarray:
+    """[T, T] overlap ratio of each pair of tasks: |M_i & M_j| / |M_i | M_j| (from `inter`, the
+    masks' intersections, when the caller has them already)."""
+    inter = intersections(flat) if inter is None else inter
     counts = np.diag(inter)
     union = counts[:, None] + counts[None, :] - inter
     return np.divide(inter, union, out=np.ones(inter.shape), where=union > 0)
@@ -74,10 +75,11 @@ def overlap_report(masks: dict[str, np.ndarray], task_names: list[str]) -> dict:
     """Everything the CLI and app show about masks: global, pairwise, per layer, subsets."""
     flat = flatten(masks)
     layers = by_layer(masks)
+    inter = intersections(flat)  # the costly part, counted once for both entries
     return {
         "global": overlap_ratio(flat),
-        "pairwise": pairwise_overlap(flat).tolist(),
-        "intersections": intersections(flat).tolist(),
+        "pairwise": pairwise_overlap(flat, inter).tolist(),
+        "intersections": inter.tolist(),
         "density": dict(zip(task_names, density(flat).tolist())),
         "per_layer": [{"layer": layer, "global": overlap_ratio(f), "pairwise": pairwise_overlap(f).tolist(),
                        "density": density(f).tolist()} for layer, f in layers.items()],
