@@ -11,10 +11,9 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {report['pairwise'][i][j]:.3f}<br>"
               f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
               for j in range(len(tasks))] for i in range(len(tasks))]
-    labelled = len(tasks) <= MANY_TASKS
     figure = go.Figure(go.Heatmap(
         z=report["pairwise"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
-        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate="%{text}" if labelled else None,
+        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate=cell_labels(len(tasks)),
         hovertext=hover, hoverinfo="text", colorbar={"title": "OR"}))
     figure.update_layout(title=f"Mask overlap ratio (all tasks: {report['global']:.3f})",
                          yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=task_rows_height(len(tasks)))
@@ -22,6 +21,11 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
 
 
 MANY_TASKS = 25  # beyond this, heatmaps drop their cell labels and stop growing (hover still tells)
+
+
+def cell_labels(n_tasks: int) -> str | None:
+    """A per-task heatmap's cell text template: the values, or none past MANY_TASKS rows."""
+    return "%{text}" if n_tasks <= MANY_TASKS else None
 
 
 def task_rows_height(n_tasks: int) -> int:
@@ -35,7 +39,7 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
     figure = go.Figure(go.Heatmap(z=z, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
                                   text=[[f"{v:.2f}" for v in row] for row in z],
-                                  texttemplate="%{text}" if len(tasks) <= MANY_TASKS else None,
+                                  texttemplate=cell_labels(len(tasks)),
                                   colorbar={"title": "density"}))
     figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)))
     return figure

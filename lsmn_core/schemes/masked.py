@@ -50,22 +50,23 @@ class MaskedScheme(IsometricScheme):
     def unmasked(self, p: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """A parameter that is not pruned (norms, biases), for `tasks`, with a task axis of len(tasks) or 1."""
 
-    def block_params(self, layer, tasks):
-        """The prunable weights (shared) through each task's mask, stacked per task."""
+    def _params(self, layer, tasks, through_masks) -> dict:
+        """Block `layer`'s parameters for `tasks`: each prunable weight as `through_masks(weight, masks)`."""
         params = {}
         for name, p in self.blocks[layer].items():
             full = f"blocks.{layer}.{name}"
-            params[name] = p * self.mask_of(full).index_select(0, tasks) if self.prunable(full) else self.unmasked(p, tasks)
+            params[name] = through_masks(p, self.mask_of(full)) if self.prunable(full) else self.unmasked(p, tasks)
         return params
+
+    def block_params(self, layer, tasks):
+        """The prunable weights (shared) through each task's mask, stacked per task."""
+        return self._params(layer, tasks, lambda p, masks: p * masks.index_select(0, tasks))
 
     def layer_update(self, h, tasks, layer):
         if h.is_cuda:
             return super().layer_update(h, tasks, layer)
         task_list = tasks.tolist()  # on the CPU: no device to wait for
-        params = {}
-        for name, p in self.blocks[layer].items():
-            full = f"blocks.{layer}.{name}"
-            params[name] = TaskMasked(p, self.mask_of(full), task_list) if self.prunable(full) else self.unmasked(p, tasks)
+        params = self._params(layer, tasks, lambda p, masks: TaskMasked(p, masks, task_list))
         return block_branch(h, params, linear=masked_or_stacked_linear)
 
     def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
