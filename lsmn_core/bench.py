@@ -35,15 +35,30 @@ from lsmn_core.pruning import keep_largest
 from lsmn_core.tasks import TaskSpec
 
 
-def _timed(fn, repeat: int = 20) -> float:
-    """Median seconds per call after a warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
+def _synchronize() -> None:
+    """Wait for queued GPU work, so that a timer reads the work and not its launch."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _timed(calls: dict[str, Callable[[], object]], budget: float = 3.0, most: int = 25) -> dict[str, float]:
+    """Median seconds per call of each contender. After a warm-up round the contenders take turns,
+    round after round, so that the shared machine's drift touches them all alike; as many rounds
+    as fit in `budget` seconds, at least 3 and at most `most`."""
+    def once(fn) -> float:
+        _synchronize()
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        _synchronize()
+        return time.perf_counter() - start
+
+    warm_up = sum(once(fn) for fn in calls.values())
+    rounds = max(3, min(most, int(budget / max(warm_up, 1e-9))))
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times[name].append(once(fn))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def _vector_specs(n_tasks: int, inputs: int, classes: int = 2) -> list[TaskSpec]:
@@ -96,8 +111,8 @@ def bench_sparse_inference(width: int = 1024, depth: int = 4, batch: int = 16) -
     sparse = SparseInference(model, 0)
     x = torch.rand(batch, 64)
     with torch.no_grad():
-        floor = _timed(lambda: dense(x, 0))
-        csr = _timed(lambda: sparse(x))
+        times = _timed({"floor": lambda: dense(x, 0), "csr": lambda: sparse(x)})
+    floor, csr = times["floor"], times["csr"]
     return [{"name": f"sparse inference, density 5%, width {width}, batch {batch}", "value": csr * 1e3,
              "unit": "ms", "baseline": f"dense floor {floor * 1e3:.2f} ms", "ratio": floor / csr, "target": 1.5,
              "better": "higher"}]
@@ -173,7 +188,7 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
                       batch: int = 64) -> list[dict]:
     results = []
     for n_tasks, width in sizes:
-        times = {name: _timed(step, repeat=3) for name, step in _masked_step_contenders(n_tasks, width, batch).items()}
+        times = _timed(_masked_step_contenders(n_tasks, width, batch), budget=10.0)
         floor = min(times["floor, batched"], times["floor, per task"])
         which = "batched" if times["floor, batched"] <= times["floor, per task"] else "per task"
         others = ", ".join(f"{k} {times[k] * 1e3:.1f} ms" for k in ("loop", "prune-hook"))
@@ -251,8 +266,9 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
         stacked = body.hypermodules[body.candidates[locations]]
         return torch.einsum("lkmnc,lc,lk->lmn", stacked, z, body.candidate_weights()[locations]) * gain
 
-    columns = _timed(_train_step(lambda: body.blocks(locations), params))
-    at_once = _timed(_train_step(one_einsum, params))
+    times = _timed({"columns": _train_step(lambda: body.blocks(locations), params),
+                    "at once": _train_step(one_einsum, params)})
+    columns, at_once = times["columns"], times["at once"]
     return [{"name": f"MUiR generation: blocks of {len(locations)} locations x {challengers + 1} candidates "
                      f"({n_tasks} MLP tasks, width {width}, 16 x 16 blocks), forward + backward, per candidate column",
              "value": columns * 1e3, "unit": "ms", "baseline": f"one einsum over all candidates {at_once * 1e3:.2f} ms",
@@ -267,8 +283,9 @@ def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8
     plain, _ = _vector_model(specs, width, 2, {"kind": "independent"})
     tasks = torch.arange(n_tasks)
     h = torch.randn(n_tasks, batch, width)
-    generated = _timed(_train_step(lambda: mixture.body(h, tasks), list(mixture.body.parameters())))
-    floor = _timed(_train_step(lambda: plain.body(h, tasks), list(plain.body.parameters())))
+    times = _timed({"generated": _train_step(lambda: mixture.body(h, tasks), list(mixture.body.parameters())),
+                    "floor": _train_step(lambda: plain.body(h, tasks), list(plain.body.parameters()))})
+    generated, floor = times["generated"], times["floor"]
     return [{"name": f"mixture blocks: K={templates} templates, T={n_tasks}, width {width}, depth 2, batch {batch}; "
                      "generation + forward + backward",
              "value": generated * 1e3, "unit": "ms", "baseline": f"plain per-task blocks {floor * 1e3:.2f} ms",
@@ -296,7 +313,7 @@ def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000) -> 
     exact = all(counts[i, j] == np.bitwise_count(packed[i] & packed[j]).sum() for i, j in ((0, 1), (999, 500), (7, 7)))
     part = 20_000  # weights in the GEMM slice
     unpacked = np.unpackbits(packed[:, : part // 8], axis=1).astype(np.float32)
-    gemm = _timed(lambda: unpacked @ unpacked.T, repeat=3) * n_weights / part
+    gemm = _timed({"gemm": lambda: unpacked @ unpacked.T})["gemm"] * n_weights / part
     floats = n_tasks * n_weights * 4
     return [
         {"name": f"overlap counts, {n_tasks} tasks x {n_weights // 10**6}M weights, popcount over packed masks "

@@ -13,7 +13,8 @@ import torch
 
 
 class MaskedLinear(torch.autograd.Function):
-    """y[i] = x[i] @ (weight * masks[tasks[i]]).T for x [T', B, in], weight [out, in], bool masks [T, out, in]."""
+    """y[i] = x[i] @ (weight * masks[tasks[i]]).T for x [T', B, in], weight [out, in], masks [T, out, in]
+    of 0 and 1 (bool, or the weight's dtype: faster on a CPU)."""
 
     @staticmethod
     def forward(ctx, x, weight, masks, tasks: list[int]):

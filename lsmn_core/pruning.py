@@ -75,7 +75,8 @@ class TaskReplicas(IsometricScheme):
         self.blocks = nn.ModuleList(
             nn.ParameterDict({n: nn.Parameter(p.detach().unsqueeze(0).repeat(len(tasks), *[1] * p.dim()))
                               for n, p in block.items()}) for block in body.blocks)
-        self.task_masks = {n: m[tasks].clone() for n, m in body.masks().items()}  # set by set_masks
+        # in the weights' dtype, not bool: on a CPU a multiply by a bool mask costs 4x one by a float mask
+        self.task_masks = {n: m[tasks].to(self.blocks[0]["w_in"].dtype) for n, m in body.masks().items()}
 
     def block_params(self, layer, tasks):
         rows = self.rows[tasks]
@@ -138,7 +139,8 @@ def _prune_side_by_side(session, options, group: list[int]) -> list[tuple[list[d
     side = TrainingSession(replica, session.tasks, session.config, session.reporter, parallel=session.parallel)
     side.step = session.step
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
-    masks = [{name: torch.ones_like(m[0]) for name, m in replica.body.task_masks.items()} for _ in group]
+    masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.task_masks.items()}
+             for _ in group]
     rounds, kept = [[] for _ in group], [[] for _ in group]
     names = specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
     while True:

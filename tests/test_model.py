@@ -84,21 +84,23 @@ def test_parameter_counts_follow_the_scheme(specs):
 
 @pytest.mark.parametrize("kind", ["sparse", "mann"])
 def test_task_by_task_masked_linears_equal_the_stacked_masked_weights(specs, kind):
-    """The CPU path (MaskedLinear, one reused buffer) computes what the batched GPU path computes:
-    the block's update and the gradients of input, shared weights, norms and biases."""
+    """The CPU path (MaskedLinear, one reused buffer, masks as floats) computes what the batched GPU
+    path computes: the block's update and the gradients of input, shared weights, norms and biases;
+    also after the masks change (the float copy follows them)."""
     from lsmn_core.schemes.base import IsometricScheme
 
     model = model_for(specs, kind)
-    random_masks(model)
     body = model.body
     tasks = torch.tensor([2, 0, 2])  # repeated and out of order
     h = torch.randn(3, 5, body.width, requires_grad=True)
-    results = []
-    for update in (body.layer_update, lambda *a: IsometricScheme.layer_update(body, *a)):
-        body.zero_grad()
-        h.grad = None
-        out = update(h, tasks, 1)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append([out.detach(), h.grad.clone()] + [p.grad.clone() for p in body.blocks[1].values()])
-    for looped, stacked in zip(*results):
-        assert torch.allclose(looped, stacked, atol=1e-5)
+    for seed in (0, 1):
+        random_masks(model, seed)
+        results = []
+        for update in (body.layer_update, lambda *a: IsometricScheme.layer_update(body, *a)):
+            body.zero_grad()
+            h.grad = None
+            out = update(h, tasks, 1)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            results.append([out.detach(), h.grad.clone()] + [p.grad.clone() for p in body.blocks[1].values()])
+        for looped, stacked in zip(*results):
+            assert torch.allclose(looped, stacked, atol=1e-5)

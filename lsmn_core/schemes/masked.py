@@ -3,7 +3,8 @@
 Masks are bool buffers [T, *weight.shape], one per prunable weight, over one shared weight. On a
 GPU every task's masked weights stack along a task axis and all tasks run in one batched matmul;
 on a CPU that stack's memory traffic costs more than the matmuls, so the body runs task by task
-through MaskedLinear (lsmn bench: masked multitask step).
+through MaskedLinear (lsmn bench: masked multitask step), with the masks as floats: on a CPU a
+multiply by a bool mask costs about 4x one by a float mask (bool to float on every element).
 """
 
 import abc
@@ -13,6 +14,8 @@ import torch
 from lsmn_core.blocks import block_branch, block_index, stacked_linear
 from lsmn_core.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
+
+FLOAT_MASKS_LIMIT = 2**30  # bytes: one weight's masks as floats up to this, bool (slower) beyond
 
 
 class TaskMasked:
@@ -35,6 +38,18 @@ class MaskedScheme(IsometricScheme):
             if self.prunable(name):
                 self.register_buffer(self._buffer(name), torch.ones((self.n_tasks, *p.shape), dtype=torch.bool),
                                      persistent=False)
+        self._float_masks = {}
+
+    def _as_floats(self, masks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`masks` in the weights' dtype, for the CPU path's multiplies; kept until the masks are
+        written to (their version counter moves) or replaced (moved to a device)."""
+        if masks.numel() * dtype.itemsize > FLOAT_MASKS_LIMIT:
+            return masks
+        source, version, floats = self._float_masks.get(id(masks), (None, None, None))
+        if source is not masks or version != masks._version or floats.dtype != dtype:
+            floats = masks.to(dtype)
+            self._float_masks[id(masks)] = (masks, masks._version, floats)
+        return floats
 
     @staticmethod
     def _buffer(name: str) -> str:
@@ -66,7 +81,7 @@ class MaskedScheme(IsometricScheme):
         if h.is_cuda:
             return super().layer_update(h, tasks, layer)
         task_list = tasks.tolist()  # on the CPU: no device to wait for
-        params = self._params(layer, tasks, lambda p, masks: TaskMasked(p, masks, task_list))
+        params = self._params(layer, tasks, lambda p, masks: TaskMasked(p, self._as_floats(masks, p.dtype), task_list))
         return block_branch(h, params, linear=masked_or_stacked_linear)
 
     def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
