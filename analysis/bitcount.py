@@ -2,8 +2,10 @@
 popcount of the AND of their packed rows. 1,000 tasks x 10M weights are 1.25 GB packed (40 GB as
 float32), and a GEMM over unpacked bits would do 64x the work of a 64-bit AND + popcount.
 
-The kernel is compiled by numba (cached on disk after the first call): a 4 x 4 tile of task pairs
-per inner loop, so that each loaded word serves four pairs, over column chunks that stay in cache.
+The CPU kernel is compiled by numba (cached on disk after the first call): a 4 x 4 tile of task
+pairs per inner loop, so that each loaded word serves four pairs, over column chunks that stay in
+cache. On a GPU the bits are unpacked there, a slice at a time, and counted by int8 matrix products
+on its tensor cores: 64x the work of the popcounts, done hundreds of times faster.
 """
 
 from __future__ import annotations
@@ -91,14 +93,35 @@ def _lower_tiles(words: np.ndarray, chunk: int) -> np.ndarray:
     return out
 
 
-def packed_intersections(packed: np.ndarray) -> np.ndarray:
+def packed_intersections(packed: np.ndarray, device: str = "cpu") -> np.ndarray:
     """[T, T] number of weights both tasks use, from masks packed with np.packbits along axis 1
-    (uint8 [T, ceil(N / 8)]); the diagonal holds each task's count."""
+    (uint8 [T, ceil(N / 8)]); the diagonal holds each task's count. `device` other than "cpu": a
+    torch device to count on (`device_intersections`)."""
     n_tasks, n_bytes = packed.shape
     if n_tasks == 0:
         return np.zeros((0, 0), np.int64)
+    if device != "cpu":
+        return device_intersections(packed, device)
     padding = -n_bytes % 8  # zero bytes: they add nothing to any count
     rows = np.ascontiguousarray(packed if not padding else np.pad(packed, ((0, 0), (0, padding))))
     tiles = _lower_tiles(rows.view(np.uint64), CHUNK_WORDS)[:n_tasks, :n_tasks]
     lower = np.tril(tiles)
     return lower + np.tril(lower, -1).T
+
+
+def device_intersections(packed: np.ndarray, device: str, chunk_bytes: int = 1 << 16) -> np.ndarray:
+    """`packed_intersections` on a torch device: each slice of `chunk_bytes` bytes of every row is
+    unpacked there to int8 bits, and bits @ bits.T (int32, exact within a slice) adds to an int64
+    total. The rows are padded to what torch._int_mm takes (more than 16, a multiple of 8)."""
+    import torch
+
+    n_tasks, n_bytes = packed.shape
+    rows = max(24, -(-n_tasks // 8) * 8)
+    on_device = torch.zeros((rows, n_bytes + n_bytes % 2), dtype=torch.uint8, device=device)  # slices of >= 16 bits
+    on_device[:n_tasks, :n_bytes] = torch.from_numpy(np.ascontiguousarray(packed)).to(device, non_blocking=True)
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)  # np.packbits' order: high bit first
+    total = torch.zeros((rows, rows), dtype=torch.int64, device=device)
+    for start in range(0, on_device.shape[1], chunk_bytes):
+        bits = (on_device[:, start : start + chunk_bytes, None] >> shifts & 1).view(torch.int8).flatten(1)
+        total += torch._int_mm(bits, bits.T)
+    return total[:n_tasks, :n_tasks].cpu().numpy()

@@ -127,7 +127,7 @@ def _train_step(forward, params: list[torch.Tensor]) -> Callable[[], None]:
     return step
 
 
-def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, Callable[[], None]]:
+def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -> dict[str, Callable[[], None]]:
     """One masked body block, forward + backward, for `n_tasks` tasks on one shared batch, four ways.
 
     - lsmn: the sparse scheme's body (shared weights, per-task bool masks; on a CPU task by task
@@ -142,12 +142,12 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, C
 
     specs = _vector_specs(n_tasks, width)
     model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
-    body = model.body
+    body = model.body.to(device)
     generator = torch.Generator().manual_seed(0)
     for name, mask in body.masks().items():  # half of every task's weights, differently per task
         mask.copy_(torch.rand(mask.shape, generator=generator) < 0.5)
-    tasks = torch.arange(n_tasks)
-    x = torch.randn(batch, width)
+    tasks = torch.arange(n_tasks, device=device)
+    x = torch.randn(batch, width, device=device)
     h = x.expand(n_tasks, batch, width)
     shared = list(body.parameters())
 
@@ -161,10 +161,10 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, C
                                      torch.nn.Linear(hidden, width))
         for layer, name in ((layers[1], "w_in"), (layers[3], "w_out")):
             torch.nn.utils.prune.custom_from_mask(layer, "weight", body.mask_of(f"blocks.0.{name}")[t].float())
-        copies.append(layers)
+        copies.append(layers.to(device))
     hooked = [p for c in copies for p in c.parameters()]
 
-    dense = {n: torch.randn(n_tasks, *p.shape, requires_grad=True) for n, p in body.blocks[0].items()}
+    dense = {n: torch.randn(n_tasks, *p.shape, device=device, requires_grad=True) for n, p in body.blocks[0].items()}
 
     def floor_batched():
         return block_branch(h, dense)
@@ -185,10 +185,10 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int) -> dict[str, C
 
 
 def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 1024), (64, 1024)),
-                      batch: int = 64) -> list[dict]:
+                      batch: int = 64, device: str = "cpu") -> list[dict]:
     results = []
     for n_tasks, width in sizes:
-        times = _timed(_masked_step_contenders(n_tasks, width, batch), budget=10.0)
+        times = _timed(_masked_step_contenders(n_tasks, width, batch, device), budget=10.0)
         floor = min(times["floor, batched"], times["floor, per task"])
         which = "batched" if times["floor, batched"] <= times["floor, per task"] else "per task"
         others = ", ".join(f"{k} {times[k] * 1e3:.1f} ms" for k in ("loop", "prune-hook"))
@@ -200,7 +200,7 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
     return results
 
 
-def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20) -> list[dict]:
+def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20, device: str = "cpu") -> list[dict]:
     """The sparse scheme's IMP search (4 rounds per task) for T tasks: all tasks' rounds at once
     against one task after another, timed once each after a warm-up. Two task sets: Kang's vector
     regressions (the body dominates) and one-against-the-rest digits (each task's copy of the
@@ -219,12 +219,14 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20)
             "name": "bench", "seed": 0, "tasks": tasks, "model": {"width": width, "depth": 2},
             "scheme": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.1, "round_steps": round_steps,
                        "tasks_at_once": tasks_at_once},
-            "train": {"batch_size": 64, "device": "cpu"}})
+            "train": {"batch_size": 64, "device": device}})
         data = load_tasks(config.tasks, config.data)
-        model = build_model([d.spec for d in data], config)
-        session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
+        model = build_model([d.spec for d in data], config).to(device)
+        session = TrainingSession(model, DeviceTasks(data, torch.device(device)), config, Reporter(None, quiet=True))
+        _synchronize()
         start = time.perf_counter()
         model.body.search_routing(session)
+        _synchronize()
         return time.perf_counter() - start, model.body.masks()
 
     results = []
@@ -241,7 +243,7 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20)
     return results
 
 
-def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int = 4) -> list[dict]:
+def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int = 4, device: str = "cpu") -> list[dict]:
     """The blocks of every location during a generation (1 + lambda soft-merged candidates each),
     forward + backward: the scheme's way (one contraction over all locations per candidate column)
     against one einsum over all locations and candidates at once."""
@@ -254,11 +256,11 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
                                                        "architecture": "mlp"} for s in specs],
                            "model": {"width": width, "depth": 2},
                            "scheme": {"kind": "hyper", "block": [16, 16], "challengers": challengers}})
-    body = build_model(specs, config).body
+    body = build_model(specs, config).body.to(device)
     candidates, active, _ = sample_challengers(body.alignment.tolist(), body.n_hypermodules, config.scheme,
                                                np.random.RandomState(0))
     body.begin_generation(candidates, active.fill_(True))
-    locations = torch.arange(len(body.alignment))
+    locations = torch.arange(len(body.alignment), device=device)
     params = [body.hypermodules, body.contexts, body.scores]
 
     def one_einsum():  # the same sum over a gathered [l, 1 + lambda, m, n, c] tensor
@@ -275,14 +277,16 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
              "ratio": at_once / columns, "target": 1.0, "better": "higher"}]
 
 
-def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8, batch: int = 64) -> list[dict]:
+def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8, batch: int = 64,
+                         device: str = "cpu") -> list[dict]:
     """A mixture body (each task's block generated from K templates by its signature, then run)
     against plain per-task blocks of the same shapes (independent), forward + backward."""
     specs = _vector_specs(n_tasks, width)
     mixture, _ = _vector_model(specs, width, 2, {"kind": "mixture", "templates": templates})
     plain, _ = _vector_model(specs, width, 2, {"kind": "independent"})
-    tasks = torch.arange(n_tasks)
-    h = torch.randn(n_tasks, batch, width)
+    mixture, plain = mixture.to(device), plain.to(device)
+    tasks = torch.arange(n_tasks, device=device)
+    h = torch.randn(n_tasks, batch, width, device=device)
     times = _timed({"generated": _train_step(lambda: mixture.body(h, tasks), list(mixture.body.parameters())),
                     "floor": _train_step(lambda: plain.body(h, tasks), list(plain.body.parameters()))})
     generated, floor = times["generated"], times["floor"]
@@ -292,9 +296,10 @@ def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8
              "ratio": generated / floor, "target": 1.2, "better": "lower"}]
 
 
-def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000) -> list[dict]:
+def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000, device: str = "cpu") -> list[dict]:
     """Pairwise intersection counts of random bit-packed masks, and the traced peak memory of
-    holding and analysing them; the float32 GEMM over unpacked masks is timed on a slice."""
+    holding and analysing them (on the host; on a GPU also the device's peak); on a CPU the float32
+    GEMM over unpacked masks is timed on a slice."""
     import tracemalloc
 
     import numpy as np
@@ -304,24 +309,32 @@ def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000) -> 
     rng = np.random.default_rng(0)
     tracemalloc.start()
     packed = rng.integers(0, 256, (n_tasks, n_weights // 8), dtype=np.uint8)  # random masks, packed
-    packed_intersections(packed[:4, :64])  # compiles the kernel once (or loads it from numba's cache)
+    packed_intersections(packed[:4, :64], device)  # compiles the kernel (or loads it from numba's cache)
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    counts = packed_intersections(packed)
+    counts = packed_intersections(packed, device)  # from host to host: the upload is counted
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    exact = all(counts[i, j] == np.bitwise_count(packed[i] & packed[j]).sum() for i, j in ((0, 1), (999, 500), (7, 7)))
-    part = 20_000  # weights in the GEMM slice
-    unpacked = np.unpackbits(packed[:, : part // 8], axis=1).astype(np.float32)
-    gemm = _timed({"gemm": lambda: unpacked @ unpacked.T})["gemm"] * n_weights / part
+    spots = ((0, 1), (n_tasks - 1, n_tasks // 2), (n_tasks // 3, n_tasks // 3))
+    exact = all(counts[i, j] == np.bitwise_count(packed[i] & packed[j]).sum() for i, j in spots)
+    if device == "cpu":
+        part = 20_000  # weights in the GEMM slice
+        unpacked = np.unpackbits(packed[:, : part // 8], axis=1).astype(np.float32)
+        gemm = _timed({"gemm": lambda: unpacked @ unpacked.T})["gemm"] * n_weights / part
+        how = f"popcount over packed masks; a float32 GEMM over unpacked masks would take {gemm:.0f} s"
+        held = ""
+    else:
+        how = "bits unpacked on the device a slice at a time, int8 GEMMs, upload from the host included"
+        held = f"; device peak {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
     floats = n_tasks * n_weights * 4
     return [
-        {"name": f"overlap counts, {n_tasks} tasks x {n_weights // 10**6}M weights, popcount over packed masks "
-                 f"(spot checks exact: {exact}); a float32 GEMM over unpacked masks would take {gemm:.0f} s",
+        {"name": f"overlap counts, {n_tasks} tasks x {n_weights // 10**6}M weights, {how} (spot checks exact: {exact})",
          "value": seconds, "unit": "s", "baseline": "target 2 s", "ratio": seconds / 2.0, "target": 1.0,
          "better": "lower"},
-        {"name": f"memory: masks of {n_tasks} tasks x {n_weights // 10**6}M weights held bit-packed, traced peak "
-                 "while analysing them",
+        {"name": f"memory: masks of {n_tasks} tasks x {n_weights // 10**6}M weights held bit-packed, traced host "
+                 f"peak while analysing them{held}",
          "value": peak / 1e9, "unit": "GB", "baseline": f"float32 masks {floats / 1e9:.0f} GB",
          "ratio": peak / floats, "target": 1.1 / 32, "better": "lower"}]  # about 1.25 GB
 
@@ -386,7 +399,13 @@ def bench_app_pages(n_tasks: int = 100, depth: int = 16) -> list[dict]:
              "ratio": value, "target": 1.0, "better": "lower"}]
 
 
-def run_benchmarks() -> dict:
-    return {"device": f"cpu ({torch.get_num_threads()} threads)",
-            "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
-            + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale() + bench_app_pages()}
+def run_benchmarks(device: str = "cpu") -> dict:
+    """Every figure on the CPU; on a GPU (device "cuda") the ones that run on a device."""
+    if device == "cpu":
+        return {"device": f"cpu ({torch.get_num_threads()} threads)",
+                "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
+                + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale() + bench_app_pages()}
+    return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
+            "results": bench_masked_step(device=device) + bench_batched_imp(device=device)
+            + bench_muir_generation(device=device) + bench_mixture_blocks(device=device)
+            + bench_overlap_at_scale(device=device)}

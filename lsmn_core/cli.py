@@ -181,8 +181,9 @@ def cmd_export(args) -> None:
 
 def cmd_bench(args) -> None:
     from lsmn_core.bench import run_benchmarks
+    from lsmn_core.trainer import resolve_device
 
-    report = run_benchmarks()
+    report = run_benchmarks(str(resolve_device(args.device)))
     if args.json:
         return _print_json(report)
     print(f"device: {report['device']}")
@@ -269,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks, each a ratio measured side by side in one run")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
+                   help="cpu: every figure; cuda (or auto on a GPU machine): the figures that run on a device")
     b.set_defaults(func=cmd_bench)
 
     sm = sub.add_parser("samples", help="rebuild the shipped example runs")

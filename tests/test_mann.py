@@ -103,16 +103,6 @@ def test_cli_export(mann_run, tmp_path):
     assert result.returncode == 0 and "of the dense model.safetensors" in result.stdout and out.is_file()
 
 
-def test_bench_entries_follow_the_report_format():
-    from lsmn_core.bench import bench_export, bench_sparse_inference
-
-    results = bench_export(width=128, depth=2) + bench_sparse_inference(width=128, depth=2, batch=4)
-    for r in results:
-        assert set(r) == {"name", "value", "unit", "baseline", "ratio", "target", "better"}
-        assert r["better"] in ("lower", "higher") and r["ratio"] > 0 and r["value"] > 0
-    assert "outputs bit-identical: True" in results[0]["name"]
-
-
 def test_fastest_runner_picks_a_path_that_gives_the_same_outputs(mann_run):
     from lsmn_core.export import fastest_runner
 

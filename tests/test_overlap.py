@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.bitcount import packed_intersections
+from analysis.bitcount import device_intersections, packed_intersections
 from analysis.overlap import (by_layer, flatten, intersections, overlap_ratio, overlap_report, pairwise_overlap,
                               subset_counts)
 
@@ -78,7 +78,10 @@ def test_weight_task_sets_label_each_weight():
 
 @pytest.mark.parametrize("n_tasks, n_weights", [(1, 1), (3, 7), (4, 64), (6, 130), (13, 9001), (9, 70_000)])
 def test_popcount_over_packed_masks_counts_every_pair_exactly(n_tasks, n_weights):
-    """Task counts that fill part of a 4 x 4 tile, widths that end inside a byte, a word and a chunk."""
+    """Task counts that fill part of a 4 x 4 tile, widths that end inside a byte, a word and a chunk;
+    the device path (int8 products of bits unpacked slice by slice; run here on the CPU) too."""
     flat = np.random.default_rng(n_weights).random((n_tasks, n_weights)) < 0.3
     brute = [[int((flat[i] & flat[j]).sum()) for j in range(n_tasks)] for i in range(n_tasks)]
-    assert packed_intersections(np.packbits(flat, axis=1)).tolist() == brute
+    packed = np.packbits(flat, axis=1)
+    assert packed_intersections(packed).tolist() == brute
+    assert device_intersections(packed, "cpu", chunk_bytes=1000).tolist() == brute
