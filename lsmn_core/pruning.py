@@ -80,11 +80,16 @@ class TaskReplicas(IsometricScheme):
 
     def block_params(self, layer, tasks):
         rows = self.rows[tasks]
+        # the usual step trains the whole group in order; on the host that is seen without a sync,
+        # and then the copies need no gather (whose backward, a scatter, costs more than the gather)
+        in_order = not rows.is_cuda and rows.tolist() == list(range(self.n_tasks))
         params = {}
         for name, p in self.blocks[layer].items():
             full = f"blocks.{layer}.{name}"
-            own = p.index_select(0, rows)
-            params[name] = own * self.task_masks[full].index_select(0, rows) if full in self.task_masks else own
+            own = p if in_order else p.index_select(0, rows)
+            if full in self.task_masks:
+                own = own * (self.task_masks[full] if in_order else self.task_masks[full].index_select(0, rows))
+            params[name] = own
         return params
 
     def set_masks(self, masks: list[dict[str, torch.Tensor]]) -> None:
