@@ -73,6 +73,14 @@ def residual_block(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_l
     return x + block_branch(x, p, linear)
 
 
+class PoolTo(nn.AdaptiveAvgPool2d):
+    """Average-pools to size x size; an input of that size already (an 8 x 8 digit after the stride-2
+    convolution) passes through untouched: pooling 1 x 1 windows is the identity, but not free."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.shape[-2:] == (self.output_size, self.output_size) else super().forward(x)
+
+
 class ImageEncoder(nn.Module):
     """Two small convolutions and a pooled projection to width d; works for any image size."""
 
@@ -81,7 +89,7 @@ class ImageEncoder(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            PoolTo(4), nn.Flatten(),
         )
         self.project = nn.Linear(32 * 16, width)
 
