@@ -6,28 +6,30 @@ from __future__ import annotations
 import torch
 from captum._utils.common import _expand_target
 from captum._utils.gradient import compute_layer_gradients_and_eval
-from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency
+from captum.attr import DeepLift, InputXGradient, Saliency
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from lsmn_core.schemes.base import IsometricScheme
 
-METHODS = {"Integrated Gradients": IntegratedGradients, "Saliency": Saliency, "DeepLift": DeepLift,
-           "Input x Gradient": InputXGradient}
+CAPTUM_METHODS = {"Saliency": Saliency, "DeepLift": DeepLift, "Input x Gradient": InputXGradient}
+METHODS = ["Integrated Gradients", *CAPTUM_METHODS]  # Integrated Gradients: from explain's one pass
 
 
 class TaskNetwork(nn.Module):
-    """One task of a multitask model as a plain network, with an identity tap on every module (a body
-    block's residual update; for the hyper scheme, each layer of the task's own network)."""
+    """One task of a multitask model as a plain network, with an identity tap on its input and on every
+    module (a body block's residual update; for the hyper scheme, each layer of the task's own network)."""
 
     def __init__(self, model, task: int):
         super().__init__()
         self.model, self.task = model, task
         self.isometric = isinstance(model.body, IsometricScheme)  # else hyper: a whole network per task
         modules = model.body.depth if self.isometric else len(model.body.layers[task])
+        self.input_tap = nn.Identity()
         self.taps = nn.ModuleList(nn.Identity() for _ in range(modules))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_tap(x)
         if not self.isometric:
             return self.model.body.run(x, [self.task], self.taps)[0]
         spec = self.model.specs[self.task]
@@ -48,35 +50,34 @@ def _target(network: TaskNetwork, x: torch.Tensor, target: torch.Tensor | None):
     return target
 
 
-def input_attributions(model, task: int, x: torch.Tensor, method: str = "Integrated Gradients",
-                       target: torch.Tensor | None = None) -> torch.Tensor:
-    """Attribution of each input element to the task's output, same shape as x."""
+def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradients",
+            target: torch.Tensor | None = None, n_steps: int = 24) -> tuple[torch.Tensor, list[float]]:
+    """The task's input attributions by `method` (same shape as x) and its block importance: per body
+    block, the mean absolute layer conductance of its residual update, i.e. how much of the task's
+    output (against an all-zero input) flows through that block.
+
+    Both are integrals along the straight path from the zero input to x. One forward and backward
+    over n_steps + 1 Gauss-Legendre points of that path gives every block's conductance (captum's
+    LayerConductance computation, which takes one layer per call and would run the same points once
+    per block) and the input's gradients there, which weighted and times x are Integrated Gradients
+    (captum's, method "gausslegendre", n_steps + 1 points). The other methods are captum's own."""
     network = TaskNetwork(model.eval(), task)
     target = _target(network, x, target)
-    explainer = METHODS[method](network)
-    kwargs = {"baselines": torch.zeros_like(x)} if method in ("Integrated Gradients", "DeepLift") else {}
-    if method == "Saliency":
-        kwargs["abs"] = True
-    return explainer.attribute(x.clone().requires_grad_(True), target=target, **kwargs).detach()
-
-
-def block_importance(model, task: int, x: torch.Tensor, target: torch.Tensor | None = None,
-                     n_steps: int = 24) -> list[float]:
-    """Per body block, the mean absolute layer conductance of its residual update: how much of the
-    task's output (against an all-zero input) flows through that block.
-
-    captum's LayerConductance takes one layer per call, and a 16-block network would run the same
-    interpolated inputs 16 times; this is its computation (Gauss-Legendre steps, gradient times the
-    step's change of the layer's output) for every tap from one forward and backward pass."""
-    network = TaskNetwork(model.eval(), task)
-    target = _target(network, x, target)
-    alphas = approximation_parameters("gausslegendre")[1](n_steps + 1)
+    weights, alphas = (f(n_steps + 1) for f in approximation_parameters("gausslegendre"))
     scaled = torch.cat([alpha * x for alpha in alphas]).requires_grad_()  # baseline: all zeros
-    gradients, outputs = compute_layer_gradients_and_eval(network, list(network.taps), (scaled,),
+    gradients, outputs = compute_layer_gradients_and_eval(network, [network.input_tap, *network.taps], (scaled,),
                                                           target_ind=_expand_target(target, n_steps + 1))
     n = len(x)
     importance = []
-    for (gradient,), (output,) in zip(gradients, outputs):
+    for (gradient,), (output,) in zip(gradients[1:], outputs[1:]):
         conductance = ((output[n:] - output[:-n]) * gradient[:-n]).reshape(n_steps, n, *output.shape[1:]).sum(0)
         importance.append(conductance.abs().sum(dim=tuple(range(1, conductance.dim()))).mean().item())
-    return importance
+    if method == "Integrated Gradients":
+        along_path = gradients[0][0].reshape(n_steps + 1, *x.shape)
+        attributions = x * sum(w * g for w, g in zip(weights, along_path))
+    else:
+        kwargs = {"baselines": torch.zeros_like(x)} if method == "DeepLift" else {}
+        if method == "Saliency":
+            kwargs["abs"] = True
+        attributions = CAPTUM_METHODS[method](network).attribute(x.clone().requires_grad_(True), target=target, **kwargs)
+    return attributions.detach(), importance

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from analysis.attributions import METHODS, block_importance, input_attributions
+from analysis.attributions import METHODS, explain
 from app.figures import attribution_grid, block_importance_chart
 from app.state import current_run, run_stamp
 from lsmn_core.data import load_task
@@ -32,12 +32,12 @@ def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tu
     progress = st.progress(0.0, text="Attributing...")
     for i, t in enumerate(tasks):
         spec = model.specs[t]
-        maps[spec.name] = input_attributions(model, t, x, method).mean(0).numpy()
+        attributions, importance[spec.name] = explain(model, t, x, method)
+        maps[spec.name] = attributions.mean(0).numpy()
         with torch.no_grad():
             output = model(x[:1], t)[0]
         captions[spec.name] = (f"predicts {int(output.argmax())}" if spec.kind == "classification"
                                else f"predicts {float(output[0]):.3g}")
-        importance[spec.name] = block_importance(model, t, x)
         progress.progress((i + 1) / len(tasks), text=f"Attributed {spec.name}")
     progress.empty()
     return x[0].numpy(), maps, captions, importance
@@ -60,7 +60,7 @@ shape = specs[source].input_shape
 same_input = [n for i, n in enumerate(names) if specs[i].input_shape == shape]
 chosen = st.multiselect("Tasks", same_input, default=same_input[:4], key=f"attr_tasks_{run.id}")
 cols = st.columns(3)
-method = cols[0].selectbox("Method", list(METHODS), key="attr_method")
+method = cols[0].selectbox("Method", METHODS, key="attr_method")
 first = cols[1].number_input("Sample", min_value=0, max_value=n_dev - 1, value=0, key=f"attr_sample_{run.id}")
 count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count")
 if not chosen:
