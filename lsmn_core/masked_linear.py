@@ -14,7 +14,7 @@ import torch
 
 class MaskedLinear(torch.autograd.Function):
     """y[i] = x[i] @ (weight * masks[tasks[i]]).T for x [T', B, in], weight [out, in], masks [T, out, in]
-    of 0 and 1 (bool, or the weight's dtype: faster on a CPU)."""
+    of 0 and 1 (on a CPU bool is the slow choice: uint8 or the weight's dtype multiply 2-4x faster)."""
 
     @staticmethod
     def forward(ctx, x, weight, masks, tasks: list[int]):
