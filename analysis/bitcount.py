@@ -115,13 +115,15 @@ def device_intersections(packed: np.ndarray, device: str, chunk_bytes: int = 1 <
     total. The rows are padded to what torch._int_mm takes (more than 16, a multiple of 8)."""
     import torch
 
+    from lsmn_core import bitmasks
+
     n_tasks, n_bytes = packed.shape
     rows = max(24, -(-n_tasks // 8) * 8)
     on_device = torch.zeros((rows, n_bytes + n_bytes % 2), dtype=torch.uint8, device=device)  # slices of >= 16 bits
     on_device[:n_tasks, :n_bytes] = torch.from_numpy(np.ascontiguousarray(packed)).to(device, non_blocking=True)
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)  # np.packbits' order: high bit first
     total = torch.zeros((rows, rows), dtype=torch.int64, device=device)
     for start in range(0, on_device.shape[1], chunk_bytes):
-        bits = (on_device[:, start : start + chunk_bytes, None] >> shifts & 1).view(torch.int8).flatten(1)
+        packed_slice = on_device[:, start : start + chunk_bytes]
+        bits = bitmasks.unpack(packed_slice, 8 * packed_slice.shape[1]).view(torch.int8)
         total += torch._int_mm(bits, bits.T)
     return total[:n_tasks, :n_tasks].cpu().numpy()

@@ -144,8 +144,8 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -
     model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
     body = model.body.to(device)
     generator = torch.Generator().manual_seed(0)
-    for name, mask in body.masks().items():  # half of every task's weights, differently per task
-        mask.copy_(torch.rand(mask.shape, generator=generator) < 0.5)
+    body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < 0.5  # half, differently per task
+                                 for name, mask in body.masks().items()}})
     tasks = torch.arange(n_tasks, device=device)
     x = torch.randn(batch, width, device=device)
     h = x.expand(n_tasks, batch, width)

@@ -38,8 +38,9 @@ def inherit_weights(parent: MultitaskModel, child: MultitaskModel) -> None:
                 target.copy_(value)
             else:  # a per-task tensor grown by the new tasks
                 target[: value.shape[0]].copy_(value)
-        for name, mask in parent.masks().items():
-            child.masks()[name][: mask.shape[0]].copy_(mask)
+        if parent.masks():
+            for task in range(len(parent.specs)):
+                child.body.set_task_masks(task, parent.body.task_masks(task))
 
 
 def count_trainable(model: MultitaskModel, trainable, task_ids: list[int]) -> dict:

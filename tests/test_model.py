@@ -19,8 +19,8 @@ def model_for(specs, kind):
 
 def random_masks(model, seed=0, keep=0.4):
     generator = torch.Generator().manual_seed(seed)
-    for name, mask in model.body.masks().items():
-        mask.copy_(torch.rand(mask.shape, generator=generator) < keep)
+    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < keep
+                                       for name, mask in model.body.masks().items()}})
 
 
 @pytest.mark.parametrize("kind", ["independent", "hard", "sparse"])

@@ -58,8 +58,8 @@ def test_multitask_step_changes_only_the_sampled_tasks_subnetwork():
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config)
     generator = torch.Generator().manual_seed(1)
-    for mask in model.body.masks().values():
-        mask.copy_(torch.rand(mask.shape, generator=generator) < 0.5)
+    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < 0.5
+                                       for name, mask in model.body.masks().items()}})
     session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
     before = {n: p.detach().clone() for n, p in model.body.named_parameters()}
     session.train([0, 1, 2], 40, "train", early_stopping=False)  # momentum from all three tasks

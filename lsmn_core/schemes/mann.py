@@ -37,7 +37,8 @@ class Mann(MaskedScheme):
         return p.index_select(0, tasks)  # each task its own norms and biases
 
     def usage(self, task):
-        return {name: self.mask_of(name)[task].clone() if self.prunable(name) else self.task_rows(task, p)
+        masks = self.task_masks(task)
+        return {name: masks[name] if self.prunable(name) else self.task_rows(task, p)
                 for name, p in self.named_parameters()}
 
     def update_masks(self, task):

@@ -1,21 +1,24 @@
 """Per-task masks over the prunable weights, shared by the masked schemes (sparse, mann).
 
-Masks are bool buffers [T, *weight.shape], one per prunable weight, over one shared weight. On a
-GPU every task's masked weights stack along a task axis and all tasks run in one batched matmul;
-on a CPU that stack's memory traffic costs more than the matmuls, so the body runs task by task
-through MaskedLinear (lsmn bench: masked multitask step), with the masks as floats: on a CPU a
-multiply by a bool mask costs about 4x one by a float mask (bool to float on every element).
+Masks are bit-packed buffers [T, ceil(n / 8)], one per prunable weight of n elements, over one
+shared weight (1,000 tasks' masks of 10M weights: 1.25 GB, not 10 GB as bool). On a GPU the
+step's tasks' masks are unpacked there, every task's masked weights stack along a task axis and
+all tasks run in one batched matmul. On a CPU that stack's memory traffic costs more than the
+matmuls, so the body runs task by task through MaskedLinear (lsmn bench: masked multitask step),
+with the masks unpacked once into floats, kept until they change: on a CPU a multiply by a bool
+mask costs about 4x one by a float mask (bool to float on every element).
 """
 
 import abc
 
 import torch
 
+from lsmn_core import bitmasks
 from lsmn_core.blocks import block_branch, block_index, stacked_linear
 from lsmn_core.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
 
-FLOAT_MASKS_LIMIT = 2**30  # bytes: one weight's masks as floats up to this, beyond it viewed as uint8
+FLOAT_MASKS_LIMIT = 2**30  # bytes: one weight's masks kept as floats up to this; past it, unpacked per step
 
 
 class TaskMasked:
@@ -33,62 +36,82 @@ def masked_or_stacked_linear(x: torch.Tensor, weight, bias: torch.Tensor) -> tor
 
 class MaskedScheme(IsometricScheme):
     def register_masks(self) -> None:
-        """Call once the parameters exist: one all-True mask per prunable weight."""
+        """Call once the parameters exist: one all-True mask per prunable weight, bit-packed: a task's
+        mask of an n-weight matrix takes ceil(n / 8) bytes of memory [T, ceil(n / 8)]."""
+        self._mask_shapes = {}
         for name, p in self.named_parameters():
             if self.prunable(name):
-                self.register_buffer(self._buffer(name), torch.ones((self.n_tasks, *p.shape), dtype=torch.bool),
-                                     persistent=False)
+                self._mask_shapes[name] = p.shape
+                ones = torch.ones((self.n_tasks, p.numel()), dtype=torch.bool)
+                self.register_buffer(self._buffer(name), bitmasks.pack(ones), persistent=False)
         self._float_masks = {}
-
-    def _as_floats(self, masks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """`masks` in the weights' dtype, for the CPU path's multiplies; kept until the masks are
-        written to (their version counter moves) or replaced (moved to a device). Past the limit, the
-        bool masks viewed as uint8, without a copy: as fast where memory traffic bounds the multiply,
-        about 1.6x slower where the masks fit in cache, and still 2x faster than bool."""
-        if masks.numel() * dtype.itemsize > FLOAT_MASKS_LIMIT:
-            return masks.view(torch.uint8)
-        source, version, floats = self._float_masks.get(id(masks), (None, None, None))
-        if source is not masks or version != masks._version or floats.dtype != dtype:
-            floats = masks.to(dtype)
-            self._float_masks[id(masks)] = (masks, masks._version, floats)
-        return floats
 
     @staticmethod
     def _buffer(name: str) -> str:
         return "mask__" + name.replace(".", "__")
 
-    def mask_of(self, name: str) -> torch.Tensor:
+    def _packed(self, name: str) -> torch.Tensor:
         return getattr(self, self._buffer(name))
 
+    def mask_of(self, name: str, tasks: torch.Tensor | None = None) -> torch.Tensor:
+        """The bool masks of weight `name`, [T, *shape] (or those of `tasks`), unpacked: a copy;
+        masks change through set_task_masks and load_routing."""
+        return self._unpacked(name, self._packed(name) if tasks is None else self._packed(name).index_select(0, tasks))
+
+    def _unpacked(self, name: str, packed: torch.Tensor) -> torch.Tensor:
+        shape = self._mask_shapes[name]
+        return bitmasks.unpack(packed, shape.numel()).view(len(packed), *shape)
+
+    def task_masks(self, task: int) -> dict[str, torch.Tensor]:
+        """One task's bool mask of every prunable weight (read every training step: a slice, no index
+        tensor to send to the device)."""
+        return {name: self._unpacked(name, self._packed(name)[task : task + 1])[0] for name in self._mask_shapes}
+
     def masks(self):
-        return {name: self.mask_of(name) for name, _ in self.named_parameters() if self.prunable(name)}
+        return {name: self.mask_of(name) for name in self._mask_shapes}
+
+    def _as_floats(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """Every task's mask of `name` in the weights' dtype, for the CPU path's multiplies; kept
+        until the masks change (the packed buffer's version counter moves, or it is replaced)."""
+        packed = self._packed(name)
+        source, version, floats = self._float_masks.get(name, (None, None, None))
+        if source is not packed or version != packed._version or floats.dtype != dtype:
+            floats = self.mask_of(name).to(dtype)
+            self._float_masks[name] = (packed, packed._version, floats)
+        return floats
 
     @abc.abstractmethod
     def unmasked(self, p: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """A parameter that is not pruned (norms, biases), for `tasks`, with a task axis of len(tasks) or 1."""
 
     def _params(self, layer, tasks, through_masks) -> dict:
-        """Block `layer`'s parameters for `tasks`: each prunable weight as `through_masks(weight, masks)`."""
+        """Block `layer`'s parameters for `tasks`: each prunable weight as `through_masks(weight, name)`."""
         params = {}
         for name, p in self.blocks[layer].items():
             full = f"blocks.{layer}.{name}"
-            params[name] = through_masks(p, self.mask_of(full)) if self.prunable(full) else self.unmasked(p, tasks)
+            params[name] = through_masks(p, full) if self.prunable(full) else self.unmasked(p, tasks)
         return params
 
     def block_params(self, layer, tasks):
-        """The prunable weights (shared) through each task's mask, stacked per task."""
-        return self._params(layer, tasks, lambda p, masks: p * masks.index_select(0, tasks))
+        """The prunable weights (shared) through each task's mask (unpacked on the device), stacked per task."""
+        return self._params(layer, tasks, lambda p, name: p * self.mask_of(name, tasks))
 
     def layer_update(self, h, tasks, layer):
         if h.is_cuda:
             return super().layer_update(h, tasks, layer)
         task_list = tasks.tolist()  # on the CPU: no device to wait for
-        params = self._params(layer, tasks, lambda p, masks: TaskMasked(p, self._as_floats(masks, p.dtype), task_list))
-        return block_branch(h, params, linear=masked_or_stacked_linear)
+
+        def through_masks(p, name):
+            if self._packed(name).shape[0] * p.numel() * p.element_size() <= FLOAT_MASKS_LIMIT:
+                return TaskMasked(p, self._as_floats(name, p.dtype), task_list)
+            # past the limit: only this step's tasks, unpacked now, as uint8 (2x faster than bool)
+            return TaskMasked(p, self.mask_of(name, tasks).view(torch.uint8), list(range(len(task_list))))
+
+        return block_branch(h, self._params(layer, tasks, through_masks), linear=masked_or_stacked_linear)
 
     def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
         for name, mask in masks.items():
-            self.mask_of(name)[task] = mask
+            self._packed(name)[task] = bitmasks.pack(mask.flatten().to(self._packed(name).device))
 
     def density(self):
         kept = torch.zeros(self.n_tasks, self.depth)
@@ -101,4 +124,4 @@ class MaskedScheme(IsometricScheme):
 
     def load_routing(self, state):
         for name, mask in state["masks"].items():
-            self.mask_of(name).copy_(mask)
+            self._packed(name).copy_(bitmasks.pack(mask.flatten(1).to(self._packed(name).device)))

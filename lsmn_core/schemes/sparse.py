@@ -36,11 +36,11 @@ class Sparse(MaskedScheme):
 
     def usage(self, task):
         usage = super().usage(task)
-        usage.update({name: m[task].clone() for name, m in self.masks().items()})
+        usage.update(self.task_masks(task))
         return usage
 
     def update_masks(self, task):
-        return {name: m[task] for name, m in self.masks().items()}
+        return self.task_masks(task)
 
     def search_routing(self, session):
         from lsmn_core.pruning import find_subnetworks
