@@ -35,6 +35,10 @@ from lsmn_core.pruning import keep_largest
 from lsmn_core.tasks import TaskSpec
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def _synchronize() -> None:
     """Wait for queued GPU work, so that a timer reads the work and not its launch."""
     if torch.cuda.is_initialized():
@@ -58,7 +62,7 @@ def _timed(calls: dict[str, Callable[[], object]], budget: float = 3.0, most: in
     for _ in range(rounds):
         for name, fn in calls.items():
             times[name].append(once(fn))
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return {name: _median(t) for name, t in times.items()}
 
 
 def _vector_specs(n_tasks: int, inputs: int, classes: int = 2) -> list[TaskSpec]:
@@ -130,8 +134,8 @@ def _train_step(forward, params: list[torch.Tensor]) -> Callable[[], None]:
 def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -> dict[str, Callable[[], None]]:
     """One masked body block, forward + backward, for `n_tasks` tasks on one shared batch, four ways.
 
-    - lsmn: the sparse scheme's body (shared weights, per-task bool masks; on a CPU task by task
-      through MaskedLinear's reused buffer, on a GPU one batched matmul);
+    - lsmn: the sparse scheme's body (shared weights, per-task bit-packed masks; on a CPU task by
+      task through MaskedLinear's reused buffer with the masks as floats, on a GPU one batched matmul);
     - loop: the same parameters and masks, one task after another;
     - prune-hook: torch.nn.utils.prune's design, a pruned copy per task whose forward pre-hook
       recomputes weight * mask;
@@ -229,11 +233,8 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
         start = time.perf_counter()
         report = model.body.search_routing(session)
         _synchronize()
-        rounds = max(len(r["rounds"]) for r in report["summary"]["pruning"].values())
-        return time.perf_counter() - start, model.body.masks(), rounds
-
-    def median(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
+        seconds = time.perf_counter() - start
+        return seconds, model.body.masks(), max(len(r["rounds"]) for r in report["summary"]["pruning"].values())
 
     results = []
     for label, tasks in task_sets.items():
@@ -248,8 +249,8 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
         results.append({
             "name": f"iterative magnitude pruning, T={n_tasks} {label}, width {width}, {rounds} rounds x {round_steps} "
                     f"steps, all tasks side by side (masks equal to one-by-one: {same}); median of {repeats}",
-            "value": median(together), "unit": "s", "baseline": f"one task after another {median(alone):.2f} s",
-            "ratio": median(alone) / median(together), "target": 2.0, "better": "higher"})
+            "value": _median(together), "unit": "s", "baseline": f"one task after another {_median(alone):.2f} s",
+            "ratio": _median(alone) / _median(together), "target": 2.0, "better": "higher"})
     return results
 
 

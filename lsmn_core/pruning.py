@@ -76,7 +76,7 @@ class TaskReplicas(IsometricScheme):
             nn.ParameterDict({n: nn.Parameter(p.detach().unsqueeze(0).repeat(len(tasks), *[1] * p.dim()))
                               for n, p in block.items()}) for block in body.blocks)
         # in the weights' dtype, not bool: on a CPU a multiply by a bool mask costs 4x one by a float mask
-        self.task_masks = {n: m[tasks].to(self.blocks[0]["w_in"].dtype) for n, m in body.masks().items()}
+        self.row_masks = {n: m[tasks].to(self.blocks[0]["w_in"].dtype) for n, m in body.masks().items()}
 
     def block_params(self, layer, tasks):
         rows = self.rows[tasks]
@@ -87,19 +87,19 @@ class TaskReplicas(IsometricScheme):
         for name, p in self.blocks[layer].items():
             full = f"blocks.{layer}.{name}"
             own = p if in_order else p.index_select(0, rows)
-            if full in self.task_masks:
-                own = own * (self.task_masks[full] if in_order else self.task_masks[full].index_select(0, rows))
+            if full in self.row_masks:
+                own = own * (self.row_masks[full] if in_order else self.row_masks[full].index_select(0, rows))
             params[name] = own
         return params
 
     def set_masks(self, masks: list[dict[str, torch.Tensor]]) -> None:
         """One mask dict per row."""
-        for name, stacked in self.task_masks.items():
+        for name, stacked in self.row_masks.items():
             stacked.copy_(torch.stack([m[name] for m in masks]))
 
     def row_weights(self, row: int) -> dict[str, torch.Tensor]:
         """The prunable weights of one row's copy, by the shared body's parameter names."""
-        return {name: self.get_parameter(name)[row] for name in self.task_masks}
+        return {name: self.get_parameter(name)[row] for name in self.row_masks}
 
 
 def _replica_model(model, tasks: list[int]):
@@ -144,7 +144,7 @@ def _prune_side_by_side(session, options, group: list[int]) -> list[tuple[list[d
     side = TrainingSession(replica, session.tasks, session.config, session.reporter, parallel=session.parallel)
     side.step = session.step
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
-    masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.task_masks.items()}
+    masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.row_masks.items()}
              for _ in group]
     rounds, kept = [[] for _ in group], [[] for _ in group]
     names = specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
