@@ -62,8 +62,10 @@ def block_branch(x: torch.Tensor, p: dict[str, torch.Tensor], linear=stacked_lin
     x is [T, B, d]; every parameter in p has a leading task axis of size T or 1 (shared).
     `linear` computes x W^T + b (sparse inference passes a CSR version).
     """
-    h = F.layer_norm(x, x.shape[-1:])
-    h = h * p["norm_weight"].unsqueeze(1) + p["norm_bias"].unsqueeze(1)
+    if p["norm_weight"].shape[0] == 1:  # one norm for all tasks: layer_norm's own affine, one pass
+        h = F.layer_norm(x, x.shape[-1:], p["norm_weight"][0], p["norm_bias"][0])
+    else:
+        h = F.layer_norm(x, x.shape[-1:]) * p["norm_weight"].unsqueeze(1) + p["norm_bias"].unsqueeze(1)
     h = F.gelu(linear(h, p["w_in"], p["b_in"]))
     return linear(h, p["w_out"], p["b_out"])
 

@@ -13,24 +13,25 @@ import torch
 
 
 class MaskedLinear(torch.autograd.Function):
-    """y[i] = x[i] @ (weight * masks[tasks[i]]).T for x [T', B, in], weight [out, in], masks [T, out, in]
-    of 0 and 1 (on a CPU bool is the slow choice: uint8 or the weight's dtype multiply 2-4x faster)."""
+    """y[i] = x[i] @ (weight * masks[tasks[i]]).T + bias[i] for x [T', B, in], weight [out, in], bias
+    [T', out] or one shared [1, out], masks [T, out, in] of 0 and 1 (on a CPU bool is the slow
+    choice: uint8 or the weight's dtype multiply 2-4x faster)."""
 
     @staticmethod
-    def forward(ctx, x, weight, masks, tasks: list[int]):
+    def forward(ctx, x, weight, bias, masks, tasks: list[int]):
         ctx.save_for_backward(x, weight, masks)
-        ctx.tasks = tasks
+        ctx.tasks, ctx.shared_bias = tasks, bias.shape[0] == 1
         masked = torch.empty_like(weight)
         out = x.new_empty(x.shape[0], x.shape[1], weight.shape[0])
         for i, t in enumerate(tasks):
             torch.mul(weight, masks[t], out=masked)
-            torch.mm(x[i], masked.T, out=out[i])
+            torch.addmm(bias[0 if ctx.shared_bias else i], x[i], masked.T, out=out[i])
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, masks = ctx.saved_tensors
-        want_x, want_weight = ctx.needs_input_grad[:2]
+        want_x, want_weight, want_bias = ctx.needs_input_grad[:3]
         grad_x = torch.empty_like(x) if want_x else None
         grad_weight = torch.zeros_like(weight) if want_weight else None
         scratch = torch.empty_like(weight)
@@ -41,4 +42,8 @@ class MaskedLinear(torch.autograd.Function):
             if want_weight:
                 torch.mm(grad[i].T, x[i], out=scratch)
                 grad_weight.addcmul_(scratch, masks[t])
-        return grad_x, grad_weight, None, None
+        grad_bias = None
+        if want_bias:
+            grad_bias = grad.sum(1)
+            grad_bias = grad_bias.sum(0, keepdim=True) if ctx.shared_bias else grad_bias
+        return grad_x, grad_weight, grad_bias, None, None

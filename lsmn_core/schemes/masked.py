@@ -30,7 +30,7 @@ class TaskMasked:
 
 def masked_or_stacked_linear(x: torch.Tensor, weight, bias: torch.Tensor) -> torch.Tensor:
     if isinstance(weight, TaskMasked):
-        return MaskedLinear.apply(x, weight.weight, weight.masks, weight.tasks) + bias.unsqueeze(1)
+        return MaskedLinear.apply(x, weight.weight, bias, weight.masks, weight.tasks)
     return stacked_linear(x, weight, bias)
 
 
