@@ -79,5 +79,6 @@ def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradien
         kwargs = {"baselines": torch.zeros_like(x)} if method == "DeepLift" else {}
         if method == "Saliency":
             kwargs["abs"] = True
-        attributions = CAPTUM_METHODS[method](network).attribute(x.clone().requires_grad_(True), target=target, **kwargs)
+        explainer = CAPTUM_METHODS[method](network)
+        attributions = explainer.attribute(x.clone().requires_grad_(True), target=target, **kwargs)
     return attributions.detach(), importance

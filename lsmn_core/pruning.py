@@ -103,11 +103,13 @@ class TaskReplicas(IsometricScheme):
 
 
 def _replica_model(model, tasks: list[int]):
-    """`model` with its body and encoders replaced by private copies for `tasks`."""
-    replica = copy.deepcopy(model)
-    replica.body = TaskReplicas(model.body, tasks)
-    replica.encoders = nn.ModuleDict({replica.encoder_key(model.specs[t]): copy.deepcopy(
-        model.encoders[model.encoder_key(model.specs[t])]) for t in tasks})
+    """`model` with its body and encoders replaced by private copies for `tasks`; the rest (heads)
+    is deep-copied, the shared body and the other tasks' encoders are not copied at all."""
+    replacements = {id(model.body): TaskReplicas(model.body, tasks), id(model.encoders): nn.ModuleDict()}
+    replica = copy.deepcopy(model, replacements)  # deepcopy's memo: these objects stand for the originals
+    for t in tasks:
+        spec = model.specs[t]
+        replica.encoders[replica.encoder_key(spec)] = copy.deepcopy(model.encoders[model.encoder_key(spec)])
     return replica
 
 
