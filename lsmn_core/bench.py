@@ -148,8 +148,9 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -
     model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
     body = model.body.to(device)
     generator = torch.Generator().manual_seed(0)
-    body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < 0.5  # half, differently per task
-                                 for name, mask in body.masks().items()}})
+    masks = {name: torch.rand(mask.shape, generator=generator) < 0.5  # half, differently per task
+             for name, mask in body.masks().items()}
+    body.load_routing({"masks": masks})
     tasks = torch.arange(n_tasks, device=device)
     x = torch.randn(batch, width, device=device)
     h = x.expand(n_tasks, batch, width)
@@ -164,7 +165,7 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -
         layers = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, hidden), torch.nn.GELU(),
                                      torch.nn.Linear(hidden, width))
         for layer, name in ((layers[1], "w_in"), (layers[3], "w_out")):
-            torch.nn.utils.prune.custom_from_mask(layer, "weight", body.mask_of(f"blocks.0.{name}")[t].float())
+            torch.nn.utils.prune.custom_from_mask(layer, "weight", masks[f"blocks.0.{name}"][t].float())
         copies.append(layers.to(device))
     hooked = [p for c in copies for p in c.parameters()]
 

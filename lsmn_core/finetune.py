@@ -23,6 +23,7 @@ from lsmn_core.config import TaskConfig
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.model import MultitaskModel, build_model
+from lsmn_core.schemes.masked import MaskedScheme
 from lsmn_core.store import Run, RunWriter
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
 
@@ -38,7 +39,7 @@ def inherit_weights(parent: MultitaskModel, child: MultitaskModel) -> None:
                 target.copy_(value)
             else:  # a per-task tensor grown by the new tasks
                 target[: value.shape[0]].copy_(value)
-        if parent.masks():
+        if isinstance(parent.body, MaskedScheme):  # asked of the scheme: masks() would unpack them all
             for task in range(len(parent.specs)):
                 child.body.set_task_masks(task, parent.body.task_masks(task))
 

@@ -102,7 +102,7 @@ class MaskedScheme(IsometricScheme):
         task_list = tasks.tolist()  # on the CPU: no device to wait for
 
         def through_masks(p, name):
-            if self._packed(name).shape[0] * p.numel() * p.element_size() <= FLOAT_MASKS_LIMIT:
+            if self.n_tasks * p.numel() * p.element_size() <= FLOAT_MASKS_LIMIT:
                 return TaskMasked(p, self._as_floats(name, p.dtype), task_list)
             # past the limit: only this step's tasks, unpacked now, as uint8 (2x faster than bool)
             return TaskMasked(p, self.mask_of(name, tasks).view(torch.uint8), list(range(len(task_list))))
