@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -26,6 +27,13 @@ TINY = {
 def tiny_config(**changes):
     """The tiny config with top-level sections replaced, e.g. tiny_config(scheme={"kind": "hard"})."""
     return parse_config({**TINY, **changes})
+
+
+def random_masks(model, seed=0, keep=0.4):
+    """Give a masked model's tasks random masks, each weight kept with probability `keep`."""
+    generator = torch.Generator().manual_seed(seed)
+    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < keep
+                                       for name, mask in model.body.masks().items()}})
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import random_masks, tiny_config
 from lsmn_core.data import load_tasks
 from lsmn_core.model import build_model
 
@@ -15,12 +15,6 @@ def specs():
 def model_for(specs, kind):
     options = {"kind": kind} if kind != "sparse" else {"kind": "sparse"}
     return build_model(specs, tiny_config(scheme=options)).eval()
-
-
-def random_masks(model, seed=0, keep=0.4):
-    generator = torch.Generator().manual_seed(seed)
-    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < keep
-                                       for name, mask in model.body.masks().items()}})
 
 
 @pytest.mark.parametrize("kind", ["independent", "hard", "sparse"])

@@ -4,7 +4,7 @@ import torch
 
 from lsmn_core.pruning import density, prune_by_magnitude
 from lsmn_core.store import open_run
-from conftest import TINY, tiny_config
+from conftest import TINY, random_masks, tiny_config
 from lsmn_core.data import load_tasks
 from lsmn_core.model import build_model
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
@@ -57,9 +57,7 @@ def test_multitask_step_changes_only_the_sampled_tasks_subnetwork():
     config = tiny_config(train={"steps": 1, "batch_size": 16, "eval_every": 1, "device": "cpu"})
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config)
-    generator = torch.Generator().manual_seed(1)
-    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < 0.5
-                                       for name, mask in model.body.masks().items()}})
+    random_masks(model, seed=1, keep=0.5)
     session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
     before = {n: p.detach().clone() for n, p in model.body.named_parameters()}
     session.train([0, 1, 2], 40, "train", early_stopping=False)  # momentum from all three tasks
