@@ -135,7 +135,7 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -
     """One masked body block, forward + backward, for `n_tasks` tasks on one shared batch, four ways.
 
     - lsmn: the sparse scheme's body (shared weights, per-task bit-packed masks; on a CPU task by
-      task through MaskedLinear's reused buffer with the masks as floats, on a GPU one batched matmul);
+      task through MaskedLinear with the masks as floats, on a GPU one batched matmul);
     - loop: the same parameters and masks, one task after another;
     - prune-hook: torch.nn.utils.prune's design, a pruned copy per task whose forward pre-hook
       recomputes weight * mask;

@@ -76,16 +76,20 @@ def test_parameter_counts_follow_the_scheme(specs):
         assert counts["active"][name] == hard_counts["active"][name] - pruned
 
 
-@pytest.mark.parametrize("float_masks", [True, False])
+@pytest.mark.parametrize("float_masks, keep_masked", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("kind", ["sparse", "mann"])
-def test_task_by_task_masked_linears_equal_the_stacked_masked_weights(specs, kind, float_masks, monkeypatch):
-    """The CPU path (MaskedLinear, one reused buffer, masks as floats or, past the size limit, viewed
-    as uint8) computes what the batched GPU path computes: the block's update and the gradients of
-    input, shared weights, norms and biases; also after the masks change (the float copy follows them)."""
+def test_task_by_task_masked_linears_equal_the_stacked_masked_weights(specs, kind, float_masks, keep_masked,
+                                                                       monkeypatch):
+    """The CPU path (MaskedLinear: masks as floats or, past the size limit, viewed as uint8; the
+    masked weights kept for the backward or, past their limit, recomputed there) computes what the
+    batched GPU path computes: the block's update and the gradients of input, shared weights, norms
+    and biases; also after the masks change (the float copy follows them)."""
     from lsmn_core.schemes.base import IsometricScheme
 
     if not float_masks:
         monkeypatch.setattr("lsmn_core.schemes.masked.FLOAT_MASKS_LIMIT", 0)
+    if not keep_masked:
+        monkeypatch.setattr("lsmn_core.masked_linear.KEEP_MASKED_LIMIT", 0)
 
     model = model_for(specs, kind)
     body = model.body
