@@ -26,9 +26,14 @@ def run_stamp(run: Run) -> float:
     return _stamp(str(run.path))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _checked_routing(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
-    return open_run(run_path).checked_routing()
+    """Shared, not copied per call (cache_data would copy 14 MB of masks on every read of a
+    100-task run); its arrays are made read-only so that no page can change them for the others."""
+    doc, arrays, masks = open_run(run_path).checked_routing()
+    for array in (*arrays.values(), *masks.values()):
+        array.flags.writeable = False
+    return doc, arrays, masks
 
 
 def checked_routing_of(run: Run) -> tuple[dict, dict, dict]:
