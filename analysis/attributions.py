@@ -3,11 +3,9 @@ contributes (layer conductance of a body block's residual update, or of a hyper 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from captum._utils.common import _expand_target
-from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import DeepLift, InputXGradient, Saliency
-from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from lsmn_core.schemes.base import IsometricScheme
@@ -50,6 +48,27 @@ def _target(network: TaskNetwork, x: torch.Tensor, target: torch.Tensor | None):
     return target
 
 
+def _gauss_legendre(n: int) -> tuple[list[float], list[float]]:
+    """Weights and points of n-point Gauss-Legendre quadrature on [0, 1] (captum's "gausslegendre")."""
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    return list(0.5 * weights), list(0.5 * (1 + nodes))
+
+
+def _tap_gradients(network: TaskNetwork, x: torch.Tensor, target) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every tap's output on x (input tap first) and the gradient of the target outputs' sum there."""
+    taps = [network.input_tap, *network.taps]
+    outputs: list[torch.Tensor | None] = [None] * len(taps)
+    hooks = [tap.register_forward_hook(lambda _, __, out, i=i: outputs.__setitem__(i, out))
+             for i, tap in enumerate(taps)]
+    try:
+        out = network(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    selected = out[:, target] if isinstance(target, int) else out.gather(1, target[:, None])
+    return list(torch.autograd.grad(selected.sum(), outputs)), outputs
+
+
 def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradients",
             target: torch.Tensor | None = None, n_steps: int = 24) -> tuple[torch.Tensor, list[float]]:
     """The task's input attributions by `method` (same shape as x) and its block importance: per body
@@ -63,17 +82,17 @@ def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradien
     (captum's, method "gausslegendre", n_steps + 1 points). The other methods are captum's own."""
     network = TaskNetwork(model.eval(), task)
     target = _target(network, x, target)
-    weights, alphas = (f(n_steps + 1) for f in approximation_parameters("gausslegendre"))
+    weights, alphas = _gauss_legendre(n_steps + 1)
     scaled = torch.cat([alpha * x for alpha in alphas]).requires_grad_()  # baseline: all zeros
-    gradients, outputs = compute_layer_gradients_and_eval(network, [network.input_tap, *network.taps], (scaled,),
-                                                          target_ind=_expand_target(target, n_steps + 1))
+    gradients, outputs = _tap_gradients(network, scaled, target if isinstance(target, int)
+                                        else target.repeat(n_steps + 1))
     n = len(x)
     importance = []
-    for (gradient,), (output,) in zip(gradients[1:], outputs[1:]):
+    for gradient, output in zip(gradients[1:], outputs[1:]):
         conductance = ((output[n:] - output[:-n]) * gradient[:-n]).reshape(n_steps, n, *output.shape[1:]).sum(0)
         importance.append(conductance.abs().sum(dim=tuple(range(1, conductance.dim()))).mean().item())
     if method == "Integrated Gradients":
-        along_path = gradients[0][0].reshape(n_steps + 1, *x.shape)
+        along_path = gradients[0].reshape(n_steps + 1, *x.shape)
         attributions = x * sum(w * g for w, g in zip(weights, along_path))
     else:
         kwargs = {"baselines": torch.zeros_like(x)} if method == "DeepLift" else {}

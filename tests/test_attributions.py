@@ -6,20 +6,24 @@ import torch
 from captum.attr import IntegratedGradients, LayerConductance, Saliency
 
 from analysis.attributions import TaskNetwork, explain
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 from lsmn_core.data import load_tasks
 from lsmn_core.model import build_model
 
 
-@pytest.mark.parametrize("scheme", [{"kind": "sparse"}, {"kind": "mixture", "templates": 3}])
+KANG_REGRESSION = {"name": "kang0", "dataset": "kang_synthetic", "target": "0", "domain": "clean"}
+
+
+@pytest.mark.parametrize("scheme", [{"kind": "sparse"}, {"kind": "mixture", "templates": 3}, {"kind": "hyper"}])
 def test_one_pass_gives_captums_layer_conductance_of_each_block_and_integrated_gradients(scheme):
-    config = tiny_config(scheme=scheme)
+    """Body blocks (isometric schemes) or a task's own layers (hyper); classes and a regression."""
+    config = tiny_config(scheme=scheme, tasks=[*TINY["tasks"][:2], KANG_REGRESSION])
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config).eval()
     for task in range(len(data)):
         x = torch.as_tensor(data[task].splits["dev"][0][:3])
         network = TaskNetwork(model, task)
-        target = network(x).argmax(-1)
+        target = 0 if data[task].spec.kind == "regression" else network(x).argmax(-1)
         zero = torch.zeros_like(x)
         expected = []
         for tap in network.taps:  # captum, one block per call
