@@ -103,10 +103,11 @@ def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
 
 
 def layer_overlap_chart(report: dict) -> go.Figure:
-    """Overlap ratio of all tasks and each task's density, per body block."""
+    """Overlap ratio of all tasks per body block, each bar labelled (so that disjoint masks read 0.00,
+    not an empty chart)."""
     layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
     figure = go.Figure(go.Bar(x=layers, y=[layer["global"] for layer in report["per_layer"]],
-                              name="overlap ratio, all tasks"))
+                              name="overlap ratio, all tasks", texttemplate="%{y:.2f}", textposition="outside"))
     figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320)
     return figure
 

@@ -1,5 +1,6 @@
 """The app on real runs, through Streamlit's AppTest (no browser)."""
 
+import json
 import shutil
 
 import pytest
@@ -87,6 +88,8 @@ def test_masks_page_on_masked_runs(monkeypatch, sample):
     for title in ("Mask overlap ratio", "Density per block", "Overlap ratio per block", "Weights used by exactly",
                   "which tasks use each weight"):
         assert any(title in s for s in specs), title
+    per_block = json.loads(next(s for s in specs if "Overlap ratio per block" in s))["data"][0]
+    assert per_block["texttemplate"] == "%{y:.2f}" and len(per_block["y"]) == 4  # labelled, even at 0 (mann)
     at.radio[0].set_value("clustered by overlap").run()
     assert not at.exception
     at.selectbox(key=f"mask_param_{sample}").select("body.blocks.3.w_out").run()
