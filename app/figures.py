@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 
@@ -224,6 +226,21 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     return figure
 
 
+def log_axis(values: list[float]) -> dict:
+    """A log axis ticked at 1, 2 and 5 times the powers of ten that the positive `values` span, each
+    written in full: plotly's own log ticks write 0.5 and 5 alike, as a bare "5"."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return {"type": "log"}
+    low, high = min(positive), max(positive)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    below = max((t for t in ticks if t <= low), default=ticks[0])
+    above = min((t for t in ticks if t >= high), default=ticks[-1])
+    shown = [t for t in ticks if below <= t <= above]
+    return {"type": "log", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
+
+
 def search_timeline(history: list[dict]) -> go.Figure:
     """Validation loss after each generation of the alignment search, and how many locations changed."""
     generations = [h["generation"] for h in history]
@@ -231,11 +248,13 @@ def search_timeline(history: list[dict]) -> go.Figure:
                               marker_color="#c7c7c7", yaxis="y2"))
     figure.add_trace(go.Scatter(x=generations, y=[h["dev_loss"] for h in history], name="validation loss",
                                 mode="lines+markers"))
+    losses = [h["dev_loss"] for h in history]
     figure.update_layout(title="Alignment search", xaxis={"title": "generation"},
-                         yaxis={"title": "validation loss", "type": "log"},
+                         yaxis={"title": "validation loss", **log_axis(losses)},
                          yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
                                  "tickmode": "auto", "tickformat": "d", "rangemode": "tozero"},
-                         height=340, legend={"orientation": "h"})
+                         height=340, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                                             "yanchor": "bottom"})
     return figure
 
 

@@ -164,6 +164,10 @@ def test_sharing_graph_page(monkeypatch):
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     for title in ("Alignment search", "Tasks, blocks and hypermodules", "used exclusively", "How often"):
         assert any(title in s for s in specs), title
+    search = json.loads(next(s for s in specs if "Alignment search" in s))
+    losses = search["data"][1]["y"]
+    ticks = search["layout"]["yaxis"]["tickvals"]  # the log axis spans the losses, its labels written out
+    assert ticks[0] <= min(losses) and ticks[-1] >= max(losses) and "0.1" in search["layout"]["yaxis"]["ticktext"]
     assert at.metric[1].value == "3 of 10" and at.metric[3].value == "3"  # the 3 true groups
     at.slider(key="generation_kang-hyper").set_value(0).run()  # the random starting alignment
     assert not at.exception and int(at.metric[1].value.split()[0]) > 3
