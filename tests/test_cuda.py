@@ -15,8 +15,9 @@ from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_de
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def session_on(device: str, bf16: bool = True):
-    config = tiny_config(train={"steps": 20, "batch_size": 32, "eval_every": 10, "device": device, "bf16": bf16})
+def session_on(device: str, bf16: bool = True, scheme: dict | None = None):
+    config = tiny_config(train={"steps": 20, "batch_size": 32, "eval_every": 10, "device": device, "bf16": bf16},
+                         **({"scheme": scheme} if scheme else {}))
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config).to(device)  # same seed: same initial weights
     return TrainingSession(model, DeviceTasks(data, torch.device(device)), config, Reporter(None, quiet=True))
@@ -44,10 +45,12 @@ def test_float32_training_on_cuda_reaches_the_cpu_weights(monkeypatch):
         assert torch.allclose(a.float(), b.float().cpu(), atol=2e-3), name
 
 
-def test_the_training_step_does_not_wait_for_the_device():
-    """Syncs come from the phase's end (one divergence check), never from each step."""
+@pytest.mark.parametrize("scheme", [None, {"kind": "moe", "experts": 4, "top_k": 2}])
+def test_the_training_step_does_not_wait_for_the_device(scheme):
+    """Syncs come from the phase's end (one divergence check), never from each step: also with
+    experts (every expert on every row, not nonzero per expert)."""
     def syncs(steps):
-        session = session_on("cuda")
+        session = session_on("cuda", scheme=scheme)
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -60,6 +60,29 @@ def test_dispatch_equals_the_dense_mixture_of_experts(specs):
     assert torch.allclose(out.reshape(12, 32), x, atol=1e-5)
 
 
+@pytest.mark.parametrize("capacity_factor", [0.0, 0.5])
+def test_every_expert_on_every_row_equals_the_routed_update_with_gradients(specs, capacity_factor, monkeypatch):
+    """The GPU's way (every expert on every row, gated; no nonzero to wait for) computes what the
+    CPU's routed way computes: the update and the gradients of input, experts and gate, also with
+    assignments dropped at the capacity limit."""
+    body = moe_body(specs, capacity_factor=capacity_factor).train()
+    h = torch.randn(3, 8, 32, requires_grad=True)
+    tasks = torch.tensor([0, 2, 1])
+    results = []
+    for way in (body.routed_update, body.every_expert_update):
+        monkeypatch.setattr(body, "routed_update", way)  # the CPU's choice, here either way
+        torch.manual_seed(0)  # the same gate noise
+        body.zero_grad()
+        h.grad = None
+        out = body.layer_update(h, tasks, 1)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out.detach(), h.grad.clone(), body.w_gate.grad.clone()]
+                       + [p.grad.clone() for p in body.experts[1].values()])
+    for routed, every in zip(*results):
+        assert torch.allclose(routed, every, atol=1e-5)
+    assert results[0][0].abs().sum() > 0
+
+
 def test_balancing_losses_are_squared_coefficients_of_variation(specs):
     assert cv_squared(torch.tensor([3.0, 3.0, 3.0])) == 0
     assert cv_squared(torch.tensor([6.0, 0.0, 0.0])) == pytest.approx(3.0)

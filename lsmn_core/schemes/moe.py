@@ -102,13 +102,27 @@ class Moe(IsometricScheme):
         return over.sum(-1)
 
     def layer_update(self, h, tasks, layer):
-        """The gated sum of the chosen experts' branches; each sample runs only through its experts."""
+        """The gated sum of the chosen experts' branches. On a CPU each sample runs only through its
+        experts. On a GPU finding each expert's samples (nonzero) would make the host wait for the
+        device E times per layer, so there every expert runs on every sample in one batched call,
+        weighted by the gates, which are 0 off a sample's chosen experts: the same sum, E / k times the
+        expert compute, no wait."""
         T, B, d = h.shape
         rows_task = tasks.repeat_interleave(B)
         x = h.reshape(T * B, d)
         gates, aux = self.gate(x, rows_task, layer)
         self.aux_loss = aux if layer == 0 else self.aux_loss + aux
-        overflow = self._limit_capacity(gates) if self.options.capacity_factor else torch.zeros(len(x))
+        if self.options.capacity_factor:
+            overflow = self._limit_capacity(gates)
+        else:
+            overflow = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        update = (self.every_expert_update if x.is_cuda else self.routed_update)(x, gates, layer)
+        if not self.training:
+            self._record(gates.detach(), overflow, rows_task, layer)
+        return update.view(T, B, d)
+
+    def routed_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
+        """Each expert's branch on the rows routed to it, gated and added at those rows."""
         update = torch.zeros_like(x)
         experts = self.experts[layer]
         for e in range(self.options.experts):
@@ -117,9 +131,12 @@ class Moe(IsometricScheme):
                 params = {n: p[e : e + 1] for n, p in experts.items()}
                 out = block_branch(x[rows].unsqueeze(0), params)[0]
                 update = update.index_add(0, rows, gates[rows, e : e + 1] * out)
-        if not self.training:
-            self._record(gates.detach(), overflow, rows_task, layer)
-        return update.view(T, B, d)
+        return update
+
+    def every_expert_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
+        """Every expert's branch on every row (experts batched along axis 0), summed with the gates."""
+        out = block_branch(x.expand(self.options.experts, *x.shape), self.block_params(layer, None))
+        return torch.einsum("ne,end->nd", gates, out)
 
     def _record(self, gates, overflow, rows_task, layer):
         p = gates.clamp_min(1e-12)
@@ -128,7 +145,7 @@ class Moe(IsometricScheme):
             rows = rows_task == t
             self.stats_usage[t, layer] += (gates[rows] > 0).float().sum(0)
             self.stats_entropy[t, layer] += entropy[rows].sum()
-            self.stats_overflow[t, layer] += overflow[rows].float().sum().to(self.stats_overflow.device)
+            self.stats_overflow[t, layer] += overflow[rows].float().sum()
             self.stats_samples[t, layer] += rows.sum()
 
     def reset_statistics(self):
