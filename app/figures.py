@@ -244,11 +244,10 @@ def log_axis(values: list[float]) -> dict:
 def search_timeline(history: list[dict]) -> go.Figure:
     """Validation loss after each generation of the alignment search, and how many locations changed."""
     generations = [h["generation"] for h in history]
+    losses = [h["dev_loss"] for h in history]
     figure = go.Figure(go.Bar(x=generations, y=[h["changed"] for h in history], name="locations changed",
                               marker_color="#c7c7c7", yaxis="y2"))
-    figure.add_trace(go.Scatter(x=generations, y=[h["dev_loss"] for h in history], name="validation loss",
-                                mode="lines+markers"))
-    losses = [h["dev_loss"] for h in history]
+    figure.add_trace(go.Scatter(x=generations, y=losses, name="validation loss", mode="lines+markers"))
     figure.update_layout(title="Alignment search", xaxis={"title": "generation"},
                          yaxis={"title": "validation loss", **log_axis(losses)},
                          yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
