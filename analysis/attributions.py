@@ -1,5 +1,6 @@
 """What each task looks at, with captum: input attributions per task, and how much each module
-contributes (layer conductance of a body block's residual update, or of a hyper task's layer)."""
+contributes (layer conductance of a body block's residual update, or of a layer of a task's own
+network)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 from captum.attr import DeepLift, InputXGradient, Saliency
 from torch import nn
 
-from lsmn_core.schemes.base import IsometricScheme
 
 CAPTUM_METHODS = {"Saliency": Saliency, "DeepLift": DeepLift, "Input x Gradient": InputXGradient}
 METHODS = ["Integrated Gradients", *CAPTUM_METHODS]  # Integrated Gradients: from explain's one pass
@@ -16,26 +16,16 @@ METHODS = ["Integrated Gradients", *CAPTUM_METHODS]  # Integrated Gradients: fro
 
 class TaskNetwork(nn.Module):
     """One task of a multitask model as a plain network, with an identity tap on its input and on every
-    module (a body block's residual update; for the hyper scheme, each layer of the task's own network)."""
+    module its path runs through (a body block's residual update, or a layer of the task's own network)."""
 
     def __init__(self, model, task: int):
         super().__init__()
         self.model, self.task = model, task
-        self.isometric = isinstance(model.body, IsometricScheme)  # else hyper: a whole network per task
-        modules = model.body.depth if self.isometric else len(model.body.layers[task])
         self.input_tap = nn.Identity()
-        self.taps = nn.ModuleList(nn.Identity() for _ in range(modules))
+        self.taps = nn.ModuleList(nn.Identity() for _ in range(model.module_count(task)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_tap(x)
-        if not self.isometric:
-            return self.model.body.run(x, [self.task], self.taps)[0]
-        spec = self.model.specs[self.task]
-        h = self.model.encoders[self.model.encoder_key(spec)](x).unsqueeze(0)
-        tasks = torch.tensor([self.task], device=x.device)
-        for layer, tap in enumerate(self.taps):
-            h = h + tap(self.model.body.layer_update(h, tasks, layer)[0]).unsqueeze(0)  # tap sees [B, width]
-        return self.model.heads[spec.name](h[0])
+        return self.model.forward_tapped(self.input_tap(x), self.task, self.taps)
 
 
 def _target(network: TaskNetwork, x: torch.Tensor, target: torch.Tensor | None):

@@ -1,4 +1,4 @@
-"""How tasks share hypermodules (hyper scheme), from an alignment {task: [hypermodule per block]}.
+"""How tasks share hypermodules, from an alignment {task: [hypermodule per block]}.
 
 The graphs are networkx graphs: hypermodule - block - task, and task - task weighted by the number
 of hypermodules both use. The subset breakdown is the poster's analysis figure: of the hypermodules
@@ -35,20 +35,20 @@ def _add_weight(graph: nx.Graph, a, b) -> None:
 
 
 def sharing_graph(alignment: Alignment, blocks: bool = True) -> nx.Graph:
-    """Nodes ("task", t), ("hyper", k) and, with `blocks`, ("block", t, i): edges task - block -
+    """Nodes ("task", t), ("hypermodule", k) and, with `blocks`, ("block", t, i): edges task - block -
     hypermodule. Without blocks, task - hypermodule edges weighted by the number of blocks."""
     graph = nx.Graph()
     for task, modules in alignment.items():
         graph.add_node(("task", task), kind="task", label=task)
         for i, k in enumerate(modules):
-            graph.add_node(("hyper", k), kind="hyper", label=f"H{k}")
+            graph.add_node(("hypermodule", k), kind="hypermodule", label=f"H{k}")
             if not blocks:
-                _add_weight(graph, ("task", task), ("hyper", k))
+                _add_weight(graph, ("task", task), ("hypermodule", k))
                 continue
             block = ("block", task, i)
             graph.add_node(block, kind="block", label=f"{task} block {i}")
             graph.add_edge(("task", task), block, weight=1)
-            graph.add_edge(block, ("hyper", k), weight=1)
+            graph.add_edge(block, ("hypermodule", k), weight=1)
     return graph
 
 

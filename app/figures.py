@@ -184,7 +184,7 @@ def block_importance_chart(importance: dict) -> go.Figure:
     return figure
 
 
-NODE_STYLE = {"task": ("#d62728", 18), "hyper": ("#1f77b4", 11), "block": ("#aaaaaa", 5)}
+NODE_STYLE = {"task": ("#d62728", 18), "hypermodule": ("#1f77b4", 11), "block": ("#aaaaaa", 5)}
 
 
 def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
@@ -204,7 +204,7 @@ def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
             continue
         figure.add_trace(go.Scatter(
             x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text" if kind == "task" else "markers",
-            name={"task": "task", "hyper": "hypermodule", "block": "block"}[kind],
+            name=kind,
             text=[graph.nodes[n]["label"] for n in nodes] if kind == "task" else None, textposition="top center",
             hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",
             marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}}))

@@ -42,6 +42,11 @@ def stacked_block(copies: int, width: int, hidden: int, unstacked=()) -> nn.Para
                              for name in blocks[0]})
 
 
+def shared_blocks(depth: int, width: int, hidden: int) -> nn.ModuleList:
+    """`depth` freshly initialised blocks, one copy each (no task axis)."""
+    return nn.ModuleList(stacked_block(1, width, hidden, unstacked=BLOCK_PARAMETERS) for _ in range(depth))
+
+
 def block_index(name: str) -> int:
     """The block a body parameter or mask belongs to, from a name such as 'body.blocks.3.w_in'."""
     return int(name.split("blocks.", 1)[1].split(".", 1)[0])

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from lsmn_core import routing
 from lsmn_core.errors import RunError
+from lsmn_core.session import SearchReport
 from lsmn_core.store import atomic_write
 
 FILE = "checkpoint.safetensors"
@@ -34,8 +35,24 @@ class Checkpointing:
     """Where the final phase saves checkpoints, what it saves with them, and one to continue from."""
 
     folder: Path
-    report: dict  # the routing search's result, needed to finish the run after a resume
+    report: SearchReport  # the routing search's result, needed to finish the run after a resume
     resume_from: dict | None = None  # a loaded checkpoint (see `load`)
+
+    def resume(self, session, optimizer: torch.optim.Optimizer, stopping) -> int:
+        """Continue from the loaded checkpoint, if there is one: model, optimiser, generator and the
+        early-stopping state (a trainer.EarlyStopping); returns the step it was written after (0: none)."""
+        if self.resume_from is None:
+            return 0
+        loop = restore(self.resume_from, session, optimizer)
+        stopping.best_score, stopping.evals_since_best = loop["best_score"], loop["evals_since_best"]
+        stopping.best_state = self.resume_from["best"]
+        return loop["step"]
+
+    def save(self, session, optimizer: torch.optim.Optimizer, step: int, stopping) -> None:
+        """A checkpoint after `step` steps of the final phase."""
+        save(self.folder, session, optimizer, {"step": step, "best_score": stopping.best_score,
+                                               "evals_since_best": stopping.evals_since_best},
+             stopping.best_state, self.report)
 
 
 def _flat(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -43,7 +60,7 @@ def _flat(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, best_state: dict | None,
-         report: dict) -> None:
+         report: SearchReport) -> None:
     """Write the checkpoint after `loop["step"]` steps of the final phase."""
     model = session.model
     tensors = {**_flat("model.", model.state_dict()), **_flat("best.", best_state or {}),
@@ -56,9 +73,9 @@ def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, be
     meta = {"loop": {**loop, "session_step": session.step}, "routing": doc, "param_groups": optim["param_groups"],
             "has_best": best_state is not None}
     if not (folder / SEARCH_FILE).is_file():
-        searched = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in report.get("arrays", {}).items()}
+        searched = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in report.arrays.items()}
         atomic_write(folder / SEARCH_FILE, lambda tmp: save_file(
-            searched, tmp, metadata={"summary": json.dumps(report.get("summary", {}))}))
+            searched, tmp, metadata={"summary": json.dumps(report.summary)}))
     atomic_write(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata={"state": json.dumps(meta)}))
 
 
@@ -78,7 +95,7 @@ def load(folder: Path) -> dict | None:
             meta = json.loads(f.metadata()["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         with safe_open(str(folder / SEARCH_FILE), framework="np") as f:
-            report = {"summary": json.loads(f.metadata()["summary"]), "arrays": {k: f.get_tensor(k) for k in f.keys()}}
+            report = SearchReport(json.loads(f.metadata()["summary"]), {k: f.get_tensor(k) for k in f.keys()})
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         raise RunError(f"{path}: corrupt checkpoint ({exc})") from None
 

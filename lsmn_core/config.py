@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,11 +15,8 @@ from typing import Any, Literal
 import yaml
 
 from lsmn_core.errors import ConfigError
-
-
-def check(predicate, message: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
-    """A dataclass field whose value must satisfy `predicate` (message says what it must be)."""
-    return field(default=default, default_factory=default_factory, metadata={"check": (predicate, message)})
+from lsmn_core.options import build, check, describe
+from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -53,7 +48,7 @@ class TaskConfig:
     kind: Literal["classification", "regression"] | None = None
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
-    architecture: str | None = None  # hyper scheme only: linear, mlp, conv, conv1d (default by input)
+    architecture: str | None = None  # the task's own network, for schemes that build one per task
 
 
 @dataclass
@@ -97,76 +92,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _describe(value) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def build(cls, value, where: str):
-    """Build dataclass `cls` (or a typed value) from plain YAML data, raising ConfigError at `where`."""
-    origin = typing.get_origin(cls)
-    if cls is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(cls)
-        if value is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        return build(inner[0], value, where)
-    if origin is Literal:
-        choices = typing.get_args(cls)
-        if value not in choices:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(str, choices))}; got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
-        (item,) = typing.get_args(cls)
-        return [build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(cls):
-        return _build_dataclass(cls, value, where)
-    if cls is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
-        return value
-    if cls is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
-        return value
-    if cls is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
-        return float(value)
-    if cls is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {_describe(value)}")
-        return value
-    raise TypeError(f"unsupported config type {cls}")
-
-
-def _build_dataclass(cls, value, where: str):
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        known = ", ".join(fields)
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {known})")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where != "config" else name
-        if name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: missing required key")
-            continue
-        kwargs[name] = build(hints[name], value[name], key)
-        if "check" in f.metadata and kwargs[name] is not None:
-            predicate, message = f.metadata["check"]
-            if not predicate(kwargs[name]):
-                raise ConfigError(f"{key}: {message}; got {kwargs[name]!r}")
-    return cls(**kwargs)
-
-
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `key.path=value` overrides (value parsed as YAML) to raw config data."""
     for item in overrides:
@@ -187,18 +112,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def parse_config(data, where: str = "config") -> RunConfig:
-    """Validate raw config data (a dict) into a RunConfig, including the scheme's own options."""
-    from lsmn_core.schemes import scheme_options
-
+    """Validate raw config data (a dict) into a RunConfig, including the scheme's own options and
+    the scheme's own checks of the whole config."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level, got {_describe(data)}")
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {describe(data)}")
     data = dict(data)
-    scheme_raw = data.pop("scheme", {"kind": "hard"})
+    scheme_raw = data.pop("scheme", {"kind": DEFAULT_KIND})
     config = build(RunConfig, data, where)
     if not isinstance(scheme_raw, dict) or "kind" not in scheme_raw:
         raise ConfigError("scheme: expected a mapping with a 'kind' key")
-    options_cls = scheme_options(scheme_raw["kind"])
-    config.scheme = build(options_cls, scheme_raw, "scheme")
+    config.scheme = build(scheme_options(scheme_raw["kind"]), scheme_raw, "scheme")
     if not config.tasks:
         raise ConfigError("tasks: at least one task is required")
     names = [t.name for t in config.tasks]
@@ -208,12 +131,9 @@ def parse_config(data, where: str = "config") -> RunConfig:
     for i, task in enumerate(config.tasks):
         if (task.dataset is None) == (task.file is None):
             raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset' or 'file'")
-    if config.scheme.kind != "hyper":
-        for i, task in enumerate(config.tasks):
-            if task.architecture is not None:
-                raise ConfigError(f"tasks[{i}].architecture: only the hyper scheme gives tasks their own architecture")
     if config.data.dev_fraction + config.data.test_fraction >= 1:
         raise ConfigError("data: dev_fraction + test_fraction must be below 1")
+    check_config(config)
     return config
 
 

@@ -21,7 +21,6 @@ from lsmn_core.errors import DataError
 from lsmn_core.tasks import TaskSpec
 
 FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
-SPLITS = ("train", "dev", "test")
 
 
 @dataclass

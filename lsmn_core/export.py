@@ -26,7 +26,8 @@ from lsmn_core import routing
 from lsmn_core.blocks import residual_block
 from lsmn_core.config import parse_config
 from lsmn_core.errors import RunError
-from lsmn_core.model import MultitaskNet, build_model
+from lsmn_core.model import MultitaskNet
+from lsmn_core.schemes import build_model
 from lsmn_core.store import Run, atomic_write
 from lsmn_core.tasks import TaskSpec
 

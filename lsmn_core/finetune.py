@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -22,10 +25,38 @@ from lsmn_core import routing
 from lsmn_core.config import TaskConfig
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError
-from lsmn_core.model import MultitaskModel, build_model
-from lsmn_core.schemes.masked import MaskedScheme
+from lsmn_core.model import MultitaskModel
+from lsmn_core.schemes import build_model
+from lsmn_core.session import Phase, SearchReport
 from lsmn_core.store import Run, RunWriter
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
+
+
+@dataclass
+class FinetunePlan:
+    """What a fine-tune trains: for how many steps, which parameters (`train`: routing, all or new),
+    which tasks it adds, where new tasks' routing starts (`init_from`: a parent task, default random),
+    an edited routing to start from (a routing pair's path, or its (document, arrays)), and whether
+    per-task norms train with the routing (`with_norms`: mixture runs with mix_norm: false)."""
+
+    steps: int = 500
+    train: Literal["routing", "all", "new"] = "routing"
+    add_tasks: list[TaskConfig] = field(default_factory=list)
+    init_from: str | None = None
+    routing: str | Path | tuple | None = None
+    with_norms: bool = False
+
+    def check(self, parent_tasks: list[str]) -> None:
+        """Refuse a plan that cannot apply to a run of `parent_tasks` (ConfigError)."""
+        if self.train not in ("routing", "all", "new"):
+            raise ConfigError(f"train must be 'routing', 'all' or 'new', got {self.train!r}")
+        if self.train == "new" and not self.add_tasks:
+            raise ConfigError("train='new' needs at least one new task")
+        clash = sorted(set(parent_tasks) & {t.name for t in self.add_tasks})
+        if clash:
+            raise ConfigError(f"task {clash[0]!r} is already in the run")
+        if self.init_from is not None and self.init_from not in parent_tasks:
+            raise ConfigError(f"init_from: no task {self.init_from!r} in the run (tasks: {', '.join(parent_tasks)})")
 
 
 def inherit_weights(parent: MultitaskModel, child: MultitaskModel) -> None:
@@ -39,9 +70,7 @@ def inherit_weights(parent: MultitaskModel, child: MultitaskModel) -> None:
                 target.copy_(value)
             else:  # a per-task tensor grown by the new tasks
                 target[: value.shape[0]].copy_(value)
-        if isinstance(parent.body, MaskedScheme):  # asked of the scheme: masks() would unpack them all
-            for task in range(len(parent.specs)):
-                child.body.set_task_masks(task, parent.body.task_masks(task))
+        child.body.inherit_routing(parent.body)  # routing buffers outside the state dict (masks)
 
 
 def count_trainable(model: MultitaskModel, trainable, task_ids: list[int]) -> dict:
@@ -60,79 +89,83 @@ def count_trainable(model: MultitaskModel, trainable, task_ids: list[int]) -> di
     return {"trainable": total, "trainable_besides_heads": total - heads}
 
 
-def finetune(run: Run, steps: int, train: str = "routing", add_tasks: list[TaskConfig] = (),
-             init_from: str | None = None, edited=None, out_dir: str | Path | None = None,
-             device: str = "auto", quiet: bool = True, with_norms: bool = False) -> Path:
-    """Fine-tune `run` into a new run (under out_dir, default: beside the parent); returns its path.
-
-    `with_norms` also trains the per-task norm parameters (mixture runs with mix_norm: false)."""
-    if train not in ("routing", "all", "new"):
-        raise ConfigError(f"train must be 'routing', 'all' or 'new', got {train!r}")
-    if train == "new" and not add_tasks:
-        raise ConfigError("train='new' needs at least one new task")
+def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, device: str = "auto",
+             quiet: bool = True) -> Path:
+    """Fine-tune `run` as `plan` says into a new run (under out_dir, default: beside the parent);
+    returns its path."""
+    parent_names = run.task_names
+    plan.check(parent_names)
     torch_device = resolve_device(device)
-    parent_config = run.config()
-    config = copy.deepcopy(parent_config)
-    config.tasks = list(parent_config.tasks) + list(add_tasks)
-    config.train.steps = steps
-    config.name = f"{parent_config.name}-ft"
-    parent_names = [t.name for t in parent_config.tasks]
-    new_names = [t.name for t in add_tasks]
-    if set(parent_names) & set(new_names):
-        raise ConfigError(f"task {sorted(set(parent_names) & set(new_names))[0]!r} is already in the run")
-    if init_from is not None and init_from not in parent_names:
-        raise ConfigError(f"init_from: no task {init_from!r} in the run (tasks: {', '.join(parent_names)})")
-
-    parent = run.load_model()
-    if edited is not None:
-        doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
-        routing.apply(parent, routing.decode(doc, arrays, parent))
+    config = copy.deepcopy(run.config())
+    config.tasks = list(config.tasks) + list(plan.add_tasks)
+    config.train.steps = plan.steps
+    config.name = f"{config.name}-ft"
     data = load_tasks(config.tasks, config.data)
-    model = build_model([d.spec for d in data], config)
-    inherit_weights(parent, model)
-    if not add_tasks:  # routing state that is not a parameter (MoE's allowed experts) carries over too
-        routing.apply_buffers(model, routing.decode(*routing.encode(parent), model))
-    routing_params = {f"body.{n}" for n in model.body.routing_parameters()}
-    if train == "routing" and not routing_params:
-        raise ConfigError(f"the {run.scheme} scheme has no trainable routing; use train='all'")
-    norm_params = {n for n, _ in model.named_parameters() if n.startswith("body.norms.")}
-    if with_norms and not norm_params:
-        raise ConfigError("this run has no per-task norm parameters (they need scheme.mix_norm: false)")
-    if init_from is not None:
-        with torch.no_grad():
-            for name in routing_params | (norm_params if with_norms else set()):
-                param = dict(model.named_parameters())[name]
-                for new in range(len(parent_names), len(config.tasks)):
-                    param[new] = param[parent_names.index(init_from)]
-    model.to(torch_device)
-
-    new_heads = {f"heads.{n}." for n in new_names}
-    if train == "all":
-        def trainable(name: str) -> bool:
-            return True
-    elif train == "new":  # body updates are confined to the new tasks' masks and rows (update_masks)
-        def trainable(name: str) -> bool:
-            return name.startswith("body.") or any(name.startswith(h) for h in new_heads)
-    else:
-        def trainable(name: str) -> bool:
-            return (name in routing_params or any(name.startswith(h) for h in new_heads)
-                    or (with_norms and name in norm_params))
-    task_ids = list(range(len(parent_names), len(config.tasks))) if add_tasks else list(range(len(parent_names)))
+    model = _child_model(run, plan, [d.spec for d in data], config).to(torch_device)
+    trainable = _trainable(plan, model)
+    task_ids = list(range(len(parent_names), len(config.tasks))) if plan.add_tasks else list(range(len(parent_names)))
 
     writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],
                        str(torch_device), parent=run.id)
     start = time.monotonic()
     try:
         session = TrainingSession(model, DeviceTasks(data, torch_device), config, Reporter(writer, quiet), trainable)
-        report = model.body.admit_tasks(session, task_ids) if train == "new" else {}
+        report = model.body.admit_tasks(session, task_ids) if plan.train == "new" else SearchReport()
         counts = count_trainable(model, trainable, task_ids)
-        session.train(task_ids, steps, "finetune")
-        summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
-        summary["finetune"] = {"parent": run.id, "train": train, "tasks": [config.tasks[t].name for t in task_ids],
-                               "init_from": init_from, **counts}
+        session.train(Phase("finetune", task_ids, plan.steps))
+        summary = summarize(session, report.summary, time.monotonic() - start)
+        summary["finetune"] = {"parent": run.id, "train": plan.train, "tasks": [config.tasks[t].name for t in task_ids],
+                               "init_from": plan.init_from, **counts}
         writer.save_model(model)
         writer.finish(summary)
     except Exception as exc:
         writer.set_status("failed", f"{type(exc).__name__}: {exc}")
         raise
     return writer.path
+
+
+def _child_model(run: Run, plan: FinetunePlan, specs, config) -> MultitaskModel:
+    """The child's model: the parent's weights and routing (edited, if the plan says so) for the
+    parent's tasks, fresh ones for new tasks, whose routing may start as `init_from`'s."""
+    parent = run.load_model()
+    if plan.routing is not None:
+        doc, arrays = plan.routing if isinstance(plan.routing, tuple) else routing.read(Path(plan.routing))
+        routing.apply(parent, routing.decode(doc, arrays, parent))
+    model = build_model(specs, config)
+    inherit_weights(parent, model)
+    if not plan.add_tasks:  # routing state that is not a parameter (MoE's allowed experts) carries over too
+        routing.apply_buffers(model, routing.decode(*routing.encode(parent), model))
+    if plan.train == "routing" and not model.body.routing_parameters():
+        raise ConfigError(f"the {run.scheme} scheme has no trainable routing; use train='all'")
+    norm_params = _norm_params(model)
+    if plan.with_norms and not norm_params:
+        raise ConfigError("this run has no per-task norm parameters (they need scheme.mix_norm: false)")
+    if plan.init_from is not None:
+        parameters = dict(model.named_parameters())
+        source = run.task_names.index(plan.init_from)
+        with torch.no_grad():
+            for name in _routing_params(model) | (norm_params if plan.with_norms else set()):
+                for new in range(len(run.task_names), len(specs)):
+                    parameters[name][new] = parameters[name][source]
+    return model
+
+
+def _routing_params(model: MultitaskModel) -> set[str]:
+    return {f"body.{n}" for n in model.body.routing_parameters()}
+
+
+def _norm_params(model: MultitaskModel) -> set[str]:
+    return {n for n, _ in model.named_parameters() if n.startswith("body.norms.")}
+
+
+def _trainable(plan: FinetunePlan, model: MultitaskModel) -> Callable[[str], bool]:
+    """Which parameters the plan trains: everything (all); the body, confined to the new tasks'
+    masks and rows by update_masks, and the new heads (new); or the routing parameters, the new
+    heads and, with with_norms, the per-task norms (routing)."""
+    new_heads = tuple(f"heads.{t.name}." for t in plan.add_tasks)
+    if plan.train == "all":
+        return lambda name: True
+    if plan.train == "new":
+        return lambda name: name.startswith("body.") or name.startswith(new_heads)
+    chosen = _routing_params(model) | (_norm_params(model) if plan.with_norms else set())
+    return lambda name: name in chosen or name.startswith(new_heads)

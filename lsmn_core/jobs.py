@@ -3,13 +3,14 @@ in the app's script thread; its progress is read back from the new run's progres
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+PACKAGES = Path(__file__).resolve().parents[1]  # the folder lsmn_core is imported from (a checkout, site-packages)
 
 
 @dataclass
@@ -36,9 +37,12 @@ class Job:
 
 
 def start(args: list[str], log: Path) -> Job:
-    """Run `lsmn ARGS...` in its own process session, output to `log`."""
+    """Run `lsmn ARGS...` (the `lsmn` package's command, importable beside lsmn_core) in its own
+    process session, in this process's working directory, output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join(p for p in (str(PACKAGES), os.environ.get("PYTHONPATH")) if p)
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "lsmn_core", *args], cwd=REPO, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "lsmn", *args], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": path})
     return Job(process, log, args)

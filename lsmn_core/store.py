@@ -1,4 +1,5 @@
-"""The run directory (a contract, see DESIGN.md): writing runs atomically and reading them safely.
+"""The run directory (a contract of every reader and writer of runs): writing runs atomically and
+reading them safely.
 
 Every file is written to a temporary name and renamed, so a crash never leaves a half-written file
 that looks finished. Reading never executes code: JSON and safetensors only.
@@ -25,12 +26,11 @@ from lsmn_core import __version__, routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, RunError
 from lsmn_core.model import MultitaskModel
+from lsmn_core.schemes import build_model
 from lsmn_core.tasks import TaskSpec
 
 SCHEMA_VERSION = 1
 STALE_AFTER = 600  # seconds without a progress update after which a run on another host reads as dead
-RUN_FILES = ("run.json", "progress.json", "metrics.jsonl", "summary.json", "model.safetensors",
-             "routing.json", "routing.safetensors")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -255,8 +255,6 @@ class Run:
     def _checked_routing(self, model: MultitaskModel | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
         """routing.json and its arrays, and the state they decode to against `model`, by default the
         run's model built on the meta device (so no memory goes to weights)."""
-        from lsmn_core.model import build_model
-
         try:
             doc, arrays = routing.read(self.path / "routing.json")
             if model is None:
@@ -269,8 +267,6 @@ class Run:
 
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
-        from lsmn_core.model import build_model
-
         model = build_model(self.specs, self.config())
         try:
             state = load_file(str(self.path / "model.safetensors"))

@@ -1,12 +1,14 @@
 """Training: one loop for every scheme, read top to bottom.
 
-`train()` loads the data, builds the model, lets the scheme search its routing (sparse: IMP with
-rewinding), then trains all tasks together, sampling one task per step as the sparse-sharing slides
-do. Evaluation every `eval_every` steps goes to metrics.jsonl; early stopping keeps the best dev state.
+`train()` loads the data, builds the model, lets the scheme search its routing (sparse sharing: IMP
+with rewinding), then trains all tasks together, sampling one task per step as the slides "Learning
+Sparse Sharing Architectures for Multiple Tasks" do. Evaluation every `eval_every` steps goes to
+metrics.jsonl; early stopping keeps the best dev state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
@@ -21,11 +23,13 @@ from torch import nn
 from tqdm import tqdm
 
 from lsmn_core import checkpoint, distributed
-from lsmn_core.distributed import DataParallel
 from lsmn_core.data import TaskData, load_tasks
+from lsmn_core.distributed import DataParallel
 from lsmn_core.errors import ConfigError, RunError, TrainingError
-from lsmn_core.model import MultitaskModel, build_model
-from lsmn_core.store import RunWriter
+from lsmn_core.model import MultitaskModel
+from lsmn_core.schemes import build_model
+from lsmn_core.session import Phase, SearchReport
+from lsmn_core.store import RunWriter, open_run
 from lsmn_core.tasks import TaskSpec, metric_value, score, task_loss
 
 
@@ -66,18 +70,59 @@ def evaluate_task(model: MultitaskModel, tasks: DeviceTasks, task: int, split: s
 
 
 class TaskSampler:
-    """Which task trains next: proportional to training-set size, or round-robin."""
+    """Which tasks train next: one, proportional to training-set size or round-robin, or all."""
 
     def __init__(self, tasks: DeviceTasks, task_ids: list[int], mode: str, generator: torch.Generator):
         self.task_ids, self.mode, self.generator, self.i = task_ids, mode, generator, 0
         sizes = torch.tensor([tasks.specs[t].sizes["train"] for t in task_ids], dtype=torch.float)
         self.weights = sizes / sizes.sum()
 
-    def __next__(self) -> int:
+    def next_tasks(self) -> list[int]:
+        if self.mode == "all":
+            return self.task_ids
         if self.mode == "round_robin":
             self.i += 1
-            return self.task_ids[(self.i - 1) % len(self.task_ids)]
-        return self.task_ids[torch.multinomial(self.weights, 1, generator=self.generator).item()]
+            return [self.task_ids[(self.i - 1) % len(self.task_ids)]]
+        return [self.task_ids[torch.multinomial(self.weights, 1, generator=self.generator).item()]]
+
+
+class EarlyStopping:
+    """The best dev score of a phase and the state that reached it; says stop after `patience`
+    evaluations without a gain (0: never)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_score, self.best_state, self.evals_since_best = -math.inf, None, 0
+
+    def observe(self, score: float, model: nn.Module) -> bool:
+        """Record an evaluation's score; True when the phase should stop."""
+        if score > self.best_score:
+            self.best_score, self.evals_since_best = score, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.evals_since_best += 1
+        return bool(self.patience) and self.evals_since_best >= self.patience
+
+    def restore_best(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+class DivergenceWatch:
+    """The first step whose loss was not finite, noted on the device so that no step waits for it;
+    read at evaluations and at a phase's end, where it raises TrainingError."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.tensor(math.inf, device=device)
+
+    def note(self, loss: torch.Tensor, step: int) -> None:
+        self.first_bad = torch.where(torch.isfinite(loss.detach()), self.first_bad, self.first_bad.clamp(max=step))
+
+    def check(self, phase: str) -> None:
+        step = self.first_bad.item()
+        if math.isfinite(step):
+            raise TrainingError(f"the loss became nan or infinite at step {int(step)} of phase {phase}; "
+                                "try a lower train.lr")
 
 
 class Reporter:
@@ -100,8 +145,9 @@ class Reporter:
 
 
 class BatchLoss(nn.Module):
-    """The summed loss of one batch per task (each weighted); same-shaped batches go through the
-    model together. A module, so that DistributedDataParallel can wrap it."""
+    """The summed loss of one batch per task (each weighted), plus each task's penalty and each
+    forward's auxiliary loss once; same-shaped batches go through the model together. A module, so
+    that DistributedDataParallel can wrap it."""
 
     def __init__(self, model: MultitaskModel, specs: list[TaskSpec]):
         super().__init__()
@@ -109,13 +155,17 @@ class BatchLoss(nn.Module):
 
     def forward(self, step_tasks: list[int], batches: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
         xs = [x for x, _, _ in batches]
+        body = self.model.body
         if len(xs) > 1 and all(x.shape == xs[0].shape for x in xs):
             outputs = self.model.forward_tasks(torch.stack(xs), step_tasks)
+            auxiliary = body.auxiliary_loss()
         else:
-            outputs = [self.model(x, t) for x, t in zip(xs, step_tasks)]
-        body = self.model.body
+            outputs, auxiliary = [], 0.0
+            for x, t in zip(xs, step_tasks):
+                outputs.append(self.model(x, t))
+                auxiliary = auxiliary + body.auxiliary_loss()
         return sum(weight * task_loss(self.specs[t], out, y) + body.penalty(t)
-                   for t, out, (_, y, weight) in zip(step_tasks, outputs, batches))
+                   for t, out, (_, y, weight) in zip(step_tasks, outputs, batches)) + auxiliary
 
 
 class TrainingSession:
@@ -130,6 +180,14 @@ class TrainingSession:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.task_generators: dict[int, torch.Generator] = {}  # tasks that draw from their own generator
         self.step = 0  # global step over all phases, for metrics.jsonl
+        self.body_params = dict(model.body.named_parameters())
+
+    def fork(self, model: MultitaskModel) -> TrainingSession:
+        """A session over `model` (private copies of this one's) with this one's data, config,
+        reporter, data-parallel share and step."""
+        forked = TrainingSession(model, self.tasks, self.config, self.reporter, parallel=self.parallel)
+        forked.step = self.step
+        return forked
 
     def evaluate(self, task: int, split: str) -> tuple[float, float]:
         return evaluate_task(self.model, self.tasks, task, split)
@@ -170,102 +228,83 @@ class TrainingSession:
                 union[name] = union[name] | keep if name in union else keep
         return union
 
-    def train(self, task_ids: list[int], steps: int, phase: str, early_stopping: bool = True,
-              sampling: str | None = None, after_step: Callable[[], None] | None = None,
-              checkpointing: checkpoint.Checkpointing | None = None) -> int:
-        """Train `task_ids` (one sampled task per step, or all with sampling "all") for up to `steps`.
-
-        With early stopping, dev is evaluated every eval_every steps and the best state is restored.
-        `sampling` overrides the config's train.sampling for this phase; `after_step` runs after
-        every optimiser step (the alignment search learns its candidate weights there).
-        Only the parameters the session's `trainable` picks are trained (all when it is None).
-        With `checkpointing`, every evaluation is followed by a checkpoint, and a loaded one is
-        continued from.
-        """
+    def train(self, phase: Phase) -> int:
+        """Train phase.tasks for up to phase.steps steps, as lsmn_core.session.Phase describes;
+        returns the last step. Only the parameters the session's `trainable` picks are trained."""
         cfg = self.config.train
-        trainable = self.trainable
-        model, body = self.model, self.model.body
-        chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (trainable is None or trainable(n))}
-        frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in chosen]
-        for p in frozen:
-            p.requires_grad_(False)
-        scales = {f"body.{n}": s for n, s in body.lr_scales().items()}
-        by_scale: dict[float, list[torch.Tensor]] = {}  # few groups: AdamW steps a group's tensors together
-        for n, p in chosen.items():
-            by_scale.setdefault(scales.get(n, 1.0), []).append(p)
-        groups = [{"params": params, "lr": cfg.lr * scale} for scale, params in by_scale.items()]
-        # fused: one kernel per group instead of a Python loop over tensors (3x faster on a CPU too)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-        sampler = TaskSampler(self.tasks, task_ids, cfg.sampling, self.generator)
-        body_params = dict(body.named_parameters())
-        parallel = self.parallel
-        loss_of = parallel.wrap(self.batch_loss, self.tasks.device) if parallel else self.batch_loss
-        best_score, best_state, evals_since_best = -math.inf, None, 0
-        model.train()
-        bar = self.reporter.bar(steps, phase)
-        step = first = 0
-        if checkpointing and checkpointing.resume_from:
-            loop = checkpoint.restore(checkpointing.resume_from, self, optimizer)
-            first, best_score, evals_since_best = loop["step"], loop["best_score"], loop["evals_since_best"]
-            best_state = checkpointing.resume_from["best"]
-            bar.update(first)
-        first_bad = torch.tensor(math.inf, device=self.tasks.device)  # the first step whose loss was not finite
-        try:
-            for step in range(first + 1, steps + 1):
-                step_tasks = task_ids if (sampling or cfg.sampling) == "all" else [next(sampler)]
-                batches = self.draw(step_tasks)
-                with self.autocast():
-                    loss = loss_of(step_tasks, [parallel.shard(b) for b in batches] if parallel
-                                   else [(x, y, 1.0) for x, y in batches])
-                # noted on the device, read at the next evaluation: no host sync at every step
-                first_bad = torch.where(torch.isfinite(loss.detach()), first_bad, first_bad.clamp(max=step))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                restrict = self.update_masks(step_tasks)
-                before = {n: body_params[n].detach().clone() for n in restrict}
-                optimizer.step()
-                with torch.no_grad():
-                    for n, keep in restrict.items():
-                        body_params[n].copy_(torch.where(keep, body_params[n], before[n]))
-                if after_step:
-                    after_step()
+        sampler = TaskSampler(self.tasks, phase.tasks, phase.sampling or cfg.sampling, self.generator)
+        watch, stopping = DivergenceWatch(self.tasks.device), EarlyStopping(cfg.patience)
+        self.model.train()
+        with self._optimizer() as optimizer, self.reporter.bar(phase.steps, phase.name) as bar:
+            # wrapped once the frozen parameters are frozen: DDP buckets only those that train
+            loss_of = self.parallel.wrap(self.batch_loss, self.tasks.device) if self.parallel else self.batch_loss
+            step = phase.checkpointing.resume(self, optimizer, stopping) if phase.checkpointing else 0
+            bar.update(step)
+            for step in range(step + 1, phase.steps + 1):
+                step_tasks = sampler.next_tasks()
+                loss = self._loss(loss_of, step_tasks)
+                watch.note(loss, step)
+                self._update(optimizer, loss, step_tasks)
+                if phase.after_step:
+                    phase.after_step()
                 self.step += 1
                 bar.update()
-                self.reporter.progress(phase, step, steps)
-                if early_stopping and (step % cfg.eval_every == 0 or step == steps):
-                    _stop_if_diverged(first_bad, phase)  # before a NaN weight is evaluated, kept or saved
-                    current = self.evaluate_tasks(task_ids, "dev", phase)
+                self.reporter.progress(phase.name, step, phase.steps)
+                if phase.early_stopping and (step % cfg.eval_every == 0 or step == phase.steps):
+                    watch.check(phase.name)  # before a NaN weight is evaluated, kept or saved
+                    current = self.evaluate_tasks(phase.tasks, "dev", phase.name)
                     bar.set_postfix(dev=f"{current:.3f}")
-                    if current > best_score:
-                        best_score, evals_since_best = current, 0
-                        best_state = copy.deepcopy(model.state_dict())
-                    else:
-                        evals_since_best += 1
-                        if cfg.patience and evals_since_best >= cfg.patience:
-                            break
-                    if checkpointing:
-                        checkpoint.save(checkpointing.folder, self, optimizer, {
-                            "step": step, "best_score": best_score, "evals_since_best": evals_since_best},
-                            best_state, checkpointing.report)
-            _stop_if_diverged(first_bad, phase)
-        finally:
-            bar.close()
-            for p in frozen:
-                p.requires_grad_(True)
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        self.reporter.progress(phase, step, steps, "done", force=True)
+                    if stopping.observe(current, self.model):
+                        break
+                    if phase.checkpointing:
+                        phase.checkpointing.save(self, optimizer, step, stopping)
+            watch.check(phase.name)
+        stopping.restore_best(self.model)
+        self.reporter.progress(phase.name, step, phase.steps, "done", force=True)
         return step
 
+    @contextlib.contextmanager
+    def _optimizer(self):
+        """Fused AdamW (one kernel per parameter group: 3x faster than a loop over tensors, on a CPU
+        too), one group per learning-rate scale, over the parameters the session trains; the others
+        are frozen until the phase ends."""
+        chosen = {n: p for n, p in self.model.named_parameters()
+                  if p.requires_grad and (self.trainable is None or self.trainable(n))}
+        frozen = [p for n, p in self.model.named_parameters() if p.requires_grad and n not in chosen]
+        scales = {f"body.{n}": s for n, s in self.model.body.lr_scales().items()}
+        by_scale: dict[float, list[torch.Tensor]] = {}
+        for n, p in chosen.items():
+            by_scale.setdefault(scales.get(n, 1.0), []).append(p)
+        cfg = self.config.train
+        groups = [{"params": params, "lr": cfg.lr * scale} for scale, params in by_scale.items()]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
 
-def _stop_if_diverged(first_bad: torch.Tensor, phase: str) -> None:
-    step = first_bad.item()
-    if math.isfinite(step):
-        raise TrainingError(f"the loss became nan or infinite at step {int(step)} of phase {phase}; "
-                            "try a lower train.lr")
+    def _loss(self, loss_of: Callable, step_tasks: list[int]) -> torch.Tensor:
+        """One step's loss; under torchrun, on this process's share of every task's batch."""
+        batches = self.draw(step_tasks)
+        shares = [self.parallel.shard(b) for b in batches] if self.parallel else [(x, y, 1.0) for x, y in batches]
+        with self.autocast():
+            return loss_of(step_tasks, shares)
+
+    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step_tasks: list[int]) -> None:
+        """One optimiser step, with the body's update confined to the step's tasks' update masks."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        restrict = self.update_masks(step_tasks)
+        before = {n: self.body_params[n].detach().clone() for n in restrict}
+        optimizer.step()
+        with torch.no_grad():
+            for n, keep in restrict.items():
+                self.body_params[n].copy_(torch.where(keep, self.body_params[n], before[n]))
 
 
-def summarize(session: TrainingSession, search_report: dict, seconds: float) -> dict:
+def summarize(session: TrainingSession, search_summary: dict, seconds: float) -> dict:
     """Final per-task metrics, parameter counts and densities, for summary.json."""
     model, specs = session.model, session.tasks.specs
     model.body.reset_statistics()
@@ -280,7 +319,7 @@ def summarize(session: TrainingSession, search_report: dict, seconds: float) -> 
         "params": model.parameter_counts(),
         "density": {s.name: density[t].mean().item() for t, s in enumerate(specs)},
         "density_per_layer": {s.name: density[t].tolist() for t, s in enumerate(specs)},
-        "search": search_report,
+        "search": search_summary,
         "routing": model.body.routing_summary(model.task_names),
         "steps": session.step,
         "train_seconds": round(seconds, 2),
@@ -309,8 +348,6 @@ def resume(run_path: str | Path, device: str | None = None, quiet: bool = False)
     Checkpoints come from the final phase; a run stopped before its first one trains again from
     the start (the same seed gives the same search). Either way the final weights equal those of
     an uninterrupted run on the same device."""
-    from lsmn_core.store import open_run
-
     if distributed.from_environment() is not None:
         raise ConfigError("--resume runs in one process; start it without torchrun")
     run = open_run(run_path)
@@ -337,13 +374,12 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
     try:
         session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet or not writer),
                                   parallel=parallel)
-        all_tasks = list(range(len(data)))
-        report = state["report"] if state else model.body.search_routing(session)
-        session.train(all_tasks, config.train.steps, "train",
-                      checkpointing=checkpoint.Checkpointing(writer.path, report, state) if writer else None)
-        summary = summarize(session, report.get("summary", {}), time.monotonic() - start)
+        report: SearchReport = state["report"] if state else model.body.search_routing(session)
+        session.train(Phase("train", list(range(len(data))), config.train.steps,
+                            checkpointing=checkpoint.Checkpointing(writer.path, report, state) if writer else None))
+        summary = summarize(session, report.summary, time.monotonic() - start)
         if writer:
-            writer.save_model(model, report.get("arrays"))
+            writer.save_model(model, report.arrays)
             writer.finish(summary)
             checkpoint.remove(writer.path)
     except KeyboardInterrupt:

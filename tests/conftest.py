@@ -2,38 +2,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages, for tests and the app
 
-from lsmn_core.config import parse_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 from lsmn_core.trainer import train  # noqa: E402
-
-TINY = {
-    "name": "tiny",
-    "seed": 3,
-    "tasks": [
-        {"name": "digit", "dataset": "digits", "target": "digit"},
-        {"name": "parity", "dataset": "digits", "target": "parity"},
-        {"name": "position", "dataset": "position", "target": "cell"},
-    ],
-    "model": {"width": 32, "depth": 2},
-    "scheme": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.2, "round_steps": 30, "warmup_steps": 20},
-    "train": {"steps": 120, "batch_size": 32, "eval_every": 40, "device": "cpu"},
-}
-
-
-def tiny_config(**changes):
-    """The tiny config with top-level sections replaced, e.g. tiny_config(scheme={"kind": "hard"})."""
-    return parse_config({**TINY, **changes})
-
-
-def random_masks(model, seed=0, keep=0.4):
-    """Give a masked model's tasks random masks, each weight kept with probability `keep`."""
-    generator = torch.Generator().manual_seed(seed)
-    model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < keep
-                                       for name, mask in model.body.masks().items()}})
 
 
 @pytest.fixture(scope="session")

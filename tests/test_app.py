@@ -6,7 +6,7 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO
+from helpers import REPO
 
 MAIN = str(REPO / "app" / "main.py")
 

@@ -6,9 +6,9 @@ import torch
 from captum.attr import IntegratedGradients, LayerConductance, Saliency
 
 from analysis.attributions import TaskNetwork, explain
-from conftest import TINY, tiny_config
+from helpers import TINY, tiny_config
 from lsmn_core.data import load_tasks
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 
 
 KANG_REGRESSION = {"name": "kang0", "dataset": "kang_synthetic", "target": "0", "domain": "clean"}

@@ -3,7 +3,7 @@
 
 import pytest
 
-from lsmn_core import bench
+from lsmn import bench
 
 ENTRIES = {
     "export": lambda: bench.bench_export(width=128, depth=2),
@@ -36,6 +36,6 @@ def test_bench_on_a_missing_gpu_says_so_and_exits_non_zero():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: lsmn bench --device cuda would run the GPU suite")
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", "bench", "--device", "cuda"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "lsmn", "bench", "--device", "cuda"], capture_output=True,
                             text=True, check=False)
     assert result.returncode != 0 and "no CUDA device is available" in result.stderr

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core import bitmasks
 from lsmn_core.data import load_tasks
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 
 
 @pytest.mark.parametrize("shape", [(3, 1), (2, 7), (4, 8), (5, 9), (2, 3, 1001)])

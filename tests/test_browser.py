@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from playwright.sync_api import sync_playwright
 from safetensors.numpy import load_file
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from conftest import REPO
+from helpers import REPO
 
 
 def lsmn(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", *map(str, args)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "lsmn", *map(str, args)], capture_output=True, text=True,
                             cwd=REPO)
     if check:
         assert result.returncode == 0, result.stderr

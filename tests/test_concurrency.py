@@ -7,7 +7,7 @@ import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import REPO
+from helpers import REPO
 from lsmn_core.config import load_config
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import LsmnError
@@ -25,7 +25,7 @@ def test_writers_starting_at_once_get_their_own_folders(tmp_path):
 def test_two_jobs_write_while_a_reader_polls_them(tmp_path):
     """Two trainings into one folder while the reader side of the app reads every file of both,
     over and over: the reads see finished files or a clear 'not yet', never a crash."""
-    command = [sys.executable, "-m", "lsmn_core", "train", "configs/quickstart.yaml", "--out", str(tmp_path),
+    command = [sys.executable, "-m", "lsmn", "train", "configs/quickstart.yaml", "--out", str(tmp_path),
                "--quiet", "--set", "train.steps=150", "--set", "train.device=cpu", "--set", "scheme.warmup_steps=30",
                "--set", "scheme.round_steps=20", "--set", "train.eval_every=25"]
     jobs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]

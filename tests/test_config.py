@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY
+from helpers import REPO, TINY
 from lsmn_core.config import apply_overrides, load_config, parse_config
 from lsmn_core.errors import ConfigError
 
@@ -50,7 +50,7 @@ def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path, content, overrides
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     sets = [a for o in overrides for a in ("--set", o)]
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", "train", str(path), "--out", str(tmp_path / "runs"),
+    result = subprocess.run([sys.executable, "-m", "lsmn", "train", str(path), "--out", str(tmp_path / "runs"),
                              *sets], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -59,7 +59,7 @@ def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path, content, overrides
 
 
 def test_cli_missing_config_file(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", "train", str(tmp_path / "none.yaml")],
+    result = subprocess.run([sys.executable, "-m", "lsmn", "train", str(tmp_path / "none.yaml")],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "config file not found" in result.stderr
 

@@ -6,11 +6,12 @@ import warnings
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core.data import load_tasks
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 from lsmn_core.store import open_run
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, train
+from lsmn_core.session import Phase
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -40,7 +41,7 @@ def test_float32_training_on_cuda_reaches_the_cpu_weights(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full float32 convolutions, as on CPU
     sessions = [session_on(d, bf16=False) for d in ("cpu", "cuda")]
     for s in sessions:
-        s.train([0, 1, 2], 20, "train", early_stopping=False)
+        s.train(Phase("train", [0, 1, 2], 20, early_stopping=False))
     for (name, a), b in zip(sessions[0].model.state_dict().items(), sessions[1].model.state_dict().values()):
         assert torch.allclose(a.float(), b.float().cpu(), atol=2e-3), name
 
@@ -55,7 +56,7 @@ def test_the_training_step_does_not_wait_for_the_device(scheme):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                session.train([0, 1, 2], steps, "train", early_stopping=False)
+                session.train(Phase("train", [0, 1, 2], steps, early_stopping=False))
         finally:
             torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)

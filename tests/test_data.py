@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core import data as data_module
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.data import load_task, split_indices

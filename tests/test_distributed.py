@@ -7,7 +7,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO
+from helpers import REPO
 
 # 40 final steps: AdamW divides each update by the gradient's running RMS, so where gradients are
 # near zero (the first convolution's) the 1e-7 noise of a different summation order grows with
@@ -30,9 +30,9 @@ def train(out, *launcher, scheme):
 # sparse: pruning rounds and masked updates, decided in each process from the same weights.
 @pytest.mark.parametrize("scheme", ["independent", "sparse"])
 def test_two_gloo_processes_reach_the_weights_of_one(tmp_path, scheme):
-    one = train(tmp_path / "one", sys.executable, "-m", "lsmn_core", scheme=scheme)
+    one = train(tmp_path / "one", sys.executable, "-m", "lsmn", scheme=scheme)
     two = train(tmp_path / "two", sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2", "-m", "lsmn_core", scheme=scheme)
+                "--nproc_per_node", "2", "-m", "lsmn", scheme=scheme)
     assert one.keys() == two.keys()
     for name in one:
         assert (one[name].float() - two[name].float()).abs().max() < 1e-4, name

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core import jobs, routing
 from lsmn_core.errors import RoutingError
 from lsmn_core.store import list_runs, open_run

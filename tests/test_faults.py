@@ -10,8 +10,8 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO
-from lsmn_core.cli import main
+from helpers import REPO
+from lsmn.cli import main
 from lsmn_core.config import load_config
 from lsmn_core.store import open_run
 
@@ -21,7 +21,7 @@ SHORT = ["train.steps=600", "scheme.warmup_steps=50", "scheme.round_steps=30", "
 
 
 def lsmn_process(*args):
-    return subprocess.Popen([sys.executable, "-m", "lsmn_core", *args], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "lsmn", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -6,18 +6,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing_graph, subset_proportions,
                                     task_graph, usage_counts)
 from lsmn_core import routing
-from lsmn_core.cli import main
+from lsmn.cli import main
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.evaluation import evaluate_run
-from lsmn_core.model import build_model
-from lsmn_core.search import sample_challengers
+from lsmn_core.schemes import build_model
+from lsmn_core.schemes.hyper.search import sample_challengers
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 
@@ -184,9 +184,9 @@ def test_invalid_alignments_are_refused(hyper_run, value, message):
 
 
 def test_finetuning_contexts_only_keeps_hypermodules(hyper_run, tmp_path):
-    from lsmn_core.finetune import finetune
+    from lsmn_core.finetune import FinetunePlan, finetune
 
-    child = open_run(finetune(hyper_run, 10, "routing", out_dir=tmp_path, device="cpu"))
+    child = open_run(finetune(hyper_run, FinetunePlan(10, "routing"), tmp_path, device="cpu"))
     parent, after = hyper_run.load_model().state_dict(), child.load_model().state_dict()
     assert torch.equal(parent["body.hypermodules"], after["body.hypermodules"])
     assert not torch.equal(parent["body.contexts"], after["body.contexts"])
@@ -198,7 +198,7 @@ def test_sharing_analysis():
     assert usage_counts(alignment) == {1: 2, 3: 2, 0: 1, 2: 1}
     assert subset_proportions(alignment) == {("a",): 0.25, ("a", "b"): 0.25, ("b",): 0.25, ("c", "d"): 0.25}
     graph = sharing_graph(alignment)
-    assert graph.number_of_nodes() == 4 + 6 + 4 and graph.degree(("hyper", 1)) == 2
+    assert graph.number_of_nodes() == 4 + 6 + 4 and graph.degree(("hypermodule", 1)) == 2
     assert sharing_graph(alignment, blocks=False).number_of_edges() == 6
     assert task_graph(alignment).edges["a", "b"]["weight"] == 1 and not task_graph(alignment).has_edge("a", "c")
     assert cluster_labels(alignment) == [0, 0, 1, 1]

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from analysis.overlap import flatten, pairwise_overlap
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 from lsmn_core.config import TaskConfig
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.export import SparseInference, export_run, load_export
-from lsmn_core.finetune import finetune
+from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 
@@ -52,7 +52,7 @@ def test_rsn2_one_shot_schedule(tmp_path):
 
 def test_adding_a_task_leaves_old_outputs_bit_identical(mann_run, tmp_path):
     new = TaskConfig(name="mod3", dataset="digits", target="mod3")
-    child = open_run(finetune(mann_run, 80, "new", [new], out_dir=tmp_path))
+    child = open_run(finetune(mann_run, FinetunePlan(80, "new", [new]), tmp_path))
     x = torch.rand(7, 8, 8)
     old, grown = mann_run.load_model().eval(), child.load_model().eval()
     for t in range(3):
@@ -65,7 +65,7 @@ def test_adding_a_task_leaves_old_outputs_bit_identical(mann_run, tmp_path):
 def test_adding_tasks_needs_a_scheme_that_isolates_them(sparse_run, tmp_path):
     new = TaskConfig(name="mod3", dataset="digits", target="mod3")
     with pytest.raises(ConfigError, match="cannot add tasks without changing the old ones"):
-        finetune(open_run(sparse_run), 5, "new", [new], out_dir=tmp_path)
+        finetune(open_run(sparse_run), FinetunePlan(5, "new", [new]), tmp_path)
 
 
 def test_export_is_compact_and_reproduces_every_task_exactly(mann_run, tmp_path):
@@ -98,7 +98,7 @@ def test_export_refuses_unmasked_runs_and_bad_files(tmp_path):
 
 def test_cli_export(mann_run, tmp_path):
     out = tmp_path / "m.safetensors"
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", "export", str(mann_run.path), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "lsmn", "export", str(mann_run.path), "--out", str(out)],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "of the dense model.safetensors" in result.stdout and out.is_file()
 

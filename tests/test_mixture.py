@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from analysis.signatures import is_progressive, runs, shared_layers, signature_report, similarity
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core import routing
 from lsmn_core.blocks import residual_block
 from lsmn_core.config import TaskConfig
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import RoutingError
 from lsmn_core.evaluation import evaluate_run
-from lsmn_core.finetune import finetune
-from lsmn_core.model import build_model
+from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.schemes import build_model
 from lsmn_core.schemes.mixture import hand_designed_order, one_hot_logits
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
@@ -138,7 +138,7 @@ def test_invalid_signatures_are_refused(mixture_run, signature, message):
 
 
 def test_finetuning_signatures_keeps_templates_frozen(mixture_run, tmp_path):
-    child = open_run(finetune(mixture_run, 40, "routing", out_dir=tmp_path))
+    child = open_run(finetune(mixture_run, FinetunePlan(40, "routing"), tmp_path))
     assert child.meta["parent"] == mixture_run.id and child.status == "done"
     parent_state, child_state = mixture_run.load_model().state_dict(), child.load_model().state_dict()
     for name, value in parent_state.items():
@@ -150,7 +150,7 @@ def test_finetuning_signatures_keeps_templates_frozen(mixture_run, tmp_path):
 
 def test_transfer_by_signature_alone_leaves_old_tasks_bit_identical(mixture_run, tmp_path):
     new = TaskConfig(name="mod3", dataset="digits", target="mod3")
-    child = open_run(finetune(mixture_run, 60, "routing", [new], init_from="parity", out_dir=tmp_path))
+    child = open_run(finetune(mixture_run, FinetunePlan(60, "routing", [new], init_from="parity"), tmp_path))
     assert child.task_names == ["digit", "parity", "position", "mod3"]
     counts = child.summary()["finetune"]
     assert counts["trainable_besides_heads"] == 4 * 3 <= 500  # one task's L x K signature
@@ -159,7 +159,7 @@ def test_transfer_by_signature_alone_leaves_old_tasks_bit_identical(mixture_run,
     for t in range(3):
         assert torch.equal(old(x, t), new_model(x, t))
     assert child.summary()["metrics"]["mod3"]["test"] > 1 / 3  # better than chance on 3 classes
-    full = open_run(finetune(mixture_run, 20, "all", [new], out_dir=tmp_path))
+    full = open_run(finetune(mixture_run, FinetunePlan(20, "all", [new]), tmp_path))
     assert full.summary()["finetune"]["trainable_besides_heads"] > 10_000
 
 
@@ -167,11 +167,11 @@ def test_finetune_rejects_bad_requests(mixture_run, sparse_run, tmp_path):
     from lsmn_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="already in the run"):
-        finetune(mixture_run, 5, "routing", [TaskConfig(name="digit", dataset="digits", target="digit")])
+        finetune(mixture_run, FinetunePlan(5, "routing", [TaskConfig(name="digit", dataset="digits", target="digit")]))
     with pytest.raises(ConfigError, match="no task 'nope'"):
-        finetune(mixture_run, 5, "routing", [TaskConfig(name="m", dataset="digits", target="mod3")], "nope")
+        finetune(mixture_run, FinetunePlan(5, "routing", [TaskConfig(name="m", dataset="digits", target="mod3")], "nope"))
     with pytest.raises(ConfigError, match="has no trainable routing"):
-        finetune(open_run(sparse_run), 5, "routing", out_dir=tmp_path)
+        finetune(open_run(sparse_run), FinetunePlan(5, "routing"), tmp_path)
 
 
 def test_signature_analysis():
@@ -196,16 +196,16 @@ def test_cli_shows_signatures_and_evaluates_a_module_order(mixture_run, tmp_path
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
-    shown = subprocess.run([sys.executable, "-m", "lsmn_core", "show", str(mixture_run.path), "--json"],
+    shown = subprocess.run([sys.executable, "-m", "lsmn", "show", str(mixture_run.path), "--json"],
                            capture_output=True, text=True, cwd=REPO)
     data = json.loads(shown.stdout)
     assert set(data["signatures"]) == set(mixture_run.task_names) and "overlap" not in data
     doc, _ = mixture_run.routing()
     doc["signatures"]["parity"] = [0, 0, 0, 0]
     (tmp_path / "routing.json").write_text(json.dumps(doc))  # signatures need no tensor file beside it
-    result = subprocess.run([sys.executable, "-m", "lsmn_core", "eval", str(mixture_run.path), "--routing",
+    result = subprocess.run([sys.executable, "-m", "lsmn", "eval", str(mixture_run.path), "--routing",
                              str(tmp_path / "routing.json"), "--json"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metrics"]["digit"]["test_delta"] == pytest.approx(0, abs=1e-9)
@@ -214,7 +214,7 @@ def test_cli_shows_signatures_and_evaluates_a_module_order(mixture_run, tmp_path
 def test_transfer_with_per_task_norms(tmp_path):
     parent = open_run(train(mixture_config(mix_norm=False), tmp_path, quiet=True))
     new = TaskConfig(name="mod3", dataset="digits", target="mod3")
-    child = open_run(finetune(parent, 30, "routing", [new], "digit", out_dir=tmp_path, with_norms=True))
+    child = open_run(finetune(parent, FinetunePlan(30, "routing", [new], "digit", with_norms=True), tmp_path))
     width, depth, templates = 32, 4, 3
     assert child.summary()["finetune"]["trainable_besides_heads"] == depth * templates + 2 * depth * width
     x = torch.rand(5, 8, 8)
@@ -224,4 +224,4 @@ def test_transfer_with_per_task_norms(tmp_path):
 
     mixed_norms = open_run(train(mixture_config(), tmp_path, quiet=True))
     with pytest.raises(ConfigError, match="no per-task norm parameters"):
-        finetune(mixed_norms, 5, "routing", [new], with_norms=True, out_dir=tmp_path)
+        finetune(mixed_norms, FinetunePlan(5, "routing", [new], with_norms=True), tmp_path)

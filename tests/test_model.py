@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from conftest import random_masks, tiny_config
+from helpers import random_masks, tiny_config
 from lsmn_core.data import load_tasks
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lsmn_core.blocks import block_branch
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.evaluation import evaluate_run
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 from lsmn_core.schemes.moe import cv_squared
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train

@@ -2,12 +2,13 @@ import math
 
 import torch
 
-from lsmn_core.pruning import density, prune_by_magnitude
+from lsmn_core.magnitude import density, prune_by_magnitude
 from lsmn_core.store import open_run
-from conftest import TINY, random_masks, tiny_config
+from helpers import TINY, random_masks, tiny_config
 from lsmn_core.data import load_tasks
-from lsmn_core.model import build_model
+from lsmn_core.schemes import build_model
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
+from lsmn_core.session import Phase
 
 
 def test_prune_removes_the_smallest_surviving_weights_globally():
@@ -60,14 +61,14 @@ def test_multitask_step_changes_only_the_sampled_tasks_subnetwork():
     random_masks(model, seed=1, keep=0.5)
     session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
     before = {n: p.detach().clone() for n, p in model.body.named_parameters()}
-    session.train([0, 1, 2], 40, "train", early_stopping=False)  # momentum from all three tasks
+    session.train(Phase("train", [0, 1, 2], 40, early_stopping=False))  # momentum from all three tasks
     for name, p in model.body.named_parameters():
         if model.body.prunable(name):
             used_by_any = model.body.mask_of(name).any(0)
             assert torch.equal(p[~used_by_any], before[name][~used_by_any])
     # one more step on task 0 alone: weights outside task 0's mask keep their values
     snapshot = {n: p.detach().clone() for n, p in model.body.named_parameters()}
-    session.train([0], 1, "train", early_stopping=False)
+    session.train(Phase("train", [0], 1, early_stopping=False))
     for name, p in model.body.named_parameters():
         if model.body.prunable(name):
             outside = ~model.body.mask_of(name)[0]
@@ -88,8 +89,8 @@ def test_tasks_pruned_side_by_side_get_the_masks_they_get_one_after_another():
     together, masks_together, weights_together, steps_together = _search(tasks_at_once=3)
     alone, masks_alone, weights_alone, steps_alone = _search(tasks_at_once=1)
     assert steps_together < steps_alone  # side by side: one step trains every task
-    for task, report in alone["summary"]["pruning"].items():
-        other = together["summary"]["pruning"][task]
+    for task, report in alone.summary["pruning"].items():
+        other = together.summary["pruning"][task]
         assert other["chosen"] == report["chosen"]
         assert [r["density"] for r in other["rounds"]] == [r["density"] for r in report["rounds"]]
         assert all(math.isclose(a["dev"], b["dev"], abs_tol=1e-6) for a, b in zip(other["rounds"], report["rounds"]))
@@ -98,4 +99,4 @@ def test_tasks_pruned_side_by_side_get_the_masks_they_get_one_after_another():
         assert 0 < mask.float().mean() < 1
     for name, weight in weights_alone.items():  # both rewind the shared model to theta_w
         assert torch.equal(weights_together[name], weight)
-    assert {name for name in alone["arrays"]} == {name for name in together["arrays"]}
+    assert {name for name in alone.arrays} == {name for name in together.arrays}

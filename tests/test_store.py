@@ -8,7 +8,7 @@ from safetensors.numpy import load_file
 
 from lsmn_core import routing
 from lsmn_core.errors import RunError
-from lsmn_core.store import RUN_FILES, list_runs, open_run, safe_name, write_json
+from lsmn_core.store import list_runs, open_run, safe_name, write_json
 
 
 def test_packbits_round_trip_any_width():
@@ -18,6 +18,10 @@ def test_packbits_round_trip_any_width():
         packed = routing.pack(mask)
         assert packed.dtype == np.uint8 and packed.shape[-1] == (shape[-1] + 7) // 8
         assert np.array_equal(routing.unpack(packed, list(shape)), mask)
+
+
+RUN_FILES = ("run.json", "progress.json", "metrics.jsonl", "summary.json", "model.safetensors",
+             "routing.json", "routing.safetensors")  # the run directory's contract
 
 
 def test_a_finished_run_has_every_contract_file(sparse_run):
@@ -120,7 +124,7 @@ def test_loaded_model_is_plain_tensors_only(sparse_run):
 def test_same_config_and_seed_give_identical_weights_on_cpu(tmp_path):
     from safetensors.torch import load_file as load_tensors
 
-    from conftest import tiny_config
+    from helpers import tiny_config
     from lsmn_core.trainer import train
 
     config = tiny_config(train={"steps": 30, "batch_size": 16, "eval_every": 10, "device": "cpu"},

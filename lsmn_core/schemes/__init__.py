@@ -1,6 +1,18 @@
-"""Registry of sharing schemes: kind name -> (scheme class, options dataclass)."""
+"""Registry of sharing schemes: kind name -> (scheme class, options dataclass), and the model a
+config's scheme builds.
+
+A scheme is one package under lsmn_core/schemes/ (its options, parameterisation, routing search and
+routing-document part); adding one is a folder and a `register` line. Nothing outside a scheme's
+package names it: everything else reaches schemes through this registry and the interface in
+lsmn_core.schemes.base.
+"""
+
+from __future__ import annotations
+
+import torch
 
 from lsmn_core.errors import ConfigError
+from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hard import Hard, HardOptions
 from lsmn_core.schemes.hyper import Hyper, HyperOptions
@@ -9,16 +21,18 @@ from lsmn_core.schemes.mann import Mann, MannOptions
 from lsmn_core.schemes.mixture import Mixture, MixtureOptions
 from lsmn_core.schemes.moe import Moe, MoeOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
+from lsmn_core.tasks import TaskSpec
 
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
-    "independent": (Independent, IndependentOptions),
-    "hard": (Hard, HardOptions),
-    "sparse": (Sparse, SparseOptions),
-    "mixture": (Mixture, MixtureOptions),
-    "mann": (Mann, MannOptions),
-    "moe": (Moe, MoeOptions),
-    "hyper": (Hyper, HyperOptions),
-}
+    scheme.kind: (scheme, options) for scheme, options in (
+        (Independent, IndependentOptions), (Hard, HardOptions), (Sparse, SparseOptions), (Mixture, MixtureOptions),
+        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions))}
+DEFAULT_KIND = Hard.kind  # a config without a scheme shares one body between all its tasks
+
+
+def register(scheme: type[SharingScheme], options: type) -> None:
+    """Make a scheme known by its `kind` (its options dataclass has a `kind` field of that value)."""
+    SCHEMES[scheme.kind] = (scheme, options)
 
 
 def _lookup(kind) -> tuple[type[SharingScheme], type]:
@@ -33,3 +47,21 @@ def scheme_options(kind) -> type:
 
 def scheme_class(kind) -> type[SharingScheme]:
     return _lookup(kind)[0]
+
+
+def check_config(config) -> None:
+    """A parsed run config against its scheme: a task's own `architecture` only where the scheme
+    builds per-task networks, then the scheme's own checks."""
+    scheme = scheme_class(config.scheme.kind)
+    for i, task in enumerate(config.tasks):
+        if task.architecture is not None and not scheme.own_architectures:
+            takers = " or ".join(kind for kind, (s, _) in SCHEMES.items() if s.own_architectures)
+            raise ConfigError(f"tasks[{i}].architecture: only the {takers} scheme gives tasks their own architecture")
+    scheme.check_config(config)
+
+
+def build_model(specs: list[TaskSpec], config) -> MultitaskModel:
+    """A freshly initialised model of `config`, built by its scheme; seeded by config.seed, so equal
+    configs give equal weights."""
+    torch.manual_seed(config.seed)
+    return scheme_class(config.scheme.kind).build_network(specs, config)

@@ -2,7 +2,8 @@
 it, so adding a scheme never touches them.
 
 `SharingScheme` is what every scheme answers (usage, masks, routing, search); `IsometricScheme`
-adds the isometric body and its question "the weights of block l for task t".
+adds the isometric body and its question "the weights of block l for task t". What a routing
+search may ask of the training that runs it is lsmn_core.session.
 """
 
 from __future__ import annotations
@@ -15,16 +16,34 @@ from torch import nn
 
 from lsmn_core.blocks import PRUNABLE, block_branch
 from lsmn_core.errors import ConfigError
+from lsmn_core.model import MultitaskModel, MultitaskNet
+from lsmn_core.session import SearchReport, Session
+from lsmn_core.tasks import TaskSpec
 
 
 class SharingScheme(nn.Module, abc.ABC):
     kind: ClassVar[str]
     per_task_encoders: ClassVar[bool] = False  # True: each task also gets its own encoder
+    baseline: ClassVar[bool] = False  # a baseline's runs are shown beside other runs of the same tasks
+    own_architectures: ClassVar[bool] = False  # True: each task's whole network, by its config's `architecture`
 
     def __init__(self, options, n_tasks: int, depth: int, width: int, hidden: int):
         super().__init__()
         self.options, self.n_tasks, self.depth = options, n_tasks, depth
         self.width, self.hidden = width, hidden
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Refuse (ConfigError) a run config this scheme cannot serve; called once it is parsed."""
+
+    @classmethod
+    @abc.abstractmethod
+    def build_network(cls, specs: list[TaskSpec], config) -> MultitaskModel:
+        """A freshly initialised model of `config` (a RunConfig) whose body is this scheme."""
+
+    def inherit_routing(self, parent: SharingScheme) -> None:
+        """Copy the per-task routing buffers that are not in the state dict (masks) from `parent`, a
+        scheme of the same kind over the first tasks of this one (a fine-tuned child with added tasks)."""
 
     def usage(self, task: int) -> dict[str, torch.Tensor]:
         """For each of this scheme's parameters, which elements `task` uses (bool, the parameter's shape)."""
@@ -46,17 +65,14 @@ class SharingScheme(nn.Module, abc.ABC):
         """[T, depth]: fraction of each block's prunable weights that each task uses."""
         return torch.ones(self.n_tasks, self.depth)
 
-    def search_routing(self, session) -> dict:
-        """Find this scheme's routing before multi-task training (pruning, search).
+    def search_routing(self, session: Session) -> SearchReport:
+        """Find this scheme's routing before multi-task training (pruning, search); schemes without
+        a search report nothing."""
+        return SearchReport()
 
-        `session` is a lsmn_core.trainer.TrainingSession. Returns {"summary": JSON for summary.json,
-        "arrays": extra numpy arrays for routing.safetensors}; schemes without a search return {}.
-        """
-        return {}
-
-    def admit_tasks(self, session, tasks: list[int]) -> dict:
+    def admit_tasks(self, session: Session, tasks: list[int]) -> SearchReport:
         """Prepare new tasks (appended at `tasks`) so training them leaves the old tasks' outputs
-        unchanged; only schemes that isolate tasks can (mann). Returns a report like search_routing."""
+        unchanged; only schemes that isolate tasks can. Returns a report like search_routing."""
         raise ConfigError(f"the {self.kind} scheme cannot add tasks without changing the old ones")
 
     def routing_document(self, task_names: list[str]) -> dict:
@@ -82,6 +98,11 @@ class SharingScheme(nn.Module, abc.ABC):
         """An extra loss term for `task` (e.g. an entropy penalty on its routing); 0 when none."""
         return 0.0
 
+    def auxiliary_loss(self) -> torch.Tensor | float:
+        """An extra loss term of the latest forward pass as a whole, whatever tasks it ran (e.g. the
+        balance losses of a gate over all its rows), added once per forward; 0 when none."""
+        return 0.0
+
     def reset_statistics(self) -> None:
         """Forget statistics gathered while evaluating (the final evaluation gathers them afresh)."""
 
@@ -103,8 +124,14 @@ class SharingScheme(nn.Module, abc.ABC):
 
 class IsometricScheme(SharingScheme):
     """A scheme that owns the isometric body between shared encoders and task heads: every block
-    maps [T', B, width] to itself with per-task weights. All schemes but hyper (which builds each
-    task's whole network) are of this kind."""
+    maps [T', B, width] to itself with per-task weights (a scheme that builds each task's whole
+    network is not of this kind)."""
+
+    @classmethod
+    def build_network(cls, specs, config):
+        model = config.model
+        body = cls(config.scheme, len(specs), model.depth, model.width, model.width * model.expansion)
+        return MultitaskNet(specs, body, model.width)
 
     @abc.abstractmethod
     def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Per-task masks over the prunable weights, shared by the masked schemes (sparse, mann).
+"""Per-task masks over the prunable weights of one body: the base of the masked schemes (those
+whose tasks see shared weights through their own masks; no scheme owns this module).
 
 Masks are bit-packed buffers [T, ceil(n / 8)], one per prunable weight of n elements, over one
 shared weight (1,000 tasks' masks of 10M weights: 1.25 GB, not 10 GB as bool). On a GPU the
@@ -121,6 +122,10 @@ class MaskedScheme(IsometricScheme):
             kept[:, layer] += m.flatten(1).sum(1).cpu()
             total[layer] += m[0].numel()
         return kept / total
+
+    def inherit_routing(self, parent):
+        for task in range(parent.n_tasks):
+            self.set_task_masks(task, parent.task_masks(task))
 
     def load_routing(self, state):
         for name, mask in state["masks"].items():

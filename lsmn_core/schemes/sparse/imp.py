@@ -1,6 +1,5 @@
-"""Magnitude pruning procedures: IMP with rewinding (sparse sharing) and RSN2 (MANN).
-
-IMP with rewinding, the sparse-sharing slides' Algorithm 1:
+"""IMP with rewinding, Algorithm 1 of the slides "Learning Sparse Sharing Architectures for
+Multiple Tasks":
 
   optional multi-task warm-up (MTW):  theta_0 -> theta_w
   for each task t:
@@ -26,34 +25,10 @@ import torch
 from torch import nn
 
 from lsmn_core import routing
+from lsmn_core.magnitude import density, prune_by_magnitude
 from lsmn_core.schemes.base import IsometricScheme
+from lsmn_core.session import Phase, SearchReport, Session
 from lsmn_core.tasks import score
-
-
-def prune_by_magnitude(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                       rate: float) -> dict[str, torch.Tensor]:
-    """Drop `rate` of the surviving weights with the smallest magnitude, ranked over all matrices."""
-    names = list(masks)
-    flat_mask = torch.cat([masks[n].flatten() for n in names])
-    magnitude = torch.cat([weights[n].detach().abs().flatten() for n in names])
-    n_prune = int(round(rate * flat_mask.sum().item()))
-    if n_prune == 0:
-        return masks
-    scores = torch.where(flat_mask, magnitude, torch.full_like(magnitude, float("inf")))
-    flat_mask = flat_mask.clone()
-    flat_mask[torch.topk(scores, n_prune, largest=False).indices] = False
-    pieces = flat_mask.split([masks[n].numel() for n in names])
-    return {n: p.view_as(masks[n]) for n, p in zip(names, pieces)}
-
-
-def keep_largest(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], n_keep: int) -> dict:
-    """Narrow `masks` to their `n_keep` surviving weights of largest magnitude (RSN2's cut)."""
-    alive = sum(int(m.sum()) for m in masks.values())
-    return prune_by_magnitude(weights, masks, max(0.0, 1 - n_keep / alive))
-
-
-def density(masks: dict[str, torch.Tensor]) -> float:
-    return sum(m.sum().item() for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
 class TaskReplicas(IsometricScheme):
@@ -113,16 +88,16 @@ def _replica_model(model, tasks: list[int]):
     return replica
 
 
-def find_subnetworks(session, options) -> dict:
+def find_subnetworks(session: Session, options) -> SearchReport:
     """Run Algorithm 1 on session.model (a sparse scheme); returns the search report for the run.
 
-    The report's "summary" lists every round per task (density, dev metric, chosen round); its
-    "arrays" hold every round's masks, bit-packed, for routing.safetensors.
+    The report's summary lists every round per task (density, dev metric, chosen round); its arrays
+    hold every round's masks, bit-packed, for routing.safetensors.
     """
     model, specs = session.model, session.tasks.specs
     all_tasks = list(range(len(specs)))
     if options.warmup_steps:
-        session.train(all_tasks, options.warmup_steps, "warm-up")
+        session.train(Phase("warm-up", all_tasks, options.warmup_steps))
     summary, round_masks = {}, {}
     for first in range(0, len(all_tasks), options.tasks_at_once):
         group = all_tasks[first : first + options.tasks_at_once]
@@ -132,19 +107,16 @@ def find_subnetworks(session, options) -> dict:
             summary[spec.name] = {"rounds": rounds, "chosen": rounds[best]["round"]}
             round_masks[spec.name] = kept
             model.body.set_task_masks(t, kept[best])
-    return {"summary": {"pruning": summary}, "arrays": _pack_rounds(round_masks, specs)}
+    return SearchReport({"pruning": summary}, _pack_rounds(round_masks, specs))
 
 
-def _prune_side_by_side(session, options, group: list[int]) -> list[tuple[list[dict], list[dict]]]:
+def _prune_side_by_side(session: Session, options, group: list[int]) -> list[tuple[list[dict], list[dict]]]:
     """Algorithm 1's inner loop for every task of `group` at once, from the current weights
     (theta_w). Returns, per task, its rounds (density, dev) and every round's masks."""
-    from lsmn_core.trainer import TrainingSession
-
     specs = session.tasks.specs
     replica = _replica_model(session.model, group)
     theta_w = copy.deepcopy(replica.state_dict())
-    side = TrainingSession(replica, session.tasks, session.config, session.reporter, parallel=session.parallel)
-    side.step = session.step
+    side = session.fork(replica)
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
     masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.row_masks.items()}
              for _ in group]
@@ -154,7 +126,7 @@ def _prune_side_by_side(session, options, group: list[int]) -> list[tuple[list[d
         replica.load_state_dict(theta_w)
         replica.body.set_masks(masks)
         phase = f"prune {names} r{len(rounds[0]) + 1}"
-        side.train(group, options.round_steps, phase, early_stopping=False, sampling="all")
+        side.train(Phase(phase, group, options.round_steps, sampling="all", early_stopping=False))
         records = []
         for row, t in enumerate(group):
             _, dev = side.evaluate(t, "dev")
@@ -179,34 +151,3 @@ def _pack_rounds(round_masks: dict, specs) -> dict[str, np.ndarray]:
             stacked = torch.stack([r[name] for r in round_masks[spec.name]]).cpu().numpy()
             arrays[f"rounds.{spec.name}.body.{name}"] = routing.pack(stacked)
     return arrays
-
-
-def rsn2(session, options, tasks: list[int]) -> dict:
-    """Reduction in Sub-Network Neuroplasticity (MANN): disjoint subnetworks, task by task.
-
-    For each task: start from the weights no other task owns, train the task on them, then keep the
-    `keep` fraction (of all body weights) with the largest magnitude, in one step or over `rounds`
-    geometric steps, retraining after each cut. The task then owns its mask.
-    """
-    body, specs = session.model.body, session.tasks.specs
-    others = [t for t in range(len(specs)) if t not in tasks]
-    owned = {n: m[others].any(0) if others else torch.zeros_like(m[0]) for n, m in body.masks().items()}
-    weights = dict(body.named_parameters())
-    total = sum(m.numel() for m in owned.values())
-    summary = {}
-    for t in tasks:
-        name = specs[t].name
-        mask = {n: ~o for n, o in owned.items()}
-        body.set_task_masks(t, mask)
-        session.train([t], options.round_steps, f"rsn2 {name} free", early_stopping=False)
-        free = density(mask)
-        steps = options.rounds if options.schedule == "iterative" else 1
-        targets = [free * (options.keep / free) ** ((i + 1) / steps) for i in range(steps)]
-        for target in targets:
-            mask = keep_largest(weights, mask, round(target * total))
-            body.set_task_masks(t, mask)
-            session.train([t], options.round_steps, f"rsn2 {name} {target:.3f}", early_stopping=False)
-        _, dev = session.evaluate(t, "dev")
-        summary[name] = {"density": density(mask), "free_before": free, "dev": dev}
-        owned = {n: owned[n] | mask[n] for n in owned}
-    return {"summary": {"rsn2": summary}}

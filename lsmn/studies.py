@@ -16,12 +16,13 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from lsmn_core.config import TaskConfig, load_config
-from lsmn_core.finetune import finetune
+from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path("configs")  # the studies' configs, as found from the checkout's root; `lsmn study --configs`
 
 
 def _mean_std(values: list[float]) -> str:
@@ -29,14 +30,15 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
-def signature_study(seeds=(0, 1, 2), steps: int = 1500, task: str = "digit", device: str = "cpu") -> str:
+def signature_study(seeds=(0, 1, 2), steps: int = 1500, task: str = "digit", device: str = "cpu",
+                    configs: Path = CONFIGS) -> str:
     """Markdown table: test accuracy of one task under learned and hand-designed signatures."""
     lines = ["| signature | test accuracy (mean ± std) | module order (seed 0) |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("learned", "sequential", "cyclic", "random"):
             accuracies, first_order = [], None
             for seed in seeds:
-                config = load_config(CONFIGS / "mixture.yaml", [
+                config = load_config(Path(configs) / "mixture.yaml", [
                     f"tasks=[{{name: {task}, dataset: digits, target: {task}}}]", f"seed={seed}",
                     f"scheme.signature={kind}", f"train.steps={steps}", f"name={kind}-{seed}"])
                 run = open_run(train(config, tmp, device=device, quiet=True))
@@ -46,7 +48,8 @@ def signature_study(seeds=(0, 1, 2), steps: int = 1500, task: str = "digit", dev
     return "\n".join(lines)
 
 
-def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu") -> str:
+def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu",
+                   configs: Path = CONFIGS) -> str:
     """Markdown table: a new digits task learned by signature alone versus full fine-tuning."""
     variants = [("signature + head, random init", "routing", None),
                 ("signature + head, init from `digit`", "routing", "digit"),
@@ -54,12 +57,12 @@ def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", de
     results = {name: {"new": [], "old": [], "params": None} for name, _, _ in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            config = load_config(CONFIGS / "mixture.yaml", [f"seed={seed}", f"name=parent-{seed}"])
+            config = load_config(Path(configs) / "mixture.yaml", [f"seed={seed}", f"name=parent-{seed}"])
             parent = open_run(train(config, tmp, device=device, quiet=True))
             before = parent.summary()["metrics"]
             for name, mode, init in variants:
                 task = TaskConfig(name=new_task, dataset="digits", target=new_task)
-                child = open_run(finetune(parent, steps, mode, [task], init, out_dir=tmp, device=device))
+                child = open_run(finetune(parent, FinetunePlan(steps, mode, [task], init), tmp, device))
                 summary = child.summary()
                 results[name]["new"].append(summary["metrics"][new_task]["test"])
                 results[name]["old"].append(statistics.mean(
@@ -72,7 +75,8 @@ def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", de
     return "\n".join(lines)
 
 
-def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu") -> str:
+def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu",
+                     configs: Path = CONFIGS) -> str:
     """Markdown table: adding a task to MANN (new weights only) against fine-tuning a hard-shared model."""
     variants = [("mann, new task on weights no old task owns", "scheme={kind: mann, keep: 0.15, round_steps: 200}",
                  "new"),
@@ -83,11 +87,11 @@ def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", 
             new_scores, changes, worst = [], [], []
             for seed in seeds:
                 overrides = [f"seed={seed}", f"name={mode}-{seed}", scheme]
-                parent = open_run(train(load_config(CONFIGS / "digits.yaml", overrides), tmp, device=device,
+                parent = open_run(train(load_config(Path(configs) / "digits.yaml", overrides), tmp, device=device,
                                         quiet=True))
                 before = parent.summary()["metrics"]
                 task = TaskConfig(name=new_task, dataset="digits", target=new_task)
-                after = open_run(finetune(parent, steps, mode, [task], out_dir=tmp, device=device)).summary()
+                after = open_run(finetune(parent, FinetunePlan(steps, mode, [task]), tmp, device)).summary()
                 deltas = [after["metrics"][t]["test"] - before[t]["test"] for t in before]
                 new_scores.append(after["metrics"][new_task]["test"])
                 changes.append(statistics.mean(deltas))
@@ -98,14 +102,14 @@ def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", 
     return "\n".join(header + rows)
 
 
-def pruning_study(seeds=(0, 1, 2), device: str = "cpu") -> str:
+def pruning_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> str:
     """Markdown table: MANN with 90% of the body removed against the dense model, per task."""
     results: dict[str, dict[str, list[float]]] = {}
     body_kept = None
     with tempfile.TemporaryDirectory() as tmp:
         for label, overrides in (("dense", ["scheme={kind: hard}"]), ("mann", [])):
             for seed in seeds:
-                config = load_config(CONFIGS / "mann.yaml", [f"seed={seed}", f"name={label}-{seed}", *overrides])
+                config = load_config(Path(configs) / "mann.yaml", [f"seed={seed}", f"name={label}-{seed}", *overrides])
                 run = open_run(train(config, tmp, device=device, quiet=True))
                 for task, m in run.summary()["metrics"].items():
                     results.setdefault(task, {}).setdefault(label, []).append(m["test"])
@@ -127,16 +131,15 @@ MUIR_VARIANTS = {  # fixed alignments train as long as the search and the final 
 }
 
 
-def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path = CONFIGS / "kang.yaml",
-               domains: tuple[str, ...] = ("clean", "noisy")) -> str:
+def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None = None,
+               domains: tuple[str, ...] = ("clean", "noisy"), configs: Path = CONFIGS) -> str:
     """Markdown table of test metrics (mean ± std over seeds) per alignment.
 
     With `domains` (kang_synthetic: clean, noisy) every task's domain is set to each in turn and a
     column holds the mean test RMSE over tasks; without, each task gets its own column (the
     cross-modal comparison, a user data set), plus their mean when every task is a regression. The oracle row and the adjusted Rand index between the optimised task
     clusters and the true groups need scheme.groups. Each seed draws data and model afresh."""
-    from analysis.sharing_graph import adjusted_rand_index, cluster_labels
-
+    config = config or Path(configs) / "kang.yaml"
     base = load_config(config)
     budget = base.train.steps + base.scheme.generations * base.scheme.generation_steps
     variants = {v: o for v, o in MUIR_VARIANTS.items() if base.scheme.groups or "groups" not in " ".join(o)}

@@ -20,6 +20,8 @@ import copy
 import numpy as np
 import torch
 
+from lsmn_core.session import Phase, SearchReport, Session
+
 
 def sample_challengers(alignment: list[int], n_hypermodules: int, options, rng: np.random.RandomState):
     """(candidates [L, 1 + lambda], active [L, 1 + lambda], fresh hypermodule indices) for a generation."""
@@ -53,7 +55,7 @@ def validation_loss(session) -> float:
     return float(np.mean([session.evaluate(t, "dev")[0] for t in range(len(session.tasks.specs))]))
 
 
-def evolve_alignment(session) -> dict:
+def evolve_alignment(session: Session) -> SearchReport:
     """Run the generations, keep the best alignment by validation loss; returns the search report."""
     model = session.model
     body, options = model.body, model.body.options
@@ -80,8 +82,8 @@ def evolve_alignment(session) -> dict:
             (body.scores.grad,) = torch.autograd.grad(loss, [body.scores])
             score_optimizer.step()
 
-        session.train(tasks, options.generation_steps, f"search {generation}/{options.generations}",
-                      early_stopping=False, sampling="all", after_step=learn_scores)
+        session.train(Phase(f"search {generation}/{options.generations}", tasks, options.generation_steps,
+                            sampling="all", early_stopping=False, after_step=learn_scores))
         changed = body.end_generation()
         loss = validation_loss(session)
         record(generation, changed, loss)
@@ -90,5 +92,5 @@ def evolve_alignment(session) -> dict:
     best_loss, best_generation, alignment, state = best
     model.load_state_dict(state)
     body.alignment.copy_(alignment)
-    return {"summary": {"best_generation": best_generation, "best_dev_loss": best_loss,
-                        "generations": options.generations}}
+    return SearchReport({"best_generation": best_generation, "best_dev_loss": best_loss,
+                         "generations": options.generations})

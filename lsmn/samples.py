@@ -15,8 +15,6 @@ from pathlib import Path
 from lsmn_core.config import load_config
 from lsmn_core.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 SAMPLES = {  # folder: (config, overrides)
     "digits-independent": ("digits.yaml", ["scheme={kind: independent}"]),
     "digits-hard": ("digits.yaml", ["scheme={kind: hard}"]),
@@ -31,16 +29,16 @@ SAMPLES = {  # folder: (config, overrides)
 }
 
 
-def build_samples(out: Path = REPO / "sample_runs", device: str = "cpu", quiet: bool = False,
+def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = False,
                   only: list[str] | None = None) -> list[Path]:
-    """Rebuild the sample runs (or only the named ones)."""
+    """Rebuild the sample runs (or only the named ones) into `out`, from the configs in `configs`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     built = []
     for folder, (config_file, overrides) in SAMPLES.items():
         if only and folder not in only:
             continue
-        config = load_config(CONFIGS / config_file, [f"name={folder}", *overrides])
+        config = load_config(Path(configs) / config_file, [f"name={folder}", *overrides])
         with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
             run = train(config, tmp, device=device, folder=folder, quiet=quiet)
             target = out / folder

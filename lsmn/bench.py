@@ -18,21 +18,30 @@ Entries so far (the performance issue extends the suite):
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.nn.utils.prune
 from safetensors.torch import save_file
 
-from lsmn_core.config import parse_config
+from analysis.bitcount import packed_intersections
+from lsmn_core.blocks import block_branch
+from lsmn_core.config import load_yaml, parse_config
+from lsmn_core.data import load_tasks
 from lsmn_core.export import SparseInference, export_model, load_export
-from lsmn_core.model import build_model
-from lsmn_core.pruning import keep_largest
+from lsmn_core.magnitude import keep_largest
+from lsmn_core.schemes import build_model
+from lsmn_core.schemes.hyper.search import sample_challengers
+from lsmn_core.store import list_runs
 from lsmn_core.tasks import TaskSpec
+from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, train
 
 
 def _median(values: list[float]) -> float:
@@ -142,8 +151,6 @@ def _masked_step_contenders(n_tasks: int, width: int, batch: int, device: str) -
     - floor: the same shapes dense and unmasked (per-task weights), batched (bmm over tasks) or
       per task (addmm on the shared batch), the faster.
     """
-    from lsmn_core.blocks import block_branch
-
     specs = _vector_specs(n_tasks, width)
     model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
     body = model.body.to(device)
@@ -212,9 +219,6 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
     `repeats` times (median). Two task sets: Kang's vector regressions (the body dominates) and
     one-against-the-rest digits (each task's copy of the convolutional encoder runs on its own, so
     the encoders dominate)."""
-    from lsmn_core.data import load_tasks
-    from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
-
     task_sets = {
         "Kang vector regressions": [{"name": f"t{i}", "dataset": "kang_synthetic", "target": str(i), "domain": "clean"}
                                     for i in range(n_tasks)],
@@ -235,7 +239,7 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
         report = model.body.search_routing(session)
         _synchronize()
         seconds = time.perf_counter() - start
-        return seconds, model.body.masks(), max(len(r["rounds"]) for r in report["summary"]["pruning"].values())
+        return seconds, model.body.masks(), max(len(r["rounds"]) for r in report.summary["pruning"].values())
 
     results = []
     for label, tasks in task_sets.items():
@@ -259,10 +263,6 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
     """The blocks of every location during a generation (1 + lambda soft-merged candidates each),
     forward + backward: the scheme's way (one contraction over all locations per candidate column)
     against one einsum over all locations and candidates at once."""
-    import numpy as np
-
-    from lsmn_core.search import sample_challengers
-
     specs = _vector_specs(n_tasks, width)
     config = parse_config({"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit",
                                                        "architecture": "mlp"} for s in specs],
@@ -312,12 +312,6 @@ def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000, dev
     """Pairwise intersection counts of random bit-packed masks, and the traced peak memory of
     holding and analysing them (on the host; on a GPU also the device's peak); on a CPU the float32
     GEMM over unpacked masks is timed on a slice."""
-    import tracemalloc
-
-    import numpy as np
-
-    from analysis.bitcount import packed_intersections
-
     rng = np.random.default_rng(0)
     tracemalloc.start()
     packed = rng.integers(0, 256, (n_tasks, n_weights // 8), dtype=np.uint8)  # random masks, packed
@@ -357,30 +351,25 @@ PAGE_BENCH_SCHEMES = {  # a scheme for each kind of page content: masks, signatu
     "moe": {"kind": "moe", "experts": 4}}
 
 
-def _page_bench_runs(folder: Path, n_tasks: int, depth: int) -> None:
-    """Small but real runs of `n_tasks` of configs/scale.yaml's tasks with `depth` blocks, one per
-    scheme in PAGE_BENCH_SCHEMES (a few steps: the pages' cost depends on the shapes, not on how
+def _page_bench_runs(folder: Path, configs: Path, n_tasks: int, depth: int) -> None:
+    """Small but real runs of `n_tasks` of scale.yaml's tasks (in `configs`) with `depth` blocks, one
+    per scheme in PAGE_BENCH_SCHEMES (a few steps: the pages' cost depends on the shapes, not on how
     well the runs trained)."""
-    from lsmn_core.config import load_yaml
-    from lsmn_core.trainer import train
-
-    raw = load_yaml((Path(__file__).resolve().parents[1] / "configs" / "scale.yaml").read_text())
+    raw = load_yaml((configs / "scale.yaml").read_text())
     for name, scheme in PAGE_BENCH_SCHEMES.items():
         raw.update(name=f"pages-{name}", tasks=raw["tasks"][:n_tasks], model={"width": 32, "depth": depth},
                    scheme=scheme, train={"steps": 10, "eval_every": 10, "batch_size": 32, "device": "cpu"})
         train(parse_config(raw), folder, quiet=True)
 
 
-def _render_pages(run) -> dict[str, float]:
-    """Seconds for each app page's first render of `run`, in one session (Streamlit's AppTest:
-    the script, the analysis and the figures; no browser)."""
-    import logging
-
-    from streamlit.testing.v1 import AppTest
+def _render_pages(app: Path, run) -> dict[str, float]:
+    """Seconds for each page's first render of `run` in the app at `app` (its main.py), in one
+    session (Streamlit's AppTest: the script, the analysis and the figures; no browser)."""
+    from streamlit.testing.v1 import AppTest  # the app's library, loaded only by this entry
 
     # AppTest outside a server: Streamlit notes a missing ScriptRunContext for every call
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
-    test = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
+    test = AppTest.from_file(str(app), default_timeout=300)
     test.session_state["runs_folder"] = str(run.path.parent)
     test.session_state["run_select"] = run.label
     times = {}
@@ -393,15 +382,16 @@ def _render_pages(run) -> dict[str, float]:
     return times
 
 
-def bench_app_pages(n_tasks: int = 100, depth: int = 16) -> list[dict]:
+def bench_app_pages(configs: Path, app: Path, n_tasks: int = 100, depth: int = 16) -> list[dict]:
     """Each page on fresh runs of 100 tasks x 16 layers (sparse, mixture, moe), after a warm-up on
-    the sample runs (a server process imports its libraries and loads compiled kernels once)."""
-    from lsmn_core.store import list_runs
-
-    _render_pages(list_runs(Path(__file__).resolve().parents[1] / "sample_runs")[0][0])
-    with tempfile.TemporaryDirectory() as tmp:
-        _page_bench_runs(Path(tmp), n_tasks, depth)
-        times = {run.scheme: _render_pages(run) for run in list_runs(tmp)[0]}
+    small runs of the same schemes (a server process imports its libraries and loads compiled
+    kernels once)."""
+    with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as tmp:
+        _page_bench_runs(Path(warm), configs, 5, 2)
+        for run in list_runs(warm)[0]:
+            _render_pages(app, run)
+        _page_bench_runs(Path(tmp), configs, n_tasks, depth)
+        times = {run.scheme: _render_pages(app, run) for run in list_runs(tmp)[0]}
     slowest = max(((run, page) for run in times for page in times[run]), key=lambda rp: times[rp[0]][rp[1]])
     each = "; ".join(f"{run}: " + ", ".join(f"{page} {seconds:.2f}" for page, seconds in pages.items())
                      for run, pages in times.items())
@@ -411,12 +401,14 @@ def bench_app_pages(n_tasks: int = 100, depth: int = 16) -> list[dict]:
              "ratio": value, "target": 1.0, "better": "lower"}]
 
 
-def run_benchmarks(device: str = "cpu") -> dict:
-    """Every figure on the CPU; on a GPU (device "cuda") the ones that run on a device."""
+def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Path = Path("app/main.py")) -> dict:
+    """Every figure on the CPU; on a GPU (device "cuda") the ones that run on a device. The app
+    pages' figure renders the app at `app` on runs of tasks from `configs`/scale.yaml."""
     if device == "cpu":
         return {"device": f"cpu ({torch.get_num_threads()} threads)",
                 "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
-                + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale() + bench_app_pages()}
+                + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale()
+                + bench_app_pages(configs, app)}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
             "results": bench_masked_step(device=device) + bench_batched_imp(device=device)
             + bench_muir_generation(device=device) + bench_mixture_blocks(device=device)

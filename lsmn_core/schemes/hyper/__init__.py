@@ -1,5 +1,6 @@
-"""Modular universal reparameterization (MUiR; seed 001): tasks with different architectures share
-functionality through hypermodules.
+"""Modular universal reparameterization (MUiR), after the poster "Modular Universal
+Reparameterization: Deep Multi-Task Learning Across Diverse Domains": tasks with different
+architectures share functionality through hypermodules.
 
 Every task's weight tensors whose sizes divide into m x n blocks are cut into such blocks (per kernel
 position for convolutions). Block location l gets its weights from a hypermodule H_k [m, n, c] and a
@@ -7,7 +8,7 @@ context z_l [c] of its own:  B_l = H[psi(l)] z_l,  with K hypermodules shared by
 alignment psi (location -> hypermodule) as the editable routing. Biases and tensors that do not
 divide into blocks stay with their task.
 
-While the alignment search (lsmn_core.search) runs a generation, location l holds candidates
+While the alignment search (search.py beside this file) runs a generation, location l holds candidates
 psi^0(l) (the incumbent) .. psi^lambda(l) and uses the softmax(s_l)-weighted sum of their blocks
 (the poster's equation 4); each candidate column is one batched contraction over all locations.
 """
@@ -21,10 +22,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lsmn_core.architectures import build_layers, run_layers
-from lsmn_core.config import check
 from lsmn_core.errors import ConfigError, RoutingError
+from lsmn_core.options import check
 from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.session import SearchReport
+from lsmn_core.schemes.hyper.architectures import ARCHITECTURES, build_layers, default_architecture, run_layers
+from lsmn_core.schemes.hyper.network import HyperNet
+from lsmn_core.schemes.hyper.search import evolve_alignment
 
 
 @dataclass
@@ -48,6 +52,21 @@ class HyperOptions:
 
 class Hyper(SharingScheme):
     kind = "hyper"
+    own_architectures = True
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Every task may name its own architecture (default: by its input)."""
+        for i, task in enumerate(config.tasks):
+            if task.architecture is not None and task.architecture not in ARCHITECTURES:
+                raise ConfigError(f"tasks[{i}].architecture: unknown architecture {task.architecture!r} "
+                                  f"(known: {', '.join(ARCHITECTURES)})")
+
+    @classmethod
+    def build_network(cls, specs, config):
+        chosen = {t.name: t.architecture for t in config.tasks}
+        architectures = [chosen.get(s.name) or default_architecture(s) for s in specs]
+        return HyperNet(specs, cls(config.scheme, specs, architectures, config.model.width, config.model.depth))
 
     def __init__(self, options, specs, architectures: list[str], width: int, depth: int):
         super().__init__(options, len(specs), 1, width, width)
@@ -218,9 +237,7 @@ class Hyper(SharingScheme):
         return torch.ones(self.n_tasks, 1)
 
     def search_routing(self, session):
-        from lsmn_core.search import evolve_alignment
-
-        return evolve_alignment(session) if self.options.generations else {}
+        return evolve_alignment(session) if self.options.generations else SearchReport()
 
     def routing_parameters(self):
         return ["contexts"]  # with the alignment fixed, a task adapts through its contexts alone
@@ -255,9 +272,9 @@ class Hyper(SharingScheme):
         self.history = list(state.get("history", self.history))
 
     def routing_summary(self, task_names):
-        from analysis.sharing_graph import hypermodule_users
-
-        users = hypermodule_users(self.alignment_of(task_names))
+        owner = torch.repeat_interleave(torch.arange(self.n_tasks), torch.diff(torch.tensor(self.task_start)))
+        users = torch.unique(torch.stack([self.alignment.cpu(), owner]), dim=1)[0]  # one entry per (module, task)
+        used, count = torch.unique(users, return_counts=True)
         return {"locations": len(self.gain), "hypermodules": self.n_hypermodules,
-                "hypermodules_used": len(users), "shared_hypermodules": sum(len(u) > 1 for u in users.values()),
+                "hypermodules_used": len(used), "shared_hypermodules": int((count > 1).sum()),
                 "generations": max(len(self.history) - 1, 0)}

@@ -1,4 +1,5 @@
-"""Compositional models (seed 004): every block is a softmax mixture of K shared template blocks.
+"""Template mixtures, after the paper "Compositional Models: Multi-Task Learning and Knowledge
+Transfer with Modular Networks": every block is a softmax mixture of K shared template blocks.
 
 Block l of task t uses, for every weight and bias, sum_k softmax(xi[t, l])_k * theta_k. The per-task
 logits xi are the task's signature; with a one-hot signature a block is exactly template k.
@@ -17,8 +18,8 @@ import torch
 from torch import nn
 
 from lsmn_core.blocks import stacked_block
-from lsmn_core.config import check
 from lsmn_core.errors import RoutingError
+from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 
 NORM = ("norm_weight", "norm_bias")

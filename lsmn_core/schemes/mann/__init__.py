@@ -1,4 +1,5 @@
-"""Multitask Artificial Neural Network (seed 002): disjoint task subnetworks in shared layers.
+"""Multitask Artificial Neural Network (MANN), after the post "Creating Sparse, Multitask Neural
+Networks": disjoint task subnetworks in shared layers.
 
 Each prunable weight is one tensor; each task owns a disjoint mask of it (found by RSN2), and the
 masked weights stack along a task axis so all tasks run on a shared input in one batched call.
@@ -12,7 +13,8 @@ from typing import Literal
 from torch import nn
 
 from lsmn_core.blocks import PRUNABLE, stacked_block
-from lsmn_core.config import check
+from lsmn_core.options import check
+from lsmn_core.schemes.mann.rsn2 import rsn2
 from lsmn_core.schemes.masked import MaskedScheme
 
 
@@ -45,12 +47,8 @@ class Mann(MaskedScheme):
         return self.usage(task)
 
     def search_routing(self, session):
-        from lsmn_core.pruning import rsn2
-
         return rsn2(session, self.options, list(range(self.n_tasks)))
 
-    def admit_tasks(self, session, tasks: list[int]) -> dict:
+    def admit_tasks(self, session, tasks):
         """Give new tasks subnetworks among the weights no other task owns (RSN2 on them alone)."""
-        from lsmn_core.pruning import rsn2
-
         return rsn2(session, self.options, tasks)

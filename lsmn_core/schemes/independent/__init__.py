@@ -17,6 +17,7 @@ class IndependentOptions:
 class Independent(IsometricScheme):
     kind = "independent"
     per_task_encoders = True
+    baseline = True
 
     def __init__(self, options, n_tasks, depth, width, hidden):
         super().__init__(options, n_tasks, depth, width, hidden)

@@ -1,4 +1,5 @@
-"""The `lsmn` command (a contract, see DESIGN.md): train, eval, show, list, compare, samples.
+"""The `lsmn` command (a contract of the run directory's readers and writers): train, eval, show,
+list, compare, finetune, study, export, bench, samples.
 
 Problems with the input (config, data, run files, routing) print one line `lsmn: error: ...` and exit
 with status 2; only bugs produce a traceback.
@@ -12,21 +13,29 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from analysis.compare import comparison_rows, markdown_table
+from analysis.overlap import overlap_report
+from analysis.signatures import signature_report
+from lsmn.bench import run_benchmarks
+from lsmn.samples import build_samples
+from lsmn.studies import STUDIES
+from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError
+from lsmn_core.evaluation import evaluate_run
+from lsmn_core.export import export_run
+from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.options import build
+from lsmn_core.store import list_runs, open_run
+from lsmn_core.trainer import resolve_device, resume, train
 
 
 def _print_json(data) -> None:
     print(json.dumps(data, indent=1))
 
 
-def _format_metric(value: float) -> str:
-    return f"{value:.4f}"
-
-
 def cmd_train(args) -> None:
-    from lsmn_core.config import load_config
-    from lsmn_core.trainer import resume, train
-
     if (args.config is None) == (args.resume is None):
         raise ConfigError("give a config to train, or --resume RUN to continue a run (not both)")
     if args.resume:
@@ -40,9 +49,6 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from lsmn_core.evaluation import evaluate_run
-    from lsmn_core.store import open_run
-
     result = evaluate_run(open_run(args.run), args.routing, args.device)
     if args.json:
         return _print_json(result)
@@ -55,8 +61,6 @@ def cmd_eval(args) -> None:
 
 def show_data(run) -> dict:
     """What `lsmn show --json` prints: summary plus the overlap recomputed from the stored masks."""
-    from analysis.overlap import overlap_report
-
     summary = run.summary()
     data = {
         "run": run.id, "name": run.name, "scheme": run.scheme, "status": run.status,
@@ -68,8 +72,6 @@ def show_data(run) -> dict:
     }
     doc, _, masks = run.checked_routing()
     if "signatures" in doc:
-        from analysis.signatures import signature_report
-
         report = signature_report(doc["signatures"])
         data["signatures"] = {t: {k: r[k] for k in ("order", "confidence", "progressive")}
                               for t, r in report["tasks"].items()}
@@ -84,8 +86,6 @@ def show_data(run) -> dict:
 
 
 def cmd_show(args) -> None:
-    from lsmn_core.store import open_run
-
     data = show_data(open_run(args.run))
     if args.json:
         return _print_json(data)
@@ -115,8 +115,6 @@ def cmd_show(args) -> None:
 
 
 def cmd_list(args) -> None:
-    from lsmn_core.store import list_runs
-
     runs, broken = list_runs(args.dir)
     if not runs and not broken:
         print(f"no runs in {args.dir}")
@@ -128,9 +126,6 @@ def cmd_list(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from analysis.compare import comparison_rows, markdown_table
-    from lsmn_core.store import open_run
-
     runs = [open_run(p) for p in args.runs]
     if args.json:
         return _print_json(comparison_rows(runs))
@@ -138,12 +133,6 @@ def cmd_compare(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    import yaml
-
-    from lsmn_core.config import TaskConfig, build, load_yaml
-    from lsmn_core.finetune import finetune
-    from lsmn_core.store import open_run
-
     new_tasks = []
     for i, text in enumerate(args.add_task):
         try:
@@ -151,14 +140,11 @@ def cmd_finetune(args) -> None:
         except yaml.YAMLError:
             raise ConfigError(f"--add-task {text!r}: not a YAML mapping such as "
                               "'{name: mod3, dataset: digits, target: mod3}'") from None
-    path = finetune(open_run(args.run), args.steps, args.train, new_tasks, args.init_from, args.routing,
-                    args.out, args.device, args.quiet, args.with_norms)
-    print(path)
+    plan = FinetunePlan(args.steps, args.train, new_tasks, args.init_from, args.routing, args.with_norms)
+    print(finetune(open_run(args.run), plan, args.out, args.device, args.quiet))
 
 
 def cmd_study(args) -> None:
-    from lsmn_core.studies import STUDIES
-
     seeds = tuple(range(args.seeds))
     options = {}
     if args.config:
@@ -167,23 +153,17 @@ def cmd_study(args) -> None:
         options["domains"] = tuple(d for d in args.domains.split(",") if d)
     if options and args.name != "muir":
         raise ConfigError("--config and --domains belong to the muir study")
-    print(STUDIES[args.name](seeds=seeds, device=args.device, **options))
+    print(STUDIES[args.name](seeds=seeds, device=args.device, configs=Path(args.configs), **options))
 
 
 def cmd_export(args) -> None:
-    from lsmn_core.export import export_run
-    from lsmn_core.store import open_run
-
     sizes = export_run(open_run(args.run), args.out)
     print(f"{args.out}: {sizes['bytes']:,} bytes, {sizes['bytes'] / sizes['dense_bytes']:.1%} of the dense "
           f"model.safetensors ({sizes['dense_bytes']:,} bytes)")
 
 
 def cmd_bench(args) -> None:
-    from lsmn_core.bench import run_benchmarks
-    from lsmn_core.trainer import resolve_device
-
-    report = run_benchmarks(str(resolve_device(args.device)))
+    report = run_benchmarks(str(resolve_device(args.device)), Path(args.configs), Path(args.app))
     if args.json:
         return _print_json(report)
     print(f"device: {report['device']}")
@@ -195,9 +175,8 @@ def cmd_bench(args) -> None:
 
 
 def cmd_samples(args) -> None:
-    from lsmn_core.samples import build_samples
-
-    for path in build_samples(Path(args.out), device=args.device, quiet=args.quiet, only=args.only):
+    for path in build_samples(Path(args.out), Path(args.configs), device=args.device, quiet=args.quiet,
+                              only=args.only):
         print(path)
 
 
@@ -257,7 +236,9 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
     st.add_argument("name", choices=["signatures", "transfer", "forgetting", "pruning", "muir"])
     st.add_argument("--seeds", type=int, default=3)
-    st.add_argument("--config", help="muir: the task set (default configs/kang.yaml; scheme.groups are the true groups)")
+    st.add_argument("--config", help="muir: the task set (default kang.yaml in --configs; scheme.groups are the "
+                                     "true groups)")
+    st.add_argument("--configs", default="configs", help="the folder of the studies' configs (default: configs)")
     st.add_argument("--domains", help="muir: comma-separated domains to set on every task (default clean,noisy; "
                                       "'' keeps the config's)")
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -272,10 +253,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
                    help="cpu: every figure; cuda (or auto on a GPU machine): the figures that run on a device")
+    b.add_argument("--configs", default="configs", help="where the app-page runs' tasks come from (scale.yaml)")
+    b.add_argument("--app", default="app/main.py", help="the app whose pages are timed (default: app/main.py)")
     b.set_defaults(func=cmd_bench)
 
     sm = sub.add_parser("samples", help="rebuild the shipped example runs")
-    sm.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_runs"))
+    sm.add_argument("--out", default="sample_runs", help="where the sample runs go (default: sample_runs)")
+    sm.add_argument("--configs", default="configs", help="the folder of their configs (default: configs)")
     sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     sm.add_argument("--quiet", action="store_true")
     sm.add_argument("--only", nargs="+", metavar="NAME", help="rebuild only these sample runs")

@@ -1,15 +1,17 @@
-"""Sparse sharing (seed 003): one base body; task t uses theta * M_t, masks may overlap.
+"""Sparse sharing, after the slides "Learning Sparse Sharing Architectures for Multiple Tasks": one
+base body; task t uses theta * M_t, and the masks of different tasks may overlap.
 
-Masks come from iterative magnitude pruning with rewinding (lsmn_core.pruning). They are held as
-one bool tensor [T, *weight.shape] per prunable weight, so all tasks run in one batched matmul.
+Masks come from iterative magnitude pruning with rewinding (imp.py beside this file); the masked
+body they act through is lsmn_core.schemes.masked.
 """
 
 from dataclasses import dataclass
 from typing import Literal
 
-from lsmn_core.config import check
-from lsmn_core.schemes.hard import shared_blocks
+from lsmn_core.blocks import shared_blocks
+from lsmn_core.options import check
 from lsmn_core.schemes.masked import MaskedScheme
+from lsmn_core.schemes.sparse.imp import find_subnetworks
 
 
 @dataclass
@@ -43,7 +45,4 @@ class Sparse(MaskedScheme):
         return self.task_masks(task)
 
     def search_routing(self, session):
-        from lsmn_core.pruning import find_subnetworks
-
         return find_subnetworks(session, self.options)
-

@@ -1,12 +1,15 @@
-"""Sparsely gated mixture of experts (Shazeer et al. 2017; seed 000): each layer holds E expert
-blocks, and a noisy top-k gate sends every sample to k of them.
+"""Sparsely gated mixture of experts, after "Outrageously Large Neural Networks: The Sparsely-Gated
+Mixture-of-Experts Layer" (Shazeer et al. 2017), as the notes "Creating, Managing, and
+Understanding Large, Sparse, Multitask Neural Networks" frame it: each layer holds E expert blocks,
+and a noisy top-k gate sends every sample to k of them.
 
   H(x) = x W_g + b_task + N(0, 1) * softplus(x W_noise)   (noise only while training)
   G(x) = softmax(KeepTopK(H(x), k));   y = x + sum_i G_i(x) * branch_i(x)
 Auxiliary losses: w_importance * CV(sum_x G(x))^2 and w_load * CV(Load)^2, with the paper's smooth
 load estimator P(x, i) = Phi((clean_i - threshold_i) / noise_std_i). An optional capacity limit drops
-the samples an expert cannot take (they keep the residual path). Samples are dispatched only to
-the experts they are routed to. The editable routing is which experts each task may use per layer.
+the samples an expert cannot take (they keep the residual path). On a CPU samples are dispatched
+only to the experts they are routed to; on a GPU every expert runs on every sample, weighted by the
+gates (see layer_update). The editable routing is which experts each task may use per layer.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsmn_core.blocks import block_branch, stacked_block
-from lsmn_core.config import check
 from lsmn_core.errors import ConfigError, RoutingError
+from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 
 
@@ -152,7 +155,8 @@ class Moe(IsometricScheme):
         for buffer in (self.stats_usage, self.stats_entropy, self.stats_overflow, self.stats_samples):
             buffer.zero_()
 
-    def penalty(self, task):
+    def auxiliary_loss(self):
+        """The importance and load losses of the latest forward, over all its rows (training only)."""
         return self.aux_loss if self.training else 0.0
 
     def usage(self, task):

@@ -1,0 +1,3 @@
+from lsmn.cli import main
+
+raise SystemExit(main())

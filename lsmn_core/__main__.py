@@ -1,3 +1,0 @@
-from lsmn_core.cli import main
-
-raise SystemExit(main())

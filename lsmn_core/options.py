@@ -1,0 +1,88 @@
+"""Typed options: dataclass fields with checks, built from plain data (YAML, JSON) with one-line
+errors that name the key. The run config and every scheme's options are built this way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import field
+from typing import Any, Literal
+
+from lsmn_core.errors import ConfigError
+
+
+def check(predicate, message: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
+    """A dataclass field whose value must satisfy `predicate` (message says what it must be)."""
+    return field(default=default, default_factory=default_factory, metadata={"check": (predicate, message)})
+
+
+def describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def build(cls, value, where: str):
+    """Build dataclass `cls` (or a typed value) from plain YAML data, raising ConfigError at `where`."""
+    origin = typing.get_origin(cls)
+    if cls is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(cls)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return build(inner[0], value, where)
+    if origin is Literal:
+        choices = typing.get_args(cls)
+        if value not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {describe(value)}")
+        (item,) = typing.get_args(cls)
+        return [build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(cls):
+        return _build_dataclass(cls, value, where)
+    if cls is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {describe(value)}")
+        return value
+    if cls is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {describe(value)}")
+        return value
+    if cls is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {describe(value)}")
+        return float(value)
+    if cls is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {describe(value)}")
+        return value
+    raise TypeError(f"unsupported config type {cls}")
+
+
+def _build_dataclass(cls, value, where: str):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {describe(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        known = ", ".join(fields)
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where != "config" else name
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing required key")
+            continue
+        kwargs[name] = build(hints[name], value[name], key)
+        if "check" in f.metadata and kwargs[name] is not None:
+            predicate, message = f.metadata["check"]
+            if not predicate(kwargs[name]):
+                raise ConfigError(f"{key}: {message}; got {kwargs[name]!r}")
+    return cls(**kwargs)

@@ -1,0 +1,66 @@
+"""The seam between a scheme and the trainer: what a routing search may ask of the training session
+that runs it (`Session`), how it asks for training (`Phase`), and what it reports (`SearchReport`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Phase:
+    """One training phase: which tasks train, for how many steps, and how.
+
+    `sampling` overrides the config's train.sampling ("all": every task each step, losses summed).
+    With `early_stopping`, dev is evaluated every train.eval_every steps, the best state is kept and
+    restored, and training stops after train.patience evaluations without a gain. `after_step` runs
+    after every optimiser step (the alignment search learns its candidate weights there). With
+    `checkpointing` (lsmn_core.checkpoint.Checkpointing), every evaluation is followed by a
+    checkpoint, and a loaded one is continued from."""
+
+    name: str
+    tasks: list[int]
+    steps: int
+    sampling: str | None = None
+    early_stopping: bool = True
+    after_step: Callable[[], None] | None = None
+    checkpointing: object | None = None
+
+
+@dataclass
+class SearchReport:
+    """What a routing search found, for the run: JSON for summary.json ("search") and extra arrays
+    for routing.safetensors (every pruning round's masks, for example)."""
+
+    summary: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    """What a routing search, or a scheme admitting new tasks, may use of the training session that
+    runs it (lsmn_core.trainer.TrainingSession)."""
+
+    model: torch.nn.Module  # the MultitaskModel
+    tasks: object  # the training data on its device: .specs, .splits, .device
+    config: object  # the run's RunConfig
+    reporter: object  # .progress(phase, step, total, message, force) and .log(records)
+    step: int  # global step over all phases, for metrics.jsonl
+    task_generators: dict[int, torch.Generator]  # tasks that draw their batches from their own generator
+
+    def train(self, phase: Phase) -> int:
+        """Run a phase; returns its last step."""
+
+    def evaluate(self, task: int, split: str) -> tuple[float, float]:
+        """(loss, metric) of one task on one split."""
+
+    def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
+        """The summed loss of one batch per task, in this process."""
+
+    def fork(self, model: torch.nn.Module) -> Session:
+        """A session over another model (private copies of this one) with the same data, config,
+        reporter and step."""
