@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-.PHONY: install app test samples data
+.PHONY: install app test lint samples data
 install: $(STAMP)
 
 # From Debian: Fashion-MNIST (the data tests read it) and Chromium (the browser test drives it).
@@ -26,6 +26,9 @@ app: $(STAMP)
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 samples: $(STAMP)
 	$(BIN)/lsmn samples

@@ -9,7 +9,6 @@ import torch
 from captum.attr import DeepLift, InputXGradient, Saliency
 from torch import nn
 
-
 CAPTUM_METHODS = {"Saliency": Saliency, "DeepLift": DeepLift, "Input x Gradient": InputXGradient}
 METHODS = ["Integrated Gradients", *CAPTUM_METHODS]  # Integrated Gradients: from explain's one pass
 

@@ -11,8 +11,11 @@ on its tensor cores: 64x the work of the popcounts, done hundreds of times faste
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+from lsmn_core import bitmasks
 
 CHUNK_WORDS = 1024  # 8 KB of every task's row at a time
 
@@ -123,10 +126,6 @@ def device_intersections(packed: np.ndarray, device: str, chunk_bytes: int = 1 <
     """`packed_intersections` on a torch device: each slice of `chunk_bytes` bytes of every row is
     unpacked there to int8 bits, and bits @ bits.T (int32, exact within a slice) adds to an int64
     total. The rows are padded to what torch._int_mm takes (more than 16, a multiple of 8)."""
-    import torch
-
-    from lsmn_core import bitmasks
-
     n_tasks, n_bytes = packed.shape
     rows = max(24, -(-n_tasks // 8) * 8)
     on_device = torch.zeros((rows, n_bytes + n_bytes % 2), dtype=torch.uint8, device=device)  # slices of >= 16 bits

@@ -43,7 +43,8 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
                                   text=[[f"{v:.2f}" for v in row] for row in z],
                                   texttemplate=cell_labels(len(tasks)),
                                   colorbar={"title": "density"}))
-    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)))
+    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"},
+                         height=task_rows_height(len(tasks)))
     return figure
 
 
@@ -137,7 +138,8 @@ def mask_image(category, labels: list[str], name: str) -> go.Figure:
         colour = palette[i % len(palette)]
         scale += [[i / n, colour], [(i + 1) / n, colour]]
     figure = go.Figure(go.Heatmap(
-        z=category, zmin=-0.5, zmax=n - 0.5, colorscale=scale, customdata=[[labels[c] for c in row] for row in category],
+        z=category, zmin=-0.5, zmax=n - 0.5, colorscale=scale,
+        customdata=[[labels[c] for c in row] for row in category],
         hovertemplate="row %{y}, column %{x}: %{customdata}<extra></extra>",
         colorbar={"tickvals": list(range(n)), "ticktext": labels, "title": "used by"}))
     figure.update_layout(title=f"{name}: which tasks use each weight", yaxis={"autorange": "reversed"},
@@ -203,7 +205,8 @@ def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
         if not nodes:
             continue
         figure.add_trace(go.Scatter(
-            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text" if kind == "task" else "markers",
+            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes],
+            mode="markers+text" if kind == "task" else "markers",
             name=kind,
             text=[graph.nodes[n]["label"] for n in nodes] if kind == "task" else None, textposition="top center",
             hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",

@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.overlap import overlap_report
-from analysis.signatures import signature_report
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import Run, list_runs, open_run
 
@@ -27,7 +26,7 @@ def run_stamp(run: Run) -> float:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _checked_routing(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
+def checked_routing_at(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
     """Shared, not copied per call (cache_data would copy 14 MB of masks on every read of a
     100-task run); its arrays are made read-only so that no page can change them for the others."""
     doc, arrays, masks = open_run(run_path).checked_routing()
@@ -39,39 +38,13 @@ def _checked_routing(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
 def checked_routing_of(run: Run) -> tuple[dict, dict, dict]:
     """The run's checked routing document, arrays and masks (Run.checked_routing), read once per
     run state for all pages."""
-    return _checked_routing(str(run.path), run_stamp(run))
+    return checked_routing_at(str(run.path), run_stamp(run))
 
 
 @st.cache_data(show_spinner=False)
 def _overlap(run_path: str, stamp: float) -> dict | None:
-    masks = _checked_routing(run_path, stamp)[2]
+    masks = checked_routing_at(run_path, stamp)[2]
     return overlap_report(masks, open_run(run_path).task_names) if masks else None
-
-
-@st.cache_data(show_spinner=False)
-def _signatures(run_path: str, stamp: float) -> dict | None:
-    doc = _checked_routing(run_path, stamp)[0]
-    return signature_report(doc["signatures"]) if "signatures" in doc else None
-
-
-@st.cache_data(show_spinner=False)
-def _sharing(run_path: str, stamp: float) -> dict | None:
-    run = open_run(run_path)
-    doc = _checked_routing(run_path, stamp)[0]
-    if "alignment" in doc:
-        return {k: doc[k] for k in ("alignment", "history", "hypermodules")}
-    gate_stats = run.summary().get("routing", {}).get("gate_stats")
-    return {"gate_stats": gate_stats} if gate_stats else None
-
-
-def sharing_of(run: Run) -> dict | None:
-    """A hyper run's alignment and search history, or a moe run's expert usage; None otherwise."""
-    return _sharing(str(run.path), run_stamp(run))
-
-
-def signatures_of(run: Run) -> dict | None:
-    """The run's signature report (None for schemes without signatures), cached per run state."""
-    return _signatures(str(run.path), run_stamp(run))
 
 
 def overlap_of(run: Run) -> dict | None:

@@ -137,8 +137,9 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
 
     With `domains` (kang_synthetic: clean, noisy) every task's domain is set to each in turn and a
     column holds the mean test RMSE over tasks; without, each task gets its own column (the
-    cross-modal comparison, a user data set), plus their mean when every task is a regression. The oracle row and the adjusted Rand index between the optimised task
-    clusters and the true groups need scheme.groups. Each seed draws data and model afresh."""
+    cross-modal comparison, a user data set), plus their mean when every task is a regression. The
+    oracle row and the adjusted Rand index between the optimised task clusters and the true groups
+    need scheme.groups. Each seed draws data and model afresh."""
     config = config or Path(configs) / "kang.yaml"
     base = load_config(config)
     budget = base.train.steps + base.scheme.generations * base.scheme.generation_steps

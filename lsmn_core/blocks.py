@@ -14,6 +14,7 @@ from torch import nn
 
 from lsmn_core.tasks import TaskSpec
 
+
 def init_block(width: int, hidden: int) -> dict[str, torch.Tensor]:
     """One residual block's parameters: nn.Linear's default initialisation, identity norm."""
 

@@ -1,9 +1,10 @@
 """Routing documents: a scheme's per-task state as `routing.json` + `routing.safetensors`, validated.
 
-Every document names the scheme and the task order. For masked schemes, `routing.safetensors` holds `masks.<parameter name>`, the masks of all tasks
-stacked [T, *shape], bit-packed with numpy.packbits along the last axis; `routing.json` records the
-encoding and each mask's unpacked shape. A scheme adds its own part of the document (the mixture
-scheme's signatures) through routing_document / parse_routing_document. Edited routings go through the same checks
+Every document names the scheme and the task order. For masked schemes, `routing.safetensors`
+holds `masks.<parameter name>`, the masks of all tasks stacked [T, *shape], bit-packed with
+numpy.packbits along the last axis; `routing.json` records the encoding and each mask's unpacked
+shape. A scheme adds its own part of the document (signatures, an alignment, allowed experts)
+through routing_document / parse_routing_document. Edited routings go through the same checks
 before they touch a model, so an invalid edit is refused with one message and changes nothing.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from lsmn_core.blocks import block_index
 from lsmn_core.errors import RoutingError
@@ -128,8 +129,6 @@ def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str
 
 def write(folder: Path, doc: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write a routing pair (routing.json + routing.safetensors) into `folder`; returns the json path."""
-    from safetensors.numpy import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "routing.json").write_text(json.dumps(doc))
     save_file(arrays, str(folder / "routing.safetensors"))

@@ -238,9 +238,9 @@ class TrainingSession:
         with self._optimizer() as optimizer, self.reporter.bar(phase.steps, phase.name) as bar:
             # wrapped once the frozen parameters are frozen: DDP buckets only those that train
             loss_of = self.parallel.wrap(self.batch_loss, self.tasks.device) if self.parallel else self.batch_loss
-            step = phase.checkpointing.resume(self, optimizer, stopping) if phase.checkpointing else 0
-            bar.update(step)
-            for step in range(step + 1, phase.steps + 1):
+            step = first = phase.checkpointing.resume(self, optimizer, stopping) if phase.checkpointing else 0
+            bar.update(first)
+            for step in range(first + 1, phase.steps + 1):
                 step_tasks = sampler.next_tasks()
                 loss = self._loss(loss_of, step_tasks)
                 watch.note(loss, step)

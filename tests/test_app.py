@@ -38,7 +38,8 @@ def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
     if sample.startswith("digits"):
         assert list(table["task"]) == DIGITS_TASKS
         baselines = [c for c in table.columns if c.startswith("test, ")]
-        expected = {"test, independent (digits-independent)", "test, hard (digits-hard)"} - {f"test, {sample[7:]} ({sample})"}
+        expected = ({"test, independent (digits-independent)", "test, hard (digits-hard)"}
+                    - {f"test, {sample[7:]} ({sample})"})
         assert set(baselines) == expected
     assert table["test"].between(0, 1).all() and len(table) == len(set(table["task"]))
     charts = [c.proto.spec for c in at.get("plotly_chart")]

@@ -10,9 +10,10 @@ import time
 import urllib.request
 
 import pytest
-from helpers import REPO
 from playwright.sync_api import sync_playwright
 from safetensors.numpy import load_file
+
+from helpers import REPO
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

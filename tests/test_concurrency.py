@@ -4,8 +4,9 @@ file, no crash; and the app serves only this machine unless told otherwise."""
 import subprocess
 import sys
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
+
+import tomllib
 
 from helpers import REPO
 from lsmn_core.config import load_config

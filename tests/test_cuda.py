@@ -9,9 +9,9 @@ import torch
 from helpers import tiny_config
 from lsmn_core.data import load_tasks
 from lsmn_core.schemes import build_model
+from lsmn_core.session import Phase
 from lsmn_core.store import open_run
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, train
-from lsmn_core.session import Phase
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import REPO
-from lsmn_core import routing
 from lsmn.cli import main
+from lsmn_core import routing
 from lsmn_core.config import load_config
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import open_run

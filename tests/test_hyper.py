@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
 
-from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing_graph, subset_proportions,
-                                    task_graph, usage_counts)
-from lsmn_core import routing
+from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing_graph, subset_proportions, task_graph,
+                                    usage_counts)
+from helpers import REPO
 from lsmn.cli import main
+from lsmn_core import routing
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
@@ -46,7 +46,7 @@ def test_every_block_is_its_hypermodule_times_its_context(specs):
     m, n = body.options.block
     for t in range(3):
         params = body.task_params([t])
-        for i, (layer, slot) in enumerate(zip(body.layers[t], body.slots[t])):
+        for i, slot in enumerate(body.slots[t]):
             if slot is None:
                 continue
             weight = params[i][0][0]  # [out, in, *kernel]

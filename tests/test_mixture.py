@@ -169,7 +169,8 @@ def test_finetune_rejects_bad_requests(mixture_run, sparse_run, tmp_path):
     with pytest.raises(ConfigError, match="already in the run"):
         finetune(mixture_run, FinetunePlan(5, "routing", [TaskConfig(name="digit", dataset="digits", target="digit")]))
     with pytest.raises(ConfigError, match="no task 'nope'"):
-        finetune(mixture_run, FinetunePlan(5, "routing", [TaskConfig(name="m", dataset="digits", target="mod3")], "nope"))
+        finetune(mixture_run, FinetunePlan(5, "routing", [TaskConfig(name="m", dataset="digits", target="mod3")],
+                                           "nope"))
     with pytest.raises(ConfigError, match="has no trainable routing"):
         finetune(open_run(sparse_run), FinetunePlan(5, "routing"), tmp_path)
 

@@ -11,7 +11,8 @@ from lsmn_core.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
 from lsmn_core.schemes.moe import cv_squared
 from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.tasks import task_loss
+from lsmn_core.trainer import BatchLoss, train
 
 MOE = {"kind": "moe", "experts": 4, "top_k": 2}
 
@@ -146,3 +147,27 @@ def test_invalid_expert_restrictions_are_refused(moe_run, digit, message):
     with pytest.raises(RoutingError, match=message):
         evaluate_run(moe_run, {**doc, "allowed": allowed}, device="cpu")
     json.dumps(doc)  # the document itself stays plain JSON
+
+
+@pytest.mark.parametrize("batch_sizes", [(16, 16, 16), (16, 8, 16)])  # one forward for all tasks, or one per task
+def test_the_balance_losses_count_once_per_forward_not_once_per_task(specs, batch_sizes):
+    model = build_model(specs, tiny_config(scheme={**MOE, "noisy": False})).train()
+    with torch.no_grad():
+        for layer in model.body.w_gate:
+            layer.normal_(0, 1.0)
+    generator = torch.Generator().manual_seed(0)
+    tasks = [0, 1, 2]
+    batches = [(torch.rand(n, *specs[t].input_shape, generator=generator),
+                torch.randint(specs[t].n_outputs, (n,), generator=generator), 1.0) for t, n in zip(tasks, batch_sizes)]
+    loss = BatchLoss(model, specs)(tasks, batches)
+    if len(set(batch_sizes)) == 1:
+        outputs = model.forward_tasks(torch.stack([x for x, _, _ in batches]), tasks)
+        auxiliary = model.body.aux_loss
+    else:
+        outputs, auxiliary = [], 0.0
+        for t, (x, _, _) in zip(tasks, batches):
+            outputs.append(model(x, t))
+            auxiliary = auxiliary + model.body.aux_loss
+    expected = sum(task_loss(specs[t], out, y) for t, out, (_, y, _) in zip(tasks, outputs, batches)) + auxiliary
+    assert float(auxiliary) > 1e-4  # the gates are unbalanced, so counting it once or thrice differs
+    assert torch.allclose(loss, expected, rtol=1e-6)

@@ -2,13 +2,13 @@ import math
 
 import torch
 
-from lsmn_core.magnitude import density, prune_by_magnitude
-from lsmn_core.store import open_run
 from helpers import TINY, random_masks, tiny_config
 from lsmn_core.data import load_tasks
+from lsmn_core.magnitude import density, prune_by_magnitude
 from lsmn_core.schemes import build_model
-from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
 from lsmn_core.session import Phase
+from lsmn_core.store import open_run
+from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
 
 
 def test_prune_removes_the_smallest_surviving_weights_globally():

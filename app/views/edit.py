@@ -5,6 +5,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
+from app.schemes import kinds_with, view_of
 from app.state import checked_routing_of, current_run
 from lsmn_core import jobs, routing
 from lsmn_core.errors import LsmnError
@@ -20,72 +21,13 @@ try:
 except LsmnError as exc:
     st.error(str(exc))
     st.stop()
-tasks = run.task_names
 
-
-def mask_editor():
-    depth = run.config().model.depth
-    st.caption("Per task and body block: keep the mask, reset it (every weight), clear it (no weight), or "
-               "copy another task's mask.")
-    options = list(routing.MASK_ACTIONS) + [f"copy:{t}" for t in tasks]
-    table = pd.DataFrame({f"block {b}": ["keep"] * len(tasks) for b in range(depth)}, index=tasks)
-    edited = st.data_editor(table, key=f"mask_actions_{run.id}", column_config={
-        c: st.column_config.SelectboxColumn(c, options=options, required=True) for c in table.columns})
-    actions = {(t, b): edited.loc[t, f"block {b}"] for t in tasks for b in range(depth)}
-    return doc, routing.edit_masks(doc, arrays, actions)
-
-
-def signature_editor():
-    orders = {t: [max(range(len(w)), key=w.__getitem__) for w in doc["signatures"][t]] for t in tasks}
-    depth = len(next(iter(orders.values())))
-    st.caption(f"Module order: the template (0..{doc['templates'] - 1}) each task uses at each layer. "
-               "Unchanged rows keep their learned mixture weights.")
-    table = pd.DataFrame({f"layer {l}": [orders[t][l] for t in tasks] for l in range(depth)}, index=tasks)
-    edited = st.data_editor(table, key=f"orders_{run.id}", column_config={
-        c: st.column_config.NumberColumn(c, min_value=0, max_value=doc["templates"] - 1, step=1)
-        for c in table.columns})
-    signatures = dict(doc["signatures"])
-    for t in tasks:
-        order = [int(v) for v in edited.loc[t]]
-        if order != orders[t]:
-            signatures[t] = order
-    return {**doc, "signatures": signatures}, arrays
-
-
-def expert_editor():
-    st.caption("Tick the experts each task may use at each layer (at least one per layer).")
-    rows = [(t, l) for t in tasks for l in range(len(doc["allowed"][t]))]
-    table = pd.DataFrame([doc["allowed"][t][l] for t, l in rows], index=[f"{t} · layer {l}" for t, l in rows],
-                         columns=[f"expert {e}" for e in range(doc["experts"])])
-    edited = st.data_editor(table, key=f"allowed_{run.id}")
-    allowed = {t: [[bool(v) for v in edited.loc[f"{t} · layer {l}"]] for l in range(len(doc["allowed"][t]))]
-               for t in tasks}
-    return {**doc, "allowed": allowed}, arrays
-
-
-def alignment_editor():
-    K = doc["hypermodules"]
-    st.caption(f"The hypermodule (0..{K - 1}) each block location of each task draws its weights from. "
-               "Point a task's blocks at another task's hypermodules to make them share.")
-    rows = [(t, i) for t in tasks for i in range(len(doc["alignment"][t]))]
-    table = pd.DataFrame({"task": [t for t, _ in rows], "block": [i for _, i in rows],
-                          "hypermodule": [doc["alignment"][t][i] for t, i in rows]})
-    edited = st.data_editor(table, key=f"alignment_{run.id}", hide_index=True, disabled=["task", "block"],
-                            column_config={"hypermodule": st.column_config.NumberColumn(
-                                "hypermodule", min_value=0, max_value=K - 1, step=1, required=True)})
-    alignment = {t: [] for t in tasks}
-    for t, k in zip(edited["task"], edited["hypermodule"]):
-        alignment[t].append(int(k))
-    return {**doc, "alignment": alignment}, arrays
-
-
-editors = {"sparse": mask_editor, "mann": mask_editor, "mixture": signature_editor, "moe": expert_editor,
-           "hyper": alignment_editor}
-if run.scheme not in editors:
-    st.info(f"The {run.scheme} scheme has no per-task routing to edit. Pick a sparse, mann, mixture, moe or "
-            "hyper run.")
+view = view_of(run.scheme)
+if view.editor is None:
+    st.info(f"The {run.scheme} scheme has no per-task routing to edit. Pick a "
+            f"{kinds_with(lambda v: v.editor)} run.")
     st.stop()
-edited = editors[run.scheme]()
+edited = view.editor(run, doc, arrays)
 
 if st.button("Evaluate", type="primary"):
     with st.spinner("Evaluating every task under the edit..."):
@@ -111,9 +53,8 @@ if result and result[0] == run.id and result[1]:
 st.subheader("Retrain under the edit")
 cols = st.columns(3)
 steps = cols[0].number_input("Steps", min_value=10, max_value=100_000, value=500, step=100)
-modes = ["all", "routing"] if run.scheme in ("mixture", "hyper") else ["all"]
-mode = cols[1].selectbox("Train", modes, help="all: every parameter; routing: only the signatures (mixture) "
-                                              "or the block contexts (hyper)")
+mode = cols[1].selectbox("Train", view.retrain_modes, help="all: every parameter"
+                        + (f"; routing: {view.routing_help}" if "routing" in view.retrain_modes else ""))
 job = st.session_state.get("job")
 if cols[2].button("Retrain", disabled=bool(job and job.running)):
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

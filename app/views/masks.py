@@ -7,9 +7,11 @@ from analysis.overlap import cluster_order, weight_task_sets
 from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
 from app.layout import task_columns
 from app.state import checked_routing_of, overlap_of, run_with_report
+from lsmn_core.schemes import SCHEMES
+from lsmn_core.schemes.masked import MaskedScheme
 
-run, report = run_with_report("Masks and overlap", overlap_of,
-                              "per-task masks. Pick a sparse or mann run in the sidebar")
+masked = " or ".join(kind for kind, (scheme, _) in SCHEMES.items() if issubclass(scheme, MaskedScheme))
+run, report = run_with_report("Masks and overlap", overlap_of, f"per-task masks. Pick a {masked} run in the sidebar")
 
 tasks = run.task_names
 order_by = st.radio("Order tasks", ["as trained", "by density", "clustered by overlap"], horizontal=True)

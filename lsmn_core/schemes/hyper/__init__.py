@@ -25,10 +25,10 @@ from torch import nn
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.options import check
 from lsmn_core.schemes.base import SharingScheme
-from lsmn_core.session import SearchReport
 from lsmn_core.schemes.hyper.architectures import ARCHITECTURES, build_layers, default_architecture, run_layers
 from lsmn_core.schemes.hyper.network import HyperNet
 from lsmn_core.schemes.hyper.search import evolve_alignment
+from lsmn_core.session import SearchReport
 
 
 @dataclass
@@ -100,7 +100,8 @@ class Hyper(SharingScheme):
         K = options.hypermodules or max(1, L // 2)
         if options.alignment == "distinct" and K < L:
             if options.hypermodules:
-                raise ConfigError(f"scheme.hypermodules: alignment 'distinct' needs one per block location ({L}), got {K}")
+                raise ConfigError(f"scheme.hypermodules: alignment 'distinct' needs one per block location ({L}), "
+                                  f"got {K}")
             K = L
         self.n_hypermodules = K
         c = options.context

@@ -54,11 +54,13 @@ def build_layers(architecture: str, spec: TaskSpec, width: int, depth: int) -> t
         convs = (Layer("conv2d", width, 1, 3), Layer("conv2d", width, width, 3))
     elif architecture == "conv1d":
         if len(spec.input_shape) != 1:
-            raise ConfigError(f"task {spec.name}: architecture 'conv1d' needs sequence input, got shape {spec.input_shape}")
+            raise ConfigError(f"task {spec.name}: architecture 'conv1d' needs sequence input, "
+                              f"got shape {spec.input_shape}")
         flat = width * (spec.input_shape[0] // 4)
         convs = (Layer("conv1d", width, 1, 5), Layer("conv1d", width, width, 5))
     else:
-        raise ConfigError(f"task {spec.name}: unknown architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        raise ConfigError(f"task {spec.name}: unknown architecture {architecture!r} "
+                          f"(known: {', '.join(ARCHITECTURES)})")
     return convs + (Layer("linear", width, flat), Layer("linear", outputs, width))
 
 

@@ -77,10 +77,10 @@ def evolve_alignment(session: Session) -> SearchReport:
         body.begin_generation(candidates, active)
         score_optimizer = torch.optim.Adam([body.scores], lr=options.score_lr)
 
-        def learn_scores() -> None:
+        def learn_scores(optimizer: torch.optim.Optimizer = score_optimizer) -> None:
             loss = session.step_loss(tasks, options.score_split)
             (body.scores.grad,) = torch.autograd.grad(loss, [body.scores])
-            score_optimizer.step()
+            optimizer.step()
 
         session.train(Phase(f"search {generation}/{options.generations}", tasks, options.generation_steps,
                             sampling="all", early_stopping=False, after_step=learn_scores))

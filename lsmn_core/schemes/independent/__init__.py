@@ -24,7 +24,8 @@ class Independent(IsometricScheme):
         self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden) for _ in range(depth))
 
     def block_params(self, layer, tasks):
-        return {name: p.index_select(0, tasks) for name, p in self.blocks[layer].items()}  # faster backward than p[tasks]
+        # index_select: a faster backward than p[tasks]
+        return {name: p.index_select(0, tasks) for name, p in self.blocks[layer].items()}
 
     def usage(self, task):
         return {name: self.task_rows(task, p) for name, p in self.named_parameters()}

@@ -1,0 +1,31 @@
+"""What a scheme's view module gives the app (see app/schemes/__init__.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lsmn_core.store import Run
+
+
+@dataclass(frozen=True)
+class PageSection:
+    """A page's content for one scheme: `read(run)` gives its report (falsy: nothing to show; may
+    raise LsmnError), `draw(run, report)` shows it."""
+
+    read: Callable[[Run], object]
+    draw: Callable[[Run, object], None]
+
+
+@dataclass(frozen=True)
+class SchemeView:
+    """overview(run) draws the scheme's figures on the Overview and says whether it drew any;
+    pages maps a page ("signatures", "sharing") to its section; editor(run, doc, arrays) draws the
+    routing editor and returns the edited (document, arrays); retrain_modes are the Edit page's
+    choices of what retraining trains, with routing_help saying what "routing" trains."""
+
+    overview: Callable[[Run], bool] | None = None
+    pages: dict[str, PageSection] = field(default_factory=dict)
+    editor: Callable[[Run, dict, dict], tuple[dict, dict]] | None = None
+    retrain_modes: tuple[str, ...] = ("all",)
+    routing_help: str = ""
