@@ -22,7 +22,7 @@ from lsmn.bench import run_benchmarks
 from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
 from lsmn_core.config import TaskConfig, load_config, load_yaml
-from lsmn_core.errors import ConfigError, LsmnError
+from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.export import export_run
 from lsmn_core.finetune import FinetunePlan, finetune
@@ -70,7 +70,11 @@ def show_data(run) -> dict:
         "params": summary["params"],
         "density": summary["density"],
     }
-    doc, _, masks = run.checked_routing()
+    try:
+        doc, _, masks = run.checked_routing()
+    except MissingModuleError as exc:  # the stored metrics and counts need no model
+        data["routing_unavailable"] = str(exc)
+        return data
     if "signatures" in doc:
         report = signature_report(doc["signatures"])
         data["signatures"] = {t: {k: r[k] for k in ("order", "confidence", "progressive")}
@@ -106,6 +110,8 @@ def cmd_show(args) -> None:
         for layer, groups in enumerate(data["shared_layers"]):
             shared = [f"{k}: {', '.join(tasks)}" for k, tasks in groups.items() if len(tasks) > 1]
             print(f"  layer {layer}: {' | '.join(shared) or '-'}")
+    if "routing_unavailable" in data:
+        print(f"routing not shown: {data['routing_unavailable']}")
     if "overlap" in data:
         print(f"mask overlap ratio, all tasks: {data['overlap']['global']:.3f}")
         width = max(len(t) for t in data["tasks"]) + 2

@@ -29,25 +29,6 @@ def init_block(width: int, hidden: int) -> dict[str, torch.Tensor]:
     }
 
 
-BLOCK_PARAMETERS = ("norm_weight", "norm_bias", "w_in", "b_in", "w_out", "b_out")
-# The weight matrices: what magnitude pruning considers (biases and norms are never pruned).
-PRUNABLE = ("w_in", "w_out")
-
-
-def stacked_block(copies: int, width: int, hidden: int, unstacked=()) -> nn.ParameterDict:
-    """`copies` freshly initialised blocks stacked along a new leading axis (tasks, templates or
-    experts); parameters named in `unstacked` keep the first copy alone, without that axis."""
-    blocks = [init_block(width, hidden) for _ in range(copies)]
-    return nn.ParameterDict({name: nn.Parameter(blocks[0][name] if name in unstacked else
-                                                torch.stack([b[name] for b in blocks]))
-                             for name in blocks[0]})
-
-
-def shared_blocks(depth: int, width: int, hidden: int) -> nn.ModuleList:
-    """`depth` freshly initialised blocks, one copy each (no task axis)."""
-    return nn.ModuleList(stacked_block(1, width, hidden, unstacked=BLOCK_PARAMETERS) for _ in range(depth))
-
-
 def block_index(name: str) -> int:
     """The block a body parameter or mask belongs to, from a name such as 'body.blocks.3.w_in'."""
     return int(name.split("blocks.", 1)[1].split(".", 1)[0])

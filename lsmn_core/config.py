@@ -6,7 +6,6 @@ range raise ConfigError naming the key. `--set a.b=value` overrides go through t
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from lsmn_core.errors import ConfigError
-from lsmn_core.options import build, check, describe
+from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
 
 
@@ -52,10 +51,24 @@ class TaskConfig:
 
 
 @dataclass
+class UserBlock:
+    """A block of the user's: `ClassName(width=model.width, **args)`, imported by name
+    ("package.module:ClassName"), an nn.Module mapping activations [..., width] to their residual
+    update of the same shape."""
+
+    cls: str = field(metadata={"key": "class"})
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     width: int = check(*positive, 64)
     depth: int = check(*positive, 4)
-    expansion: int = check(*positive, 2)
+    expansion: int = check(*positive, 2)  # a block's inner width is width * expansion
+    block: Literal["mlp", "conv", "attention"] | UserBlock = "mlp"  # the body's blocks (lsmn_core.block_kinds)
+    kernel: int = check(lambda v: v > 0 and v % 2 == 1, "must be an odd number > 0", 3)  # conv: depthwise kernel
+    heads: int = check(*positive, 4)  # attention: heads
+    patch: int = check(*positive, 2)  # conv and attention: an image enters as patch x patch patches
 
 
 @dataclass
@@ -89,7 +102,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return as_data(self)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -23,3 +23,8 @@ class RoutingError(LsmnError):
 
 class TrainingError(LsmnError):
     """Training cannot go on: the loss stopped being a finite number."""
+
+
+class MissingModuleError(ConfigError):
+    """A user's module that a config or run names (a block class) cannot be imported; what a run
+    stored can still be shown without it."""

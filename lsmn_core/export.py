@@ -25,7 +25,7 @@ from safetensors.numpy import save_file
 from lsmn_core import routing
 from lsmn_core.blocks import residual_block
 from lsmn_core.config import parse_config
-from lsmn_core.errors import RunError
+from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.model import MultitaskNet
 from lsmn_core.schemes import build_model
 from lsmn_core.store import Run, atomic_write
@@ -105,6 +105,9 @@ class SparseInference:
     """
 
     def __init__(self, model: MultitaskNet, task: int):
+        if not model.body.block.fast_linear:
+            raise ConfigError("sparse inference runs the mlp block's matrices in CSR form, not "
+                              f"{model.body.block.name} blocks")
         self.model, self.task = model, task
         index = torch.tensor([task])
         self.layers = []

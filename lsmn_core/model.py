@@ -9,7 +9,6 @@ import abc
 import torch
 from torch import nn
 
-from lsmn_core.blocks import Head, make_encoder
 from lsmn_core.tasks import TaskSpec
 
 
@@ -67,17 +66,17 @@ class MultitaskModel(nn.Module, abc.ABC):
 
 class MultitaskNet(MultitaskModel):
     """Encoders (shared by tasks with the same input, or per task when the body says so) -> `body`,
-    an isometric sharing scheme of `width` -> one head per task."""
+    an isometric sharing scheme -> one head per task; encoders and heads are its block's adapters."""
 
-    def __init__(self, specs: list[TaskSpec], body: nn.Module, width: int):
+    def __init__(self, specs: list[TaskSpec], body: nn.Module):
         super().__init__(specs)
         self.body = body
         self.encoders = nn.ModuleDict()
         for spec in specs:
             key = self.encoder_key(spec)
             if key not in self.encoders:
-                self.encoders[key] = make_encoder(spec, width)
-        self.heads = nn.ModuleDict({s.name: Head(width, s.n_outputs) for s in specs})
+                self.encoders[key] = body.block.encoder(spec)
+        self.heads = nn.ModuleDict({s.name: body.block.head(s.n_outputs) for s in specs})
 
     def encoder_key(self, spec: TaskSpec) -> str:
         return f"task_{spec.name}" if self.body.per_task_encoders else spec.encoder_key
@@ -115,7 +114,7 @@ class MultitaskNet(MultitaskModel):
         return self.body.depth
 
     def forward_tapped(self, x: torch.Tensor, task: int, taps: nn.ModuleList) -> torch.Tensor:
-        """The taps see each body block's residual update [B, width]."""
+        """The taps see each body block's residual update [B, *activation]."""
         spec = self.specs[task]
         h = self.encoders[self.encoder_key(spec)](x).unsqueeze(0)
         tasks = torch.tensor([task], device=x.device)

@@ -32,7 +32,8 @@ def build(cls, value, where: str):
         if value is None and type(None) in options:
             return None
         inner = [o for o in options if o is not type(None)]
-        return build(inner[0], value, where)
+        mapped = [o for o in inner if dataclasses.is_dataclass(o)]  # a mapping builds the dataclass member
+        return build(mapped[0] if mapped and isinstance(value, dict) else inner[0], value, where)
     if origin is Literal:
         choices = typing.get_args(cls)
         if value not in choices:
@@ -45,6 +46,10 @@ def build(cls, value, where: str):
         return [build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(cls):
         return _build_dataclass(cls, value, where)
+    if cls is dict:  # free-form keyword arguments, passed on as they are
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {describe(value)}")
+        return value
     if cls is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {describe(value)}")
@@ -64,23 +69,38 @@ def build(cls, value, where: str):
     raise TypeError(f"unsupported config type {cls}")
 
 
+def _key(f: dataclasses.Field) -> str:
+    """A field's key in the data: its name, or metadata "key" where the name could not be (class)."""
+    return f.metadata.get("key", f.name)
+
+
+def as_data(value):
+    """The plain data `build` reads back: dataclasses as mappings under their fields' keys."""
+    if dataclasses.is_dataclass(value):
+        return {_key(f): as_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [as_data(v) for v in value]
+    return value
+
+
 def _build_dataclass(cls, value, where: str):
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping, got {describe(value)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields), key=str)
     if unknown:
         known = ", ".join(fields)
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {known})")
     kwargs = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where != "config" else name
-        if name not in value:
+    for data_key, f in fields.items():
+        name = f.name
+        key = f"{where}.{data_key}" if where != "config" else data_key
+        if data_key not in value:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{key}: missing required key")
             continue
-        kwargs[name] = build(hints[name], value[name], key)
+        kwargs[name] = build(hints[name], value[data_key], key)
         if "check" in f.metadata and kwargs[name] is not None:
             predicate, message = f.metadata["check"]
             if not predicate(kwargs[name]):

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from lsmn_core import __version__, routing
 from lsmn_core.config import parse_config
-from lsmn_core.errors import LsmnError, RunError
+from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model
 from lsmn_core.tasks import TaskSpec
@@ -261,6 +261,8 @@ class Run:
                 with torch.device("meta"):
                     model = build_model(self.specs, self.config())
             state = routing.decode(doc, arrays, model)
+        except MissingModuleError as exc:
+            raise MissingModuleError(f"run {self.id}: {exc}") from None
         except LsmnError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
         return doc, arrays, state

@@ -10,7 +10,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lsmn_core.blocks import shared_blocks
 from lsmn_core.errors import RoutingError
 from lsmn_core.schemes.base import IsometricScheme
 
@@ -23,9 +22,9 @@ class ToyOptions:
 class Toy(IsometricScheme):
     kind = "toy"
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = shared_blocks(depth, width, hidden)
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
+        self.blocks = block.shared(depth)
         self.gain = nn.Parameter(torch.ones(n_tasks, depth))
 
     def block_params(self, layer, tasks):

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lsmn_core.blocks import PRUNABLE, block_branch
+from lsmn_core.block_kinds import Block, make_block
 from lsmn_core.errors import ConfigError
 from lsmn_core.model import MultitaskModel, MultitaskNet
 from lsmn_core.session import SearchReport, Session
@@ -27,10 +27,9 @@ class SharingScheme(nn.Module, abc.ABC):
     baseline: ClassVar[bool] = False  # a baseline's runs are shown beside other runs of the same tasks
     own_architectures: ClassVar[bool] = False  # True: each task's whole network, by its config's `architecture`
 
-    def __init__(self, options, n_tasks: int, depth: int, width: int, hidden: int):
+    def __init__(self, options, n_tasks: int, depth: int, block: Block | None):
         super().__init__()
-        self.options, self.n_tasks, self.depth = options, n_tasks, depth
-        self.width, self.hidden = width, hidden
+        self.options, self.n_tasks, self.depth, self.block = options, n_tasks, depth, block
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -117,9 +116,9 @@ class SharingScheme(nn.Module, abc.ABC):
         owned[task] = True
         return owned
 
-    @staticmethod
-    def prunable(name: str) -> bool:
-        return name.rsplit(".", 1)[-1] in PRUNABLE
+    def prunable(self, name: str) -> bool:
+        """Whether a body parameter ("blocks.3.w_in") is one its block prunes."""
+        return self.block is not None and self.block.prunable(name.rsplit(".", 1)[-1])
 
 
 class IsometricScheme(SharingScheme):
@@ -129,20 +128,22 @@ class IsometricScheme(SharingScheme):
 
     @classmethod
     def build_network(cls, specs, config):
-        model = config.model
-        body = cls(config.scheme, len(specs), model.depth, model.width, model.width * model.expansion)
-        return MultitaskNet(specs, body, model.width)
+        return MultitaskNet(specs, cls(config.scheme, len(specs), config.model.depth, make_block(config.model)))
+
+    @property
+    def width(self) -> int:
+        return self.block.width
 
     @abc.abstractmethod
     def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
 
     def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int) -> torch.Tensor:
-        """Block `layer`'s residual update for h [T', B, width] (the block computes h + update)."""
-        return block_branch(h, self.block_params(layer, tasks))
+        """Block `layer`'s residual update for h [T', B, *activation] (the body computes h + update)."""
+        return self.block.branch(h, self.block_params(layer, tasks))
 
     def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        """h [T', B, width] -> [T', B, width], row i computed with task tasks[i]'s weights."""
+        """h [T', B, *activation] -> the same shape, row i computed with task tasks[i]'s weights."""
         for layer in range(self.depth):
             h = h + self.layer_update(h, tasks, layer)
         return h

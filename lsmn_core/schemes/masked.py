@@ -15,7 +15,7 @@ import abc
 import torch
 
 from lsmn_core import bitmasks
-from lsmn_core.blocks import block_branch, block_index, stacked_linear
+from lsmn_core.blocks import block_index, stacked_linear
 from lsmn_core.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
 
@@ -98,7 +98,7 @@ class MaskedScheme(IsometricScheme):
         return self._params(layer, tasks, lambda p, name: p * self.mask_of(name, tasks))
 
     def layer_update(self, h, tasks, layer):
-        if h.is_cuda:
+        if h.is_cuda or not self.block.fast_linear:
             return super().layer_update(h, tasks, layer)
         task_list = tasks.tolist()  # on the CPU: no device to wait for
 
@@ -108,7 +108,7 @@ class MaskedScheme(IsometricScheme):
             # past the limit: only this step's tasks, unpacked now, as uint8 (2x faster than bool)
             return TaskMasked(p, self.mask_of(name, tasks).view(torch.uint8), list(range(len(task_list))))
 
-        return block_branch(h, self._params(layer, tasks, through_masks), linear=masked_or_stacked_linear)
+        return self.block.branch(h, self._params(layer, tasks, through_masks), linear=masked_or_stacked_linear)
 
     def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
         for name, mask in masks.items():

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from lsmn_core.blocks import shared_blocks
 from lsmn_core.schemes.base import IsometricScheme
 
 
@@ -16,9 +15,9 @@ class Hard(IsometricScheme):
     kind = "hard"
     baseline = True
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = shared_blocks(depth, width, hidden)
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
+        self.blocks = block.shared(depth)
 
     def block_params(self, layer, tasks):
         return {name: p.unsqueeze(0) for name, p in self.blocks[layer].items()}

@@ -56,7 +56,10 @@ class Hyper(SharingScheme):
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Every task may name its own architecture (default: by its input)."""
+        """Every task may name its own architecture (default: by its input); there is no body block."""
+        if config.model.block != "mlp":  # a name, or a user block's mapping
+            raise ConfigError("model.block: the hyper scheme builds each task's own network (tasks[i].architecture) "
+                              "and has no body of blocks")
         for i, task in enumerate(config.tasks):
             if task.architecture is not None and task.architecture not in ARCHITECTURES:
                 raise ConfigError(f"tasks[{i}].architecture: unknown architecture {task.architecture!r} "
@@ -69,7 +72,7 @@ class Hyper(SharingScheme):
         return HyperNet(specs, cls(config.scheme, specs, architectures, config.model.width, config.model.depth))
 
     def __init__(self, options, specs, architectures: list[str], width: int, depth: int):
-        super().__init__(options, len(specs), 1, width, width)
+        super().__init__(options, len(specs), 1, None)
         m, n = options.block
         self.layers = [build_layers(a, s, width, depth) for a, s in zip(architectures, specs)]
         self.input_shapes = [tuple(s.input_shape) for s in specs]

@@ -5,7 +5,6 @@ from typing import Literal
 
 from torch import nn
 
-from lsmn_core.blocks import stacked_block
 from lsmn_core.schemes.base import IsometricScheme
 
 
@@ -19,9 +18,9 @@ class Independent(IsometricScheme):
     per_task_encoders = True
     baseline = True
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden) for _ in range(depth))
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
+        self.blocks = nn.ModuleList(block.stacked(n_tasks) for _ in range(depth))
 
     def block_params(self, layer, tasks):
         # index_select: a faster backward than p[tasks]

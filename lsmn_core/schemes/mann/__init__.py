@@ -12,7 +12,6 @@ from typing import Literal
 
 from torch import nn
 
-from lsmn_core.blocks import PRUNABLE, stacked_block
 from lsmn_core.options import check
 from lsmn_core.schemes.mann.rsn2 import rsn2
 from lsmn_core.schemes.masked import MaskedScheme
@@ -30,9 +29,10 @@ class MannOptions:
 class Mann(MaskedScheme):
     kind = "mann"
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = nn.ModuleList(stacked_block(n_tasks, width, hidden, unstacked=PRUNABLE) for _ in range(depth))
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
+        prunable = tuple(name for name in block.shapes if block.prunable(name))
+        self.blocks = nn.ModuleList(block.stacked(n_tasks, unstacked=prunable) for _ in range(depth))
         self.register_masks()
 
     def unmasked(self, p, tasks):

@@ -17,13 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsmn_core.blocks import stacked_block
 from lsmn_core.errors import RoutingError
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
-
-NORM = ("norm_weight", "norm_bias")
-
 
 @dataclass
 class MixtureOptions:
@@ -58,15 +54,15 @@ def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
 class Mixture(IsometricScheme):
     kind = "mixture"
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
         K = options.templates
-        templates = stacked_block(K, width, hidden)
-        self.templates = nn.ParameterDict({n: p for n, p in templates.items() if options.mix_norm or n not in NORM})
-        if not options.mix_norm:
-            self.norms = nn.ParameterDict({
-                "norm_weight": nn.Parameter(torch.ones(n_tasks, depth, width)),
-                "norm_bias": nn.Parameter(torch.zeros(n_tasks, depth, width))})
+        templates = block.stacked(K)
+        own = () if options.mix_norm else block.norms()
+        self.templates = nn.ParameterDict({n: p for n, p in templates.items() if n not in own})
+        if own:  # each task its own norms per layer, starting as the block's (norms start alike: 1 and 0)
+            self.norms = nn.ParameterDict({n: nn.Parameter(templates[n][0].detach().expand(
+                n_tasks, depth, *templates[n].shape[1:]).clone()) for n in own})
         if options.signature == "learned":
             xi = 0.01 * torch.randn(n_tasks, depth, K)  # near-uniform, symmetry broken
         else:

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsmn_core.blocks import block_branch, stacked_block
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
@@ -52,14 +51,14 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
 class Moe(IsometricScheme):
     kind = "moe"
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
         if options.top_k > options.experts:
             raise ConfigError(f"scheme.top_k ({options.top_k}) exceeds scheme.experts ({options.experts})")
         E = options.experts
-        self.experts = nn.ModuleList(stacked_block(E, width, hidden) for _ in range(depth))
-        self.w_gate = nn.Parameter(torch.zeros(depth, width, E))  # zero: uniform gates at the start
-        self.w_noise = nn.Parameter(torch.zeros(depth, width, E))
+        self.experts = nn.ModuleList(block.stacked(E) for _ in range(depth))
+        self.w_gate = nn.Parameter(torch.zeros(depth, block.width, E))  # zero: uniform gates at the start
+        self.w_noise = nn.Parameter(torch.zeros(depth, block.width, E))
         self.gate_bias = nn.Parameter(torch.zeros(n_tasks, depth, E), requires_grad=options.task_gate)
         self.register_buffer("allowed", torch.ones(n_tasks, depth, E, dtype=torch.bool), persistent=False)
         self.register_buffer("stats_usage", torch.zeros(n_tasks, depth, E), persistent=False)
@@ -110,10 +109,10 @@ class Moe(IsometricScheme):
         device E times per layer, so there every expert runs on every sample in one batched call,
         weighted by the gates, which are 0 off a sample's chosen experts: the same sum, E / k times the
         expert compute, no wait."""
-        T, B, d = h.shape
+        T, B, *activation = h.shape
         rows_task = tasks.repeat_interleave(B)
-        x = h.reshape(T * B, d)
-        gates, aux = self.gate(x, rows_task, layer)
+        x = h.reshape(T * B, *activation)
+        gates, aux = self.gate(self.block.summary(x), rows_task, layer)
         self.aux_loss = aux if layer == 0 else self.aux_loss + aux
         if self.options.capacity_factor:
             overflow = self._limit_capacity(gates)
@@ -122,7 +121,7 @@ class Moe(IsometricScheme):
         update = (self.every_expert_update if x.is_cuda else self.routed_update)(x, gates, layer)
         if not self.training:
             self._record(gates.detach(), overflow, rows_task, layer)
-        return update.view(T, B, d)
+        return update.view(T, B, *activation)
 
     def routed_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
         """Each expert's branch on the rows routed to it, gated and added at those rows."""
@@ -132,14 +131,14 @@ class Moe(IsometricScheme):
             rows = gates[:, e].nonzero().squeeze(1)
             if rows.numel():
                 params = {n: p[e : e + 1] for n, p in experts.items()}
-                out = block_branch(x[rows].unsqueeze(0), params)[0]
-                update = update.index_add(0, rows, gates[rows, e : e + 1] * out)
+                out = self.block.branch(x[rows].unsqueeze(0), params)[0]
+                update = update.index_add(0, rows, gates[rows, e].view(-1, *[1] * (out.dim() - 1)) * out)
         return update
 
     def every_expert_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
         """Every expert's branch on every row (experts batched along axis 0), summed with the gates."""
-        out = block_branch(x.expand(self.options.experts, *x.shape), self.block_params(layer, None))
-        return torch.einsum("ne,end->nd", gates, out)
+        out = self.block.branch(x.expand(self.options.experts, *x.shape), self.block_params(layer, None))
+        return torch.einsum("ne,en...->n...", gates, out)
 
     def _record(self, gates, overflow, rows_task, layer):
         p = gates.clamp_min(1e-12)

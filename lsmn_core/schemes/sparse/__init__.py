@@ -8,7 +8,6 @@ body they act through is lsmn_core.schemes.masked.
 from dataclasses import dataclass
 from typing import Literal
 
-from lsmn_core.blocks import shared_blocks
 from lsmn_core.options import check
 from lsmn_core.schemes.masked import MaskedScheme
 from lsmn_core.schemes.sparse.imp import find_subnetworks
@@ -28,9 +27,9 @@ class SparseOptions:
 class Sparse(MaskedScheme):
     kind = "sparse"
 
-    def __init__(self, options, n_tasks, depth, width, hidden):
-        super().__init__(options, n_tasks, depth, width, hidden)
-        self.blocks = shared_blocks(depth, width, hidden)
+    def __init__(self, options, n_tasks, depth, block):
+        super().__init__(options, n_tasks, depth, block)
+        self.blocks = block.shared(depth)
         self.register_masks()
 
     def unmasked(self, p, tasks):

@@ -43,15 +43,16 @@ class TaskReplicas(IsometricScheme):
     per_task_encoders = True
 
     def __init__(self, body, tasks: list[int]):
-        super().__init__(body.options, len(tasks), body.depth, body.width, body.hidden)
+        super().__init__(body.options, len(tasks), body.depth, body.block)
+        weight = next(body.parameters())
         rows = torch.full((body.n_tasks,), -1, dtype=torch.long)
         rows[tasks] = torch.arange(len(tasks))
-        self.register_buffer("rows", rows.to(body.blocks[0]["w_in"].device), persistent=False)
+        self.register_buffer("rows", rows.to(weight.device), persistent=False)
         self.blocks = nn.ModuleList(
             nn.ParameterDict({n: nn.Parameter(p.detach().unsqueeze(0).repeat(len(tasks), *[1] * p.dim()))
                               for n, p in block.items()}) for block in body.blocks)
         # in the weights' dtype, not bool: on a CPU a multiply by a bool mask costs 4x one by a float mask
-        self.row_masks = {n: m[tasks].to(self.blocks[0]["w_in"].dtype) for n, m in body.masks().items()}
+        self.row_masks = {n: m[tasks].to(weight.dtype) for n, m in body.masks().items()}
 
     def block_params(self, layer, tasks):
         rows = self.rows[tasks]

@@ -1,0 +1,292 @@
+"""The blocks a body is made of (`model.block`): each gives one copy's parameters by name, its
+residual branch as a function of them with a leading task axis, and the adapters that bring a
+task's input to the block's activations and back.
+
+A sharing scheme asks only this interface, so every scheme runs on every block: masks cover every
+parameter of two or more dimensions, templates and experts are copies of all of a block's
+parameters. `mlp` is the pre-norm residual MLP of lsmn_core.blocks, batched by hand (one `bmm` for
+all tasks, and the masked schemes' CPU path through MaskedLinear). Any other block is an nn.Module
+computing the residual update of an activation (the body adds it); it runs functionally, its
+parameters handed in, over the task axis with torch.func.vmap, shared parameters unbatched:
+`conv` is the isometric block of the paper "Compositional Models: Multi-Task Learning and Knowledge
+Transfer with Modular Networks" (section 4.1) on [C, H, W] activations, `attention` a pre-norm
+transformer encoder block on token sequences [L, d].
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from lsmn_core.blocks import Head, block_branch, init_block, make_encoder
+from lsmn_core.errors import ConfigError, MissingModuleError
+from lsmn_core.tasks import TaskSpec
+
+
+class Block(abc.ABC):
+    """One kind of isometric block of width `width` (inner width `hidden`)."""
+
+    name: str
+    fast_linear = False  # its branch takes a `linear` (the masked schemes' CPU path)
+
+    def __init__(self, width: int, hidden: int):
+        self.width, self.hidden = width, hidden
+        with torch.random.fork_rng():  # the shapes, without moving the model's random stream
+            self.shapes = {n: p.shape for n, p in self.init().items()}
+
+    @abc.abstractmethod
+    def init(self) -> dict[str, torch.Tensor]:
+        """One freshly initialised copy's parameters, by name (names without dots)."""
+
+    @abc.abstractmethod
+    def branch(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The residual update of x [T, B, *activation]; every parameter has a leading axis of T or
+        1 (shared)."""
+
+    def norms(self) -> tuple[str, ...]:
+        """The parameters of its normalisation layers (a task may keep its own)."""
+        return ()
+
+    def prunable(self, name: str) -> bool:
+        """Weights of two or more dimensions (linear, convolution, attention projections); biases and
+        norms are never pruned."""
+        return len(self.shapes[name]) >= 2
+
+    def stacked(self, copies: int, unstacked=()) -> nn.ParameterDict:
+        """`copies` freshly initialised blocks stacked along a new leading axis (tasks, templates or
+        experts); parameters named in `unstacked` keep the first copy alone, without that axis."""
+        blocks = [self.init() for _ in range(copies)]
+        return nn.ParameterDict({name: nn.Parameter(blocks[0][name] if name in unstacked else
+                                                    torch.stack([b[name] for b in blocks]))
+                                 for name in blocks[0]})
+
+    def shared(self, depth: int) -> nn.ModuleList:
+        """`depth` freshly initialised blocks, one copy each (no task axis)."""
+        return nn.ModuleList(self.stacked(1, unstacked=tuple(self.shapes)) for _ in range(depth))
+
+    def encoder(self, spec: TaskSpec) -> nn.Module:
+        """A task's input [B, *input] to the block's activation [B, *activation]."""
+        return make_encoder(spec, self.width)
+
+    def head(self, n_outputs: int) -> nn.Module:
+        """A task's head on the body's activation."""
+        return Head(self.width, n_outputs)
+
+    def summary(self, x: torch.Tensor) -> torch.Tensor:
+        """One vector [N, width] per activation [N, *activation] (what a gate looks at)."""
+        return x
+
+
+class Mlp(Block):
+    """The pre-norm residual MLP: W_out gelu(W_in LN(x) + b_in) + b_out on [width] activations."""
+
+    name = "mlp"
+    fast_linear = True
+
+    def init(self):
+        return init_block(self.width, self.hidden)
+
+    def branch(self, x, params, linear=None):
+        return block_branch(x, params) if linear is None else block_branch(x, params, linear)
+
+    def norms(self):
+        return ("norm_weight", "norm_bias")
+
+
+class ModuleBlock(Block):
+    """A block given as an nn.Module (built by `make()`) whose forward maps an activation to its
+    residual update of the same shape. Its parameter `a.b` is named `a__b` here (names hold no dots)."""
+
+    def __init__(self, width: int, hidden: int, make: Callable[[], nn.Module]):
+        self.make = make
+        super().__init__(width, hidden)
+        with torch.random.fork_rng():
+            module = make()
+        self.norm_names = tuple(f"{m}__{p}".lstrip("_") for m, sub in module.named_modules()
+                                if isinstance(sub, (nn.LayerNorm, nn.GroupNorm)) for p, _ in sub.named_parameters())
+        self._template = module.to("meta")  # only its code is used: the parameters are handed in
+
+    def init(self):
+        return {name.replace(".", "__"): p.detach() for name, p in self.make().named_parameters()}
+
+    def branch(self, x, params):
+        tasks = x.shape[0]
+        own = {n.replace("__", "."): p for n, p in params.items() if p.shape[0] == tasks}
+        shared = {n.replace("__", "."): p[0] for n, p in params.items() if p.shape[0] != tasks}
+
+        def one(own_params, xt):
+            return functional_call(self._template, {**own_params, **shared}, (xt,))
+
+        return vmap(one)(own, x)
+
+    def norms(self):
+        return self.norm_names
+
+
+class ConvBranch(nn.Module):
+    """MobileNet-style inverted residual: normalise, 1x1 expansion, depthwise k x k, squeeze-and-excite,
+    1x1 projection (the body adds the input)."""
+
+    def __init__(self, width: int, hidden: int, kernel: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, width)
+        self.expand = nn.Conv2d(width, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
+        self.squeeze = nn.Linear(hidden, max(1, hidden // 4))
+        self.excite = nn.Linear(max(1, hidden // 4), hidden)
+        self.project = nn.Conv2d(hidden, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.depthwise(F.gelu(self.expand(self.norm(x)))))
+        scale = torch.sigmoid(self.excite(F.gelu(self.squeeze(h.mean((-2, -1))))))
+        return self.project(h * scale[..., None, None])
+
+
+class AttentionBranch(nn.Module):
+    """Pre-norm transformer encoder block, x + MHSA(LN x) then + MLP(LN .), as the update it adds."""
+
+    def __init__(self, width: int, hidden: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ConfigError(f"model.heads: {heads} heads do not divide model.width {width}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.up, self.down = nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(*batch, length, 3, self.heads, width // self.heads).unbind(-3)
+        q, k, v = (t.transpose(-3, -2) for t in (q, k, v))  # [..., heads, L, d_head]
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width // self.heads), dim=-1)
+        attended = self.out((weights @ v).transpose(-3, -2).reshape(*batch, length, width))
+        return attended + self.down(F.gelu(self.up(self.norm2(x + attended))))
+
+
+class Conv(ModuleBlock):
+    """On [width, H, W]: images enter through a patchify convolution (kernel = stride = `patch`),
+    vectors as a 1 x 1 map; heads see a 1x1 convolution and global average pooling."""
+
+    name = "conv"
+
+    def __init__(self, width: int, hidden: int, kernel: int, patch: int):
+        self.patch = patch
+        super().__init__(width, hidden, lambda: ConvBranch(width, hidden, kernel))
+
+    def encoder(self, spec):
+        if spec.modality == "image":
+            return nn.Sequential(Unsqueeze(1), nn.Conv2d(1, self.width, self.patch, stride=self.patch))
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(spec.input_shape), self.width), Unsqueeze(-1),
+                             Unsqueeze(-1))
+
+    def head(self, n_outputs):
+        return nn.Sequential(nn.Conv2d(self.width, self.width, 1), nn.GELU(), Mean((-2, -1)),
+                             Head(self.width, n_outputs))
+
+    def summary(self, x):
+        return x.mean((-2, -1))
+
+
+class Attention(ModuleBlock):
+    """On token sequences [L, width]: images enter as patches (kernel = stride = `patch`), vectors one
+    token per feature, each with a learned position; heads see the mean token."""
+
+    name = "attention"
+
+    def __init__(self, width: int, hidden: int, heads: int, patch: int):
+        self.patch = patch
+        super().__init__(width, hidden, lambda: AttentionBranch(width, hidden, heads))
+
+    def encoder(self, spec):
+        if spec.modality == "image":
+            rows, cols = (n // self.patch for n in spec.input_shape)
+            return nn.Sequential(Unsqueeze(1), nn.Conv2d(1, self.width, self.patch, stride=self.patch),
+                                 nn.Flatten(2), Transpose(), Positions(rows * cols, self.width))
+        return nn.Sequential(nn.Flatten(), Unsqueeze(-1), nn.Linear(1, self.width),
+                             Positions(math.prod(spec.input_shape), self.width))
+
+    def head(self, n_outputs):
+        return nn.Sequential(Mean(-2), Head(self.width, n_outputs))
+
+    def summary(self, x):
+        return x.mean(-2)
+
+
+class Unsqueeze(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.unsqueeze(self.dim)
+
+
+class Transpose(nn.Module):
+    """[B, C, L] -> [B, L, C]."""
+
+    def forward(self, x):
+        return x.transpose(1, 2)
+
+
+class Mean(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.mean(self.dims)
+
+
+class Positions(nn.Module):
+    """A learned embedding added to each of `length` positions."""
+
+    def __init__(self, length: int, width: int):
+        super().__init__()
+        self.embedding = nn.Parameter(0.02 * torch.randn(length, width))
+
+    def forward(self, x):
+        return x + self.embedding
+
+
+class UserModuleBlock(ModuleBlock):
+    """A user's nn.Module on [..., width] activations, `ClassName(width=width, **args)`, imported by
+    its name "package.module:ClassName" (never unpickled); the mlp block's encoders and heads."""
+
+    def __init__(self, width: int, hidden: int, path: str, args: dict):
+        self.name = path
+        module_name, _, class_name = path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise MissingModuleError(f"model.block.class: cannot import {path!r} ({exc}); put its module on "
+                                     "PYTHONPATH") from None
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ConfigError(f"model.block.class: {path!r} is not an nn.Module class")
+
+        def make() -> nn.Module:
+            try:
+                return cls(width=width, **args)
+            except TypeError as exc:
+                raise ConfigError(f"model.block: {path}(width={width}, **args) failed: {exc}") from None
+
+        super().__init__(width, hidden, make)
+
+
+def make_block(model) -> Block:
+    """The block a ModelConfig asks for."""
+    hidden = model.width * model.expansion
+    if model.block == "conv":
+        return Conv(model.width, hidden, model.kernel, model.patch)
+    if model.block == "attention":
+        return Attention(model.width, hidden, model.heads, model.patch)
+    if model.block == "mlp":
+        return Mlp(model.width, hidden)
+    return UserModuleBlock(model.width, hidden, model.block.cls, model.block.args)

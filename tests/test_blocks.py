@@ -1,0 +1,140 @@
+"""The body's block is a choice: mlp, the compositional paper's conv block, a transformer block, or a
+user's nn.Module; every isometric scheme runs on each."""
+
+import json
+import sys
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from helpers import REPO, tiny_config
+from lsmn.cli import main
+from lsmn_core.block_kinds import AttentionBranch, ConvBranch, ModuleBlock, make_block
+from lsmn_core.config import ModelConfig, UserBlock
+from lsmn_core.data import load_tasks
+from lsmn_core.errors import ConfigError
+from lsmn_core.schemes import SCHEMES, build_model
+from lsmn_core.store import open_run
+from lsmn_core.trainer import train
+
+ISOMETRIC = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},
+             "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
+             "moe": {"experts": 3, "top_k": 2}}
+USER_BLOCK = {"class": "gated_block:GatedBlock", "args": {"expansion": 2}}
+TASKS = [{"name": "digit", "dataset": "digits", "target": "digit"},
+         {"name": "parity", "dataset": "digits", "target": "parity"}]
+
+
+@pytest.fixture
+def examples_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    monkeypatch.delitem(sys.modules, "gated_block", raising=False)
+
+
+def block_config(block, scheme, tasks=TASKS, **model):
+    return tiny_config(tasks=tasks, scheme={"kind": scheme, **ISOMETRIC[scheme]},
+                       model={"width": 16, "depth": 2, "block": block, **model},
+                       train={"steps": 6, "batch_size": 16, "eval_every": 3, "device": "cpu"})
+
+
+def test_the_isometric_schemes_are_every_scheme_but_the_one_that_builds_its_own_networks():
+    assert set(ISOMETRIC) == {kind for kind, (cls, _) in SCHEMES.items() if not cls.own_architectures}
+
+
+@pytest.mark.parametrize("scheme", sorted(ISOMETRIC))
+@pytest.mark.parametrize("block", ["mlp", "conv", "attention", "user"])
+def test_every_block_trains_under_every_scheme(tmp_path, examples_on_path, block, scheme):
+    run = open_run(train(block_config(USER_BLOCK if block == "user" else block, scheme), tmp_path, quiet=True))
+    assert run.status == "done"
+    metrics = run.summary()["metrics"]
+    assert set(metrics) == {"digit", "parity"} and all(0 <= m["test"] <= 1 for m in metrics.values())
+    model = run.load_model()  # rebuilt from run.json, by the block's import name for a user block
+    x = torch.rand(4, 8, 8)
+    assert model(x, "digit").shape == (4, 10)
+    if scheme in ("sparse", "mann"):  # masks over every parameter of 2+ dimensions, none over norms or biases
+        shapes = {name.rsplit(".", 1)[-1]: mask.shape[1:] for name, mask in model.masks().items()}
+        assert shapes and all(len(s) >= 2 for s in shapes.values())
+        assert len(shapes) == sum(len(s) >= 2 for s in model.body.block.shapes.values())
+
+
+@pytest.mark.parametrize("block", ["conv", "attention"])
+def test_conv_and_attention_blocks_on_fashion_mnist_and_digits_together(tmp_path, block):
+    """28 x 28 and 8 x 8 images through one body, each input shape through its own patchify adapter
+    (7 x 7 patches: maps of 4 x 4 and 1 x 1, or 16 and 1 tokens; Fashion-MNIST's 22,000 dev and test
+    images are evaluated whole, so the tokens are kept few)."""
+    tasks = [TASKS[0], {"name": "shoes", "dataset": "fashion_mnist", "target": "footwear", "limit": 300}]
+    run = open_run(train(block_config(block, "sparse", tasks, patch=7), tmp_path, quiet=True))
+    assert set(run.summary()["metrics"]) == {"digit", "shoes"}
+    model = run.load_model()
+    assert model(torch.rand(3, 28, 28), "shoes").shape == (3, 2) and model(torch.rand(3, 8, 8), "digit").shape == (3, 10)
+
+
+@pytest.mark.parametrize("make", [lambda: ConvBranch(8, 16, 3), lambda: AttentionBranch(8, 16, 2)])
+def test_a_module_block_runs_each_task_with_its_own_parameters_and_shared_ones_once(make):
+    block = ModuleBlock(8, 16, make)
+    stacked = block.stacked(3)
+    shared = next(iter(stacked))  # one parameter shared by all tasks, the others per task
+    params = {n: p[:1] if n == shared else p for n, p in stacked.items()}
+    x = torch.randn(3, 5, 8, 4, 4) if isinstance(make(), ConvBranch) else torch.randn(3, 5, 6, 8)
+    out = block.branch(x, params)
+    for t in range(3):
+        module = make()
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                key = name.replace(".", "__")
+                p.copy_(stacked[key][0 if key == shared else t])
+        assert torch.allclose(out[t], module(x[t]), atol=1e-5), t
+
+
+def test_conv_and_attention_prune_their_weights_not_their_norms():
+    conv = make_block(ModelConfig(width=8, block="conv"))
+    assert {n for n in conv.shapes if conv.prunable(n)} == {"expand__weight", "depthwise__weight", "squeeze__weight",
+                                                             "excite__weight", "project__weight"}
+    assert conv.norms() == ("norm__weight", "norm__bias")
+    attention = make_block(ModelConfig(width=8, block="attention", heads=2))
+    assert {n for n in attention.shapes if attention.prunable(n)} == {"qkv__weight", "out__weight", "up__weight",
+                                                                       "down__weight"}
+
+
+def test_a_mixture_keeps_its_own_norms_of_any_block():
+    config = tiny_config(scheme={"kind": "mixture", "templates": 2, "mix_norm": False},
+                         model={"width": 8, "depth": 2, "block": "conv"})
+    body = build_model([d.spec for d in load_tasks(config.tasks, config.data)], config).body
+    assert set(body.norms) == {"norm__weight", "norm__bias"} and body.norms["norm__weight"].shape == (3, 2, 8)
+    assert not any(n.startswith("norm") for n in body.templates)
+
+
+def test_bad_blocks_are_refused_in_one_line(examples_on_path):
+    with pytest.raises(ConfigError, match="cannot import 'nowhere:Block'"):
+        make_block(ModelConfig(block=UserBlock("nowhere:Block")))
+    with pytest.raises(ConfigError, match="is not an nn.Module class"):
+        make_block(ModelConfig(block=UserBlock("gated_block:F")))
+    with pytest.raises(ConfigError, match="failed: .*unexpected keyword argument 'depth'"):
+        make_block(ModelConfig(block=UserBlock("gated_block:GatedBlock", {"depth": 3})))
+    with pytest.raises(ConfigError, match="model.heads: 3 heads do not divide model.width 8"):
+        make_block(ModelConfig(width=8, block="attention", heads=3))
+    with pytest.raises(ConfigError, match="model.block: must be one of mlp, conv, attention"):
+        tiny_config(model={"block": "lstm"})
+    with pytest.raises(ConfigError, match="has no body of blocks"):
+        tiny_config(scheme={"kind": "hyper"}, model={"block": "conv"})
+
+
+def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_path, monkeypatch, capsys):
+    run = open_run(train(block_config(USER_BLOCK, "sparse"), tmp_path / "runs", quiet=True))
+    assert json.loads((run.path / "run.json").read_text())["config"]["model"]["block"] == USER_BLOCK
+    monkeypatch.syspath_prepend(str(tmp_path))  # undo examples_on_path: the module is gone
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(REPO / "examples")])
+    monkeypatch.delitem(sys.modules, "gated_block")
+    assert main(["show", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "digit" in out and "parity" in out  # the stored metrics
+    assert "routing not shown" in out and "cannot import 'gated_block:GatedBlock'" in out
+    assert main(["list", str(tmp_path / "runs")]) == 0 and run.id in capsys.readouterr().out
+
+    import app.state
+
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(run.path.parent))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
+    assert not at.exception and list(at.dataframe[0].value["task"]) == ["digit", "parity"]
+    assert any("cannot import 'gated_block:GatedBlock'" in e.value for e in at.error)
