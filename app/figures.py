@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 
 
@@ -128,8 +129,13 @@ def subset_chart(report: dict, top: int = 15) -> go.Figure:
 
 
 def mask_image(category, labels: list[str], name: str) -> go.Figure:
-    """One weight matrix, each weight coloured by the set of tasks that use it."""
+    """One weight matrix, each weight coloured by the set of tasks that use it; a convolution's
+    kernel [out, in, k, k] is drawn a row per output channel, its inputs' kernel positions side by side."""
     import plotly.express as px
+
+    category = np.asarray(category)
+    shape = category.shape
+    category = category.reshape(shape[0], -1)
 
     palette = ["#f2f2f2"] + px.colors.qualitative.Bold
     n = len(labels)
@@ -142,8 +148,9 @@ def mask_image(category, labels: list[str], name: str) -> go.Figure:
         customdata=[[labels[c] for c in row] for row in category],
         hovertemplate="row %{y}, column %{x}: %{customdata}<extra></extra>",
         colorbar={"tickvals": list(range(n)), "ticktext": labels, "title": "used by"}))
-    figure.update_layout(title=f"{name}: which tasks use each weight", yaxis={"autorange": "reversed"},
-                         height=min(900, 200 + 3 * len(category)))
+    columns = "input" if len(shape) == 2 else f"input x kernel position ({' x '.join(map(str, shape[1:]))})"
+    figure.update_layout(title=f"{name}: which tasks use each weight", height=min(900, 200 + 3 * len(category)),
+                         yaxis={"autorange": "reversed", "title": "output channel"}, xaxis={"title": columns})
     return figure
 
 

@@ -80,11 +80,11 @@ def _vector_specs(n_tasks: int, inputs: int, classes: int = 2) -> list[TaskSpec]
                      input_shape=[inputs], sizes={"train": 1}) for i in range(n_tasks)]
 
 
-def _vector_model(specs: list[TaskSpec], width: int, depth: int, scheme: dict):
+def _vector_model(specs: list[TaskSpec], width: int, depth: int, scheme: dict, block: str = "mlp"):
     """A model over the given vector tasks (no data needed) and its config."""
     config = parse_config({"name": "bench", "tasks": [{"name": s.name, "dataset": "digits", "target": "digit"}
                                                       for s in specs],
-                           "model": {"width": width, "depth": depth}, "scheme": scheme})
+                           "model": {"width": width, "depth": depth, "block": block}, "scheme": scheme})
     return build_model(specs, config).eval(), config
 
 
@@ -212,6 +212,60 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
     return results
 
 
+BLOCK_ACTIVATIONS = {"conv": (32, 8, 8), "attention": (16, 64)}  # [C, H, W] and [tokens, d]
+
+
+def _block_step_contenders(block: str, n_tasks: int, batch: int, device: str) -> dict[str, Callable[[], None]]:
+    """One masked body block of `block` (a module block, run with torch.func), forward + backward,
+    for `n_tasks` tasks on one shared batch: the sparse scheme's body, one task after another,
+    torch.nn.utils.prune's hooks on a pruned copy per task, and the dense floor (the independent
+    scheme's per-task blocks, batched the same way)."""
+    activation = BLOCK_ACTIVATIONS[block]
+    width = activation[0] if block == "conv" else activation[-1]
+    specs = _vector_specs(n_tasks, width)
+    model, _ = _vector_model(specs, width, 1, {"kind": "sparse"}, block)
+    body = model.body.to(device)
+    generator = torch.Generator().manual_seed(0)
+    masks = {name: torch.rand(mask.shape, generator=generator) < 0.5 for name, mask in body.masks().items()}
+    body.load_routing({"masks": masks})
+    dense = _vector_model(specs, width, 1, {"kind": "independent"}, block)[0].body.to(device)
+    tasks = torch.arange(n_tasks, device=device)
+    h = torch.randn(batch, *activation, device=device).expand(n_tasks, batch, *activation)
+
+    def loop():
+        return torch.stack([body(h[i : i + 1], tasks[i : i + 1])[0] for i in range(n_tasks)])
+
+    copies = []
+    for t in range(n_tasks):
+        module = body.block.make()
+        for name, mask in masks.items():
+            path, _, parameter = name.split(".", 2)[-1].replace("__", ".").rpartition(".")
+            torch.nn.utils.prune.custom_from_mask(module.get_submodule(path), parameter, mask[t].float())
+        copies.append(module.to(device))
+    return {"lsmn": _train_step(lambda: body(h, tasks), list(body.parameters())),
+            "loop": _train_step(loop, list(body.parameters())),
+            "prune-hook": _train_step(lambda: torch.stack([c(h[0]) for c in copies]),
+                                      [p for c in copies for p in c.parameters()]),
+            "floor": _train_step(lambda: dense(h, tasks), list(dense.parameters()))}
+
+
+def bench_block_step(blocks=("conv", "attention"), task_counts=(4, 16), batch: int = 32,
+                     device: str = "cpu") -> list[dict]:
+    """The masked multitask step of module blocks (conv, attention), and their mixture generation."""
+    results = []
+    for block in blocks:
+        shape = " x ".join(map(str, BLOCK_ACTIVATIONS[block]))
+        for n_tasks in task_counts:
+            times = _timed(_block_step_contenders(block, n_tasks, batch, device), budget=6.0)
+            others = ", ".join(f"{k} {times[k] * 1e3:.1f} ms" for k in ("loop", "prune-hook"))
+            results.append({
+                "name": f"masked multitask step, {block} block on {shape}, T={n_tasks}, batch {batch}; {others}",
+                "value": times["lsmn"] * 1e3, "unit": "ms", "baseline": f"dense floor {times['floor'] * 1e3:.1f} ms",
+                "ratio": times["lsmn"] / times["floor"], "target": 1.3, "better": "lower"})
+        results += bench_mixture_blocks(n_tasks=16, templates=8, batch=batch, device=device, block=block)
+    return results
+
+
 def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20, repeats: int = 3,
                       device: str = "cpu") -> list[dict]:
     """The sparse scheme's IMP search (5 rounds per task: density 1 to 1/16) for T tasks: all tasks'
@@ -290,20 +344,23 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
 
 
 def bench_mixture_blocks(n_tasks: int = 16, width: int = 256, templates: int = 8, batch: int = 64,
-                         device: str = "cpu") -> list[dict]:
+                         device: str = "cpu", block: str = "mlp") -> list[dict]:
     """A mixture body (each task's block generated from K templates by its signature, then run)
     against plain per-task blocks of the same shapes (independent), forward + backward."""
+    activation = BLOCK_ACTIVATIONS.get(block, (width,))
+    width = activation[0] if block == "conv" else activation[-1]
     specs = _vector_specs(n_tasks, width)
-    mixture, _ = _vector_model(specs, width, 2, {"kind": "mixture", "templates": templates})
-    plain, _ = _vector_model(specs, width, 2, {"kind": "independent"})
+    mixture, _ = _vector_model(specs, width, 2, {"kind": "mixture", "templates": templates}, block)
+    plain, _ = _vector_model(specs, width, 2, {"kind": "independent"}, block)
     mixture, plain = mixture.to(device), plain.to(device)
     tasks = torch.arange(n_tasks, device=device)
-    h = torch.randn(n_tasks, batch, width, device=device)
+    h = torch.randn(n_tasks, batch, *activation, device=device)
     times = _timed({"generated": _train_step(lambda: mixture.body(h, tasks), list(mixture.body.parameters())),
                     "floor": _train_step(lambda: plain.body(h, tasks), list(plain.body.parameters()))})
     generated, floor = times["generated"], times["floor"]
-    return [{"name": f"mixture blocks: K={templates} templates, T={n_tasks}, width {width}, depth 2, batch {batch}; "
-                     "generation + forward + backward",
+    shape = " x ".join(map(str, activation))
+    return [{"name": f"mixture blocks: {block} on {shape}, K={templates} templates, T={n_tasks}, depth 2, "
+                     f"batch {batch}; generation + forward + backward",
              "value": generated * 1e3, "unit": "ms", "baseline": f"plain per-task blocks {floor * 1e3:.2f} ms",
              "ratio": generated / floor, "target": 1.2, "better": "lower"}]
 
@@ -407,9 +464,10 @@ def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Pa
     if device == "cpu":
         return {"device": f"cpu ({torch.get_num_threads()} threads)",
                 "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
-                + bench_muir_generation() + bench_mixture_blocks() + bench_overlap_at_scale()
+                + bench_muir_generation() + bench_mixture_blocks() + bench_block_step() + bench_overlap_at_scale()
                 + bench_app_pages(configs, app)}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
             "results": bench_masked_step(device=device) + bench_batched_imp(device=device)
             + bench_muir_generation(device=device) + bench_mixture_blocks(device=device)
+            + bench_block_step(device=device)
             + bench_overlap_at_scale(device=device)}

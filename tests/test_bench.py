@@ -13,6 +13,7 @@ ENTRIES = {
     "MUiR": lambda: bench.bench_muir_generation(n_tasks=3, width=32),
     "mixture": lambda: bench.bench_mixture_blocks(n_tasks=3, width=32, templates=2, batch=4),
     "overlap": lambda: bench.bench_overlap_at_scale(n_tasks=21, n_weights=80_000),
+    "conv and attention blocks": lambda: bench.bench_block_step(task_counts=(2,), batch=2),
 }
 
 

@@ -67,7 +67,8 @@ def test_conv_and_attention_blocks_on_fashion_mnist_and_digits_together(tmp_path
     run = open_run(train(block_config(block, "sparse", tasks, patch=7), tmp_path, quiet=True))
     assert set(run.summary()["metrics"]) == {"digit", "shoes"}
     model = run.load_model()
-    assert model(torch.rand(3, 28, 28), "shoes").shape == (3, 2) and model(torch.rand(3, 8, 8), "digit").shape == (3, 10)
+    assert model(torch.rand(3, 28, 28), "shoes").shape == (3, 2)
+    assert model(torch.rand(3, 8, 8), "digit").shape == (3, 10)
 
 
 @pytest.mark.parametrize("make", [lambda: ConvBranch(8, 16, 3), lambda: AttentionBranch(8, 16, 2)])
@@ -138,3 +139,29 @@ def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_pa
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
     assert not at.exception and list(at.dataframe[0].value["task"]) == ["digit", "parity"]
     assert any("cannot import 'gated_block:GatedBlock'" in e.value for e in at.error)
+
+
+def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, monkeypatch):
+    for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture")):
+        config = block_config(block, scheme)
+        config.name = f"block-{scheme}"
+        train(config, tmp_path, quiet=True)
+    import app.state
+
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
+    picker = at.sidebar.selectbox(key="run_select")
+    for label in picker.options:
+        at.sidebar.selectbox(key="run_select").select(label).run()
+        for page in ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py",
+                     "views/attributions.py", "views/edit.py", "views/compare.py"]:
+            at.switch_page(page).run()
+            assert not at.exception and not at.error, (label, page, at.exception, [e.value for e in at.error])
+    conv = next(label for label in picker.options if label.startswith("block-sparse"))
+    at.sidebar.selectbox(key="run_select").select(conv).run()
+    at.switch_page("views/masks.py").run()
+    run_id = conv.split(" ")[0]
+    at.selectbox(key=f"mask_param_{run_id}").select("body.blocks.1.depthwise__weight").run()
+    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if "depthwise__weight" in c.proto.spec))
+    assert spec["data"][0]["z"]["shape"] == "32, 9"  # [32, 1, 3, 3]: a row per output channel, 1 x 3 x 3 columns
+    assert spec["layout"]["yaxis"]["title"]["text"] == "output channel"
