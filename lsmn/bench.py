@@ -426,7 +426,7 @@ def _render_pages(app: Path, run) -> dict[str, float]:
 
     # AppTest outside a server: Streamlit notes a missing ScriptRunContext for every call
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
-    test = AppTest.from_file(str(app), default_timeout=300)
+    test = AppTest.from_file(str(app.resolve()), default_timeout=300)  # a relative path would be the caller's
     test.session_state["runs_folder"] = str(run.path.parent)
     test.session_state["run_select"] = run.label
     times = {}

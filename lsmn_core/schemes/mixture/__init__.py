@@ -21,6 +21,7 @@ from lsmn_core.errors import RoutingError
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 
+
 @dataclass
 class MixtureOptions:
     kind: Literal["mixture"] = "mixture"
