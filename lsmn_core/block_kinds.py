@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lsmn_core.blocks import Head, block_branch, init_block, make_encoder
+from lsmn_core.blocks import Head, block_branch, init_block, make_encoder, stacked_linear
 from lsmn_core.errors import ConfigError, MissingModuleError
 from lsmn_core.tasks import TaskSpec
 
@@ -93,8 +93,8 @@ class Mlp(Block):
     def init(self):
         return init_block(self.width, self.hidden)
 
-    def branch(self, x, params, linear=None):
-        return block_branch(x, params) if linear is None else block_branch(x, params, linear)
+    def branch(self, x, params, linear=stacked_linear):
+        return block_branch(x, params, linear)
 
     def norms(self):
         return ("norm_weight", "norm_bias")

@@ -124,8 +124,7 @@ def test_bad_blocks_are_refused_in_one_line(examples_on_path):
 def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_path, monkeypatch, capsys):
     run = open_run(train(block_config(USER_BLOCK, "sparse"), tmp_path / "runs", quiet=True))
     assert json.loads((run.path / "run.json").read_text())["config"]["model"]["block"] == USER_BLOCK
-    monkeypatch.syspath_prepend(str(tmp_path))  # undo examples_on_path: the module is gone
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(REPO / "examples")])
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(REPO / "examples")])  # the module is gone
     monkeypatch.delitem(sys.modules, "gated_block")
     assert main(["show", str(run.path)]) == 0
     out = capsys.readouterr().out
