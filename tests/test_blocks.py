@@ -1,5 +1,5 @@
 """The body's block is a choice: mlp, the compositional paper's conv block, a transformer block, or a
-user's nn.Module; every isometric scheme runs on each."""
+user's nn.Module; every scheme runs on each (hyper with scheme.network: body)."""
 
 import json
 import sys
@@ -18,9 +18,10 @@ from lsmn_core.schemes import SCHEMES, build_model
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 
-ISOMETRIC = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},
-             "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
-             "moe": {"experts": 3, "top_k": 2}}
+BODY_SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},
+                "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
+                "moe": {"experts": 3, "top_k": 2},
+                "hyper": {"network": "body", "block": [8, 8], "generations": 1, "generation_steps": 3}}
 USER_BLOCK = {"class": "gated_block:GatedBlock", "args": {"expansion": 2}}
 TASKS = [{"name": "digit", "dataset": "digits", "target": "digit"},
          {"name": "parity", "dataset": "digits", "target": "parity"}]
@@ -33,16 +34,16 @@ def examples_on_path(monkeypatch):
 
 
 def block_config(block, scheme, tasks=TASKS, **model):
-    return tiny_config(tasks=tasks, scheme={"kind": scheme, **ISOMETRIC[scheme]},
+    return tiny_config(tasks=tasks, scheme={"kind": scheme, **BODY_SCHEMES[scheme]},
                        model={"width": 16, "depth": 2, "block": block, **model},
                        train={"steps": 6, "batch_size": 16, "eval_every": 3, "device": "cpu"})
 
 
-def test_the_isometric_schemes_are_every_scheme_but_the_one_that_builds_its_own_networks():
-    assert set(ISOMETRIC) == {kind for kind, (cls, _) in SCHEMES.items() if not cls.own_architectures}
+def test_every_scheme_is_tried_on_a_body_of_blocks():
+    assert set(BODY_SCHEMES) == set(SCHEMES)
 
 
-@pytest.mark.parametrize("scheme", sorted(ISOMETRIC))
+@pytest.mark.parametrize("scheme", sorted(BODY_SCHEMES))
 @pytest.mark.parametrize("block", ["mlp", "conv", "attention", "user"])
 def test_every_block_trains_under_every_scheme(tmp_path, examples_on_path, block, scheme):
     run = open_run(train(block_config(USER_BLOCK if block == "user" else block, scheme), tmp_path, quiet=True))
@@ -117,7 +118,7 @@ def test_bad_blocks_are_refused_in_one_line(examples_on_path):
         make_block(ModelConfig(width=8, block="attention", heads=3))
     with pytest.raises(ConfigError, match="model.block: must be one of mlp, conv, attention"):
         tiny_config(model={"block": "lstm"})
-    with pytest.raises(ConfigError, match="has no body of blocks"):
+    with pytest.raises(ConfigError, match="has no body of blocks; set scheme.network: body"):
         tiny_config(scheme={"kind": "hyper"}, model={"block": "conv"})
 
 
@@ -141,7 +142,7 @@ def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_pa
 
 
 def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, monkeypatch):
-    for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture")):
+    for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture"), ("conv", "hyper")):
         config = block_config(block, scheme)
         config.name = f"block-{scheme}"
         train(config, tmp_path, quiet=True)

@@ -1,5 +1,5 @@
 """The hyper scheme (MUiR): blocks from hypermodules, soft-merged candidates, the alignment search,
-routing round trips and edits, per-task architectures, and the sharing analysis."""
+routing round trips and edits, per-task architectures or a body of blocks, and the sharing analysis."""
 
 import json
 
@@ -18,6 +18,7 @@ from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
 from lsmn_core.schemes.hyper.search import sample_challengers
+from lsmn_core.schemes.hyper.body import HyperBody
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 
@@ -60,6 +61,41 @@ def test_every_block_is_its_hypermodule_times_its_context(specs):
                 expected = expected * body.gain[first + loc]
                 block = per_position[row * m:(row + 1) * m, col * n:(col + 1) * n, position]
                 assert torch.allclose(block, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", ["mlp", "conv", "attention"])
+def test_on_a_body_every_weight_that_divides_is_built_from_hypermodules(block):
+    """scheme.network: body: each task's copy of a block, its weights of 2+ dimensions that divide into
+    m x n blocks generated (a 1x1 convolution per position, the depthwise kernels kept by the task)."""
+    config = parse_config({**mixed_config().to_dict(), "tasks": mixed_config().to_dict()["tasks"][:2]})
+    for task in config.tasks:
+        task.architecture = None
+    config.model.block, config.model.depth, config.scheme.network = block, 2, "body"
+    body = build_model([d.spec for d in load_tasks(config.tasks, config.data)], config).body
+    assert isinstance(body, HyperBody)
+    shapes = body.block.shapes
+    assert set(body.built) == {n for n, s in shapes.items() if len(s) >= 2 and s[0] % 8 == 0 and s[1] % 8 == 0}
+    assert "w_in" in body.built or "expand__weight" in body.built or "qkv__weight" in body.built
+    assert all(set(own) == set(shapes) - set(body.built) for own in body.own)
+    tasks = torch.tensor([1, 0])
+    params = body.block_params(1, tasks)
+    assert set(params) == set(shapes)
+    for name in body.built:
+        offset, count = body.layer_slots[1][name]
+        out, inp, *kernel = shapes[name]
+        for row, t in enumerate(tasks.tolist()):
+            first = body.task_start[t] + offset
+            weight = params[name][row].reshape(out, inp, -1)
+            for loc in (0, count - 1):
+                position, rest = divmod(loc, (out // 8) * (inp // 8))
+                r, c = divmod(rest, inp // 8)
+                expected = body.hypermodules[body.alignment[first + loc]] @ body.contexts[first + loc]
+                block_weights = weight[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8, position]
+                assert torch.allclose(block_weights, expected * body.gain[first + loc], atol=1e-6)
+    x = torch.rand(2, 3, *{"mlp": (16,), "conv": (16, 2, 2), "attention": (4, 16)}[block])  # [T', B, *activation]
+    assert body(x, tasks).shape == x.shape
+    with pytest.raises(ConfigError, match="every task runs through the body"):
+        parse_config({**config.to_dict(), "tasks": mixed_config().to_dict()["tasks"]})
 
 
 def test_tasks_of_different_architectures_run_and_share_hypermodules(specs):

@@ -1,39 +1,29 @@
 """Modular universal reparameterization (MUiR), after the poster "Modular Universal
-Reparameterization: Deep Multi-Task Learning Across Diverse Domains": tasks with different
-architectures share functionality through hypermodules.
+Reparameterization: Deep Multi-Task Learning Across Diverse Domains": tasks share functionality
+through hypermodules that generate blocks of their weights (hypermodules.py), found by an alignment
+search (search.py).
 
-Every task's weight tensors whose sizes divide into m x n blocks are cut into such blocks (per kernel
-position for convolutions). Block location l gets its weights from a hypermodule H_k [m, n, c] and a
-context z_l [c] of its own:  B_l = H[psi(l)] z_l,  with K hypermodules shared by all tasks and the
-alignment psi (location -> hypermodule) as the editable routing. Biases and tensors that do not
-divide into blocks stay with their task.
-
-While the alignment search (search.py beside this file) runs a generation, location l holds candidates
-psi^0(l) (the incumbent) .. psi^lambda(l) and uses the softmax(s_l)-weighted sum of their blocks
-(the poster's equation 4); each candidate column is one batched contraction over all locations.
+The weights go into one of two networks (scheme.network): each task's own architecture, which need
+not look like any other task's (architectures.py, the poster's cross-modal setting), or a body of
+blocks between shared encoders and task heads (body.py), so that MUiR runs on any block.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-from torch import nn
-
-from lsmn_core.errors import ConfigError, RoutingError
+from lsmn_core.errors import ConfigError
 from lsmn_core.options import check
-from lsmn_core.schemes.base import SharingScheme
-from lsmn_core.schemes.hyper.architectures import ARCHITECTURES, build_layers, default_architecture, run_layers
-from lsmn_core.schemes.hyper.network import HyperNet
-from lsmn_core.schemes.hyper.search import evolve_alignment
-from lsmn_core.session import SearchReport
+from lsmn_core.schemes.hyper.architectures import ARCHITECTURES, TaskNetworks
+from lsmn_core.schemes.hyper.body import HyperBody
+from lsmn_core.schemes.hyper.hypermodules import Hypermodules
 
 
 @dataclass
 class HyperOptions:
     kind: Literal["hyper"] = "hyper"
+    network: Literal["architectures", "body"] = "architectures"  # each task's own network, or the body of blocks
     block: list[int] = check(lambda v: len(v) == 2 and min(v) > 0, "must be two sizes [m, n], both > 0",
                              default_factory=lambda: [16, 16])
     context: int = check(lambda v: v > 0, "must be > 0", 4)  # c, the size of each location's context
@@ -50,235 +40,26 @@ class HyperOptions:
     score_split: Literal["dev", "train"] = "dev"  # the batches s_l learns from: held-out data judges candidates
 
 
-class Hyper(SharingScheme):
-    kind = "hyper"
-    own_architectures = True
+class Hyper(Hypermodules):
+    """The registry's entry: checks a config and builds the network its options ask for."""
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Every task may name its own architecture (default: by its input); there is no body block."""
-        if config.model.block != "mlp":  # a name, or a user block's mapping
+        """Per-task architectures (default by input) have no body; a body has no per-task architectures."""
+        body = config.scheme.network == "body"
+        if not body and config.model.block != "mlp":  # a name, or a user block's mapping
             raise ConfigError("model.block: the hyper scheme builds each task's own network (tasks[i].architecture) "
-                              "and has no body of blocks")
+                              "and has no body of blocks; set scheme.network: body to build a body's weights from "
+                              "hypermodules")
         for i, task in enumerate(config.tasks):
+            if task.architecture is not None and body:
+                raise ConfigError(f"tasks[{i}].architecture: with scheme.network 'body' every task runs through "
+                                  "the body of blocks")
             if task.architecture is not None and task.architecture not in ARCHITECTURES:
                 raise ConfigError(f"tasks[{i}].architecture: unknown architecture {task.architecture!r} "
                                   f"(known: {', '.join(ARCHITECTURES)})")
 
     @classmethod
     def build_network(cls, specs, config):
-        chosen = {t.name: t.architecture for t in config.tasks}
-        architectures = [chosen.get(s.name) or default_architecture(s) for s in specs]
-        return HyperNet(specs, cls(config.scheme, specs, architectures, config.model.width, config.model.depth))
-
-    def __init__(self, options, specs, architectures: list[str], width: int, depth: int):
-        super().__init__(options, len(specs), 1, None)
-        m, n = options.block
-        self.layers = [build_layers(a, s, width, depth) for a, s in zip(architectures, specs)]
-        self.input_shapes = [tuple(s.input_shape) for s in specs]
-        self.own = nn.ParameterDict()  # per task: biases, and weights that do not divide into blocks
-        self.slots: list[list[tuple[int, int] | None]] = []  # per task and layer: (offset among its locations, count)
-        self.task_start: list[int] = []  # a task's block locations are contiguous: task_start[t] ...
-        gains = []
-        for t, layers in enumerate(self.layers):
-            slots = []
-            self.task_start.append(len(gains))
-            for i, layer in enumerate(layers):
-                shape = layer.weight_shape
-                fan_in = math.prod(shape[1:])
-                self.own[f"{t}_{i}_bias"] = nn.Parameter(torch.empty(layer.out).uniform_(-1, 1) / math.sqrt(fan_in))
-                if layer.out % m or layer.inp % n:
-                    self.own[f"{t}_{i}_weight"] = nn.Parameter(torch.randn(shape) / math.sqrt(fan_in))
-                    slots.append(None)
-                    continue
-                count = math.prod(shape[2:]) * (layer.out // m) * (layer.inp // n)
-                slots.append((len(gains) - self.task_start[t], count))
-                gains += [math.sqrt(n / fan_in)] * count  # blocks of a wide fan-in are scaled down
-            self.slots.append(slots)
-        self.task_start.append(len(gains))
-        L = len(gains)
-        if L == 0:
-            raise ConfigError(f"scheme.block {options.block}: no task has a weight tensor that divides into "
-                              f"{m} x {n} blocks, so nothing can be shared")
-        K = options.hypermodules or max(1, L // 2)
-        if options.alignment == "distinct" and K < L:
-            if options.hypermodules:
-                raise ConfigError(f"scheme.hypermodules: alignment 'distinct' needs one per block location ({L}), "
-                                  f"got {K}")
-            K = L
-        self.n_hypermodules = K
-        c = options.context
-        self.hypermodules = nn.Parameter(torch.empty(K, m, n, c))
-        self.reset_hypermodules(range(K))
-        self.contexts = nn.Parameter(torch.full((L, c), 1 / math.sqrt(c)))
-        self.register_buffer("gain", torch.tensor(gains), persistent=False)
-        self.register_buffer("alignment", self.initial_alignment(L, K), persistent=False)
-        self.register_buffer("candidates", None, persistent=False)  # [L, 1 + lambda] during a generation
-        self.register_buffer("candidate_active", None, persistent=False)
-        self.scores: torch.Tensor | None = None  # s [L, 1 + lambda] during a generation; the search trains it
-        self.history: list[dict] = []
-
-    # ---- the alignment ---------------------------------------------------------------------------
-
-    def initial_alignment(self, L: int, K: int) -> torch.Tensor:
-        options = self.options
-        if options.alignment == "distinct":  # the poster's pessimistic initialisation
-            return torch.arange(L)
-        if options.alignment == "random":
-            return torch.randint(K, (L,))
-        groups = options.groups
-        if groups is None or len(groups) != self.n_tasks:
-            raise ConfigError(f"scheme.groups: alignment 'groups' needs one group number per task ({self.n_tasks})")
-        ids: dict[tuple[int, int], int] = {}
-        alignment = []
-        for t in range(self.n_tasks):  # location j of every task in a group gets the same hypermodule
-            for j in range(len(self.task_locations(t))):
-                alignment.append(ids.setdefault((groups[t], j), len(ids)))
-        if len(ids) > K:
-            raise ConfigError(f"scheme.hypermodules: the groups need {len(ids)} hypermodules, got {K}")
-        return torch.tensor(alignment)
-
-    def task_locations(self, task: int) -> list[int]:
-        return list(range(self.task_start[task], self.task_start[task + 1]))
-
-    def reset_hypermodules(self, indices) -> None:
-        """Fresh hypermodules: entries N(0, 1/n), so a block has unit-scale rows before its gain."""
-        n = self.options.block[1]
-        with torch.no_grad():
-            for k in indices:
-                self.hypermodules[k].normal_(0, 1 / math.sqrt(n))
-
-    def alignment_of(self, task_names: list[str]) -> dict[str, list[int]]:
-        psi = self.alignment.tolist()
-        return {name: [psi[i] for i in self.task_locations(t)] for t, name in enumerate(task_names)}
-
-    # ---- soft-merged candidates (one generation of the search) ------------------------------------
-
-    def begin_generation(self, candidates: torch.Tensor, active: torch.Tensor) -> None:
-        """Locations get candidates [L, 1 + lambda] (column 0 the incumbent); inactive ones are ignored."""
-        self.candidates = candidates.to(self.alignment.device)
-        self.candidate_active = active.to(self.alignment.device)
-        self.scores = torch.zeros(candidates.shape, device=self.alignment.device, requires_grad=True)
-
-    def candidate_weights(self) -> torch.Tensor:
-        """softmax(s_l) over each location's active candidates, [L, 1 + lambda]."""
-        return torch.softmax(self.scores.masked_fill(~self.candidate_active, -math.inf), dim=-1)
-
-    def end_generation(self) -> int:
-        """Each location keeps the candidate with the highest weight; returns how many changed."""
-        with torch.no_grad():
-            winner = self.candidate_weights().argmax(-1)
-            chosen = self.candidates.gather(1, winner[:, None])[:, 0]
-            changed = int((chosen != self.alignment).sum())
-            self.alignment.copy_(chosen)
-        self.candidates = self.candidate_active = self.scores = None
-        return changed
-
-    # ---- weights -----------------------------------------------------------------------------------
-
-    def blocks(self, locations: torch.Tensor) -> torch.Tensor:
-        """The blocks [len(locations), m, n] at `locations`, each H[psi(l)] z_l (or its candidates' mix)."""
-        z, gain = self.contexts[locations], self.gain[locations][:, None, None]
-        if self.candidates is None:
-            return torch.einsum("lmnc,lc->lmn", self.hypermodules[self.alignment[locations]], z) * gain
-        # Candidate column by column, each one contraction over every location: on CPU this is twice
-        # as fast as one einsum over all candidates, which gathers and scatters [l, 1 + lambda, m, n, c]
-        # (lsmn bench, "MUiR generation").
-        weights = self.candidate_weights()[locations]
-        candidates = self.candidates[locations]
-        return sum(torch.einsum("lmnc,lc->lmn", self.hypermodules[candidates[:, k]], z) * weights[:, k, None, None]
-                   for k in range(candidates.shape[1])) * gain
-
-    def task_params(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Weights and biases of tasks that share an architecture, stacked [G, ...] layer by layer."""
-        m, n = self.options.block
-        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)]).to(self.gain.device,
-                                                                                            non_blocking=True)
-        blocks = self.blocks(locations).reshape(len(tasks), -1, m, n) if len(locations) else None
-        params = []
-        for i, layer in enumerate(self.layers[tasks[0]]):
-            bias = torch.stack([self.own[f"{t}_{i}_bias"] for t in tasks])
-            slot = self.slots[tasks[0]][i]
-            if slot is None:
-                params.append((torch.stack([self.own[f"{t}_{i}_weight"] for t in tasks]), bias))
-                continue
-            part = blocks[:, slot[0] : slot[0] + slot[1]]
-            out, inp, *spatial = layer.weight_shape
-            # location order: kernel position, then row block, then column block
-            part = part.reshape(len(tasks), math.prod(spatial), out // m, inp // n, m, n)
-            weight = part.permute(0, 2, 4, 3, 5, 1).reshape(len(tasks), out, inp, *spatial)
-            params.append((weight, bias))
-        return params
-
-    def run(self, x: torch.Tensor, tasks: list[int], taps=None) -> list[torch.Tensor]:
-        """Outputs of `tasks` for x (shared [B, ...] or per task [T', B, ...]), batched per architecture;
-        `taps` see each layer's output of a single task (see run_layers)."""
-        shared_input = x.dim() == 1 + len(self.input_shapes[tasks[0]])
-        outputs: list[torch.Tensor | None] = [None] * len(tasks)
-        groups: dict[tuple, list[int]] = {}
-        for position, t in enumerate(tasks):
-            groups.setdefault(self.layers[t], []).append(position)
-        for layers, positions in groups.items():
-            group_tasks = [tasks[p] for p in positions]
-            xs = x.expand(len(positions), *x.shape) if shared_input else x[positions]
-            out = run_layers(layers, self.task_params(group_tasks), xs, taps)
-            for i, p in enumerate(positions):
-                outputs[p] = out[i]
-        return outputs
-
-    # ---- the scheme interface ----------------------------------------------------------------------
-
-    def usage(self, task):
-        used = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in self.named_parameters()}
-        locations = self.task_locations(task)
-        used["hypermodules"][self.alignment[locations].unique()] = True
-        used["contexts"][locations] = True
-        for name in self.own:
-            used[f"own.{name}"][...] = name.split("_", 1)[0] == str(task)
-        return used
-
-    def density(self):
-        return torch.ones(self.n_tasks, 1)
-
-    def search_routing(self, session):
-        return evolve_alignment(session) if self.options.generations else SearchReport()
-
-    def routing_parameters(self):
-        return ["contexts"]  # with the alignment fixed, a task adapts through its contexts alone
-
-    def routing_document(self, task_names):
-        return {"hypermodules": self.n_hypermodules, "block": list(self.options.block),
-                "context": self.options.context, "alignment": self.alignment_of(task_names),
-                "history": self.history}
-
-    def parse_routing_document(self, doc, task_names):
-        """The alignment per task: one hypermodule index in 0..K-1 for each of the task's blocks."""
-        alignment = doc.get("alignment")
-        if not isinstance(alignment, dict) or set(alignment) != set(task_names):
-            raise RoutingError(f"routing needs an 'alignment' for exactly the tasks {task_names}")
-        psi = torch.empty(len(self.gain), dtype=torch.long)
-        K = self.n_hypermodules
-        for t, task in enumerate(task_names):
-            entry, locations = alignment[task], self.task_locations(t)
-            if not isinstance(entry, list) or len(entry) != len(locations):
-                raise RoutingError(f"alignment of {task}: expected a list of {len(locations)} hypermodule indices")
-            if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < K for k in entry):
-                raise RoutingError(f"alignment of {task}: every entry must be a hypermodule index in 0..{K - 1}")
-            psi[locations] = torch.tensor(entry, dtype=torch.long)
-        history = doc.get("history", [])
-        if not isinstance(history, list):
-            raise RoutingError("routing 'history' must be a list of generations")
-        return {"alignment": psi, "history": history}
-
-    def load_routing(self, state):
-        if "alignment" in state:
-            self.alignment.copy_(state["alignment"])
-        self.history = list(state.get("history", self.history))
-
-    def routing_summary(self, task_names):
-        owner = torch.repeat_interleave(torch.arange(self.n_tasks), torch.diff(torch.tensor(self.task_start)))
-        users = torch.unique(torch.stack([self.alignment.cpu(), owner]), dim=1)[0]  # one entry per (module, task)
-        used, count = torch.unique(users, return_counts=True)
-        return {"locations": len(self.gain), "hypermodules": self.n_hypermodules,
-                "hypermodules_used": len(used), "shared_hypermodules": int((count > 1).sum()),
-                "generations": max(len(self.history) - 1, 0)}
+        network = HyperBody if config.scheme.network == "body" else TaskNetworks
+        return network.build_network(specs, config)

@@ -3,7 +3,8 @@ look like any other task's: a plain linear model, an MLP, a 2-D or a 1-D convolu
 
 Networks are run functionally, with their weights handed in, so that the weights can be generated
 from hypermodules; tasks that share an architecture run together, batched over a leading task axis
-(one `baddbmm` per linear layer, one grouped convolution per conv layer).
+(one `baddbmm` per linear layer, one grouped convolution per conv layer). Biases and weights that do
+not divide into blocks stay with their task.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from lsmn_core.errors import ConfigError
+from lsmn_core.schemes.hyper.hypermodules import Hypermodules, assemble
+from lsmn_core.schemes.hyper.network import HyperNet
 from lsmn_core.tasks import TaskSpec
 
 ARCHITECTURES = ("linear", "mlp", "conv", "conv1d")
@@ -88,3 +93,70 @@ def run_layers(layers: tuple[Layer, ...], params: list[tuple[torch.Tensor, torch
         if taps is not None:
             h = taps[i](h[0]).unsqueeze(0)
     return h
+
+
+class TaskNetworks(Hypermodules):
+    """Every task its own network (its config's `architecture`, default by its input), its weights
+    generated from the hypermodules."""
+
+    @classmethod
+    def build_network(cls, specs, config):
+        chosen = {t.name: t.architecture for t in config.tasks}
+        architectures = [chosen.get(s.name) or default_architecture(s) for s in specs]
+        return HyperNet(specs, cls(config.scheme, specs, architectures, config.model.width, config.model.depth))
+
+    def __init__(self, options, specs, architectures: list[str], width: int, depth: int):
+        super().__init__(options, len(specs), 1, None)
+        m, n = options.block
+        self.layers = [build_layers(a, s, width, depth) for a, s in zip(architectures, specs)]
+        self.input_shapes = [tuple(s.input_shape) for s in specs]
+        self.own = nn.ParameterDict()  # per task: biases, and weights that do not divide into blocks
+        for t, layers in enumerate(self.layers):
+            for i, layer in enumerate(layers):
+                shape = layer.weight_shape
+                fan_in = math.prod(shape[1:])
+                self.own[f"{t}_{i}_bias"] = nn.Parameter(torch.empty(layer.out).uniform_(-1, 1) / math.sqrt(fan_in))
+                if layer.out % m or layer.inp % n:
+                    self.own[f"{t}_{i}_weight"] = nn.Parameter(torch.randn(shape) / math.sqrt(fan_in))
+        self.slots = self.share([[layer.weight_shape for layer in layers] for layers in self.layers])
+
+    def task_params(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Weights and biases of tasks that share an architecture, stacked [G, ...] layer by layer."""
+        m, n = self.options.block
+        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)]).to(self.gain.device,
+                                                                                            non_blocking=True)
+        blocks = self.blocks(locations).reshape(len(tasks), -1, m, n) if len(locations) else None
+        params = []
+        for i, layer in enumerate(self.layers[tasks[0]]):
+            bias = torch.stack([self.own[f"{t}_{i}_bias"] for t in tasks])
+            slot = self.slots[tasks[0]][i]
+            if slot is None:
+                params.append((torch.stack([self.own[f"{t}_{i}_weight"] for t in tasks]), bias))
+                continue
+            params.append((assemble(blocks[:, slot[0] : slot[0] + slot[1]], layer.weight_shape), bias))
+        return params
+
+    def run(self, x: torch.Tensor, tasks: list[int], taps=None) -> list[torch.Tensor]:
+        """Outputs of `tasks` for x (shared [B, ...] or per task [T', B, ...]), batched per architecture;
+        `taps` see each layer's output of a single task (see run_layers)."""
+        shared_input = x.dim() == 1 + len(self.input_shapes[tasks[0]])
+        outputs: list[torch.Tensor | None] = [None] * len(tasks)
+        groups: dict[tuple, list[int]] = {}
+        for position, t in enumerate(tasks):
+            groups.setdefault(self.layers[t], []).append(position)
+        for layers, positions in groups.items():
+            group_tasks = [tasks[p] for p in positions]
+            xs = x.expand(len(positions), *x.shape) if shared_input else x[positions]
+            out = run_layers(layers, self.task_params(group_tasks), xs, taps)
+            for i, p in enumerate(positions):
+                outputs[p] = out[i]
+        return outputs
+
+    def usage(self, task):
+        used = super().usage(task)
+        for name in self.own:
+            used[f"own.{name}"][...] = name.split("_", 1)[0] == str(task)
+        return used
+
+    def density(self):
+        return torch.ones(self.n_tasks, 1)
