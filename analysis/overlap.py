@@ -115,3 +115,11 @@ def weight_task_sets(mask: np.ndarray, task_names: list[str], top: int = 8) -> t
     if len(ranked) < (~empty).sum():
         labels.append("other task sets")
     return category[inverse].reshape(mask.shape[1:]), labels
+
+
+def group_density(mask: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """For one parameter's masks [T, *shape]: the fraction of each consecutive run of `size` rows
+    (axis 0) or columns (axis 1) that each task keeps, [T, groups] (an attention head's weights)."""
+    mask = np.moveaxis(np.asarray(mask, dtype=bool), axis + 1, 1)
+    groups = mask.reshape(mask.shape[0], mask.shape[1] // size, -1)
+    return groups.mean(-1)

@@ -128,9 +128,10 @@ def subset_chart(report: dict, top: int = 15) -> go.Figure:
     return figure
 
 
-def mask_image(category, labels: list[str], name: str) -> go.Figure:
+def mask_image(category, labels: list[str], name: str, groups=None) -> go.Figure:
     """One weight matrix, each weight coloured by the set of tasks that use it; a convolution's
-    kernel [out, in, k, k] is drawn a row per output channel, its inputs' kernel positions side by side."""
+    kernel [out, in, k, k] is drawn a row per output channel, its inputs' kernel positions side by side.
+    `groups` (the block's WeightGroups: attention heads) label and divide runs of rows or columns."""
     import plotly.express as px
 
     category = np.asarray(category)
@@ -149,8 +150,27 @@ def mask_image(category, labels: list[str], name: str) -> go.Figure:
         hovertemplate="row %{y}, column %{x}: %{customdata}<extra></extra>",
         colorbar={"tickvals": list(range(n)), "ticktext": labels, "title": "used by"}))
     columns = "input" if len(shape) == 2 else f"input x kernel position ({' x '.join(map(str, shape[1:]))})"
+    yaxis, xaxis = {"autorange": "reversed", "title": "output channel"}, {"title": columns}
+    if groups is not None:
+        axis = yaxis if groups.axis == 0 else xaxis
+        axis.update(tickvals=[(i + 0.5) * groups.size - 0.5 for i in range(len(groups.labels))],
+                    ticktext=list(groups.labels), title=None)
+        for i in range(1, len(groups.labels)):
+            (figure.add_hline if groups.axis == 0 else figure.add_vline)(i * groups.size - 0.5, line_color="black",
+                                                                          line_width=1)
     figure.update_layout(title=f"{name}: which tasks use each weight", height=min(900, 200 + 3 * len(category)),
-                         yaxis={"autorange": "reversed", "title": "output channel"}, xaxis={"title": columns})
+                         yaxis=yaxis, xaxis=xaxis)
+    return figure
+
+
+def group_density_heatmap(density, tasks: list[str], groups, name: str) -> go.Figure:
+    """Fraction of each unit's weights (an attention head's rows or columns) that each task keeps."""
+    density = np.asarray(density)
+    figure = go.Figure(go.Heatmap(z=density, x=list(groups.labels), y=tasks, zmin=0, zmax=1, colorscale="Blues",
+                                  text=[[f"{v:.2f}" for v in row] for row in density],
+                                  texttemplate=cell_labels(len(tasks)), colorbar={"title": "density"}))
+    figure.update_layout(title=f"{name}: density per head", yaxis={"autorange": "reversed"},
+                         height=task_rows_height(len(tasks)))
     return figure
 
 

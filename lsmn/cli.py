@@ -240,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_finetune)
 
     st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
-    st.add_argument("name", choices=["signatures", "transfer", "forgetting", "pruning", "muir"])
+    st.add_argument("name", choices=list(STUDIES))
     st.add_argument("--seeds", type=int, default=3)
     st.add_argument("--config", help="muir: the task set (default kang.yaml in --configs; scheme.groups are the "
                                      "true groups)")

@@ -19,6 +19,7 @@ import abc
 import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,20 @@ class Block(abc.ABC):
     def summary(self, x: torch.Tensor) -> torch.Tensor:
         """One vector [N, width] per activation [N, *activation] (what a gate looks at)."""
         return x
+
+    def weight_groups(self, name: str) -> WeightGroups | None:
+        """How a weight's rows or columns fall into named units (attention heads) for drawing its masks;
+        None: its rows are plain output channels."""
+        return None
+
+
+@dataclass(frozen=True)
+class WeightGroups:
+    """Consecutive runs of `size` rows (axis 0) or input columns (axis 1) of a weight, one per label."""
+
+    axis: int
+    size: int
+    labels: tuple[str, ...]
 
 
 class Mlp(Block):
@@ -202,7 +217,7 @@ class Attention(ModuleBlock):
     name = "attention"
 
     def __init__(self, width: int, hidden: int, heads: int, patch: int):
-        self.patch = patch
+        self.patch, self.heads = patch, heads
         super().__init__(width, hidden, lambda: AttentionBranch(width, hidden, heads))
 
     def encoder(self, spec):
@@ -218,6 +233,15 @@ class Attention(ModuleBlock):
 
     def summary(self, x):
         return x.mean(-2)
+
+    def weight_groups(self, name):
+        """The query, key and value rows of each head; the output projection's input columns per head."""
+        heads = range(self.heads)
+        if name == "qkv__weight":
+            return WeightGroups(0, self.width // self.heads, tuple(f"{part} head {h}" for part in "qkv" for h in heads))
+        if name == "out__weight":
+            return WeightGroups(1, self.width // self.heads, tuple(f"head {h}" for h in heads))
+        return None
 
 
 class Unsqueeze(nn.Module):

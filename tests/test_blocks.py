@@ -4,10 +4,12 @@ user's nn.Module; every scheme runs on each (hyper with scheme.network: body).""
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from analysis.overlap import group_density
 from helpers import REPO, tiny_config
 from lsmn.cli import main
 from lsmn_core.block_kinds import AttentionBranch, ConvBranch, ModuleBlock, make_block
@@ -142,8 +144,9 @@ def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_pa
 
 
 def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, monkeypatch):
-    for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture"), ("conv", "hyper")):
-        config = block_config(block, scheme)
+    for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture"), ("conv", "hyper"),
+                          ("attention", "mann")):
+        config = block_config(block, scheme, heads=2)
         config.name = f"block-{scheme}"
         train(config, tmp_path, quiet=True)
     import app.state
@@ -165,3 +168,25 @@ def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, 
     spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if "depthwise__weight" in c.proto.spec))
     assert spec["data"][0]["z"]["shape"] == "32, 9"  # [32, 1, 3, 3]: a row per output channel, 1 x 3 x 3 columns
     assert spec["layout"]["yaxis"]["title"]["text"] == "output channel"
+    # attention: the query, key and value rows of each head, divided and labelled, and a density per head
+    attention = next(label for label in picker.options if label.startswith("block-mann"))
+    at.sidebar.selectbox(key="run_select").select(attention).run()
+    at.switch_page("views/masks.py").run()
+    at.selectbox(key=f"mask_param_{attention.split(' ')[0]}").select("body.blocks.0.qkv__weight").run()
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    image = next(c for c in charts if "which tasks use each weight" in c["layout"]["title"]["text"])
+    assert image["layout"]["yaxis"]["ticktext"] == ["q head 0", "q head 1", "k head 0", "k head 1", "v head 0",
+                                                    "v head 1"]
+    assert len(image["layout"]["shapes"]) == 5  # the lines between the six runs of 8 rows
+    heads = next(c for c in charts if "density per head" in c["layout"]["title"]["text"])
+    assert heads["data"][0]["x"] == image["layout"]["yaxis"]["ticktext"] and heads["data"][0]["y"] == ["digit", "parity"]
+
+
+def test_a_heads_density_is_the_share_of_its_rows_or_columns_a_task_keeps():
+    mask = np.zeros((2, 6, 4), dtype=bool)
+    mask[0, :3] = True  # task 0: all of the first 3-row group
+    mask[1, :, 0] = True  # task 1: the first of 4 columns everywhere
+    assert group_density(mask, 0, 3).tolist() == [[1.0, 0.0], [0.25, 0.25]]
+    assert group_density(mask, 1, 2).tolist() == [[0.5, 0.5], [0.5, 0.0]]
+    block = make_block(ModelConfig(width=8, block="attention", heads=2))
+    assert block.weight_groups("out__weight").labels == ("head 0", "head 1") and block.weight_groups("up__weight") is None

@@ -3,10 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from analysis.overlap import cluster_order, weight_task_sets
-from app.figures import density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap, subset_chart
+from analysis.overlap import cluster_order, group_density, weight_task_sets
+from app.figures import (density_heatmap, group_density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap,
+                         subset_chart)
 from app.layout import task_columns
 from app.state import checked_routing_of, overlap_of, run_with_report
+from lsmn_core.block_kinds import make_block
+from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
 from lsmn_core.schemes.masked import MaskedScheme
 
@@ -38,8 +41,24 @@ left, right = st.columns(2)
 left.plotly_chart(layer_overlap_chart(report), key="layer_overlap")
 right.plotly_chart(subset_chart(report), key="subsets")
 
+
+
+def weight_groups(name: str):
+    """The run's block's units (attention heads) of a weight, or None (also when its block, a user's
+    module, cannot be imported here)."""
+    try:
+        block = make_block(run.config().model)
+    except LsmnError:
+        return None
+    return block.weight_groups(name.rsplit(".", 1)[-1])
+
+
 st.subheader("One weight matrix")
 masks = checked_routing_of(run)[2]
 name = st.selectbox("Weight", list(masks), key=f"mask_param_{run.id}")
 category, labels = weight_task_sets(masks[name], tasks)
-st.plotly_chart(mask_image(category, labels, name), key="mask_image")
+groups = weight_groups(name)
+st.plotly_chart(mask_image(category, labels, name, groups), key="mask_image")
+if groups is not None:
+    density = group_density(masks[name][order], groups.axis, groups.size)
+    st.plotly_chart(group_density_heatmap(density, names, groups, name), key="group_density")
