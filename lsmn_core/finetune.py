@@ -26,7 +26,7 @@ from lsmn_core.config import TaskConfig
 from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.model import MultitaskModel
-from lsmn_core.schemes import build_model
+from lsmn_core.schemes import build_model, check_config
 from lsmn_core.session import Phase, SearchReport
 from lsmn_core.store import Run, RunWriter
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
@@ -98,6 +98,7 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     torch_device = resolve_device(device)
     config = copy.deepcopy(run.config())
     config.tasks = list(config.tasks) + list(plan.add_tasks)
+    check_config(config)  # the added tasks against the scheme (MANN's shares must still fit)
     config.train.steps = plan.steps
     config.name = f"{config.name}-ft"
     data = load_tasks(config.tasks, config.data)

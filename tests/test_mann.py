@@ -62,6 +62,14 @@ def test_adding_a_task_leaves_old_outputs_bit_identical(mann_run, tmp_path):
     assert child.meta["parent"] == mann_run.id
 
 
+def test_shares_that_do_not_fit_in_one_body_are_refused_before_training(mann_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"scheme.keep: 3 tasks x 0.4 = 1.2 of the body.*keep at most 0.3333"):
+        tiny_config(scheme={**MANN, "keep": 0.4})
+    new = [TaskConfig(name=f"extra{i}", dataset="digits", target="mod3") for i in range(3)]  # 6 x 0.2 > 1
+    with pytest.raises(ConfigError, match="scheme.keep: 6 tasks x 0.2"):
+        finetune(mann_run, FinetunePlan(5, "new", new), tmp_path)
+
+
 def test_adding_tasks_needs_a_scheme_that_isolates_them(sparse_run, tmp_path):
     new = TaskConfig(name="mod3", dataset="digits", target="mod3")
     with pytest.raises(ConfigError, match="cannot add tasks without changing the old ones"):

@@ -12,6 +12,7 @@ from typing import Literal
 
 from torch import nn
 
+from lsmn_core.errors import ConfigError
 from lsmn_core.options import check
 from lsmn_core.schemes.mann.rsn2 import rsn2
 from lsmn_core.schemes.masked import MaskedScheme
@@ -28,6 +29,14 @@ class MannOptions:
 
 class Mann(MaskedScheme):
     kind = "mann"
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """The masks are disjoint: the tasks' shares must fit in one body."""
+        keep, tasks = config.scheme.keep, len(config.tasks)
+        if tasks * keep > 1 + 1e-9:
+            raise ConfigError(f"scheme.keep: {tasks} tasks x {keep} = {tasks * keep:g} of the body, but MANN's task "
+                              f"masks are disjoint; keep at most {1 / tasks:.4g}")
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)
