@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except LsmnError as exc:
-        print("lsmn: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
+        message = " ".join(str(exc).splitlines())  # always one line, of bounded length
+        print("lsmn: error: " + (message if len(message) <= 500 else message[:497] + "..."), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lsmn: interrupted", file=sys.stderr)

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from lsmn_core import routing
 from lsmn_core.errors import RunError
 from lsmn_core.session import SearchReport
-from lsmn_core.store import atomic_write
+from lsmn_core.files import atomic_write, checked_safetensors
 
 FILE = "checkpoint.safetensors"
 SEARCH_FILE = "checkpoint-search.safetensors"
@@ -91,10 +91,10 @@ def load(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(checked_safetensors(path)), framework="pt") as f:
             meta = json.loads(f.metadata()["state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        with safe_open(str(folder / SEARCH_FILE), framework="np") as f:
+        with safe_open(str(checked_safetensors(folder / SEARCH_FILE)), framework="np") as f:
             report = SearchReport(json.loads(f.metadata()["summary"]), {k: f.get_tensor(k) for k in f.keys()})
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         raise RunError(f"{path}: corrupt checkpoint ({exc})") from None

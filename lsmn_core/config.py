@@ -35,6 +35,9 @@ positive = (lambda v: v > 0, "must be > 0")
 fraction = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
 
 
+TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")
+
+
 @dataclass
 class TaskConfig:
     """One task: a built-in data set and target, or a user file (.npz with X, y or .csv)."""
@@ -142,6 +145,9 @@ def parse_config(data, where: str = "config") -> RunConfig:
     if duplicate:
         raise ConfigError(f"tasks: task name '{duplicate}' appears twice")
     for i, task in enumerate(config.tasks):
+        if not isinstance(task.name, str) or not TASK_NAME.fullmatch(task.name):
+            raise ConfigError(f"tasks[{i}].name: {str(task.name)[:40]!r} must be 1 to 100 characters, none of them "
+                              "'.', '/', '\\' or a control character (parameters and files are named after it)")
         if (task.dataset is None) == (task.file is None):
             raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset' or 'file'")
     if config.data.dev_fraction + config.data.test_fraction >= 1:

@@ -28,7 +28,8 @@ from lsmn_core.config import parse_config
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.model import MultitaskNet
 from lsmn_core.schemes import build_model
-from lsmn_core.store import Run, atomic_write
+from lsmn_core.files import atomic_write, checked_safetensors
+from lsmn_core.store import Run
 from lsmn_core.tasks import TaskSpec
 
 FORMAT = "lsmn-export-1"
@@ -64,7 +65,7 @@ def export_model(model: MultitaskNet, meta: dict, out: str | Path) -> int:
 def load_export(path: str | Path) -> MultitaskNet:
     """Rebuild the model from a compact file (no pickle, no data needed)."""
     try:
-        with safe_open(str(path), framework="numpy") as f:
+        with safe_open(str(checked_safetensors(path)), framework="numpy") as f:
             metadata = f.metadata() or {}
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:

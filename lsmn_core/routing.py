@@ -11,6 +11,7 @@ before they touch a model, so an invalid edit is refused with one message and ch
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from lsmn_core.blocks import block_index
-from lsmn_core.errors import RoutingError
+from lsmn_core.errors import RoutingError, RunError
+from lsmn_core.files import checked_safetensors, read_json
 
 SCHEMA_VERSION = 1
 PACKBITS = "packbits-last-axis"
@@ -143,16 +145,15 @@ def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     folder = path if path.is_dir() else path.parent
     stem = "routing" if path.is_dir() else path.stem
     json_path, tensor_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
-    if not json_path.is_file():
+    if not os.path.lexists(json_path):
         raise RoutingError(f"routing file not found: {json_path}")
     try:
-        doc = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RoutingError(f"{json_path}: not valid JSON ({exc})") from None
-    if not tensor_path.is_file():  # a routing without masks (e.g. signatures) needs no tensor file
-        return doc, {}
-    try:
-        arrays = load_file(str(tensor_path))
+        doc = read_json(json_path)
+        if not os.path.lexists(tensor_path):  # a routing without masks (e.g. signatures) needs no tensor file
+            return doc, {}
+        arrays = load_file(str(checked_safetensors(tensor_path)))
+    except RunError as exc:
+        raise RoutingError(str(exc)) from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise RoutingError(f"{tensor_path}: not a readable safetensors file ({exc})") from None
     return doc, arrays

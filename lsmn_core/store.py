@@ -1,8 +1,7 @@
 """The run directory (a contract of every reader and writer of runs): writing runs atomically and
-reading them safely.
+reading them safely (lsmn_core.files), and checking what run.json holds before anything trusts it.
 
-Every file is written to a temporary name and renamed, so a crash never leaves a half-written file
-that looks finished. Reading never executes code: JSON and safetensors only.
+Reading never executes code: JSON and safetensors only.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,43 +23,19 @@ from safetensors.torch import load_file, save_file
 from lsmn_core import __version__, routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
+from lsmn_core.files import atomic_write, checked_safetensors, parse_json, read_json, read_text, write_json
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model
 from lsmn_core.tasks import TaskSpec
 
 SCHEMA_VERSION = 1
+METRICS_LIMIT = 512 * 2**20  # bytes of metrics.jsonl (a long 1,000-task run logs a few hundred MB at most)
 STALE_AFTER = 600  # seconds without a progress update after which a run on another host reads as dead
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(temp_path), then rename the temporary file over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, default=float)))
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RunError(f"missing file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
 
 
 def safe_name(name: str) -> str:
     """A run name usable as a folder name: letters, digits, '-', '_' and '.' only, no leading dot."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")[:120]  # far below any file system's limit
     return cleaned or "run"
 
 
@@ -76,7 +50,7 @@ class RunWriter:
         except OSError as exc:
             raise RunError(f"cannot create runs folder {root}: {exc.strerror}") from None
         stamp = datetime.now(timezone.utc)
-        base = safe_name(folder or f"{config.name}-{stamp:%Y%m%d-%H%M%S}")
+        base = safe_name(folder or f"{safe_name(config.name)[:100]}-{stamp:%Y%m%d-%H%M%S}")
         suffix = 1
         while True:  # mkdir is the claim: two writers starting at once never share a folder
             self.path = root / (base if suffix == 1 else f"{base}-{suffix}")
@@ -85,6 +59,8 @@ class RunWriter:
                 break
             except FileExistsError:
                 suffix += 1
+            except OSError as exc:
+                raise RunError(f"cannot create run folder {self.path}: {exc.strerror}") from None
         self.meta = {
             "schema_version": SCHEMA_VERSION, "id": self.path.name, "name": config.name,
             "created": stamp.isoformat(timespec="seconds"), "status": "running",
@@ -154,6 +130,28 @@ class RunWriter:
         self.set_status("done")
 
 
+def check_meta(meta, where: Path) -> None:
+    """run.json's schema: the keys readers use, of the types they expect (a hostile or damaged file
+    is a RunError here, not a crash in whatever reads it next)."""
+    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+        raise RunError(f"{where}: unknown schema version")
+    for key in ("id", "name", "status", "scheme", "config", "tasks"):
+        if key not in meta:
+            raise RunError(f"{where}: missing key '{key}'")
+    for key in ("id", "name", "status", "scheme", "created", "host", "reason", "parent"):
+        value = meta.get(key, "")
+        if not (value is None and key == "parent") and not (isinstance(value, str) and len(value) <= 4096):
+            raise RunError(f"{where}: '{key}' must be a string of at most 4,096 characters")
+    if not isinstance(meta["config"], dict):
+        raise RunError(f"{where}: 'config' must be a mapping")
+    tasks = meta["tasks"]
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tasks):
+        raise RunError(f"{where}: 'tasks' must be a list of tasks, each with a name")
+    pid = meta.get("pid", 1)
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
+        raise RunError(f"{where}: 'pid' must be a process id")
+
+
 class Run:
     """A run directory opened for reading. Tolerates runs that are still being written."""
 
@@ -162,13 +160,9 @@ class Run:
         if not (self.path / "run.json").is_file():
             raise RunError(f"not a run directory (no run.json): {self.path}")
         self.meta = read_json(self.path / "run.json")
-        if not isinstance(self.meta, dict) or self.meta.get("schema_version") != SCHEMA_VERSION:
-            raise RunError(f"{self.path / 'run.json'}: unknown schema version")
-        for key in ("id", "name", "status", "scheme", "config", "tasks"):
-            if key not in self.meta:
-                raise RunError(f"{self.path / 'run.json'}: missing key '{key}'")
+        check_meta(self.meta, self.path / "run.json")
 
-    id = property(lambda self: self.meta["id"])
+    id = property(lambda self: self.path.name)  # the folder's name, whatever run.json says: never a path to write to
     name = property(lambda self: self.meta["name"])
     scheme = property(lambda self: self.meta["scheme"])
 
@@ -216,7 +210,7 @@ class Run:
             raise RunError(str(exc)) from None
 
     def summary(self) -> dict:
-        if not (self.path / "summary.json").is_file():
+        if not os.path.lexists(self.path / "summary.json"):
             reason = f": {self.meta['reason']}" if self.meta.get("reason") else ""
             raise RunError(f"run {self.id} has no summary yet (status: {self.status}{reason})")
         return read_json(self.path / "summary.json")
@@ -230,10 +224,10 @@ class Run:
         path = self.path / "metrics.jsonl"
         records = []
         if path.is_file():
-            for line in path.read_text(errors="replace").splitlines():
+            for line in read_text(path, METRICS_LIMIT, errors="replace").splitlines():
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
+                    record = parse_json(line, path)
+                except RunError:
                     continue
                 if isinstance(record, dict):
                     records.append(record)
@@ -270,10 +264,13 @@ class Run:
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
         model = build_model(self.specs, self.config())
+        weights = self.path / "model.safetensors"
+        if not os.path.lexists(weights):
+            raise RunError(f"run {self.id} has no model.safetensors (status: {self.status})")
         try:
-            state = load_file(str(self.path / "model.safetensors"))
-        except FileNotFoundError:
-            raise RunError(f"run {self.id} has no model.safetensors (status: {self.status})") from None
+            state = load_file(str(checked_safetensors(weights)))
+        except RunError as exc:
+            raise RunError(f"run {self.id}: {exc}") from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunError(f"run {self.id}: model.safetensors is corrupt ({exc})") from None
         try:

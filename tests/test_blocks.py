@@ -179,7 +179,8 @@ def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, 
                                                     "v head 1"]
     assert len(image["layout"]["shapes"]) == 5  # the lines between the six runs of 8 rows
     heads = next(c for c in charts if "density per head" in c["layout"]["title"]["text"])
-    assert heads["data"][0]["x"] == image["layout"]["yaxis"]["ticktext"] and heads["data"][0]["y"] == ["digit", "parity"]
+    assert heads["data"][0]["x"] == image["layout"]["yaxis"]["ticktext"]
+    assert heads["data"][0]["y"] == ["digit", "parity"]
 
 
 def test_a_heads_density_is_the_share_of_its_rows_or_columns_a_task_keeps():
@@ -189,4 +190,5 @@ def test_a_heads_density_is_the_share_of_its_rows_or_columns_a_task_keeps():
     assert group_density(mask, 0, 3).tolist() == [[1.0, 0.0], [0.25, 0.25]]
     assert group_density(mask, 1, 2).tolist() == [[0.5, 0.5], [0.5, 0.0]]
     block = make_block(ModelConfig(width=8, block="attention", heads=2))
-    assert block.weight_groups("out__weight").labels == ("head 0", "head 1") and block.weight_groups("up__weight") is None
+    assert block.weight_groups("out__weight").labels == ("head 0", "head 1")
+    assert block.weight_groups("up__weight") is None

@@ -1,0 +1,139 @@
+"""Hostile run folders and outputs: values a valid file never holds (special files in place of run
+files or outputs, run.json fields of the wrong type or size, JSON too deep or with integers too long
+for Python, oversized safetensors headers, task names that are paths) give one line and a non-zero
+exit, never replace what the project does not own, and never break the runs beside them."""
+
+import json
+import os
+import shutil
+import struct
+
+import pytest
+
+from helpers import tiny_config
+from lsmn.cli import main
+from lsmn_core.errors import ConfigError, RunError
+from lsmn_core.files import atomic_write, read_json
+from lsmn_core.store import list_runs, open_run
+
+
+def copy_run(sparse_run, folder):
+    target = folder / sparse_run.name
+    shutil.copytree(sparse_run, target)
+    return target
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) <= 520 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("make", ["fifo", "symlink", "folder"])
+def test_an_output_that_is_not_a_regular_file_is_left_alone(sparse_run, tmp_path, capsys, make):
+    target, elsewhere = tmp_path / "out.safetensors", tmp_path / "precious"
+    elsewhere.write_text("keep me")
+    {"fifo": lambda: os.mkfifo(target), "symlink": lambda: target.symlink_to(elsewhere),
+     "folder": target.mkdir}[make]()
+    assert main(["export", str(sparse_run), "--out", str(target)]) == 2
+    assert "will not replace" in one_error_line(capsys)
+    assert elsewhere.read_text() == "keep me"
+    assert {"fifo": target.is_fifo, "symlink": target.is_symlink, "folder": target.is_dir}[make]()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_os_errors_on_write_are_one_line_naming_the_path(sparse_run, tmp_path, capsys):
+    assert main(["export", str(sparse_run), "--out", str(tmp_path / "missing" / "x.safetensors")]) == 2
+    error = one_error_line(capsys)
+    assert "cannot write" in error and "missing/x.safetensors" in error and "No such file or directory" in error
+    with pytest.raises(RunError, match="cannot write .*File name too long"):
+        atomic_write(tmp_path / ("x" * 300), lambda tmp: open(tmp, "w").close())
+
+
+HOSTILE_META = {
+    "created is a number": lambda m: {**m, "created": 5},
+    "pid beyond any process id": lambda m: {**m, "pid": 10**30},
+    "tasks of the wrong type": lambda m: {**m, "tasks": "digit"},
+    "a name of a megabyte": lambda m: {**m, "name": "x" * 2**20},
+}
+HOSTILE_TEXT = {
+    "nesting 100,000 deep": "[" * 100_000 + "]" * 100_000,
+    "an integer of 5,000 digits": '{"schema_version": ' + "9" * 5000 + "}",
+}
+
+
+def test_one_hostile_run_json_never_breaks_the_runs_beside_it(sparse_run, tmp_path, capsys):
+    good = copy_run(sparse_run, tmp_path)
+    meta = json.loads((good / "run.json").read_text())
+    for name, change in HOSTILE_META.items():
+        (tmp_path / name.replace(" ", "-")).mkdir()
+        (tmp_path / name.replace(" ", "-") / "run.json").write_text(json.dumps(change(meta)))
+    for name, text in HOSTILE_TEXT.items():
+        (tmp_path / name.replace(" ", "-")).mkdir()
+        (tmp_path / name.replace(" ", "-") / "run.json").write_text(text)
+    runs, broken = list_runs(tmp_path)
+    assert [r.path for r in runs] == [good]
+    assert len(broken) == len(HOSTILE_META) + len(HOSTILE_TEXT)
+    assert all(len(why) < 400 for _, why in broken)
+    assert main(["list", str(tmp_path)]) == 0 and good.name in capsys.readouterr().out
+
+
+def test_a_run_json_cannot_choose_where_the_app_writes(sparse_run, tmp_path):
+    path = copy_run(sparse_run, tmp_path)
+    meta = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**meta, "id": str(tmp_path.parent / "elsewhere")}))
+    assert open_run(path).id == path.name  # the id is the folder's name, whatever run.json says
+
+
+def test_special_files_in_place_of_run_files_are_refused_without_opening_them(sparse_run, tmp_path, capsys):
+    """A FIFO would block a reader forever; these return at once."""
+    path = copy_run(sparse_run, tmp_path)
+    for name in ("model.safetensors", "routing.json", "summary.json"):
+        (path / name).unlink()
+        os.mkfifo(path / name)
+    run = open_run(path)
+    with pytest.raises(RunError, match="not a regular file"):
+        run.load_model()
+    with pytest.raises(RunError, match="not a regular file"):
+        run.summary()
+    assert main(["eval", str(path)]) == 2 and "not a regular file" in one_error_line(capsys)
+    assert main(["show", str(path)]) == 2 and "not a regular file" in one_error_line(capsys)
+
+
+def test_an_oversized_safetensors_header_is_refused_before_it_is_parsed(sparse_run, tmp_path):
+    path = copy_run(sparse_run, tmp_path)
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    with pytest.raises(RunError, match="header of 1,099,511,627,776 bytes"):
+        open_run(path).load_model()
+
+
+def test_a_metrics_line_with_a_huge_integer_is_skipped(sparse_run, tmp_path):
+    path = copy_run(sparse_run, tmp_path)
+    count = len(open_run(path).metrics())
+    with open(path / "metrics.jsonl", "a") as f:
+        f.write('{"step": ' + "9" * 5000 + "}\n" + "[" * 50_000 + "\n")
+    assert len(open_run(path).metrics()) == count
+
+
+def test_json_limits(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RunError, match="nested too deeply"):
+        read_json(tmp_path / "deep.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(RunError, match="not UTF-8"):
+        read_json(tmp_path / "latin1.json")
+
+
+@pytest.mark.parametrize("name", ["a.b", "", "../x", "x/y", 5, "t" * 101, "tab\there"])
+def test_task_names_that_would_become_paths_or_parameter_names_are_refused(name):
+    with pytest.raises(ConfigError, match=r"tasks\[0\].name: (.* must be 1 to 100 characters|expected a string)"):
+        tiny_config(tasks=[{"name": name, "dataset": "digits", "target": "digit"}])
+
+
+def test_a_very_long_run_name_trains_in_a_folder_of_bounded_name(tmp_path):
+    config = tiny_config(train={"steps": 2, "eval_every": 2, "batch_size": 8, "device": "cpu"})
+    config.name = "n" * 300
+    from lsmn_core.trainer import train
+
+    run = open_run(train(config, tmp_path, quiet=True))
+    assert run.status == "done" and len(run.path.name) <= 120
