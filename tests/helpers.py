@@ -7,6 +7,7 @@ import torch
 from lsmn_core.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
+APP_PATIENCE = 900  # seconds an AppTest script run may take: a guard against a hang, not a speed target
 
 TINY = {
     "name": "tiny",

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import REPO
+from helpers import APP_PATIENCE, REPO
 
 MAIN = str(REPO / "app" / "main.py")
 
@@ -16,7 +16,7 @@ def start(monkeypatch, folder):
     import app.state
 
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(folder))
-    return AppTest.from_file(MAIN, default_timeout=60).run()
+    return AppTest.from_file(MAIN, default_timeout=APP_PATIENCE).run()
 
 
 DIGITS_TASKS = ["digit", "parity", "ge5", "loops", "position"]
@@ -198,3 +198,17 @@ def test_every_page_renders_every_sample_run(monkeypatch, sample):
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
         assert at.sidebar.selectbox(key="run_select").value.startswith(sample + " "), page
         assert at.title and (sample in at.title[0].value or page == "views/compare.py"), page
+
+
+@pytest.mark.parametrize("address, allowed", [("0.0.0.0", False), ("", False), ("0.0.0.0", True)])
+def test_the_app_refuses_to_serve_beyond_this_machine_unless_told(monkeypatch, address, allowed):
+    from streamlit import config
+
+    monkeypatch.setattr(config, "_config_options", None)  # a fresh copy of the options, loaded again after the test
+    config.set_option("server.address", address)
+    if allowed:
+        monkeypatch.setenv("LSMN_ALLOW_REMOTE", "1")
+    at = start(monkeypatch, REPO / "sample_runs")
+    assert not at.exception
+    refused = [e.value for e in at.error if "anyone who can reach it may read your files" in e.value]
+    assert bool(refused) != allowed and bool(at.dataframe) == allowed

@@ -16,6 +16,7 @@ from safetensors.numpy import load_file
 from helpers import REPO
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PATIENCE_MS = 900_000  # a guard against a page that never shows its content, not a speed target
 
 
 def free_port() -> int:
@@ -33,12 +34,12 @@ def serve(runs_folder=None):
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while True:  # until the server answers, or fail if it exits first
         try:
             urllib.request.urlopen(url + "_stcore/health", timeout=1)
             break
         except OSError:
+            assert server.poll() is None, "the app server exited before it answered"
             time.sleep(0.3)
     yield url
     server.terminate()
@@ -74,17 +75,17 @@ def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         start = time.monotonic()
         page.goto(app_url)
-        page.wait_for_selector("text=Total parameters", timeout=30000)  # the newest run: its numbers
+        page.wait_for_selector("text=Total parameters", timeout=PATIENCE_MS)  # the newest run: its numbers
         first_figure = time.monotonic() - start
-        page.wait_for_selector("text=Dev metric during multi-task training", timeout=30000)  # its last figure
+        page.wait_for_selector("text=Dev metric during multi-task training", timeout=PATIENCE_MS)  # its last figure
         whole_page = time.monotonic() - start
         landing = page.inner_text("body")
         for path, run, marker in PAGES:
             page.goto(app_url + path)
-            page.wait_for_selector("text=Runs folder", timeout=30000)
+            page.wait_for_selector("text=Runs folder", timeout=PATIENCE_MS)
             if run:
                 pick_run(page, run)
-            page.wait_for_selector(f"text={marker}", timeout=60000)
+            page.wait_for_selector(f"text={marker}", timeout=PATIENCE_MS)
             page.wait_for_timeout(800)
             body = page.inner_text("body")
             assert "Traceback" not in body and "Error" not in body, path
@@ -137,16 +138,16 @@ def test_edit_evaluate_and_retrain_from_the_browser(tmp_path, sample):
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url + "edit")
-            page.wait_for_selector(f"text={editor_hint}", timeout=30000)
+            page.wait_for_selector(f"text={editor_hint}", timeout=PATIENCE_MS)
             edit_first_row(page, keys)
             page.get_by_role("button", name="Evaluate").click()
-            page.wait_for_selector("text=Under the edit:", timeout=60000)
+            page.wait_for_selector("text=Under the edit:", timeout=PATIENCE_MS)
             evaluated = page.inner_text("body")
             steps = page.get_by_label("Steps")
             steps.fill("20")
             steps.press("Enter")
             page.get_by_role("button", name="Retrain").click()
-            page.wait_for_selector("text=Retrained: new run", timeout=180000)
+            page.wait_for_selector("text=Retrained: new run", timeout=PATIENCE_MS)
             body = page.inner_text("body")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"retrained-{sample}.png"), full_page=True)

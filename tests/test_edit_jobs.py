@@ -41,8 +41,7 @@ def test_retrain_job_runs_in_its_own_process_and_links_the_new_run(tmp_path):
     routing_file = routing.write(tmp_path / ".edits" / "e1", doc, arrays)
     job = jobs.start(["finetune", str(parent.path), "--routing", str(routing_file), "--steps", "15", "--train",
                       "all", "--out", str(tmp_path), "--quiet", "--device", "cpu"], tmp_path / ".edits" / "job.log")
-    deadline = time.time() + 120
-    while job.running and time.time() < deadline:
+    while job.running:  # until it exits, however loaded the machine
         time.sleep(0.5)
     assert job.returncode == 0, job.output()
     child = next(r for r in list_runs(tmp_path)[0] if r.meta.get("parent") == parent.id)

@@ -29,15 +29,15 @@ def train_args(out):
     return ["train", "configs/quickstart.yaml", "--out", str(out), "--quiet", *[a for s in SHORT for a in ("--set", s)]]
 
 
-def wait_for_checkpoint(out, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_checkpoint(out, process):
+    """Until the run writes a checkpoint, or fails if the process ends first (no deadline: a loaded
+    machine is slow, not wrong)."""
+    while True:
         found = list(out.glob("*/checkpoint.safetensors"))
         if found:
             return found[0].parent
         assert process.poll() is None, process.communicate()
         time.sleep(0.1)
-    raise AssertionError("no checkpoint was written")
 
 
 def logged(run_dir):

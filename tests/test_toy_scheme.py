@@ -6,7 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import REPO, tiny_config
+from helpers import APP_PATIENCE, REPO, tiny_config
 from lsmn.cli import main
 from lsmn_core import routing, schemes
 from lsmn_core.store import open_run
@@ -56,7 +56,7 @@ def test_every_app_page_renders_the_run(toy_run, monkeypatch):
     import app.state
 
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(toy_run.path.parent))
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
