@@ -65,6 +65,17 @@ def shared_layers(signatures: dict) -> list[dict]:
     return result
 
 
+def pair_sharing(signatures: dict, labels: dict[str, str], layers: range) -> float:
+    """Of the pairs of tasks with equal labels (the same input domain, or the same target), the share
+    of (pair, layer) in `layers` at which both pick the same template: the paper's self-organisation
+    is domain pairs sharing early layers and target pairs late ones (chance: about 1/K)."""
+    orders = {task: argmax_signature(w) for task, w in signatures.items()}
+    tasks = list(orders)
+    pairs = [(a, b) for i, a in enumerate(tasks) for b in tasks[i + 1:] if labels[a] == labels[b]]
+    same = [orders[a][layer] == orders[b][layer] for a, b in pairs for layer in layers]
+    return float(np.mean(same)) if same else float("nan")
+
+
 def signature_report(signatures: dict) -> dict:
     """Everything the CLI and app show about signatures."""
     tasks = list(signatures)

@@ -10,6 +10,8 @@
   alignments, test RMSE over seeds, and how well the optimised alignment recovers the true groups.
 - blocks: every block (mlp, conv, attention, a user's module) under every scheme on digits and
   Fashion-MNIST tasks: test accuracy, parameters and training time.
+- domains: template mixtures on digits x input domains, with the mlp and the conv block: do tasks
+  of one domain share early layers and tasks of one target late ones?
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
+from analysis.signatures import pair_sharing
 from lsmn_core.config import TaskConfig, load_config
 from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.store import open_run
@@ -219,5 +222,31 @@ def blocks_study(seeds=(0,), device: str = "cpu", configs: Path = CONFIGS) -> st
     return "\n".join(lines)
 
 
+def domains_study(seeds=(0, 1), device: str = "cpu", configs: Path = CONFIGS, blocks=("mlp", "conv")) -> str:
+    """Markdown table: on configs/domains.yaml (conv: 2 x 2 patches, 4 x 4 maps), per block, seed and
+    band of layers, the share of same-domain and of same-target task pairs that pick one template."""
+    base = load_config(Path(configs) / "domains.yaml")
+    depth, K = base.model.depth, base.scheme.templates
+    bands = [range(0, depth // 3), range(depth // 3, depth - depth // 3), range(depth - depth // 3, depth)]
+    names = [f"layers {b.start}-{b.stop - 1}" for b in bands]
+    lines = ["| block | seed | mean test accuracy | " + " | ".join(f"{n}: same domain / same target" for n in names)
+             + " |", "|---" * (3 + len(bands)) + "|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for block in blocks:
+            for seed in seeds:
+                config = load_config(Path(configs) / "domains.yaml", [
+                    f"seed={seed}", f"name=domains-{block}-{seed}", f"model.block={block}", "model.patch=2"])
+                run = open_run(train(config, tmp, device=device, quiet=True))
+                signatures = run.routing()[0]["signatures"]
+                domain = {t.name: t.domain for t in config.tasks}
+                target = {t.name: t.target for t in config.tasks}
+                cells = [f"{pair_sharing(signatures, domain, b):.2f} / {pair_sharing(signatures, target, b):.2f}"
+                         for b in bands]
+                accuracy = statistics.mean(m["test"] for m in run.summary()["metrics"].values())
+                lines.append(f"| {block} | {seed} | {accuracy:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nChance: about 1/{K} = {1 / K:.2f}."
+
+
 STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
-           "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study}
+           "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study,
+           "domains": domains_study}

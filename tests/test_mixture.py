@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.signatures import is_progressive, runs, shared_layers, signature_report, similarity
+from analysis.signatures import is_progressive, pair_sharing, runs, shared_layers, signature_report, similarity
 from helpers import tiny_config
 from lsmn_core import routing
 from lsmn_core.blocks import residual_block
@@ -226,3 +226,13 @@ def test_transfer_with_per_task_norms(tmp_path):
     mixed_norms = open_run(train(mixture_config(), tmp_path, quiet=True))
     with pytest.raises(ConfigError, match="no per-task norm parameters"):
         finetune(mixed_norms, FinetunePlan(5, "routing", [new], with_norms=True), tmp_path)
+
+
+def test_pair_sharing_counts_equal_templates_of_pairs_with_one_label():
+    one_hot = np.eye(3)
+    signatures = {"a_x": one_hot[[0, 1, 2]], "b_x": one_hot[[0, 2, 2]], "a_y": one_hot[[1, 1, 2]]}
+    domain = {"a_x": "x", "b_x": "x", "a_y": "y"}
+    target = {"a_x": "a", "b_x": "b", "a_y": "a"}
+    assert pair_sharing(signatures, domain, range(0, 2)) == 0.5  # a_x, b_x: layer 0 equal, layer 1 not
+    assert pair_sharing(signatures, target, range(0, 2)) == 0.5  # a_x, a_y: layer 1 equal
+    assert pair_sharing(signatures, target, range(2, 3)) == 1.0
