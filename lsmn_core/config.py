@@ -16,6 +16,7 @@ import yaml
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
+from lsmn_core.tasks import TASK_NAME
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -27,15 +28,47 @@ YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
 
 
+class Composer(YamlLoader):
+    """Refuses aliases: an alias bomb is a few lines that expand to gigabytes in whatever walks them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise ConfigError("YAML aliases (*name) are not supported in configs; write the value out")
+        return super().compose_node(parent, index)
+
+
+CONFIG_LIMIT = 2**20  # bytes of a config file
+DEPTH_LIMIT = 32  # nesting of mappings and lists in a config
+
+
 def load_yaml(text: str):
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    """Safe YAML without aliases, of bounded nesting, integers of at most 4,300 digits (int()'s own limit)."""
+    try:
+        data = yaml.load(text, Loader=Composer)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise ConfigError(f"config: nested more than {DEPTH_LIMIT} levels deep") from None
+    except ValueError as exc:  # an integer longer than int() converts
+        raise ConfigError(f"config: {str(exc)[:120]}") from None
+    if _depth(data) > DEPTH_LIMIT:
+        raise ConfigError(f"config: nested more than {DEPTH_LIMIT} levels deep")
+    return data
+
+
+def _depth(value, level: int = 0) -> int:
+    if level > DEPTH_LIMIT:
+        return level
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_depth(v, level + 1) for v in children), default=level)
 
 
 positive = (lambda v: v > 0, "must be > 0")
+seed_range = (lambda v: 0 <= v < 2**32, "must be in 0 .. 2**32 - 1")
+
+
+def between(low: int, high: int):
+    """A check of an integer's range (huge values would allocate terabytes or loop for hours)."""
+    return lambda v: low <= v <= high, f"must be in {low} .. {high:,}"
 fraction = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
-
-
-TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")
 
 
 @dataclass
@@ -65,22 +98,22 @@ class UserBlock:
 
 @dataclass
 class ModelConfig:
-    width: int = check(*positive, 64)
-    depth: int = check(*positive, 4)
-    expansion: int = check(*positive, 2)  # a block's inner width is width * expansion
+    width: int = check(*between(1, 2**16), 64)
+    depth: int = check(*between(1, 1024), 4)
+    expansion: int = check(*between(1, 64), 2)  # a block's inner width is width * expansion
     block: Literal["mlp", "conv", "attention"] | UserBlock = "mlp"  # the body's blocks (lsmn_core.block_kinds)
-    kernel: int = check(lambda v: v > 0 and v % 2 == 1, "must be an odd number > 0", 3)  # conv: depthwise kernel
-    heads: int = check(*positive, 4)  # attention: heads
-    patch: int = check(*positive, 2)  # conv and attention: an image enters as patch x patch patches
+    kernel: int = check(lambda v: 0 < v < 64 and v % 2 == 1, "must be an odd number in 1 .. 63", 3)  # conv: depthwise
+    heads: int = check(*between(1, 1024), 4)  # attention: heads
+    patch: int = check(*between(1, 1024), 2)  # conv and attention: an image enters as patch x patch patches
 
 
 @dataclass
 class TrainConfig:
-    steps: int = check(lambda v: v >= 0, "must be >= 0", 1000)
-    batch_size: int = check(*positive, 64)
+    steps: int = check(*between(0, 10**9), 1000)
+    batch_size: int = check(*between(1, 2**20), 64)
     lr: float = check(*positive, 1e-3)
     weight_decay: float = check(lambda v: v >= 0, "must be >= 0", 0.0)
-    eval_every: int = check(*positive, 100)
+    eval_every: int = check(*between(1, 10**9), 100)
     patience: int = check(lambda v: v >= 0, "must be >= 0 (0 turns early stopping off)", 5)
     sampling: Literal["proportional", "round_robin", "all"] = "proportional"  # all: every task each step, losses summed
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -89,7 +122,7 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    split_seed: int = 0
+    split_seed: int = check(*seed_range, 0)
     dev_fraction: float = check(*fraction, 0.2)
     test_fraction: float = check(*fraction, 0.2)
 
@@ -98,7 +131,7 @@ class DataConfig:
 class RunConfig:
     name: str
     tasks: list[TaskConfig]
-    seed: int = 0
+    seed: int = check(*seed_range, 0)
     model: ModelConfig = field(default_factory=ModelConfig)
     scheme: Any = None  # the options dataclass of the chosen scheme kind (see lsmn_core.schemes)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -162,7 +195,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = load_yaml(path.read_text())
+        if path.stat().st_size > CONFIG_LIMIT:
+            raise ConfigError(f"{path}: more than {CONFIG_LIMIT:,} bytes, too large for a config")
+        data = load_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:

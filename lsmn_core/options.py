@@ -19,7 +19,9 @@ def check(predicate, message: str, default=dataclasses.MISSING, default_factory=
 
 
 def describe(value) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    """A value for an error message, cut short: a message is one line of a few hundred characters."""
+    text = repr(value) if not isinstance(value, (dict, list)) else f"a {type(value).__name__} of {len(value)}"
+    return f"{text[:80] + '...' if len(text) > 80 else text} ({type(value).__name__})"
 
 
 def build(cls, value, where: str):
@@ -57,10 +59,12 @@ def build(cls, value, where: str):
     if cls is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {describe(value)}")
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{where}: an integer of {len(str(abs(value)))} digits is out of range")
         return value
     if cls is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {describe(value)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) >= 2**1023:
+            raise ConfigError(f"{where}: expected a number within a float's range, got {describe(value)}")
         return float(value)
     if cls is str:
         if not isinstance(value, str):

@@ -25,7 +25,7 @@ from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.files import atomic_write, checked_safetensors, parse_json, read_json, read_text, write_json
 from lsmn_core.model import MultitaskModel
-from lsmn_core.schemes import build_model
+from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.tasks import TaskSpec
 
 SCHEMA_VERSION = 1
@@ -196,7 +196,7 @@ class Run:
     def specs(self) -> list[TaskSpec]:
         try:
             return [TaskSpec.from_dict(t) for t in self.meta["tasks"]]
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise RunError(f"{self.path / 'run.json'}: malformed task list ({exc})") from None
 
     @property
@@ -263,6 +263,12 @@ class Run:
 
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
+        try:
+            check_model_size(self.specs, self.config(), 4, "load")
+        except MissingModuleError as exc:
+            raise MissingModuleError(f"run {self.id}: {exc}") from None
+        except LsmnError as exc:
+            raise RunError(f"run {self.id}: {exc}") from None
         model = build_model(self.specs, self.config())
         weights = self.path / "model.safetensors"
         if not os.path.lexists(weights):

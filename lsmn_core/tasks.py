@@ -5,12 +5,15 @@ A TaskSpec is all the model needs to be rebuilt from a run directory without the
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse"}
+TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")  # parameters, heads and files are named after a task
 
 
 @dataclass
@@ -37,7 +40,25 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskSpec:
-        return cls(**{k: v for k, v in data.items() if k != "metric"})
+        """A spec as stored (run.json, an export), checked: its values size the model's encoders and heads.
+        Raises TypeError or ValueError naming what is wrong."""
+        spec = cls(**{k: v for k, v in data.items() if k != "metric"})
+        if not isinstance(spec.name, str) or not TASK_NAME.fullmatch(spec.name):
+            raise ValueError(f"task name {str(spec.name)[:40]!r} is not a valid task name")
+        if spec.kind not in METRIC_OF_KIND or spec.modality not in ("image", "vector", "sequence"):
+            raise ValueError(f"task {spec.name}: unknown kind {str(spec.kind)[:20]!r} or modality "
+                             f"{str(spec.modality)[:20]!r}")
+        if not _count(spec.n_outputs, 2**20):
+            raise ValueError(f"task {spec.name}: n_outputs must be an integer in 1 .. 1,048,576")
+        shape = spec.input_shape
+        if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_count(n, 2**16) for n in shape)
+                and math.prod(shape) <= 2**26):
+            raise ValueError(f"task {spec.name}: input_shape must be 1 to 4 sizes of at most 2**26 values in all")
+        return spec
+
+
+def _count(value, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit
 
 
 def task_loss(spec: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from lsmn_core.data import TaskData, load_tasks
 from lsmn_core.distributed import DataParallel
 from lsmn_core.errors import ConfigError, RunError, TrainingError
 from lsmn_core.model import MultitaskModel
-from lsmn_core.schemes import build_model
+from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.session import Phase, SearchReport
 from lsmn_core.store import RunWriter, open_run
 from lsmn_core.tasks import TaskSpec, metric_value, score, task_loss
@@ -336,6 +336,8 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
     parallel = distributed.from_environment()
     device = distributed.local_device(device)
     data = load_tasks(config.tasks, config.data)
+    # weights, gradients and Adam's two moments, in float32: refused before a folder or a tensor exists
+    check_model_size([d.spec for d in data], config, 16, "train")
     writer = None
     if parallel is None or parallel.rank == 0:  # under torchrun, rank 0 alone writes the run
         writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
@@ -368,10 +370,10 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
          quiet: bool, parallel: DataParallel | None = None) -> Path | None:
     """Search the routing (unless a checkpoint holds it), train all tasks, write the results.
     `writer` is None in the processes of a torchrun job that do not write (rank > 0)."""
-    model = build_model([d.spec for d in data], config).to(device)
     start = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
     try:
+        model = build_model([d.spec for d in data], config).to(device)
         session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet or not writer),
                                   parallel=parallel)
         report: SearchReport = state["report"] if state else model.body.search_routing(session)

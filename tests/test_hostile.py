@@ -137,3 +137,55 @@ def test_a_very_long_run_name_trains_in_a_folder_of_bounded_name(tmp_path):
 
     run = open_run(train(config, tmp_path, quiet=True))
     assert run.status == "done" and len(run.path.name) <= 120
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+HOSTILE_CONFIGS = {
+    "an alias bomb": (BOMB.encode(), "YAML aliases"),
+    "nesting 100,000 deep": (b"name: " + b"[" * 100_000 + b"]" * 100_000, "nested more than 32 levels"),
+    "an integer of 5,000 digits": (b"name: x\nseed: " + b"9" * 5000, "digits"),
+    "latin-1 text": ("name: café\ntasks: []\n".encode("latin-1"), "not UTF-8"),
+    "a negative seed": (b"name: x\nseed: -1\ntasks: [{name: d, dataset: digits, target: digit}]", "seed: must be in 0"),
+    "a width of ten million": (b"name: x\nmodel: {width: 10000000}\ntasks: [{name: d, dataset: digits, target: digit}]",
+                               "model.width: must be in 1 .. 65,536"),
+    "an integer of 40 digits": (b"name: x\ntrain: {steps: " + b"9" * 40 + b"}\ntasks: []", "out of range"),
+    "a megabyte of a name": (b"name: x\ntasks: [{name: " + b"n" * 2**20 + b", dataset: digits}]", "more than"),
+}
+
+
+@pytest.mark.parametrize("family", list(HOSTILE_CONFIGS))
+def test_hostile_configs_get_one_short_line_and_no_run_folder(tmp_path, capsys, family):
+    text, message = HOSTILE_CONFIGS[family]
+    (tmp_path / "config.yaml").write_bytes(text)
+    assert main(["train", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_a_model_too_large_for_this_machine_is_refused_with_its_estimate_before_a_folder_exists(tmp_path, capsys):
+    config = tmp_path / "big.yaml"
+    config.write_text("name: big\ntasks: [{name: d, dataset: digits, target: digit}]\n"
+                      "model: {width: 65536, depth: 64, expansion: 64}\nscheme: {kind: hard}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    error = one_error_line(capsys)
+    assert "parameters need about" in error and "GiB to train" in error
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_outputs", 10**9, "n_outputs must be an integer"), ("n_outputs", -1, "n_outputs"),
+    ("n_outputs", "10", "n_outputs"),
+    ("name", "a.b", "not a valid task name"), ("name", 5, "each with a name"),
+    ("input_shape", [10**6, 10**6], "input_shape"), ("kind", "poetry", "unknown kind"),
+])
+def test_stored_task_fields_that_would_size_the_model_wrongly_are_refused(sparse_run, tmp_path, capsys, field, value,
+                                                                          message):
+    path = copy_run(sparse_run, tmp_path)
+    meta = json.loads((path / "run.json").read_text())
+    meta["tasks"][0][field] = value
+    (path / "run.json").write_text(json.dumps(meta))
+    for command in (["show", str(path)], ["eval", str(path)], ["export", str(path), "--out", str(tmp_path / "e")]):
+        assert main(command) == 2, command
+        assert message in one_error_line(capsys)
+    assert not (tmp_path / "e").exists()

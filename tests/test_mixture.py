@@ -13,7 +13,7 @@ from lsmn_core.data import load_tasks
 from lsmn_core.errors import RoutingError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.finetune import FinetunePlan, finetune
-from lsmn_core.schemes import build_model
+from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.schemes.mixture import hand_designed_order, one_hot_logits
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
@@ -236,3 +236,11 @@ def test_pair_sharing_counts_equal_templates_of_pairs_with_one_label():
     assert pair_sharing(signatures, domain, range(0, 2)) == 0.5  # a_x, b_x: layer 0 equal, layer 1 not
     assert pair_sharing(signatures, target, range(0, 2)) == 0.5  # a_x, a_y: layer 1 equal
     assert pair_sharing(signatures, target, range(2, 3)) == 1.0
+
+
+def test_a_random_signature_model_builds_on_the_meta_device_as_readers_build_it():
+    config = tiny_config(scheme={"kind": "mixture", "templates": 3, "signature": "random"})
+    specs = [d.spec for d in load_tasks(config.tasks, config.data)]
+    with torch.device("meta"):
+        model = build_model(specs, config)
+    assert model.body.xi.is_meta and check_model_size(specs, config, 16, "train") > 0

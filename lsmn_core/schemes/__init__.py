@@ -9,6 +9,8 @@ lsmn_core.schemes.base.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from lsmn_core.errors import ConfigError
@@ -65,3 +67,16 @@ def build_model(specs: list[TaskSpec], config) -> MultitaskModel:
     configs give equal weights."""
     torch.manual_seed(config.seed)
     return scheme_class(config.scheme.kind).build_network(specs, config)
+
+
+def check_model_size(specs: list[TaskSpec], config, bytes_per_parameter: int, purpose: str) -> int:
+    """The parameter count of `config`'s model, built on the meta device (no memory is allocated);
+    ConfigError, with the estimate, when `bytes_per_parameter` each would not fit in this machine's memory."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build_model(specs, config).parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if count * bytes_per_parameter > memory:
+        raise ConfigError(f"model: {count:,} parameters need about {count * bytes_per_parameter / 2**30:,.1f} GiB "
+                          f"to {purpose}, more than this machine's {memory / 2**30:,.1f} GiB; make model.width, "
+                          "model.depth or the scheme's counts smaller")
+    return count

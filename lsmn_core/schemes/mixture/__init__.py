@@ -25,7 +25,7 @@ from lsmn_core.schemes.base import IsometricScheme
 @dataclass
 class MixtureOptions:
     kind: Literal["mixture"] = "mixture"
-    templates: int = check(lambda v: v >= 1, "must be >= 1", 4)  # K
+    templates: int = check(lambda v: 1 <= v <= 4096, "must be in 1 .. 4,096", 4)  # K
     signature: Literal["learned", "sequential", "cyclic", "random"] = "learned"
     entropy_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.0)  # pushes signatures to one-hot
     signature_lr_scale: float = check(lambda v: v > 0, "must be > 0", 20.0)  # xi's lr = train.lr * this
@@ -42,7 +42,7 @@ def hand_designed_order(kind: str, depth: int, templates: int) -> list[int]:
         return [min(layer * templates // depth, templates - 1) for layer in range(depth)]
     if kind == "cyclic":
         return [layer % templates for layer in range(depth)]
-    return torch.randint(0, templates, (depth,)).tolist()
+    return torch.randint(0, templates, (depth,), device="cpu").tolist()  # on the host even when built on meta
 
 
 def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from lsmn_core.schemes.base import IsometricScheme
 @dataclass
 class MoeOptions:
     kind: Literal["moe"] = "moe"
-    experts: int = check(lambda v: v >= 2, "must be >= 2", 4)  # E per layer
+    experts: int = check(lambda v: 2 <= v <= 4096, "must be in 2 .. 4,096", 4)  # E per layer
     top_k: int = check(lambda v: v >= 1, "must be >= 1", 2)
     noisy: bool = True
     task_gate: bool = True  # add a learned per-task offset to the gate logits (a task embedding)
