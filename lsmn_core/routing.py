@@ -59,8 +59,12 @@ def decode(doc: dict, arrays: dict[str, np.ndarray], model) -> dict:
     """
     if not isinstance(doc, dict):
         raise RoutingError("routing.json must hold a JSON object")
+    if doc.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise RoutingError(f"routing schema_version {str(doc['schema_version'])[:20]} is not {SCHEMA_VERSION}, "
+                           "the one this version reads")
     if doc.get("tasks") != model.task_names:
-        raise RoutingError(f"routing tasks {doc.get('tasks')} do not match the run's tasks {model.task_names}")
+        raise RoutingError(f"routing tasks {str(doc.get('tasks'))[:200]} do not match the run's tasks "
+                           f"{str(model.task_names)[:200]}")
     state = model.body.parse_routing_document(doc, model.task_names)
     expected = {name: list(m.shape) for name, m in model.masks().items()}
     if expected:

@@ -189,3 +189,32 @@ def test_stored_task_fields_that_would_size_the_model_wrongly_are_refused(sparse
         assert main(command) == 2, command
         assert message in one_error_line(capsys)
     assert not (tmp_path / "e").exists()
+
+
+@pytest.fixture(scope="module")
+def mixture_run(tmp_path_factory):
+    from lsmn_core.trainer import train
+
+    config = tiny_config(scheme={"kind": "mixture", "templates": 2},
+                         train={"steps": 4, "eval_every": 4, "batch_size": 8, "device": "cpu"})
+    return open_run(train(config, tmp_path_factory.mktemp("mixture"), quiet=True))
+
+
+HOSTILE_EDITS = {
+    "schema_version 99": (lambda doc: json.dumps({**doc, "schema_version": 99}), "schema_version 99 is not 1"),
+    "a 400-digit weight": (lambda doc: json.dumps({**doc, "signatures": {
+        **doc["signatures"], "digit": [[10**400, 0], [1, 0]]}}), "signature of digit: expected numbers"),
+    "nesting 100,000 deep": (lambda doc: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "100,000 task names": (lambda doc: json.dumps({**doc, "tasks": ["t"] * 100_000}), "do not match"),
+}
+
+
+@pytest.mark.parametrize("family", list(HOSTILE_EDITS))
+def test_hostile_routing_edits_are_refused_in_one_line_and_change_nothing(mixture_run, tmp_path, capsys, family):
+    edit, message = HOSTILE_EDITS[family]
+    before = (mixture_run.path / "routing.json").read_bytes()
+    doc = json.loads(before)
+    (tmp_path / "edit.json").write_text(edit(doc))
+    assert main(["eval", str(mixture_run.path), "--routing", str(tmp_path / "edit.json")]) == 2
+    assert message in one_error_line(capsys)
+    assert (mixture_run.path / "routing.json").read_bytes() == before

@@ -134,7 +134,7 @@ class Mixture(IsometricScheme):
                 continue
             try:
                 weights = np.asarray(entry, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise RoutingError(f"signature of {task}: expected numbers") from None
             if weights.shape != (L, K):
                 raise RoutingError(f"signature of {task}: expected {L} layers x {K} templates, got shape "
