@@ -113,3 +113,13 @@ def run_with_report(title: str, read, missing: str):
         st.info(f"The {run.scheme} scheme has no {missing}.")
         st.stop()
     return run, report
+
+
+def drawn_safely(what: str, draw, *args):
+    """draw(*args), for figures of a scheme's own part of a run; data no run this project writes
+    holds (a damaged or hand-made file) is an error on the page, not a crash of it."""
+    try:
+        return draw(*args)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        st.error(f"Cannot draw {what}: the run's data is malformed ({type(exc).__name__}: {str(exc)[:200]})")
+        return True

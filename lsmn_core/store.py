@@ -152,6 +152,42 @@ def check_meta(meta, where: Path) -> None:
         raise RunError(f"{where}: 'pid' must be a process id")
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_record(record) -> bool:
+    """An evaluation record of the fields readers use, of their types (a damaged line is skipped)."""
+    return (isinstance(record, dict) and isinstance(record.get("step"), int) and _number(record.get("value"))
+            and all(isinstance(record.get(k), str) for k in ("task", "split", "metric"))
+            and isinstance(record.get("phase", ""), str))
+
+
+def check_summary(summary, tasks: list[str], where: Path) -> None:
+    """summary.json's generic part, checked for every task of the run: metrics, parameter counts and
+    densities of the types readers use (a scheme's own "routing" part is its view's to read)."""
+    problem = None
+    if not isinstance(summary, dict):
+        problem = "expected a JSON object"
+    elif not all(isinstance(summary.get(k), dict) for k in ("metrics", "params", "density")):
+        problem = "'metrics', 'params' and 'density' must be objects"
+    else:
+        metrics, params, density = summary["metrics"], summary["params"], summary["density"]
+        if set(metrics) != set(tasks) or set(density) != set(tasks):
+            problem = "its metrics and densities must name exactly the run's tasks"
+        elif not all(isinstance(m, dict) and isinstance(m.get("metric"), str) and _number(m.get("dev"))
+                     and _number(m.get("test")) for m in metrics.values()):
+            problem = "every task's metrics need a metric name and numbers for dev and test"
+        elif not (all(isinstance(params.get(k), int) for k in ("total", "shared"))
+                  and isinstance(params.get("active"), dict) and set(params["active"]) == set(tasks)
+                  and all(isinstance(v, int) for v in params["active"].values())):
+            problem = "'params' needs integer total, shared and active counts for every task"
+        elif not all(_number(v) for v in density.values()):
+            problem = "densities must be numbers"
+    if problem:
+        raise RunError(f"{where}: {problem}")
+
+
 class Run:
     """A run directory opened for reading. Tolerates runs that are still being written."""
 
@@ -213,7 +249,9 @@ class Run:
         if not os.path.lexists(self.path / "summary.json"):
             reason = f": {self.meta['reason']}" if self.meta.get("reason") else ""
             raise RunError(f"run {self.id} has no summary yet (status: {self.status}{reason})")
-        return read_json(self.path / "summary.json")
+        summary = read_json(self.path / "summary.json")
+        check_summary(summary, self.task_names, self.path / "summary.json")
+        return summary
 
     def progress(self) -> dict | None:
         path = self.path / "progress.json"
@@ -229,7 +267,7 @@ class Run:
                     record = parse_json(line, path)
                 except RunError:
                     continue
-                if isinstance(record, dict):
+                if _is_record(record):
                     records.append(record)
         return records
 

@@ -218,3 +218,40 @@ def test_hostile_routing_edits_are_refused_in_one_line_and_change_nothing(mixtur
     assert main(["eval", str(mixture_run.path), "--routing", str(tmp_path / "edit.json")]) == 2
     assert message in one_error_line(capsys)
     assert (mixture_run.path / "routing.json").read_bytes() == before
+
+
+def damage_summary(summary):
+    summary["routing"]["gate_stats"]["digit"] = "garbage"
+    return summary
+
+
+def damage_routing(doc):
+    doc["history"] = [{"generation": "x"}, 5]
+    return doc
+
+
+@pytest.mark.parametrize("sample, file, damage", [
+    ("digits-moe", "summary.json", damage_summary),
+    ("kang-hyper", "routing.json", damage_routing),
+    ("digits-sparse", "summary.json", lambda s: [1, 2]),
+    ("digits-sparse", "summary.json", lambda s: {**s, "metrics": {**s["metrics"], "digit": {"test": "high"}}}),
+    ("digits-hard", "metrics.jsonl", None),
+])
+def test_every_app_page_survives_garbage_in_a_scheme_s_own_data(tmp_path, monkeypatch, sample, file, damage):
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from helpers import APP_PATIENCE, REPO
+
+    path = tmp_path / sample
+    shutil.copytree(REPO / "sample_runs" / sample, path)
+    if damage is None:  # metrics lines of the wrong types
+        (path / file).write_text('{"step": "x", "task": 1, "value": "v"}\\n{"step": 1, "task": "t", "value": []}\\n')
+    else:
+        (path / file).write_text(json.dumps(damage(json.loads((path / file).read_text()))))
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    for page in ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py",
+                 "views/attributions.py", "views/edit.py", "views/compare.py"]:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)

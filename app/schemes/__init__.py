@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from app.schemes import hyper, mann, mixture, moe, sparse
 from app.schemes.view import SchemeView
-from app.state import run_with_report
+from app.state import drawn_safely, run_with_report
 
 VIEWS: dict[str, SchemeView] = {"sparse": sparse.VIEW, "mann": mann.VIEW, "mixture": mixture.VIEW,
                                 "moe": moe.VIEW, "hyper": hyper.VIEW}
@@ -39,4 +39,4 @@ def show_scheme_page(page: str, title: str, missing: str) -> None:
 
     run, (section, report) = run_with_report(
         title, read, f"{missing}. Pick a {kinds_with(lambda v: page in v.pages)} run in the sidebar")
-    section.draw(run, report)
+    drawn_safely(title, section.draw, run, report)

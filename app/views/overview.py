@@ -7,7 +7,7 @@ import streamlit as st
 from app.figures import density_heatmap, overlap_heatmap, training_curves
 from app.layout import task_columns
 from app.schemes import view_of
-from app.state import current_run, overlap_of
+from app.state import current_run, drawn_safely, overlap_of
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
 from lsmn_core.store import list_runs
@@ -38,7 +38,10 @@ table = pd.DataFrame([
 baselines = [r for r in list_runs(run.path.parent)[0] if r.scheme in SCHEMES and SCHEMES[r.scheme][0].baseline
              and r.id != run.id and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
 for baseline in baselines:  # same tasks in the same folder: show the test metric beside this run's
-    other = baseline.summary()["metrics"]
+    try:
+        other = baseline.summary()["metrics"]
+    except LsmnError:
+        continue  # a damaged baseline is listed as such in the sidebar, not here
     table[f"test, {baseline.scheme} ({baseline.id})"] = [other[t]["test"] for t in table["task"]]
 st.subheader("Tasks")
 st.dataframe(table, hide_index=True, column_config={
@@ -52,7 +55,7 @@ try:
         left, right = task_columns(len(run.task_names))
         left.plotly_chart(overlap_heatmap(report, run.task_names), key="overlap")
         right.plotly_chart(density_heatmap(report, run.task_names), key="density")
-    drawn_by_scheme = bool(scheme_overview and scheme_overview(run))
+    drawn_by_scheme = bool(scheme_overview and drawn_safely(f"the {run.scheme} scheme's figures", scheme_overview, run))
     drawn = bool(report) or drawn_by_scheme
 except LsmnError as exc:
     st.error(f"Cannot read the run's routing: {exc}")
