@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import streamlit as st
+from app.text import plain
 
 from analysis.overlap import overlap_report
 from lsmn_core.errors import LsmnError
@@ -61,9 +62,9 @@ def run_picker() -> None:
     folder = st.sidebar.text_input("Runs folder", key="runs_folder")
     runs, broken = list_runs(folder)
     if not Path(folder).is_dir():
-        st.sidebar.error(f"No such folder: {folder}")
+        st.sidebar.error(f"No such folder: {plain(folder)}")
     for path, reason in broken:
-        st.sidebar.warning(f"Skipped {path.name}: {reason}")
+        st.sidebar.warning(f"Skipped {plain(path.name)}: {plain(reason)}")
     if not runs:
         st.session_state["run_path"] = None
         return
@@ -73,7 +74,7 @@ def run_picker() -> None:
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
     names = run.task_names
-    st.sidebar.caption(f"{len(names)} tasks: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else ""))
+    st.sidebar.caption(f"{len(names)} tasks: {plain(', '.join(names[:12]))}" + (", ..." if len(names) > 12 else ""))
 
 
 def list_folder_runs() -> list[Run]:
@@ -103,14 +104,14 @@ def run_with_report(title: str, read, missing: str):
     run = current_run()
     if run is None:
         st.stop()
-    st.title(f"{title} · {run.name}")
+    st.title(f"{title} · {plain(run.name)}")
     try:
         report = read(run)
     except LsmnError as exc:
-        st.error(f"Cannot read the run's routing: {exc}")
+        st.error(f"Cannot read the run's routing: {plain(exc)}")
         st.stop()
     if not report:
-        st.info(f"The {run.scheme} scheme has no {missing}.")
+        st.info(f"The {plain(run.scheme)} scheme has no {missing}.")
         st.stop()
     return run, report
 
@@ -121,5 +122,5 @@ def drawn_safely(what: str, draw, *args):
     try:
         return draw(*args)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        st.error(f"Cannot draw {what}: the run's data is malformed ({type(exc).__name__}: {str(exc)[:200]})")
+        st.error(f"Cannot draw {what}: the run's data is malformed ({type(exc).__name__}: {plain(str(exc)[:200])})")
         return True

@@ -255,3 +255,22 @@ def test_every_app_page_survives_garbage_in_a_scheme_s_own_data(tmp_path, monkey
                  "views/attributions.py", "views/edit.py", "views/compare.py"]:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
+
+
+def test_markdown_in_a_run_s_name_and_device_is_shown_as_plain_text(sparse_run, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from app.text import plain
+    from helpers import APP_PATIENCE, REPO
+
+    link = "![x](http://127.0.0.1:9/leak.png) **bold** <img src=x>"
+    assert plain("![x](u) *b* <i>") == r"\!\[x\]\(u\) \*b\* \<i\>"
+    path = copy_run(sparse_run, tmp_path)
+    meta = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**meta, "name": link, "device": link}))
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    assert not at.exception
+    shown = [e.value for e in (*at.title, *at.caption)]
+    assert any(plain(link) in text for text in shown) and not any(link in text for text in shown)

@@ -7,6 +7,7 @@ import torch
 from analysis.attributions import METHODS, explain
 from app.figures import attribution_grid, block_importance_chart
 from app.state import current_run, run_stamp
+from app.text import plain
 from lsmn_core.data import load_task
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import open_run
@@ -46,7 +47,7 @@ def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tu
 run = current_run()
 if run is None:
     st.stop()
-st.title(f"Attributions · {run.name}")
+st.title(f"Attributions · {plain(run.name)}")
 stamp = run_stamp(run)
 names, specs = run.task_names, run.specs
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
@@ -54,7 +55,7 @@ try:
     _model(str(run.path), stamp)
     n_dev = len(_dev_inputs(str(run.path), stamp, source))
 except LsmnError as exc:
-    st.warning(f"Attributions need the run's model and data: {exc}")
+    st.warning(f"Attributions need the run's model and data: {plain(exc)}")
     st.stop()
 shape = specs[source].input_shape
 same_input = [n for i, n in enumerate(names) if specs[i].input_shape == shape]

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.schemes import kinds_with, view_of
 from app.state import checked_routing_of, current_run
+from app.text import plain
 from lsmn_core import jobs, routing
 from lsmn_core.errors import LsmnError
 from lsmn_core.evaluation import evaluate_run
@@ -15,7 +16,7 @@ from lsmn_core.store import list_runs
 run = current_run()
 if run is None:
     st.stop()
-st.title(f"Edit and retrain · {run.name}")
+st.title(f"Edit and retrain · {plain(run.name)}")
 try:
     doc, arrays, _ = checked_routing_of(run)
 except LsmnError as exc:
@@ -24,7 +25,7 @@ except LsmnError as exc:
 
 view = view_of(run.scheme)
 if view.editor is None:
-    st.info(f"The {run.scheme} scheme has no per-task routing to edit. Pick a "
+    st.info(f"The {plain(run.scheme)} scheme has no per-task routing to edit. Pick a "
             f"{kinds_with(lambda v: v.editor)} run.")
     st.stop()
 edited = view.editor(run, doc, arrays)
@@ -45,7 +46,7 @@ if result and result[0] == run.id and result[1]:
     worst = max(harm, key=harm.get) if harm else None
     if worst is not None:
         st.markdown(f"**Under the edit:** mean test change {sum(changes.values()) / len(changes):+.4f}; "
-                    f"worst hit {worst} ({metrics[worst]['metric']} {changes[worst]:+.4f}).")
+                    f"worst hit {plain(worst)} ({plain(metrics[worst]['metric'])} {changes[worst]:+.4f}).")
     st.dataframe(pd.DataFrame([{"task": t, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
                                 "test change": m.get("test_delta")} for t, m in result[1]["metrics"].items()]),
                  hide_index=True, column_config={"test change": st.column_config.NumberColumn(format="%+.4f")})
@@ -91,9 +92,10 @@ def job_panel():
             dev = pd.DataFrame([m for m in child.metrics() if m["split"] == "dev"])
             st.line_chart(dev, x="step", y="value", color="task", height=220)
     elif job.returncode == 0 and child:
-        st.success(f"Retrained: new run **{child.id}** (parent {child.meta['parent']}). Pick it in the sidebar.")
+        st.success(f"Retrained: new run **{plain(child.id)}** (parent {plain(child.meta['parent'])}). "
+                   "Pick it in the sidebar.")
     else:
-        st.error("Retraining failed: " + (job.output().strip().splitlines() or ["no output"])[-1])
+        st.error("Retraining failed: " + plain((job.output().strip().splitlines() or ["no output"])[-1]))
 
 
 job_panel()

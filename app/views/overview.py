@@ -8,6 +8,7 @@ from app.figures import density_heatmap, overlap_heatmap, training_curves
 from app.layout import task_columns
 from app.schemes import view_of
 from app.state import current_run, drawn_safely, overlap_of
+from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
 from lsmn_core.store import list_runs
@@ -16,13 +17,13 @@ run = current_run()
 if run is None:
     st.stop()
 
-st.title(run.name)
-st.caption(f"{run.id} · scheme **{run.scheme}** · status **{run.status}** · created {run.meta.get('created', '?')} "
-           f"· device {run.meta.get('device', '?')}")
+st.title(plain(run.name))
+st.caption(f"{plain(run.id)} · scheme **{plain(run.scheme)}** · status **{plain(run.status)}** · created "
+           f"{plain(run.meta.get('created', '?'))} · device {plain(run.meta.get('device', '?'))}")
 try:
     summary = run.summary()
 except LsmnError as exc:
-    st.warning(str(exc))
+    st.warning(plain(exc))
     st.stop()
 
 params = summary["params"]
@@ -58,10 +59,10 @@ try:
     drawn_by_scheme = bool(scheme_overview and drawn_safely(f"the {run.scheme} scheme's figures", scheme_overview, run))
     drawn = bool(report) or drawn_by_scheme
 except LsmnError as exc:
-    st.error(f"Cannot read the run's routing: {exc}")
+    st.error(f"Cannot read the run's routing: {plain(exc)}")
     drawn = True
 if not drawn:
-    st.info(f"The {run.scheme} scheme has no per-task masks or signatures: every task uses its whole body.")
+    st.info(f"The {plain(run.scheme)} scheme has no per-task masks or signatures: every task uses its whole body.")
 
 records = run.metrics()
 if records:
