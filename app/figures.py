@@ -49,15 +49,20 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     return figure
 
 
+FINAL_PHASES = {"train": "multi-task training", "finetune": "fine-tuning"}  # a run's last phase, as logged
+
+
 def training_curves(records: list[dict]) -> go.Figure:
-    """Dev metric per task over global steps during multi-task training."""
+    """Dev metric per task over global steps during the run's final phase: multi-task training, or
+    the fine-tuning of a retrained run."""
+    phase = next((p for p in FINAL_PHASES if any(r.get("phase") == p for r in records)), "train")
     figure = go.Figure()
-    tasks = sorted({r["task"] for r in records if r.get("phase") == "train"})
+    tasks = sorted({r["task"] for r in records if r.get("phase") == phase})
     for task in tasks:
-        points = [r for r in records if r.get("phase") == "train" and r["task"] == task and r["split"] == "dev"]
+        points = [r for r in records if r.get("phase") == phase and r["task"] == task and r["split"] == "dev"]
         figure.add_scatter(x=[p["step"] for p in points], y=[p["value"] for p in points], mode="lines+markers",
                            name=f"{task} ({points[0]['metric']})" if points else task)
-    figure.update_layout(title="Dev metric during multi-task training", xaxis_title="step", height=360)
+    figure.update_layout(title=f"Dev metric during {FINAL_PHASES[phase]}", xaxis_title="step", height=360)
     return figure
 
 

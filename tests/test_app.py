@@ -212,3 +212,15 @@ def test_the_app_refuses_to_serve_beyond_this_machine_unless_told(monkeypatch, a
     assert not at.exception
     refused = [e.value for e in at.error if "anyone who can reach it may read your files" in e.value]
     assert bool(refused) != allowed and bool(at.dataframe) == allowed
+
+
+def test_a_retrained_run_s_curves_show_its_fine_tuning(sparse_run, tmp_path):
+    from app.figures import training_curves
+    from lsmn_core.finetune import FinetunePlan, finetune
+    from lsmn_core.store import open_run
+
+    child = open_run(finetune(open_run(sparse_run), FinetunePlan(10, "all"), tmp_path, device="cpu"))
+    figure = training_curves(child.metrics())
+    assert figure.layout.title.text == "Dev metric during fine-tuning"
+    assert len(figure.data) == 3 and all(len(trace.x) > 0 for trace in figure.data)
+    assert training_curves(open_run(sparse_run).metrics()).layout.title.text == "Dev metric during multi-task training"
