@@ -84,5 +84,6 @@ def signature_report(signatures: dict) -> dict:
         order = argmax_signature(weights)
         per_task[task] = {"order": order, "confidence": confidence(weights), "entropy": entropy(weights),
                           "runs": runs(order), "progressive": is_progressive(order)}
+    templates = len(np.asarray(next(iter(signatures.values())))[0]) if signatures else 0
     return {"tasks": per_task, "similarity": similarity(signatures).tolist(),
-            "shared_layers": shared_layers(signatures), "task_names": tasks}
+            "shared_layers": shared_layers(signatures), "task_names": tasks, "templates": templates}

@@ -6,6 +6,25 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+# One colour per module index (template, expert, hypermodule), the same in every chart of every run.
+INDEX_COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
+
+
+def index_colour(k: int) -> str:
+    return INDEX_COLOURS[k % len(INDEX_COLOURS)]
+
+
+def categorical_scale(n: int, name: str) -> dict:
+    """Heatmap arguments that colour the integers 0..n-1 each by its own index colour (never a
+    continuous ramp, whose 4.5 means nothing for an index), with a colour bar naming them."""
+    scale = []
+    for k in range(n):
+        scale += [[k / n, index_colour(k)], [(k + 1) / n, index_colour(k)]]
+    ticks = list(range(n)) if n <= 24 else list(range(0, n, math.ceil(n / 24)))
+    return {"zmin": -0.5, "zmax": n - 0.5, "colorscale": scale,
+            "colorbar": {"tickvals": ticks, "ticktext": [f"{name} {k}" for k in ticks], "title": name}}
 
 
 def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
@@ -71,14 +90,15 @@ def signature_heatmap(report: dict) -> go.Figure:
     tasks = report["task_names"]
     rows = [report["tasks"][t] for t in tasks]
     depth = len(rows[0]["order"])
-    text = [[f"f{r['order'][l]}<br>{r['confidence'][l]:.2f}" for l in range(depth)] for r in rows]
+    text = [[f"{r['order'][l]}<br>{r['confidence'][l]:.2f}" for l in range(depth)] for r in rows]
     hover = [[f"{t}, layer {l}: template {r['order'][l]} (weight {r['confidence'][l]:.3f}, "
               f"entropy {r['entropy'][l]:.2f})" for l in range(depth)] for t, r in zip(tasks, rows)]
     labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
     figure = go.Figure(go.Heatmap(
-        z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels, colorscale="Turbo",
-        text=text, texttemplate="%{text}", hovertext=hover, hoverinfo="text", showscale=False))
-    figure.update_layout(title="Signatures: template per layer (weight below; ★ = progressive)",
+        z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels,
+        **categorical_scale(report["templates"], "template"), text=text, texttemplate="%{text}", hovertext=hover,
+        hoverinfo="text"))
+    figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
                          yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
     return figure
 
@@ -184,7 +204,7 @@ def mixture_weights_chart(weights, task: str) -> go.Figure:
     figure = go.Figure()
     for k in range(len(weights[0])):
         figure.add_bar(x=[f"layer {layer}" for layer in range(len(weights))], y=[row[k] for row in weights],
-                       name=f"template {k}")
+                       name=f"template {k}", marker_color=index_colour(k))
     figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
                          height=340)
     return figure
@@ -254,8 +274,9 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     width = max(len(v) for v in alignment.values())
     z = [v + [None] * (width - len(v)) for v in alignment.values()]
     hover = [[f"{t}, block {i}: H{k}" if k is not None else "" for i, k in enumerate(row)] for t, row in zip(tasks, z)]
-    figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), colorscale="Turbo", hovertext=hover,
-                                  hoverinfo="text", colorbar={"title": "hypermodule"}))
+    modules = 1 + max((k for row in z for k in row if k is not None), default=0)
+    figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
+                                  **categorical_scale(modules, "H")))
     figure.update_layout(title=title, xaxis={"title": "block location"}, yaxis={"autorange": "reversed"},
                          height=160 + 22 * len(tasks))
     return figure
