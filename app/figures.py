@@ -16,15 +16,16 @@ def index_colour(k: int) -> str:
     return INDEX_COLOURS[k % len(INDEX_COLOURS)]
 
 
-def categorical_scale(n: int, name: str) -> dict:
+def categorical_scale(n: int, title: str, prefix: str) -> dict:
     """Heatmap arguments that colour the integers 0..n-1 each by its own index colour (never a
-    continuous ramp, whose 4.5 means nothing for an index), with a colour bar naming them."""
+    continuous ramp, whose 4.5 means nothing for an index), with a colour bar naming them
+    `prefix`k as every other chart does ("template 3", "H12")."""
     scale = []
     for k in range(n):
         scale += [[k / n, index_colour(k)], [(k + 1) / n, index_colour(k)]]
     ticks = list(range(n)) if n <= 24 else list(range(0, n, math.ceil(n / 24)))
     return {"zmin": -0.5, "zmax": n - 0.5, "colorscale": scale,
-            "colorbar": {"tickvals": ticks, "ticktext": [f"{name} {k}" for k in ticks], "title": name}}
+            "colorbar": {"tickvals": ticks, "ticktext": [f"{prefix}{k}" for k in ticks], "title": title}}
 
 
 def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
@@ -96,8 +97,8 @@ def signature_heatmap(report: dict) -> go.Figure:
     labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
     figure = go.Figure(go.Heatmap(
         z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels,
-        **categorical_scale(report["templates"], "template"), text=text, texttemplate="%{text}", hovertext=hover,
-        hoverinfo="text"))
+        **categorical_scale(report["templates"], "template", "template "), text=text, texttemplate="%{text}",
+        hovertext=hover, hoverinfo="text"))
     figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
                          yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
     return figure
@@ -258,9 +259,9 @@ def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
             continue
         figure.add_trace(go.Scatter(
             x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes],
-            mode="markers+text" if kind == "task" else "markers",
+            mode="markers" if kind == "block" else "markers+text",
             name=kind,
-            text=[graph.nodes[n]["label"] for n in nodes] if kind == "task" else None, textposition="top center",
+            text=None if kind == "block" else [graph.nodes[n]["label"] for n in nodes], textposition="top center",
             hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",
             marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}}))
     figure.update_layout(title=title, height=560, xaxis={"visible": False}, yaxis={"visible": False},
@@ -276,7 +277,7 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     hover = [[f"{t}, block {i}: H{k}" if k is not None else "" for i, k in enumerate(row)] for t, row in zip(tasks, z)]
     modules = 1 + max((k for row in z for k in row if k is not None), default=0)
     figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
-                                  **categorical_scale(modules, "H")))
+                                  **categorical_scale(modules, "hypermodule", "H")))
     figure.update_layout(title=title, xaxis={"title": "block location"}, yaxis={"autorange": "reversed"},
                          height=160 + 22 * len(tasks))
     return figure
