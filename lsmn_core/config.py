@@ -80,6 +80,8 @@ class TaskConfig:
     target: str | None = None
     domain: str = "original"
     file: str | None = None
+    dev_file: str | None = None  # a given dev split (.csv or .npz X, y) for a task with a file
+    test_file: str | None = None  # a given test split, likewise; splits not given are drawn from the training rows
     kind: Literal["classification", "regression"] | None = None
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
@@ -183,6 +185,8 @@ def parse_config(data, where: str = "config") -> RunConfig:
                               "'.', '/', '\\' or a control character (parameters and files are named after it)")
         if (task.dataset is None) == (task.file is None):
             raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset' or 'file'")
+        if task.file is None and (task.dev_file or task.test_file):
+            raise ConfigError(f"tasks[{i}] ({task.name}): dev_file and test_file go with a 'file'")
     if config.data.dev_fraction + config.data.test_fraction >= 1:
         raise ConfigError("data: dev_fraction + test_fraction must be below 1")
     check_config(config)
@@ -213,6 +217,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 def _resolve_task_files(data: dict, base: Path) -> None:
     """Make relative task file paths relative to the config file, so runs can be started anywhere."""
     for task in data.get("tasks") or []:
-        if isinstance(task, dict) and isinstance(task.get("file"), str):
-            file = Path(task["file"]).expanduser()
-            task["file"] = str(file if file.is_absolute() else (base / file).resolve())
+        for key in ("file", "dev_file", "test_file"):
+            if isinstance(task, dict) and isinstance(task.get(key), str):
+                file = Path(task[key]).expanduser()
+                task[key] = str(file if file.is_absolute() else (base / file).resolve())

@@ -189,16 +189,46 @@ def kang_synthetic(task_index: int, noisy: bool, seed: int) -> dict[str, tuple[n
 # ---- user files --------------------------------------------------------------------------------
 
 
-def _read_user_file(task: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(task.file)
+SPLIT_ARRAYS = {"train": ("X", "y"), "dev": ("X_dev", "y_dev"), "test": ("X_test", "y_test")}
+
+
+def _read_user_file(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits a task's files give: always train; dev and test where the .npz holds X_dev, y_dev
+    or X_test, y_test, or the task names a dev_file or test_file (.csv or .npz)."""
+    given = _read_split_file(task, Path(task.file), allow_splits=True)
+    for split, file in (("dev", task.dev_file), ("test", task.test_file)):
+        if file is not None:
+            if split in given:
+                raise DataError(f"task {task.name}: the {split} split is given twice ({Path(task.file).name} "
+                                f"holds it and {split}_file names {Path(file).name})")
+            given[split] = _read_split_file(task, Path(file), allow_splits=False)["train"]
+    features = {x.shape[1:] for x, _ in given.values()}
+    if len(features) > 1:
+        raise DataError(f"task {task.name}: the splits' X have different feature shapes {sorted(features)}")
+    return given
+
+
+def _read_split_file(task: TaskConfig, path: Path, allow_splits: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         raise DataError(f"task {task.name}: data file not found: {path}")
     if path.suffix == ".npz":
+        names = SPLIT_ARRAYS if allow_splits else {"train": SPLIT_ARRAYS["train"]}
         try:
             with np.load(path, allow_pickle=False) as archive:
-                if "X" not in archive or "y" not in archive:
+                known = [a for pair in names.values() for a in pair]
+                unknown = sorted(set(archive.files) - set(known))
+                if unknown:
+                    raise DataError(f"task {task.name}: {path.name} holds arrays this loader does not know: "
+                                    f"{', '.join(unknown)[:200]} (known: {', '.join(known)})")
+                given = {}
+                for split, (x_name, y_name) in names.items():
+                    if (x_name in archive) != (y_name in archive):
+                        raise DataError(f"task {task.name}: {path.name} holds one of {x_name} and {y_name} "
+                                        "without the other")
+                    if x_name in archive:
+                        given[split] = (archive[x_name], archive[y_name])
+                if "train" not in given:
                     raise DataError(f"task {task.name}: {path} must hold arrays 'X' and 'y'")
-                x, y = archive["X"], archive["y"]
         except (ValueError, OSError) as exc:
             raise DataError(f"task {task.name}: cannot read {path}: {exc}") from None
     elif path.suffix == ".csv":
@@ -215,16 +245,20 @@ def _read_user_file(task: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
         non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
         if non_numeric:
             raise DataError(f"task {task.name}: feature column '{non_numeric[0]}' is not numeric")
-        x, y = features.to_numpy(), frame[task.target].to_numpy()
+        given = {"train": (features.to_numpy(), frame[task.target].to_numpy())}
     else:
         raise DataError(f"task {task.name}: data files must be .npz or .csv, got {path.name}")
-    if len(x) != len(y) or len(x) < 5:
-        raise DataError(f"task {task.name}: X and y must have the same length of at least 5 samples")
-    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"task {task.name}: X must be numeric with shape [N, features] or [N, H, W]")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"task {task.name}: X contains NaN or infinite values")
-    return x.astype(np.float32), y
+    for split, (x, y) in given.items():
+        where = f"{path.name} ({split})"
+        if len(x) != len(y) or len(x) < (5 if split == "train" else 1):
+            raise DataError(f"task {task.name}: {where}: X and y must have the same length"
+                            + (" of at least 5 samples" if split == "train" else ""))
+        if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"task {task.name}: {where}: X must be numeric with shape [N, features] or [N, H, W]")
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"task {task.name}: {where}: X contains NaN or infinite values")
+        given[split] = (x.astype(np.float32), y)
+    return given
 
 
 def _infer_kind(y: np.ndarray, declared: str | None) -> str:
@@ -248,9 +282,28 @@ def split_indices(n: int, data: DataConfig) -> dict[str, np.ndarray]:
 def split_with_given_test(x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray],
                           data: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Splits for a data set that comes with its own test set: dev is carved from the train set."""
-    idx = split_indices(len(x), DataConfig(data.split_seed, data.dev_fraction, 0.01))
-    train = np.concatenate([idx["train"], idx["test"]])
-    return {"train": (x[train], y[train]), "dev": (x[idx["dev"]], y[idx["dev"]]), "test": test}
+    return assemble_splits({"train": (x, y), "test": test}, data)
+
+
+def assemble_splits(given: dict[str, tuple[np.ndarray, np.ndarray]],
+                    data: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The given splits as given; a missing dev or test split drawn from the training rows (seeded by
+    data.split_seed)."""
+    x, y = given["train"]
+    if "dev" not in given and "test" not in given:
+        idx = split_indices(len(x), data)
+    elif "dev" not in given:  # a published test set: dev carved from the training rows
+        drawn = split_indices(len(x), DataConfig(data.split_seed, data.dev_fraction, 0.01))
+        idx = {"train": np.concatenate([drawn["train"], drawn["test"]]), "dev": drawn["dev"]}
+    elif "test" not in given:
+        order = np.random.RandomState(data.split_seed).permutation(len(x))
+        n_test = max(1, int(round(len(x) * data.test_fraction)))
+        idx = {"test": order[:n_test], "train": order[n_test:]}
+    else:
+        idx = {"train": np.arange(len(x))}
+    splits = {split: (x[i], y[i]) for split, i in idx.items()}
+    splits.update({split: given[split] for split in ("dev", "test") if split in given})
+    return {split: splits[split] for split in ("train", "dev", "test")}
 
 
 def _standardise_vectors(splits: dict) -> dict:
@@ -263,21 +316,28 @@ def _standardise_vectors(splits: dict) -> dict:
 def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
     if task.file is not None:
-        x, y = _read_user_file(task)
-        kind = _infer_kind(y, task.kind)
-        if kind == "classification":
-            _, y = np.unique(y, return_inverse=True)
-            y, n_out = y.astype(np.int64), int(y.max()) + 1
+        given = _read_user_file(task)
+        labels = np.concatenate([y for _, y in given.values()])
+        kind = _infer_kind(labels, task.kind)
+        if kind == "classification":  # one encoding of the labels of every split
+            classes, codes = np.unique(labels, return_inverse=True)
+            bounds = np.cumsum([0] + [len(y) for _, y in given.values()])
+            given = {k: (x, codes[lo:hi].astype(np.int64)) for (k, (x, _)), lo, hi in
+                     zip(given.items(), bounds, bounds[1:])}
+            n_out = len(classes)
         else:
-            y, n_out = y.astype(np.float32), 1
-        idx = split_indices(len(x), data)
-        splits = {k: (x[i], y[i]) for k, i in idx.items()}
+            given, n_out = {k: (x, y.astype(np.float32)) for k, (x, y) in given.items()}, 1
+        origin = {split: "given" if split in given else "drawn" for split in ("train", "dev", "test")}
+        splits = assemble_splits(given, data)
+        x = splits["train"][0]
         if x.ndim == 2 and task.standardise:
             splits = _standardise_vectors(splits)
         modality = "vector" if x.ndim == 2 else "image"
         source = f"file {Path(task.file).name}, target {task.target or 'y'}"
     else:
         splits, kind, n_out, modality = _builtin(task, data)
+        published = "given" if task.dataset in ("fashion_mnist", "mnist1d") else "drawn"  # their own test sets
+        origin = {"train": published, "dev": "drawn", "test": published}
         source = f"{task.dataset}, target {task.target}, domain {task.domain}"
     if task.limit:
         splits["train"] = tuple(a[: task.limit] for a in splits["train"])
@@ -285,6 +345,7 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     spec = TaskSpec(
         name=task.name, kind=kind, n_outputs=n_out, modality=modality,
         input_shape=list(x_train.shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()}, source=source,
+        splits=origin,
     )
     return TaskData(spec, splits)
 

@@ -25,6 +25,7 @@ class TaskSpec:
     input_shape: list[int]
     sizes: dict[str, int] = field(default_factory=dict)  # samples per split
     source: str = ""  # human-readable origin (data set, target, domain)
+    splits: dict[str, str] = field(default_factory=dict)  # per split: "given" (as the data came) or "drawn"
 
     @property
     def metric(self) -> str:

@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import tiny_config
 from lsmn_core import data as data_module
-from lsmn_core.config import DataConfig, TaskConfig
+from lsmn_core.config import DataConfig, TaskConfig, parse_config
 from lsmn_core.data import load_task, split_indices
 from lsmn_core.errors import DataError
 from lsmn_core.store import open_run
@@ -129,10 +131,14 @@ def test_user_npz_and_csv_train_end_to_end(tmp_path, scheme):
 def test_user_file_problems_are_reported(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     np.savez(tmp_path / "nox.npz", A=np.zeros(3))
+    np.savez(tmp_path / "dev-alone.npz", X=np.zeros((6, 2)), y=np.zeros(6), X_dev=np.zeros((2, 2)))
+    np.savez(tmp_path / "only-test.npz", X_test=np.zeros((6, 2)), y_test=np.zeros(6))
     pd.DataFrame({"a": [1, 2, 3, 4, 5, 6], "t": [0, 1, 0, 1, 0, 1]}).to_csv(tmp_path / "t.csv", index=False)
     cases = [
         (TaskConfig(name="a", file=str(tmp_path / "bad.npz")), "cannot read"),
-        (TaskConfig(name="a", file=str(tmp_path / "nox.npz")), "must hold arrays 'X' and 'y'"),
+        (TaskConfig(name="a", file=str(tmp_path / "nox.npz")), "holds arrays this loader does not know: A"),
+        (TaskConfig(name="a", file=str(tmp_path / "dev-alone.npz")), "holds one of X_dev and y_dev without the other"),
+        (TaskConfig(name="a", file=str(tmp_path / "only-test.npz")), "must hold arrays 'X' and 'y'"),
         (TaskConfig(name="a", file=str(tmp_path / "t.csv"), target="label"), "column 'label' not in"),
         (TaskConfig(name="a", file=str(tmp_path / "data.txt")), "must be .npz or .csv"),
     ]
@@ -149,3 +155,41 @@ def test_digits_reader_matches_scikit_learn():
     bunch = load_digits()
     assert np.array_equal(images, (bunch.images / 16.0).astype(np.float32))
     assert np.array_equal(target, bunch.target)
+
+
+def test_given_splits_are_used_as_given_and_only_missing_ones_drawn(tmp_path):
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(50, 3), rng.choice(["cat", "dog"], 50)
+    x_test, y_test = rng.randn(7, 3) + 10, np.array(["dog"] * 7)
+    np.savez(tmp_path / "with-test.npz", X=x, y=y, X_test=x_test, y_test=y_test)
+    task = load_task(TaskConfig(name="a", file=str(tmp_path / "with-test.npz"), standardise=False), DataConfig())
+    assert task.spec.splits == {"train": "given", "dev": "drawn", "test": "given"}
+    assert np.allclose(task.splits["test"][0], x_test) and task.splits["test"][1].tolist() == [1] * 7  # "dog" = 1
+    assert task.spec.sizes == {"train": 40, "dev": 10, "test": 7}  # dev drawn from the 50 training rows
+
+    frame = pd.DataFrame({"f": rng.randn(30), "label": rng.randint(0, 3, 30)})
+    frame[:20].to_csv(tmp_path / "train.csv", index=False)
+    frame[20:25].to_csv(tmp_path / "dev.csv", index=False)
+    frame[25:].to_csv(tmp_path / "test.csv", index=False)
+    task = load_task(TaskConfig(name="b", file=str(tmp_path / "train.csv"), target="label", dev_file=str(
+        tmp_path / "dev.csv"), test_file=str(tmp_path / "test.csv")), DataConfig())
+    assert task.spec.splits == {"train": "given", "dev": "given", "test": "given"}
+    assert task.spec.sizes == {"train": 20, "dev": 5, "test": 5}
+    assert task.splits["dev"][1].tolist() == frame["label"][20:25].tolist()
+    with pytest.raises(DataError, match="the test split is given twice"):
+        load_task(TaskConfig(name="c", file=str(tmp_path / "with-test.npz"), test_file=str(tmp_path / "test.csv"),
+                             target="label"), DataConfig())
+
+
+def test_a_run_records_which_splits_were_given_and_which_drawn(tmp_path):
+    rng = np.random.RandomState(1)
+    np.savez(tmp_path / "t.npz", X=rng.randn(40, 4), y=rng.randint(0, 2, 40), X_dev=rng.randn(8, 4),
+             y_dev=rng.randint(0, 2, 8))
+    config = parse_config({"name": "given", "tasks": [{"name": "t", "file": str(tmp_path / "t.npz")},
+                                                      {"name": "digit", "dataset": "digits", "target": "digit"}],
+                           "model": {"width": 16, "depth": 1},
+                           "train": {"steps": 2, "eval_every": 2, "batch_size": 8, "device": "cpu"}})
+    run = open_run(train(config, tmp_path / "runs", quiet=True))
+    recorded = {t["name"]: t["splits"] for t in json.loads((run.path / "run.json").read_text())["tasks"]}
+    assert recorded == {"t": {"train": "given", "dev": "given", "test": "drawn"},
+                        "digit": {"train": "drawn", "dev": "drawn", "test": "drawn"}}
