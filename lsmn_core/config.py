@@ -73,7 +73,7 @@ fraction = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
 
 @dataclass
 class TaskConfig:
-    """One task: a built-in data set and target, or a user file (.npz with X, y or .csv)."""
+    """One task: a built-in data set and target, a user file (.npz with X, y or .csv), or a dataset factory."""
 
     name: str
     dataset: str | None = None
@@ -82,6 +82,8 @@ class TaskConfig:
     file: str | None = None
     dev_file: str | None = None  # a given dev split (.csv or .npz X, y) for a task with a file
     test_file: str | None = None  # a given test split, likewise; splits not given are drawn from the training rows
+    source: str | None = None  # a dataset factory "package.module:function", called with `args`
+    args: dict = field(default_factory=dict)
     kind: Literal["classification", "regression"] | None = None
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
@@ -183,8 +185,8 @@ def parse_config(data, where: str = "config") -> RunConfig:
         if not isinstance(task.name, str) or not TASK_NAME.fullmatch(task.name):
             raise ConfigError(f"tasks[{i}].name: {str(task.name)[:40]!r} must be 1 to 100 characters, none of them "
                               "'.', '/', '\\' or a control character (parameters and files are named after it)")
-        if (task.dataset is None) == (task.file is None):
-            raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset' or 'file'")
+        if sum(v is not None for v in (task.dataset, task.file, task.source)) != 1:
+            raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset', 'file' or 'source'")
         if task.file is None and (task.dev_file or task.test_file):
             raise ConfigError(f"tasks[{i}] ({task.name}): dev_file and test_file go with a 'file'")
     if config.data.dev_fraction + config.data.test_fraction >= 1:

@@ -2,13 +2,15 @@
 
 Built in: `digits` (scikit-learn, 8x8 images) with derived targets and input domains, `position`
 (a synthetic unrelated task on the same kind of image), `fashion_mnist` (IDX files read with numpy),
-`kang_synthetic` (MUiR's 30 related regression tasks). User data: `.npz` (X, y) or `.csv` files.
+`kang_synthetic` (MUiR's 30 related regression tasks). User data: `.npz` (X, y) or `.csv` files, or
+a dataset factory, a function imported by name that returns the arrays.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -208,6 +210,49 @@ def _read_user_file(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]
     return given
 
 
+def _call_factory(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A dataset factory `source: "package.module:function"`, imported by name and called with
+    `args`; it returns (X, y) for the training rows, or {"train": (X, y), "dev": ..., "test": ...}."""
+    module_name, _, function_name = task.source.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DataError(f"task {task.name}: cannot import the factory {task.source!r} ({exc}); put its module on "
+                        "PYTHONPATH") from None
+    if not callable(factory):
+        raise DataError(f"task {task.name}: {task.source!r} is not a function")
+    try:
+        result = factory(**task.args)
+    except TypeError as exc:
+        raise DataError(f"task {task.name}: {task.source}(**args) failed: {exc}") from None
+    if isinstance(result, tuple) and len(result) == 2:
+        result = {"train": result}
+    if not (isinstance(result, dict) and "train" in result and set(result) <= set(SPLIT_ARRAYS)
+            and all(isinstance(v, tuple) and len(v) == 2 for v in result.values())):
+        raise DataError(f"task {task.name}: the factory {task.source} must return (X, y) or a dict of such pairs "
+                        f"under 'train' (and optionally 'dev', 'test'), got {type(result).__name__}")
+    given = {}
+    for split, (x, y) in result.items():
+        try:
+            x, y = np.asarray(x), np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"task {task.name}: the factory's {split} split is not arrays ({exc})") from None
+        given[split] = _checked_split(task, x, y, f"{task.source} ({split})", split)
+    return given
+
+
+def _checked_split(task: TaskConfig, x: np.ndarray, y: np.ndarray, where: str, split: str):
+    """One split's X and y, checked: equal lengths, numeric X of 2 or 3 dimensions, finite."""
+    if len(x) != len(y) or len(x) < (5 if split == "train" else 1):
+        raise DataError(f"task {task.name}: {where}: X and y must have the same length"
+                        + (" of at least 5 samples" if split == "train" else ""))
+    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"task {task.name}: {where}: X must be numeric with shape [N, features] or [N, H, W]")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"task {task.name}: {where}: X contains NaN or infinite values")
+    return x.astype(np.float32), y
+
+
 def _read_split_file(task: TaskConfig, path: Path, allow_splits: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         raise DataError(f"task {task.name}: data file not found: {path}")
@@ -248,17 +293,7 @@ def _read_split_file(task: TaskConfig, path: Path, allow_splits: bool) -> dict[s
         given = {"train": (features.to_numpy(), frame[task.target].to_numpy())}
     else:
         raise DataError(f"task {task.name}: data files must be .npz or .csv, got {path.name}")
-    for split, (x, y) in given.items():
-        where = f"{path.name} ({split})"
-        if len(x) != len(y) or len(x) < (5 if split == "train" else 1):
-            raise DataError(f"task {task.name}: {where}: X and y must have the same length"
-                            + (" of at least 5 samples" if split == "train" else ""))
-        if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"task {task.name}: {where}: X must be numeric with shape [N, features] or [N, H, W]")
-        if not np.all(np.isfinite(x)):
-            raise DataError(f"task {task.name}: {where}: X contains NaN or infinite values")
-        given[split] = (x.astype(np.float32), y)
-    return given
+    return {split: _checked_split(task, x, y, f"{path.name} ({split})", split) for split, (x, y) in given.items()}
 
 
 def _infer_kind(y: np.ndarray, declared: str | None) -> str:
@@ -315,8 +350,8 @@ def _standardise_vectors(splits: dict) -> dict:
 
 def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
-    if task.file is not None:
-        given = _read_user_file(task)
+    if task.file is not None or task.source is not None:
+        given = _read_user_file(task) if task.file is not None else _call_factory(task)
         labels = np.concatenate([y for _, y in given.values()])
         kind = _infer_kind(labels, task.kind)
         if kind == "classification":  # one encoding of the labels of every split
@@ -333,7 +368,8 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         if x.ndim == 2 and task.standardise:
             splits = _standardise_vectors(splits)
         modality = "vector" if x.ndim == 2 else "image"
-        source = f"file {Path(task.file).name}, target {task.target or 'y'}"
+        source = (f"file {Path(task.file).name}, target {task.target or 'y'}" if task.file is not None else
+                  f"factory {task.source}")
     else:
         splits, kind, n_out, modality = _builtin(task, data)
         published = "given" if task.dataset in ("fashion_mnist", "mnist1d") else "drawn"  # their own test sets

@@ -20,13 +20,14 @@ from safetensors import SafetensorError
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
-from lsmn_core import __version__, routing
+from lsmn_core import routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.files import atomic_write, checked_safetensors, parse_json, read_json, read_text, write_json
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.tasks import TaskSpec
+from lsmn_core.version import __version__
 
 SCHEMA_VERSION = 1
 METRICS_LIMIT = 512 * 2**20  # bytes of metrics.jsonl (a long 1,000-task run logs a few hundred MB at most)

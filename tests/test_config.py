@@ -23,7 +23,7 @@ def test_valid_config_fills_defaults():
     ({"train": {"sampling": "random"}}, "train.sampling: must be one of proportional, round_robin"),
     ({"tasks": []}, "at least one task"),
     ({"tasks": [{"name": "a", "dataset": "digits", "target": "digit"}] * 2}, "appears twice"),
-    ({"tasks": [{"name": "a"}]}, "give exactly one of 'dataset' or 'file'"),
+    ({"tasks": [{"name": "a"}]}, "give exactly one of 'dataset', 'file' or 'source'"),
     ({"colour": "red"}, "unknown key 'colour'"),
 ])
 def test_bad_config_names_the_problem(change, message):
