@@ -10,6 +10,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from analysis.overlap import group_density
+from app.text import plain
 from helpers import APP_PATIENCE, REPO, tiny_config
 from lsmn.cli import main
 from lsmn_core.block_kinds import AttentionBranch, ConvBranch, ModuleBlock, make_block
@@ -140,7 +141,7 @@ def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_pa
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(run.path.parent))
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
     assert not at.exception and list(at.dataframe[0].value["task"]) == ["digit", "parity"]
-    assert any("cannot import 'gated_block:GatedBlock'" in e.value for e in at.error)
+    assert any(plain("cannot import 'gated_block:GatedBlock'") in e.value for e in at.error)  # as plain text
 
 
 def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, monkeypatch):
