@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,9 +48,10 @@ class Block(abc.ABC):
         """One freshly initialised copy's parameters, by name (names without dots)."""
 
     @abc.abstractmethod
-    def branch(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def branch(self, x: torch.Tensor, params: dict[str, torch.Tensor], padding: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """The residual update of x [T, B, *activation]; every parameter has a leading axis of T or
-        1 (shared)."""
+        1 (shared). `padding` [T, B, L] (token inputs) marks the positions that are padding."""
 
     def norms(self) -> tuple[str, ...]:
         """The parameters of its normalisation layers (a task may keep its own)."""
@@ -74,11 +76,12 @@ class Block(abc.ABC):
 
     def encoder(self, spec: TaskSpec) -> nn.Module:
         """A task's input [B, *input] to the block's activation [B, *activation]."""
+        refuse_tokens(spec, self.name)
         return make_encoder(spec, self.width)
 
-    def head(self, n_outputs: int) -> nn.Module:
-        """A task's head on the body's activation."""
-        return Head(self.width, n_outputs)
+    def head(self, spec: TaskSpec) -> nn.Module:
+        """A task's head on the body's activation (a token task's head also takes the padding)."""
+        return Head(self.width, spec.n_outputs)
 
     def summary(self, x: torch.Tensor) -> torch.Tensor:
         """One vector [N, width] per activation [N, *activation] (what a gate looks at)."""
@@ -108,8 +111,8 @@ class Mlp(Block):
     def init(self):
         return init_block(self.width, self.hidden)
 
-    def branch(self, x, params, linear=stacked_linear):
-        return block_branch(x, params, linear)
+    def branch(self, x, params, padding=None, linear=stacked_linear):
+        return block_branch(x, params, linear)  # position by position: padding changes nothing
 
     def norms(self):
         return ("norm_weight", "norm_bias")
@@ -126,20 +129,24 @@ class ModuleBlock(Block):
             module = make()
         self.norm_names = tuple(f"{m}__{p}".lstrip("_") for m, sub in module.named_modules()
                                 if isinstance(sub, (nn.LayerNorm, nn.GroupNorm)) for p, _ in sub.named_parameters())
+        self.takes_padding = "padding" in inspect.signature(module.forward).parameters
         self._template = module.to("meta")  # only its code is used: the parameters are handed in
 
     def init(self):
         return {name.replace(".", "__"): p.detach() for name, p in self.make().named_parameters()}
 
-    def branch(self, x, params):
+    def branch(self, x, params, padding=None):
         tasks = x.shape[0]
         own = {n.replace("__", "."): p for n, p in params.items() if p.shape[0] == tasks}
         shared = {n.replace("__", "."): p[0] for n, p in params.items() if p.shape[0] != tasks}
+        if padding is not None and not self.takes_padding:
+            raise ConfigError(f"model.block {self.name}: its forward takes no `padding`, so it cannot read token tasks")
 
-        def one(own_params, xt):
-            return functional_call(self._template, {**own_params, **shared}, (xt,))
+        def one(own_params, xt, pt):
+            kwargs = {} if pt is None else {"padding": pt}
+            return functional_call(self._template, {**own_params, **shared}, (xt,), kwargs)
 
-        return vmap(one)(own, x)
+        return vmap(one, in_dims=(0, 0, None if padding is None else 0))(own, x, padding)
 
     def norms(self):
         return self.norm_names
@@ -177,11 +184,16 @@ class AttentionBranch(nn.Module):
         self.out = nn.Linear(width, width)
         self.up, self.down = nn.Linear(width, hidden), nn.Linear(hidden, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., L, width]; `padding` [..., L] (True: padding) keeps every position from attending to
+        padding, so a sequence's real tokens come out the same however far it is padded."""
         *batch, length, width = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(*batch, length, 3, self.heads, width // self.heads).unbind(-3)
         q, k, v = (t.transpose(-3, -2) for t in (q, k, v))  # [..., heads, L, d_head]
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width // self.heads), dim=-1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(width // self.heads)
+        if padding is not None:
+            scores = scores.masked_fill(padding[..., None, None, :], -math.inf)
+        weights = torch.softmax(scores, dim=-1)
         attended = self.out((weights @ v).transpose(-3, -2).reshape(*batch, length, width))
         return attended + self.down(F.gelu(self.up(self.norm2(x + attended))))
 
@@ -197,14 +209,15 @@ class Conv(ModuleBlock):
         super().__init__(width, hidden, lambda: ConvBranch(width, hidden, kernel))
 
     def encoder(self, spec):
+        refuse_tokens(spec, self.name)
         if spec.modality == "image":
             return nn.Sequential(Unsqueeze(1), nn.Conv2d(1, self.width, self.patch, stride=self.patch))
         return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(spec.input_shape), self.width), Unsqueeze(-1),
                              Unsqueeze(-1))
 
-    def head(self, n_outputs):
+    def head(self, spec):
         return nn.Sequential(nn.Conv2d(self.width, self.width, 1), nn.GELU(), Mean((-2, -1)),
-                             Head(self.width, n_outputs))
+                             Head(self.width, spec.n_outputs))
 
     def summary(self, x):
         return x.mean((-2, -1))
@@ -221,6 +234,9 @@ class Attention(ModuleBlock):
         super().__init__(width, hidden, lambda: AttentionBranch(width, hidden, heads))
 
     def encoder(self, spec):
+        if spec.modality == "tokens":  # ids [B, L] -> embeddings with positions; 0 embeds as the padding
+            return nn.Sequential(nn.Embedding(spec.vocab, self.width, padding_idx=0),
+                                 Positions(spec.input_shape[0], self.width))
         if spec.modality == "image":
             rows, cols = (n // self.patch for n in spec.input_shape)
             return nn.Sequential(Unsqueeze(1), nn.Conv2d(1, self.width, self.patch, stride=self.patch),
@@ -228,8 +244,10 @@ class Attention(ModuleBlock):
         return nn.Sequential(nn.Flatten(), Unsqueeze(-1), nn.Linear(1, self.width),
                              Positions(math.prod(spec.input_shape), self.width))
 
-    def head(self, n_outputs):
-        return nn.Sequential(Mean(-2), Head(self.width, n_outputs))
+    def head(self, spec):
+        if spec.modality != "tokens":
+            return nn.Sequential(Mean(-2), Head(self.width, spec.n_outputs))
+        return TokenHead(self.width, spec.n_outputs, per_token=spec.kind == "tagging")
 
     def summary(self, x):
         return x.mean(-2)
@@ -242,6 +260,26 @@ class Attention(ModuleBlock):
         if name == "out__weight":
             return WeightGroups(1, self.width // self.heads, tuple(f"head {h}" for h in heads))
         return None
+
+
+class TokenHead(nn.Module):
+    """A token task's head: per token (tagging, [B, L, C]), or on the mean of the real tokens."""
+
+    def __init__(self, width: int, n_outputs: int, per_token: bool):
+        super().__init__()
+        self.per_token = per_token
+        self.head = Head(width, n_outputs)
+
+    def forward(self, h: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        if self.per_token:
+            return self.head(h)
+        real = (~padding).unsqueeze(-1).to(h.dtype)
+        return self.head((h * real).sum(-2) / real.sum(-2))
+
+
+def refuse_tokens(spec: TaskSpec, block: str) -> None:
+    if spec.modality == "tokens":
+        raise ConfigError(f"task {spec.name}: token tasks need model.block attention, not {block}")
 
 
 class Unsqueeze(nn.Module):

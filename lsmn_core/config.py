@@ -87,6 +87,7 @@ class TaskConfig:
     kind: Literal["classification", "regression"] | None = None
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
+    tokens: bool = False  # X holds integer token ids (0 the padding); y per sequence, or per token [N, L] (tagging)
     architecture: str | None = None  # the task's own network, for schemes that build one per task
 
 

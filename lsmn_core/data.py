@@ -20,7 +20,7 @@ import numpy as np
 
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.errors import DataError
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.tasks import IGNORE, PAD, TaskSpec
 
 FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
 
@@ -242,10 +242,20 @@ def _call_factory(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _checked_split(task: TaskConfig, x: np.ndarray, y: np.ndarray, where: str, split: str):
-    """One split's X and y, checked: equal lengths, numeric X of 2 or 3 dimensions, finite."""
+    """One split's X and y, checked: equal lengths, numeric X of 2 or 3 dimensions, finite (token
+    ids: integers >= 0, at least one real token per sequence; y per sequence or per token)."""
     if len(x) != len(y) or len(x) < (5 if split == "train" else 1):
         raise DataError(f"task {task.name}: {where}: X and y must have the same length"
                         + (" of at least 5 samples" if split == "train" else ""))
+    if task.tokens:
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer) or (x < 0).any():
+            raise DataError(f"task {task.name}: {where}: token ids must be integers >= 0 of shape [N, length] "
+                            f"(0 the padding)")
+        if not (x != PAD).any(1).all():
+            raise DataError(f"task {task.name}: {where}: every sequence needs at least one token that is not padding")
+        if y.ndim == 2 and y.shape != x.shape:
+            raise DataError(f"task {task.name}: {where}: per-token targets must have X's shape {list(x.shape)}")
+        return x.astype(np.int64), y
     if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number):
         raise DataError(f"task {task.name}: {where}: X must be numeric with shape [N, features] or [N, H, W]")
     if not np.all(np.isfinite(x)):
@@ -352,9 +362,17 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
     if task.file is not None or task.source is not None:
         given = _read_user_file(task) if task.file is not None else _call_factory(task)
-        labels = np.concatenate([y for _, y in given.values()])
+        tagging = task.tokens and given["train"][1].ndim == 2
+        labels = np.concatenate([y[x != PAD] if tagging else y for x, y in given.values()])
         kind = _infer_kind(labels, task.kind)
-        if kind == "classification":  # one encoding of the labels of every split
+        if tagging:  # labels of real tokens encoded 0..C-1, padding ignored
+            if kind != "classification":
+                raise DataError(f"task {task.name}: per-token targets must be classes")
+            classes = np.unique(labels)
+            given = {k: (x, np.where(x == PAD, IGNORE, np.searchsorted(classes, y)).astype(np.int64))
+                     for k, (x, y) in given.items()}
+            n_out, kind = len(classes), "tagging"
+        elif kind == "classification":  # one encoding of the labels of every split
             classes, codes = np.unique(labels, return_inverse=True)
             bounds = np.cumsum([0] + [len(y) for _, y in given.values()])
             given = {k: (x, codes[lo:hi].astype(np.int64)) for (k, (x, _)), lo, hi in
@@ -365,9 +383,9 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         origin = {split: "given" if split in given else "drawn" for split in ("train", "dev", "test")}
         splits = assemble_splits(given, data)
         x = splits["train"][0]
-        if x.ndim == 2 and task.standardise:
+        if x.ndim == 2 and task.standardise and not task.tokens:
             splits = _standardise_vectors(splits)
-        modality = "vector" if x.ndim == 2 else "image"
+        modality = "tokens" if task.tokens else "vector" if x.ndim == 2 else "image"
         source = (f"file {Path(task.file).name}, target {task.target or 'y'}" if task.file is not None else
                   f"factory {task.source}")
     else:
@@ -378,10 +396,11 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     if task.limit:
         splits["train"] = tuple(a[: task.limit] for a in splits["train"])
     x_train = splits["train"][0]
+    vocab = int(max(x.max() for x, _ in splits.values())) + 1 if modality == "tokens" else 0
     spec = TaskSpec(
         name=task.name, kind=kind, n_outputs=n_out, modality=modality,
         input_shape=list(x_train.shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()}, source=source,
-        splits=origin,
+        splits=origin, vocab=vocab,
     )
     return TaskData(spec, splits)
 

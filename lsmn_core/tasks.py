@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse"}
+METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse", "tagging": "accuracy"}  # tagging: per token
+PAD = 0  # the token id of padding; a tagging target is IGNORE there
+IGNORE = -1
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")  # parameters, heads and files are named after a task
 
 
@@ -26,6 +28,7 @@ class TaskSpec:
     sizes: dict[str, int] = field(default_factory=dict)  # samples per split
     source: str = ""  # human-readable origin (data set, target, domain)
     splits: dict[str, str] = field(default_factory=dict)  # per split: "given" (as the data came) or "drawn"
+    vocab: int = 0  # token tasks: ids 0 .. vocab - 1, 0 the padding
 
     @property
     def metric(self) -> str:
@@ -46,7 +49,7 @@ class TaskSpec:
         spec = cls(**{k: v for k, v in data.items() if k != "metric"})
         if not isinstance(spec.name, str) or not TASK_NAME.fullmatch(spec.name):
             raise ValueError(f"task name {str(spec.name)[:40]!r} is not a valid task name")
-        if spec.kind not in METRIC_OF_KIND or spec.modality not in ("image", "vector", "sequence"):
+        if spec.kind not in METRIC_OF_KIND or spec.modality not in ("image", "vector", "sequence", "tokens"):
             raise ValueError(f"task {spec.name}: unknown kind {str(spec.kind)[:20]!r} or modality "
                              f"{str(spec.modality)[:20]!r}")
         if not _count(spec.n_outputs, 2**20):
@@ -55,7 +58,13 @@ class TaskSpec:
         if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_count(n, 2**16) for n in shape)
                 and math.prod(shape) <= 2**26):
             raise ValueError(f"task {spec.name}: input_shape must be 1 to 4 sizes of at most 2**26 values in all")
+        if spec.modality == "tokens" and not _count(spec.vocab, 2**24):
+            raise ValueError(f"task {spec.name}: a token task needs a vocab of 1 .. 2**24 ids")
         return spec
+
+    def padding(self, x: torch.Tensor) -> torch.Tensor | None:
+        """For token inputs [..., L], where the padding is (bool); None for any other input."""
+        return x == PAD if self.modality == "tokens" else None
 
 
 def _count(value, limit: int) -> bool:
@@ -63,13 +72,18 @@ def _count(value, limit: int) -> bool:
 
 
 def task_loss(spec: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if spec.kind == "tagging":  # per token [B, L, C] against [B, L], over real tokens only
+        return F.cross_entropy(output.flatten(0, -2), target.flatten(), ignore_index=IGNORE)
     if spec.kind == "classification":
         return F.cross_entropy(output, target)
     return F.mse_loss(output.squeeze(-1), target)
 
 
 def metric_value(spec: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> float:
-    """Accuracy for classification, RMSE for regression."""
+    """Accuracy for classification (over real tokens when tagging), RMSE for regression."""
+    if spec.kind == "tagging":
+        real = target != IGNORE
+        return (output.argmax(-1) == target)[real].float().mean().item()
     if spec.kind == "classification":
         return (output.argmax(-1) == target).float().mean().item()
     return (output.squeeze(-1) - target).pow(2).mean().sqrt().item()

@@ -30,8 +30,8 @@ class Toy(IsometricScheme):
     def block_params(self, layer, tasks):
         return {name: p.unsqueeze(0) for name, p in self.blocks[layer].items()}
 
-    def layer_update(self, h, tasks, layer):
-        return super().layer_update(h, tasks, layer) * self.gain[tasks, layer][:, None, None]
+    def layer_update(self, h, tasks, layer, padding=None):
+        return super().layer_update(h, tasks, layer, padding) * self.gain[tasks, layer][:, None, None]
 
     def usage(self, task):
         usage = super().usage(task)

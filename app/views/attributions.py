@@ -51,6 +51,10 @@ st.title(f"Attributions · {plain(run.name)}")
 stamp = run_stamp(run)
 names, specs = run.task_names, run.specs
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
+if specs[source].modality == "tokens":
+    st.info("Attributions over token ids are not drawn yet: their gradients would have to flow through the "
+            "embeddings, which this page does not do.")
+    st.stop()
 try:
     _model(str(run.path), stamp)
     n_dev = len(_dev_inputs(str(run.path), stamp, source))

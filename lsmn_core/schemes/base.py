@@ -138,12 +138,14 @@ class IsometricScheme(SharingScheme):
     def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Block `layer`'s parameters for `tasks` (indices), each with a leading axis of len(tasks) or 1."""
 
-    def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int) -> torch.Tensor:
-        """Block `layer`'s residual update for h [T', B, *activation] (the body computes h + update)."""
-        return self.block.branch(h, self.block_params(layer, tasks))
+    def layer_update(self, h: torch.Tensor, tasks: torch.Tensor, layer: int,
+                     padding: torch.Tensor | None = None) -> torch.Tensor:
+        """Block `layer`'s residual update for h [T', B, *activation] (the body computes h + update);
+        `padding` [T', B, L] marks token inputs' padding."""
+        return self.block.branch(h, self.block_params(layer, tasks), padding)
 
-    def forward(self, h: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, tasks: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """h [T', B, *activation] -> the same shape, row i computed with task tasks[i]'s weights."""
         for layer in range(self.depth):
-            h = h + self.layer_update(h, tasks, layer)
+            h = h + self.layer_update(h, tasks, layer, padding)
         return h

@@ -97,9 +97,9 @@ class MaskedScheme(IsometricScheme):
         """The prunable weights (shared) through each task's mask (unpacked on the device), stacked per task."""
         return self._params(layer, tasks, lambda p, name: p * self.mask_of(name, tasks))
 
-    def layer_update(self, h, tasks, layer):
+    def layer_update(self, h, tasks, layer, padding=None):
         if h.is_cuda or not self.block.fast_linear:
-            return super().layer_update(h, tasks, layer)
+            return super().layer_update(h, tasks, layer, padding)
         task_list = tasks.tolist()  # on the CPU: no device to wait for
 
         def through_masks(p, name):

@@ -103,7 +103,7 @@ class Moe(IsometricScheme):
         gates.masked_fill_(over, 0.0)
         return over.sum(-1)
 
-    def layer_update(self, h, tasks, layer):
+    def layer_update(self, h, tasks, layer, padding=None):
         """The gated sum of the chosen experts' branches. On a CPU each sample runs only through its
         experts. On a GPU finding each expert's samples (nonzero) would make the host wait for the
         device E times per layer, so there every expert runs on every sample in one batched call,
@@ -112,18 +112,20 @@ class Moe(IsometricScheme):
         T, B, *activation = h.shape
         rows_task = tasks.repeat_interleave(B)
         x = h.reshape(T * B, *activation)
+        pad = None if padding is None else padding.reshape(T * B, -1)  # per row, as x
         gates, aux = self.gate(self.block.summary(x), rows_task, layer)
         self.aux_loss = aux if layer == 0 else self.aux_loss + aux
         if self.options.capacity_factor:
             overflow = self._limit_capacity(gates)
         else:
             overflow = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        update = (self.every_expert_update if x.is_cuda else self.routed_update)(x, gates, layer)
+        update = (self.every_expert_update if x.is_cuda else self.routed_update)(x, gates, layer, pad)
         if not self.training:
             self._record(gates.detach(), overflow, rows_task, layer)
         return update.view(T, B, *activation)
 
-    def routed_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
+    def routed_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int,
+                      padding: torch.Tensor | None = None) -> torch.Tensor:
         """Each expert's branch on the rows routed to it, gated and added at those rows."""
         update = torch.zeros_like(x)
         experts = self.experts[layer]
@@ -131,13 +133,17 @@ class Moe(IsometricScheme):
             rows = gates[:, e].nonzero().squeeze(1)
             if rows.numel():
                 params = {n: p[e : e + 1] for n, p in experts.items()}
-                out = self.block.branch(x[rows].unsqueeze(0), params)[0]
+                out = self.block.branch(x[rows].unsqueeze(0), params,
+                                        None if padding is None else padding[rows].unsqueeze(0))[0]
                 update = update.index_add(0, rows, gates[rows, e].view(-1, *[1] * (out.dim() - 1)) * out)
         return update
 
-    def every_expert_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int) -> torch.Tensor:
+    def every_expert_update(self, x: torch.Tensor, gates: torch.Tensor, layer: int,
+                            padding: torch.Tensor | None = None) -> torch.Tensor:
         """Every expert's branch on every row (experts batched along axis 0), summed with the gates."""
-        out = self.block.branch(x.expand(self.options.experts, *x.shape), self.block_params(layer, None))
+        experts = self.options.experts
+        out = self.block.branch(x.expand(experts, *x.shape), self.block_params(layer, None),
+                                None if padding is None else padding.expand(experts, *padding.shape))
         return torch.einsum("ne,en...->n...", gates, out)
 
     def _record(self, gates, overflow, rows_task, layer):
