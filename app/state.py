@@ -71,10 +71,21 @@ def run_picker() -> None:
     by_label = {r.label: r for r in runs}
     if st.session_state.get("run_select") in by_label:
         st.session_state["run_select"] = st.session_state["run_select"]
+    else:  # the first visit: a small run that reads at a glance, not the largest one
+        st.session_state["run_select"] = landing_run(runs).label
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
     names = run.task_names
     st.sidebar.caption(f"{len(names)} tasks: {plain(', '.join(names[:12]))}" + (", ..." if len(names) > 12 else ""))
+
+
+LANDING_TASKS = 10  # the app opens on the newest finished run with at most this many tasks
+
+
+def landing_run(runs: list[Run]) -> Run:
+    """The run the app opens on: the newest finished one with few tasks, else the newest."""
+    small = [r for r in runs if len(r.task_names) <= LANDING_TASKS and (r.path / "summary.json").is_file()]
+    return (small or runs)[0]
 
 
 def list_folder_runs() -> list[Run]:
@@ -94,7 +105,7 @@ def current_run() -> Run | None:
     try:
         return open_run(path)
     except LsmnError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
 
 

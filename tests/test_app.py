@@ -121,8 +121,10 @@ def test_compare_page(monkeypatch):
     at.multiselect(key="compare_runs").set_value(["digits-hard", "digits-sparse", "digits-mann"]).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table.columns) == ["task", "metric", "digits-hard test", "digits-sparse test", "digits-mann test"]
+    assert list(table.columns) == ["task", "metric", "digits-hard test", "digits-sparse test", "digits-mann test",
+                                   "digits-sparse change", "digits-mann change"]
     assert len(table) == 5
+    assert (table["digits-mann change"] == table["digits-mann test"] - table["digits-hard test"]).all()
     overlaps = [c for c in at.get("plotly_chart") if "Mask overlap ratio" in c.proto.spec]
     assert len(overlaps) == 2  # sparse and mann have masks, hard does not
 
@@ -224,3 +226,13 @@ def test_a_retrained_run_s_curves_show_its_fine_tuning(sparse_run, tmp_path):
     assert figure.layout.title.text == "Dev metric during fine-tuning"
     assert len(figure.data) == 3 and all(len(trace.x) > 0 for trace in figure.data)
     assert training_curves(open_run(sparse_run).metrics()).layout.title.text == "Dev metric during multi-task training"
+
+
+def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monkeypatch):
+    at = start(monkeypatch, REPO / "sample_runs")
+    assert at.sidebar.selectbox(key="run_select").value.startswith("crossmodal-hyper ")  # newest of <= 10 tasks
+    assert at.title[0].value == "crossmodal-hyper"  # not the 110-task scale-sparse, the newest of all
+    at.sidebar.selectbox(key="run_select").select(next(o for o in at.sidebar.selectbox(key="run_select").options
+                                                       if o.startswith("digits-sparse "))).run()
+    at.switch_page("views/compare.py").run()
+    assert at.multiselect(key="compare_runs").value == ["digits-mixture", "digits-moe", "digits-mann", "digits-sparse"]

@@ -6,6 +6,7 @@ import streamlit as st
 from analysis.compare import comparison_rows
 from app.figures import overlap_heatmap
 from app.state import list_folder_runs, overlap_of
+from app.text import plain
 from lsmn_core.errors import LsmnError
 
 st.title("Compare runs")
@@ -14,7 +15,11 @@ finished = {r.id: r for r in runs if (r.path / "summary.json").is_file()}
 if len(finished) < 2:
     st.info("Compare needs at least two finished runs in the runs folder.")
     st.stop()
-chosen = st.multiselect("Runs", list(finished), default=list(finished)[:3], key="compare_runs")
+selected_run = next((r for r in finished.values() if str(r.path) == st.session_state.get("run_path")), None)
+same_tasks = [i for i, r in finished.items() if selected_run and r.task_names == selected_run.task_names]
+default = same_tasks[:4] if len(same_tasks) >= 2 else list(finished)[:3]  # the sidebar run's task set first
+chosen = st.multiselect("Runs", list(finished), default=default, key="compare_runs")
+st.caption("Defaults to the runs that share the sidebar run's tasks; changes are against the first run picked.")
 if len(chosen) < 2:
     st.info("Pick two or more runs.")
     st.stop()
@@ -22,10 +27,13 @@ selected = [finished[i] for i in chosen]
 try:
     rows = comparison_rows(selected)
 except LsmnError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
+first = chosen[0]
 table = pd.DataFrame([{"task": r["task"], "metric": r["metric"],
-                       **{f"{i} test": r[i]["test"] for i in chosen if i in r}} for r in rows])
+                       **{f"{i} test": r[i]["test"] for i in chosen if i in r},
+                       **{f"{i} change": r[i]["test"] - r[first]["test"] for i in chosen[1:] if i in r and first in r}}
+                      for r in rows])
 st.subheader("Test metric per task")
 st.dataframe(table, hide_index=True)
 counts = {r.id: r.summary()["params"] for r in selected}

@@ -1,5 +1,6 @@
 """Edit a run's routing, evaluate the edit at once, and retrain it as a new run in the background."""
 
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -20,7 +21,7 @@ st.title(f"Edit and retrain · {plain(run.name)}")
 try:
     doc, arrays, _ = checked_routing_of(run)
 except LsmnError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
 view = view_of(run.scheme)
@@ -36,7 +37,7 @@ if st.button("Evaluate", type="primary"):
             st.session_state["evaluation"] = (run.id, evaluate_run(run, edited, device="cpu"))
         except LsmnError as exc:
             st.session_state["evaluation"] = (run.id, None)
-            st.error(str(exc))
+            st.error(plain(exc))
 result = st.session_state.get("evaluation")
 if result and result[0] == run.id and result[1]:
     metrics = result[1]["metrics"]
@@ -59,35 +60,44 @@ mode = cols[1].selectbox("Train", view.retrain_modes, help="all: every parameter
 job = st.session_state.get("job")
 if cols[2].button("Retrain", disabled=bool(job and job.running)):
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = run.path.parent / ".edits" / f"{run.id}-{stamp}"
+    run_path = run.path.resolve()  # the job may run elsewhere: every path it gets is absolute
+    folder = run_path.parent / ".edits" / f"{run.id}-{stamp}"
     try:
         routing.decode(edited[0], edited[1], run.load_model())  # refuse an invalid edit before starting
     except LsmnError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         st.stop()
     routing_file = routing.write(folder, *edited)
     st.session_state["job"] = jobs.start(
-        ["finetune", str(run.path), "--routing", str(routing_file), "--steps", str(steps), "--train", mode,
-         "--out", str(run.path.parent), "--quiet", "--device", "auto"], folder / "job.log")
+        ["finetune", str(run_path), "--routing", str(routing_file), "--steps", str(steps), "--train", mode,
+         "--out", str(run_path.parent), "--quiet", "--device", "auto"], folder / "job.log")
     st.session_state["job_parent"] = run.id
     job = st.session_state["job"]
 
 
-@st.fragment(run_every=2)
+job_was_running = bool(job and job.running)
+
+
+@st.fragment(run_every=2 if job_was_running else None)  # polls only while a job runs
 def job_panel():
     job = st.session_state.get("job")
     if job is None:
         return
+    if job_was_running and not job.running:
+        st.rerun()  # it just ended: the whole page again, so the sidebar lists the new run and Retrain is free
     children = [r for r in list_runs(run.path.parent)[0] if r.meta.get("parent") == st.session_state["job_parent"]
                 and r.meta.get("created", "") >= datetime.fromtimestamp(job.started - 5).astimezone().isoformat()]
     child = max(children, key=lambda r: r.meta.get("created", ""), default=None)
     progress = child.progress() if child else None
     if job.running:
+        elapsed = f"{time.time() - job.started:.0f} s elapsed"
         if progress:
+            eta = progress.get("eta")
+            left = f", about {eta:.0f} s left" if isinstance(eta, (int, float)) and progress["step"] else ""
             st.progress(min(progress["step"] / max(progress["total"], 1), 1.0),
-                        text=f"{progress['phase']}: step {progress['step']} of {progress['total']}")
+                        text=f"{progress['phase']}: step {progress['step']} of {progress['total']} ({elapsed}{left})")
         else:
-            st.info("Retraining started...")
+            st.info(f"Retraining started ({elapsed})...")
         if child and child.metrics():
             dev = pd.DataFrame([m for m in child.metrics() if m["split"] == "dev"])
             st.line_chart(dev, x="step", y="value", color="task", height=220)
