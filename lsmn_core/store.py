@@ -279,6 +279,10 @@ class Run:
         doc, arrays, state = self._checked_routing()
         return doc, arrays, {name: mask.numpy() for name, mask in state.get("masks", {}).items()}
 
+    def routing_state(self) -> dict:
+        """The stored routing as its scheme decodes it (masks and the scheme's own parts, as tensors)."""
+        return self._checked_routing()[2]
+
     def routing(self) -> tuple[dict, dict[str, np.ndarray]]:
         return self.checked_routing()[:2]
 

@@ -236,3 +236,26 @@ def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monke
                                                        if o.startswith("digits-sparse "))).run()
     at.switch_page("views/compare.py").run()
     assert at.multiselect(key="compare_runs").value == ["digits-mixture", "digits-moe", "digits-mann", "digits-sparse"]
+
+
+def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_change(sparse_run, tmp_path,
+                                                                                    monkeypatch):
+    from lsmn_core import routing
+    from lsmn_core.finetune import FinetunePlan, finetune
+    from lsmn_core.store import open_run
+
+    parent_path = tmp_path / sparse_run.name
+    shutil.copytree(sparse_run, parent_path)
+    parent = open_run(parent_path)
+    doc, arrays = parent.routing()
+    edited = routing.edit_masks(doc, arrays, {("digit", 0): "clear"})  # digit: no weight of block 0
+    child = open_run(finetune(parent, FinetunePlan(5, "all", routing=(doc, edited)), tmp_path, device="cpu"))
+    at = start(monkeypatch, tmp_path)
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(o for o in picker.options if o.startswith(child.id + " "))).run()
+    assert not at.exception
+    assert any(h.value == f"Retrained from {parent.id}" for h in at.subheader)
+    metrics, changes = at.dataframe[1].value, at.dataframe[2].value  # after the Tasks table
+    assert list(metrics["task"]) == parent.task_names and "change" in metrics.columns
+    assert list(changes["task"]) == ["digit"] and changes["routing"].iloc[0] == "masks"
+    assert 0 < changes["changed"].iloc[0] <= changes["of"].iloc[0]

@@ -4,6 +4,7 @@ scheme's view adds (signatures, expert usage, alignment), training curves, confi
 import pandas as pd
 import streamlit as st
 
+from analysis.lineage import metric_changes, routing_changes
 from app.figures import density_heatmap, overlap_heatmap, training_curves
 from app.layout import task_columns
 from app.schemes import view_of
@@ -48,6 +49,36 @@ st.subheader("Tasks")
 st.dataframe(table, hide_index=True, column_config={
     "dev": st.column_config.NumberColumn(format="%.4f"), "test": st.column_config.NumberColumn(format="%.4f"),
     "body density": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")})
+
+
+
+def parent_section(run, summary) -> None:
+    """A retrained run: its parent, each task's change against it, and what of the routing differs."""
+    parent_id = run.meta.get("parent")
+    parent = next((r for r in list_runs(run.path.parent)[0] if r.id == parent_id), None)
+    st.subheader(f"Retrained from {plain(parent_id)}")
+    finetune = summary.get("finetune") if isinstance(summary.get("finetune"), dict) else {}
+    st.caption(f"trained: {plain(finetune.get('train', '?'))} · steps {plain(summary.get('steps', '?'))}"
+               + ("" if parent else " · the parent is not in this folder, so there is nothing to compare"))
+    if parent is None:
+        return
+    try:
+        changes = routing_changes(parent.routing_state(), run.routing_state(), parent.task_names)
+        metrics = metric_changes(parent.summary(), summary)
+    except LsmnError as exc:
+        st.warning(f"Cannot compare with the parent: {plain(exc)}")
+        return
+    left, right = st.columns(2)
+    left.dataframe(pd.DataFrame(metrics), hide_index=True, column_config={
+        "change": st.column_config.NumberColumn(format="%+.4f")})
+    if changes:
+        right.dataframe(pd.DataFrame(changes), hide_index=True)
+    else:
+        right.info("The routing is the parent's: every mask, order, expert and hypermodule as it was.")
+
+
+if run.meta.get("parent"):
+    parent_section(run, summary)
 
 scheme_overview = view_of(run.scheme).overview
 try:
