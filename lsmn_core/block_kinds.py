@@ -223,15 +223,52 @@ class Conv(ModuleBlock):
         return x.mean((-2, -1))
 
 
-class Attention(ModuleBlock):
-    """On token sequences [L, width]: images enter as patches (kernel = stride = `patch`), vectors one
-    token per feature, each with a learned position; heads see the mean token."""
+class LstmBranch(nn.Module):
+    """A bidirectional LSTM over [..., L, width] (width / 2 per direction, as the sparse-sharing slides'
+    encoder), after a LayerNorm, as the update the body adds. Written as a loop over positions, so
+    that it runs under vmap with per-task weights; at padding the state carries over unchanged, so
+    the backward direction starts at each sequence's last real token."""
 
-    name = "attention"
+    def __init__(self, width: int):
+        super().__init__()
+        if width % 2:
+            raise ConfigError(f"model.width: the lstm block needs an even width (half per direction), got {width}")
+        half = width // 2
+        self.norm = nn.LayerNorm(width)
+        self.forward_cell, self.backward_cell = nn.Linear(width + half, 4 * half), nn.Linear(width + half, 4 * half)
+        self.out = nn.Linear(width, width)
 
-    def __init__(self, width: int, hidden: int, heads: int, patch: int):
-        self.patch, self.heads = patch, heads
-        super().__init__(width, hidden, lambda: AttentionBranch(width, hidden, heads))
+    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        length = h.shape[-2]
+        pad = torch.zeros(h.shape[:-1], dtype=torch.bool, device=h.device) if padding is None else padding
+        outputs = [self._run(self.forward_cell, h, pad, range(length)),
+                   self._run(self.backward_cell, h, pad, range(length - 1, -1, -1))]
+        return self.out(torch.cat(outputs, -1))
+
+    @staticmethod
+    def _run(cell: nn.Linear, x: torch.Tensor, pad: torch.Tensor, order) -> torch.Tensor:
+        half = cell.out_features // 4
+        state = cell_state = x.new_zeros(*x.shape[:-2], half)
+        outputs = [None] * x.shape[-2]
+        for t in order:
+            i, f, g, o = cell(torch.cat([x[..., t, :], state], -1)).chunk(4, -1)
+            new_cell = torch.sigmoid(f) * cell_state + torch.sigmoid(i) * torch.tanh(g)
+            new_state = torch.sigmoid(o) * torch.tanh(new_cell)
+            keep = pad[..., t, None]
+            cell_state, state = torch.where(keep, cell_state, new_cell), torch.where(keep, state, new_state)
+            outputs[t] = state
+        return torch.stack(outputs, -2)
+
+
+class SequenceBlock(ModuleBlock):
+    """A block on sequences [L, width]: token ids through an embedding, images as patches (kernel =
+    stride = `patch`), vectors one token per feature, each with a learned position; heads see the
+    mean token (the mean of the real ones, or each token, for token tasks)."""
+
+    def __init__(self, width: int, hidden: int, patch: int, make: Callable[[], nn.Module]):
+        self.patch = patch
+        super().__init__(width, hidden, make)
 
     def encoder(self, spec):
         if spec.modality == "tokens":  # ids [B, L] -> embeddings with positions; 0 embeds as the padding
@@ -252,6 +289,16 @@ class Attention(ModuleBlock):
     def summary(self, x):
         return x.mean(-2)
 
+
+class Attention(SequenceBlock):
+    """The pre-norm transformer encoder block on sequences."""
+
+    name = "attention"
+
+    def __init__(self, width: int, hidden: int, heads: int, patch: int):
+        self.heads = heads
+        super().__init__(width, hidden, patch, lambda: AttentionBranch(width, hidden, heads))
+
     def weight_groups(self, name):
         """The query, key and value rows of each head; the output projection's input columns per head."""
         heads = range(self.heads)
@@ -260,6 +307,15 @@ class Attention(ModuleBlock):
         if name == "out__weight":
             return WeightGroups(1, self.width // self.heads, tuple(f"head {h}" for h in heads))
         return None
+
+
+class Lstm(SequenceBlock):
+    """A bidirectional LSTM block on sequences (LstmBranch)."""
+
+    name = "lstm"
+
+    def __init__(self, width: int, hidden: int, patch: int):
+        super().__init__(width, hidden, patch, lambda: LstmBranch(width))
 
 
 class TokenHead(nn.Module):
@@ -279,7 +335,7 @@ class TokenHead(nn.Module):
 
 def refuse_tokens(spec: TaskSpec, block: str) -> None:
     if spec.modality == "tokens":
-        raise ConfigError(f"task {spec.name}: token tasks need model.block attention, not {block}")
+        raise ConfigError(f"task {spec.name}: token tasks need model.block attention or lstm, not {block}")
 
 
 class Unsqueeze(nn.Module):
@@ -349,6 +405,8 @@ def make_block(model) -> Block:
         return Conv(model.width, hidden, model.kernel, model.patch)
     if model.block == "attention":
         return Attention(model.width, hidden, model.heads, model.patch)
+    if model.block == "lstm":
+        return Lstm(model.width, hidden, model.patch)
     if model.block == "mlp":
         return Mlp(model.width, hidden)
     return UserModuleBlock(model.width, hidden, model.block.cls, model.block.args)

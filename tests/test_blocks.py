@@ -47,7 +47,7 @@ def test_every_scheme_is_tried_on_a_body_of_blocks():
 
 
 @pytest.mark.parametrize("scheme", sorted(BODY_SCHEMES))
-@pytest.mark.parametrize("block", ["mlp", "conv", "attention", "user"])
+@pytest.mark.parametrize("block", ["mlp", "conv", "attention", "lstm", "user"])
 def test_every_block_trains_under_every_scheme(tmp_path, examples_on_path, block, scheme):
     run = open_run(train(block_config(USER_BLOCK if block == "user" else block, scheme), tmp_path, quiet=True))
     assert run.status == "done"
@@ -119,8 +119,10 @@ def test_bad_blocks_are_refused_in_one_line(examples_on_path):
         make_block(ModelConfig(block=UserBlock("gated_block:GatedBlock", {"depth": 3})))
     with pytest.raises(ConfigError, match="model.heads: 3 heads do not divide model.width 8"):
         make_block(ModelConfig(width=8, block="attention", heads=3))
-    with pytest.raises(ConfigError, match="model.block: must be one of mlp, conv, attention"):
-        tiny_config(model={"block": "lstm"})
+    with pytest.raises(ConfigError, match="model.block: must be one of mlp, conv, attention, lstm"):
+        tiny_config(model={"block": "gru"})
+    with pytest.raises(ConfigError, match="the lstm block needs an even width"):
+        make_block(ModelConfig(width=7, block="lstm"))
     with pytest.raises(ConfigError, match="has no body of blocks; set scheme.network: body"):
         tiny_config(scheme={"kind": "hyper"}, model={"block": "conv"})
 

@@ -31,14 +31,15 @@ def factories_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "tests"))
 
 
-def token_config(scheme="hard", **train):
+def token_config(scheme="hard", block="attention", **train):
     return tiny_config(tasks=TOKEN_TASKS, scheme={"kind": scheme, **SCHEMES[scheme]},
-                       model={"block": "attention", "width": 16, "depth": 2, "heads": 2},
+                       model={"block": block, "width": 16, "depth": 2, "heads": 2},
                        train={"steps": 6, "batch_size": 16, "eval_every": 3, "device": "cpu", **train})
 
 
-def test_padding_is_never_attended_and_sequence_heads_average_the_real_tokens():
-    config = token_config()
+@pytest.mark.parametrize("block", ["attention", "lstm"])
+def test_padding_is_never_attended_and_sequence_heads_average_the_real_tokens(block):
+    config = token_config(block=block)
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config).eval()
     x = torch.tensor([[4, 7, 3, 2, 5] + [0] * 7])  # 5 real tokens, 7 of padding
@@ -65,9 +66,10 @@ def test_tagging_loss_and_accuracy_count_real_tokens_only():
     assert task_loss(spec, right, target) == pytest.approx(task_loss(spec, wrong_on_padding, target).item())
 
 
+@pytest.mark.parametrize("block", ["attention", "lstm"])
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
-def test_token_tasks_train_under_every_scheme(tmp_path, scheme):
-    run = open_run(train(token_config(scheme), tmp_path, quiet=True))
+def test_token_tasks_train_under_every_scheme(tmp_path, scheme, block):
+    run = open_run(train(token_config(scheme, block), tmp_path, quiet=True))
     metrics = run.summary()["metrics"]
     assert run.status == "done" and set(metrics) == {"has3", "even"}
     assert all(0 <= m["test"] <= 1 for m in metrics.values())
@@ -75,15 +77,16 @@ def test_token_tasks_train_under_every_scheme(tmp_path, scheme):
     assert model(torch.tensor([[1, 2, 0, 0] + [0] * 8]), "even").shape == (1, 12, 2)
 
 
-def test_token_tasks_learn(tmp_path):
-    run = open_run(train(token_config(steps=300, eval_every=100, batch_size=32), tmp_path, quiet=True))
+@pytest.mark.parametrize("block", ["attention", "lstm"])
+def test_token_tasks_learn(tmp_path, block):
+    run = open_run(train(token_config(block=block, steps=300, eval_every=100, batch_size=32), tmp_path, quiet=True))
     metrics = run.summary()["metrics"]
     assert metrics["even"]["test"] > 0.9 and metrics["has3"]["test"] > 0.75  # chance 0.5 and about 0.7
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model": {"block": "mlp"}}, "token tasks need model.block attention, not mlp"),
-    ({"model": {"block": "conv"}}, "token tasks need model.block attention, not conv"),
+    ({"model": {"block": "mlp"}}, "token tasks need model.block attention or lstm, not mlp"),
+    ({"model": {"block": "conv"}}, "token tasks need model.block attention or lstm, not conv"),
     ({"model": {"block": "mlp"}, "scheme": {"kind": "hyper"}}, "token tasks need a body of attention blocks"),
 ])
 def test_token_tasks_on_blocks_that_cannot_read_them_are_refused(tmp_path, capsys, change, message):
