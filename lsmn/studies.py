@@ -12,6 +12,8 @@
   Fashion-MNIST tasks: test accuracy, parameters and training time.
 - domains: template mixtures on digits x input domains, with the mlp and the conv block: do tasks
   of one domain share early layers and tasks of one target late ones?
+- code_tokens: per-token tasks on the standard library's source under independent, hard and sparse
+  sharing, with the lstm and attention blocks: does sparse sharing spare the unrelated task?
 """
 
 from __future__ import annotations
@@ -247,6 +249,31 @@ def domains_study(seeds=(0, 1), device: str = "cpu", configs: Path = CONFIGS, bl
     return "\n".join(lines) + f"\n\nChance: about 1/{K} = {1 / K:.2f}."
 
 
+CODE_SCHEMES = {"independent": ["scheme={kind: independent}"], "hard": ["scheme={kind: hard}"], "sparse": []}
+
+
+def code_tokens_study(seeds=(0,), device: str = "cpu", configs: Path = CONFIGS, blocks=("lstm", "attention")) -> str:
+    """Markdown table: per-token test accuracy of each task and mean active parameters per task,
+    for each block and scheme on configs/code-tokens.yaml."""
+    tasks = [t.name for t in load_config(Path(configs) / "code-tokens.yaml").tasks]
+    lines = ["| block | scheme | " + " | ".join(tasks) + " | active parameters per task |",
+             "|---" * (len(tasks) + 3) + "|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for block in blocks:
+            for scheme, overrides in CODE_SCHEMES.items():
+                accuracy: dict[str, list[float]] = {t: [] for t in tasks}
+                for seed in seeds:
+                    config = load_config(Path(configs) / "code-tokens.yaml", [
+                        f"seed={seed}", f"name=code-{block}-{scheme}-{seed}", f"model.block={block}", *overrides])
+                    summary = open_run(train(config, tmp, device=device, quiet=True)).summary()
+                    for t in tasks:
+                        accuracy[t].append(summary["metrics"][t]["test"])
+                active = statistics.mean(summary["params"]["active"].values())
+                lines.append(f"| {block} | {scheme} | " + " | ".join(_mean_std(accuracy[t]) for t in tasks)
+                             + f" | {active:,.0f} |")
+    return "\n".join(lines)
+
+
 STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
            "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study,
-           "domains": domains_study}
+           "domains": domains_study, "code_tokens": code_tokens_study}

@@ -8,11 +8,16 @@ a dataset factory, a function imported by name that returns the arrays.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import gzip
 import importlib
 import importlib.util
+import keyword
 import os
+import platform
+import sysconfig
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +166,74 @@ def _mnist1d() -> dict[str, np.ndarray]:
 
 
 # ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
+
+CODE_WINDOW, CODE_VOCAB = 32, 4096  # tokens per sequence; ids: 0 padding, 1 unknown, then the commonest strings
+CODE_TARGETS = {  # per token, analogues of the sparse-sharing slides' POS tagging, NER and chunking, and one
+    "kind": 4,  # unrelated task: name, operator, number, string (tokenize's types)
+    "name_class": 4,  # keyword, builtin, other name, not a name
+    "depth": 4,  # bracket nesting before the token: 0, 1, 2, 3 or more
+    "length_parity": 2,  # whether the token's text has an even length: its spelling, not its role
+}
+CODE_KINDS = {tokenize.NAME: 0, tokenize.OP: 1, tokenize.NUMBER: 2, tokenize.STRING: 3}
+
+
+def code_files() -> list[Path]:
+    """The running interpreter's own standard library, top-level modules: real text on every machine."""
+    return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+
+
+def _code_file_tokens(path: Path) -> list[tuple[str, list[int]]] | None:
+    """(text, [kind, name_class, depth, length_parity]) per token of one file; None if it does not tokenize."""
+    try:
+        with open(path, "rb") as f:
+            raw = list(tokenize.tokenize(f.readline))
+    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError, OSError):
+        return None
+    names = set(dir(builtins))
+    depth, tokens = 0, []
+    for token in raw:
+        if token.type not in CODE_KINDS:
+            continue
+        text = token.string
+        if token.type == tokenize.NAME:
+            name_class = 0 if keyword.iskeyword(text) or keyword.issoftkeyword(text) else 1 if text in names else 2
+        else:
+            name_class = 3
+        tokens.append((text, [CODE_KINDS[token.type], name_class, min(depth, 3), len(text) % 2 == 0]))
+        if token.type == tokenize.OP and text in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and text in ")]}":
+            depth = max(depth - 1, 0)
+    return tokens
+
+
+@functools.lru_cache(maxsize=2)
+def code_tokens(split_seed: int, dev_fraction: float, test_fraction: float):
+    """Windows of CODE_WINDOW tokens of the standard library, split by file (seeded), ids from the
+    training files' commonest token strings: {split: (ids [N, L], targets [N, L, 4])}, -1 at padding."""
+    files = [(p, t) for p in code_files() if (t := _code_file_tokens(p))]
+    order = np.random.RandomState(split_seed).permutation(len(files))
+    n_test, n_dev = max(1, round(len(files) * test_fraction)), max(1, round(len(files) * dev_fraction))
+    parts = {"test": order[:n_test], "dev": order[n_test:n_test + n_dev], "train": order[n_test + n_dev:]}
+    counts: dict[str, int] = {}
+    for i in parts["train"]:
+        for text, _ in files[i][1]:
+            counts[text] = counts.get(text, 0) + 1
+    common = sorted(counts, key=lambda t: (-counts[t], t))[:CODE_VOCAB - 2]
+    ids = {text: 2 + k for k, text in enumerate(common)}
+    splits = {}
+    for split in ("train", "dev", "test"):
+        x, y = [], []
+        for i in sorted(parts[split]):
+            tokens = files[i][1]
+            for start in range(0, len(tokens), CODE_WINDOW):
+                window = tokens[start:start + CODE_WINDOW]
+                pad = CODE_WINDOW - len(window)
+                x.append([ids.get(text, 1) for text, _ in window] + [0] * pad)
+                y.append([labels for _, labels in window] + [[-1] * 4] * pad)
+        splits[split] = (np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64))
+    return splits
+
 
 KANG_TASKS, KANG_GROUPS, KANG_DIM = 30, 3, 20
 KANG_SIZES = {"train": 15, "dev": 10, "test": 50}
@@ -393,6 +466,8 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         published = "given" if task.dataset in ("fashion_mnist", "mnist1d") else "drawn"  # their own test sets
         origin = {"train": published, "dev": "drawn", "test": published}
         source = f"{task.dataset}, target {task.target}, domain {task.domain}"
+        if task.dataset == "code_tokens":  # the text is this interpreter's own: record which
+            source += f", Python {platform.python_version()} standard library ({len(code_files())} files)"
     if task.limit:
         splits["train"] = tuple(a[: task.limit] for a in splits["train"])
     x_train = splits["train"][0]
@@ -444,7 +519,15 @@ def _builtin(task: TaskConfig, data: DataConfig):
         if not 0 <= index < KANG_TASKS:
             raise DataError(f"task {task.name}: kang_synthetic target must be a task index 0..29")
         return kang_synthetic(index, task.domain == "noisy", data.split_seed), "regression", 1, "vector"
-    known = "digits, position, fashion_mnist, mnist1d, kang_synthetic"
+    if name == "code_tokens":
+        if target not in CODE_TARGETS:
+            raise DataError(f"task {task.name}: code_tokens has no target '{target}' "
+                            f"(known: {', '.join(CODE_TARGETS)})")
+        column = list(CODE_TARGETS).index(target)
+        splits = {k: (x, y[..., column]) for k, (x, y) in
+                  code_tokens(data.split_seed, data.dev_fraction, data.test_fraction).items()}
+        return splits, "tagging", CODE_TARGETS[target], "tokens"
+    known = "digits, position, fashion_mnist, mnist1d, kang_synthetic, code_tokens"
     raise DataError(f"task {task.name}: unknown dataset '{name}' (known: {known}; or give 'file')")
 
 

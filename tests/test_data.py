@@ -1,4 +1,5 @@
 import json
+import platform
 
 import numpy as np
 import pandas as pd
@@ -193,3 +194,24 @@ def test_a_run_records_which_splits_were_given_and_which_drawn(tmp_path):
     recorded = {t["name"]: t["splits"] for t in json.loads((run.path / "run.json").read_text())["tasks"]}
     assert recorded == {"t": {"train": "given", "dev": "given", "test": "drawn"},
                         "digit": {"train": "drawn", "dev": "drawn", "test": "drawn"}}
+
+
+def test_code_tokens_are_the_standard_library_s_own_source_split_by_file():
+    from lsmn_core.data import CODE_TARGETS, CODE_WINDOW, code_files
+
+    assert len(code_files()) > 50  # the running interpreter's top-level modules
+    tasks = {t: load_task(TaskConfig(name=t, dataset="code_tokens", target=t), DataConfig()) for t in CODE_TARGETS}
+    kind, name_class, depth = tasks["kind"], tasks["name_class"], tasks["depth"]
+    assert kind.spec.kind == "tagging" and kind.spec.modality == "tokens" and kind.spec.input_shape == [CODE_WINDOW]
+    assert kind.spec.vocab == 4096 and kind.spec.sizes["train"] > 1000
+    assert f"Python {platform.python_version()} standard library" in kind.spec.source
+    x, y = kind.splits["train"]
+    assert np.array_equal(x, name_class.splits["train"][0])  # one set of windows, four targets
+    assert ((x == 0) == (y == -1)).all()  # padding is ignored by every target
+    names = (y == 0)  # NAME tokens are exactly those with a name class other than "not a name"
+    assert np.array_equal(names, np.isin(name_class.splits["train"][1], [0, 1, 2]))
+    assert set(np.unique(depth.splits["train"][1])) == {-1, 0, 1, 2, 3}
+    again = load_task(TaskConfig(name="kind", dataset="code_tokens", target="kind"), DataConfig(split_seed=1))
+    assert again.spec.sizes != kind.spec.sizes or not np.array_equal(again.splits["test"][0], kind.splits["test"][0])
+    with pytest.raises(DataError, match="code_tokens has no target 'pos'"):
+        load_task(TaskConfig(name="x", dataset="code_tokens", target="pos"), DataConfig())
