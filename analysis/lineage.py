@@ -20,10 +20,7 @@ def metric_changes(parent_summary: dict, child_summary: dict) -> list[dict]:
 def routing_changes(parent_state: dict, child_state: dict, parent_tasks: list[str]) -> list[dict]:
     """Per routing part and parent task, how many elements differ: masks summed over the prunable
     weights; a per-task part ([T, ...]) row by row; any other array as a whole ("all tasks")."""
-    parts = {f"mask of {name}": mask for name, mask in child_state.get("masks", {}).items()}
-    parts.update({k: v for k, v in child_state.items() if k != "masks" and hasattr(v, "shape")})
-    before = {f"mask of {name}": mask for name, mask in parent_state.get("masks", {}).items()}
-    before.update({k: v for k, v in parent_state.items() if k != "masks" and hasattr(v, "shape")})
+    parts, before = _arrays(child_state), _arrays(parent_state)
     counts: dict[tuple[str, str], list[int]] = {}
     for name, value in parts.items():
         if name not in before:
@@ -43,3 +40,10 @@ def routing_changes(parent_state: dict, child_state: dict, parent_tasks: list[st
             entry[1] += a.size
     return [{"routing": part, "task": task, "changed": n, "of": size}
             for (part, task), (n, size) in counts.items() if n]
+
+
+def _arrays(state: dict) -> dict:
+    """A routing state's arrays by part: each mask as "mask of <parameter>", the scheme's own by key."""
+    arrays = {f"mask of {name}": mask for name, mask in state.get("masks", {}).items()}
+    arrays.update({k: v for k, v in state.items() if k != "masks" and hasattr(v, "shape")})
+    return arrays

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import abc
 import importlib
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +128,6 @@ class ModuleBlock(Block):
             module = make()
         self.norm_names = tuple(f"{m}__{p}".lstrip("_") for m, sub in module.named_modules()
                                 if isinstance(sub, (nn.LayerNorm, nn.GroupNorm)) for p, _ in sub.named_parameters())
-        self.takes_padding = "padding" in inspect.signature(module.forward).parameters
         self._template = module.to("meta")  # only its code is used: the parameters are handed in
 
     def init(self):
@@ -139,8 +137,6 @@ class ModuleBlock(Block):
         tasks = x.shape[0]
         own = {n.replace("__", "."): p for n, p in params.items() if p.shape[0] == tasks}
         shared = {n.replace("__", "."): p[0] for n, p in params.items() if p.shape[0] != tasks}
-        if padding is not None and not self.takes_padding:
-            raise ConfigError(f"model.block {self.name}: its forward takes no `padding`, so it cannot read token tasks")
 
         def one(own_params, xt, pt):
             kwargs = {} if pt is None else {"padding": pt}

@@ -165,7 +165,7 @@ def _mnist1d() -> dict[str, np.ndarray]:
     return make_dataset(get_dataset_args())
 
 
-# ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
+# ---- code tokens: the standard library's own source, tokenized -------------------------------
 
 CODE_WINDOW, CODE_VOCAB = 32, 4096  # tokens per sequence; ids: 0 padding, 1 unknown, then the commonest strings
 CODE_TARGETS = {  # per token, analogues of the sparse-sharing slides' POS tagging, NER and chunking, and one
@@ -234,6 +234,8 @@ def code_tokens(split_seed: int, dev_fraction: float, test_fraction: float):
         splits[split] = (np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64))
     return splits
 
+
+# ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
 
 KANG_TASKS, KANG_GROUPS, KANG_DIM = 30, 3, 20
 KANG_SIZES = {"train": 15, "dev": 10, "test": 50}

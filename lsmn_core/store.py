@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -292,27 +293,31 @@ class Run:
     def _checked_routing(self, model: MultitaskModel | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
         """routing.json and its arrays, and the state they decode to against `model`, by default the
         run's model built on the meta device (so no memory goes to weights)."""
-        try:
+        with self._named_errors():
             doc, arrays = routing.read(self.path / "routing.json")
             if model is None:
                 with torch.device("meta"):
                     model = build_model(self.specs, self.config())
             state = routing.decode(doc, arrays, model)
+        return doc, arrays, state
+
+    @contextmanager
+    def _named_errors(self):
+        """Errors of reading this run, named after it: a RunError, or a MissingModuleError still (so
+        readers can show what the run stored and name the module)."""
+        try:
+            yield
         except MissingModuleError as exc:
             raise MissingModuleError(f"run {self.id}: {exc}") from None
         except LsmnError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
-        return doc, arrays, state
 
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
-        try:
-            check_model_size(self.specs, self.config(), 4, "load")
-        except MissingModuleError as exc:
-            raise MissingModuleError(f"run {self.id}: {exc}") from None
-        except LsmnError as exc:
-            raise RunError(f"run {self.id}: {exc}") from None
-        model = build_model(self.specs, self.config())
+        specs, config = self.specs, self.config()
+        with self._named_errors():
+            check_model_size(specs, config, 4, "load")
+        model = build_model(specs, config)
         weights = self.path / "model.safetensors"
         if not os.path.lexists(weights):
             raise RunError(f"run {self.id} has no model.safetensors (status: {self.status})")

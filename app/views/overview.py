@@ -37,7 +37,8 @@ table = pd.DataFrame([
     {"task": task, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
      "active parameters": params["active"][task], "body density": summary["density"][task]}
     for task, m in summary["metrics"].items()])
-baselines = [r for r in list_runs(run.path.parent)[0] if r.scheme in SCHEMES and SCHEMES[r.scheme][0].baseline
+folder_runs = list_runs(run.path.parent)[0]
+baselines = [r for r in folder_runs if r.scheme in SCHEMES and SCHEMES[r.scheme][0].baseline
              and r.id != run.id and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
 for baseline in baselines:  # same tasks in the same folder: show the test metric beside this run's
     try:
@@ -52,10 +53,10 @@ st.dataframe(table, hide_index=True, column_config={
 
 
 
-def parent_section(run, summary) -> None:
+def parent_section(run, summary, folder_runs) -> None:
     """A retrained run: its parent, each task's change against it, and what of the routing differs."""
     parent_id = run.meta.get("parent")
-    parent = next((r for r in list_runs(run.path.parent)[0] if r.id == parent_id), None)
+    parent = next((r for r in folder_runs if r.id == parent_id), None)
     st.subheader(f"Retrained from {plain(parent_id)}")
     finetune = summary.get("finetune") if isinstance(summary.get("finetune"), dict) else {}
     st.caption(f"trained: {plain(finetune.get('train', '?'))} · steps {plain(summary.get('steps', '?'))}"
@@ -78,7 +79,7 @@ def parent_section(run, summary) -> None:
 
 
 if run.meta.get("parent"):
-    parent_section(run, summary)
+    parent_section(run, summary, folder_runs)
 
 scheme_overview = view_of(run.scheme).overview
 try:
