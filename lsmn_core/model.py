@@ -95,20 +95,21 @@ class MultitaskNet(MultitaskModel):
                 if key not in cache:  # tasks that share an encoder encode a shared batch once
                     cache[key] = self.encoders[key](x)
                 encoded.append(cache[key])
-        padding = self.padding(x, specs, shared_input)
+        padding = self.padding(x, specs, shared_input, encoded)
         # built on the host, copied without waiting for the device (no sync in the training step)
         h = self.body(torch.stack(encoded), torch.tensor(indices).to(x.device, non_blocking=True), padding)
         return [self.head(spec, h[i], None if padding is None else padding[i]) for i, spec in enumerate(specs)]
 
     @staticmethod
-    def padding(x: torch.Tensor, specs: list[TaskSpec], shared_input: bool) -> torch.Tensor | None:
-        """[T', B, L]: where token inputs are padding (none elsewhere); None when no task reads tokens."""
+    def padding(x: torch.Tensor, specs: list[TaskSpec], shared_input: bool,
+                encoded: list[torch.Tensor]) -> torch.Tensor | None:
+        """[T', B, L]: where token inputs are padding (none in the other tasks' L positions of their
+        encoded activations [B, L, d]); None when no task reads tokens."""
         if not any(s.modality == "tokens" for s in specs):
             return None
-        rows = [x if shared_input else x[i] for i in range(len(specs))]
-        return torch.stack([s.padding(r) if s.modality == "tokens" else torch.zeros(r.shape[:2], dtype=torch.bool,
-                                                                                     device=r.device)
-                            for s, r in zip(specs, rows)])
+        return torch.stack([s.padding(x if shared_input else x[i]) if s.modality == "tokens" else
+                            torch.zeros(e.shape[:2], dtype=torch.bool, device=e.device)
+                            for i, (s, e) in enumerate(zip(specs, encoded))])
 
     def head(self, spec: TaskSpec, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         return self.heads[spec.name](h) if spec.modality != "tokens" else self.heads[spec.name](h, padding)
@@ -132,7 +133,7 @@ class MultitaskNet(MultitaskModel):
         spec = self.specs[task]
         h = self.encoders[self.encoder_key(spec)](x).unsqueeze(0)
         tasks = torch.tensor([task], device=x.device)
-        padding = self.padding(x, [spec], True)
+        padding = self.padding(x, [spec], True, [h[0]])
         for layer, tap in enumerate(taps):
             h = h + tap(self.body.layer_update(h, tasks, layer, padding)[0]).unsqueeze(0)
         return self.head(spec, h[0], None if padding is None else padding[0])
