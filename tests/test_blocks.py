@@ -148,7 +148,7 @@ def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_pa
 
 def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, monkeypatch):
     for block, scheme in (("conv", "sparse"), ("attention", "moe"), (USER_BLOCK, "mixture"), ("conv", "hyper"),
-                          ("attention", "mann")):
+                          ("attention", "mann"), ("lstm", "independent")):
         config = block_config(block, scheme, heads=2)
         config.name = f"block-{scheme}"
         train(config, tmp_path, quiet=True)
