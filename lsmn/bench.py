@@ -13,6 +13,8 @@ Entries so far (the performance issue extends the suite):
 - mixture blocks: blocks generated from templates, then run, against plain per-task blocks.
 - analysis at scale: the overlap counts of 1,000 tasks x 10M weights from bit-packed masks (popcount),
   and the memory those masks take, against float32 masks.
+- streaming: a task backed by a 2 GB memory-mapped file, streamed, against the same task in memory
+  (peak resident memory, each side in its own process, and the time of a training step).
 - app pages: every page rendered (Streamlit's AppTest) on a run of 100 tasks x 16 layers.
 """
 
@@ -41,6 +43,7 @@ from lsmn_core.schemes import build_model
 from lsmn_core.schemes.hyper.search import sample_challengers
 from lsmn_core.store import list_runs
 from lsmn_core.tasks import TaskSpec
+from lsmn_core.session import Phase
 from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, train
 
 
@@ -287,7 +290,8 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
             "train": {"batch_size": 64, "device": device}})
         data = load_tasks(config.tasks, config.data)
         model = build_model([d.spec for d in data], config).to(device)
-        session = TrainingSession(model, DeviceTasks(data, torch.device(device)), config, Reporter(None, quiet=True))
+        tasks = DeviceTasks(data, torch.device(device), config)
+        session = TrainingSession(model, tasks, config, Reporter(None, quiet=True))
         _synchronize()
         start = time.perf_counter()
         report = model.body.search_routing(session)
@@ -402,6 +406,83 @@ def bench_overlap_at_scale(n_tasks: int = 1000, n_weights: int = 10_000_000, dev
          "ratio": peak / floats, "target": 1.1 / 32, "better": "lower"}]  # about 1.25 GB
 
 
+def _write_streaming_task(folder: Path, gigabytes: float, features: int) -> None:
+    """x.npy of `gigabytes` float32 rows and its labels (the argmax of 10 fixed random projections, a
+    task to learn), written a chunk at a time; dev and test as small files beside it."""
+    rows = int(gigabytes * 2**30) // (features * 4)
+    projection = np.random.RandomState(0).randn(features, 10).astype(np.float32)
+    generator = np.random.RandomState(1)
+    for name, n in (("train", rows), ("dev", 2048), ("test", 2048)):
+        x = np.lib.format.open_memmap(folder / f"{name}-x.npy", mode="w+", dtype=np.float32, shape=(n, features))
+        y = np.lib.format.open_memmap(folder / f"{name}-y.npy", mode="w+", dtype=np.int64, shape=(n,))
+        for start in range(0, n, 16384):
+            chunk = generator.randn(min(16384, n - start), features).astype(np.float32)
+            x[start : start + len(chunk)], y[start : start + len(chunk)] = chunk, (chunk @ projection).argmax(1)
+        x.flush(), y.flush()
+        del x, y
+
+
+def streaming_child(mode: str, folder: str, steps: str) -> dict:
+    """One side of the streaming figure, run in its own process so that its peak resident memory is
+    its own: the task of `folder` streamed from its files, or loaded into memory as today's path."""
+    folder, steps = Path(folder), int(steps)
+    files = {split: [str(folder / f"{split}-x.npy"), str(folder / f"{split}-y.npy")]
+             for split in ("train", "dev", "test")}
+    task = ({"source": "lsmn_core.streaming:npy_files", "args": files, "classes": 10} if mode == "streamed" else
+            {"source": "lsmn.bench:npy_arrays", "args": {"files": files}, "standardise": False})
+    config = parse_config({"name": "bench", "tasks": [{"name": "big", **task}], "model": {"width": 256, "depth": 2},
+                           "scheme": {"kind": "hard"}, "train": {"batch_size": 256, "device": "cpu"}})
+    data = load_tasks(config.tasks, config.data)
+    model = build_model([d.spec for d in data], config)
+    session = TrainingSession(model, DeviceTasks(data, torch.device("cpu"), config), config, Reporter(None, quiet=True))
+    session.train(Phase("warm-up", [0], 5, early_stopping=False))
+    start = time.perf_counter()
+    session.train(Phase("train", [0], steps, early_stopping=False))
+    seconds = (time.perf_counter() - start) / steps
+    session.evaluate(0, "dev")
+    # the peak of this process image (getrusage's ru_maxrss would carry the parent's over the exec)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {"rows": data[0].spec.sizes["train"], "step_seconds": seconds,
+            "peak_gb": int(status["VmHWM"].split()[0]) * 1024 / 1e9}
+
+
+def npy_arrays(files: dict) -> dict:
+    """The in-memory side's factory: the same files read whole into arrays."""
+    return {split: (np.load(x), np.load(y)) for split, (x, y) in files.items()}
+
+
+def bench_streaming(gigabytes: float = 2.0, features: int = 1024, steps: int = 100) -> list[dict]:
+    """A task backed by a `gigabytes` memory-mapped .npy file, streamed through a DataLoader, against
+    the same task loaded into memory (today's in-device path): peak resident memory of each, in its
+    own process, and the time of one training step (batch 256, width 256, after a warm-up)."""
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_streaming_task(Path(tmp), gigabytes, features)
+        sides = {}
+        for mode in ("streamed", "in memory"):
+            code = ("import json, sys; from lsmn.bench import streaming_child; "
+                    "print(json.dumps(streaming_child(*sys.argv[1:])))")
+            result = subprocess.run([sys.executable, "-c", code, mode, tmp, str(steps)], capture_output=True,
+                                    text=True, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"the {mode} side of the streaming figure failed: "
+                                   f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+            sides[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    streamed, memory = sides["streamed"], sides["in memory"]
+    size = f"{gigabytes:g} GB file ({streamed['rows']:,} rows x {features} float32 features)"
+    return [
+        {"name": f"streamed task, peak resident memory, a {size}", "value": streamed["peak_gb"], "unit": "GB",
+         "baseline": f"budget 1 GB (the same task in memory: {memory['peak_gb']:.2f} GB)",
+         "ratio": streamed["peak_gb"] / 1.0, "target": 1.0, "better": "lower"},
+        {"name": f"streamed task, one training step (batch 256, width 256, DataLoader without workers), a {size}",
+         "value": streamed["step_seconds"], "unit": "s",
+         "baseline": f"in memory {memory['step_seconds'] * 1000:.1f} ms",
+         "ratio": streamed["step_seconds"] / memory["step_seconds"], "target": 3.0, "better": "lower"}]
+
+
 PAGE_BENCH_SCHEMES = {  # a scheme for each kind of page content: masks, signatures, expert usage
     "sparse": {"kind": "sparse", "prune_rate": 0.5, "min_density": 0.5, "round_steps": 2},
     "mixture": {"kind": "mixture", "templates": 4},
@@ -465,7 +546,7 @@ def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Pa
         return {"device": f"cpu ({torch.get_num_threads()} threads)",
                 "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
                 + bench_muir_generation() + bench_mixture_blocks() + bench_block_step() + bench_overlap_at_scale()
-                + bench_app_pages(configs, app)}
+                + bench_streaming() + bench_app_pages(configs, app)}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
             "results": bench_masked_step(device=device) + bench_batched_imp(device=device)
             + bench_muir_generation(device=device) + bench_mixture_blocks(device=device)

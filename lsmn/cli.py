@@ -39,11 +39,14 @@ def cmd_train(args) -> None:
     if (args.config is None) == (args.resume is None):
         raise ConfigError("give a config to train, or --resume RUN to continue a run (not both)")
     if args.resume:
-        if args.set:
-            raise ConfigError("--set cannot change a resumed run; it continues with its own config")
+        if args.set or args.tensorboard:
+            raise ConfigError("--set and --tensorboard cannot change a resumed run; it continues with its own config")
         path = resume(args.resume, device=args.device, quiet=args.quiet)
     else:
-        path = train(load_config(args.config, args.set), args.out, device=args.device, quiet=args.quiet)
+        config = load_config(args.config, args.set)
+        if args.tensorboard:
+            config.train.tensorboard = str(Path(args.tensorboard).resolve())
+        path = train(config, args.out, device=args.device, quiet=args.quiet)
     if path is not None:  # under torchrun, only rank 0 writes (and names) the run
         print(path)
 
@@ -199,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=200 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--tensorboard", metavar="DIR", help="also write the curves as TensorBoard event files under "
+                   "DIR/<run id> (sets train.tensorboard)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run, optionally under an edited routing")

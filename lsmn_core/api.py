@@ -7,42 +7,59 @@
 
 A run trained here is the same run directory as the CLI's. Each Task's arrays are kept as an .npz
 (content-addressed) in the runs folder's `.data/`, and the run's config names that file, so the run
-can be evaluated, fine-tuned and retrained from the app later, in another process.
+can be evaluated, fine-tuned and retrained from the app later, in another process. A Task given
+torch Datasets is streamed (lsmn_core.streaming) and its Datasets stay in this process: to reopen
+its run elsewhere, give the data by a factory instead (`source: "package.module:function"`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.errors import ConfigError, DataError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.files import atomic_write
 from lsmn_core.store import Run
+from lsmn_core.streaming import is_dataset
 from lsmn_core.trainer import train as train_config
 
-Split = tuple  # (X, y): numpy arrays or torch tensors
+Split = tuple  # (X, y): numpy arrays or torch tensors; or a torch Dataset of (x, y) rows
+_HANDED: dict[str, dict] = {}  # Datasets handed to train() in this process, by key
+_KEYS = itertools.count()
+
+
+def handed_data(key: str) -> dict:
+    """The factory behind a Task given Datasets: they live in the process that trained it."""
+    if key not in _HANDED:
+        raise DataError("this task's data was handed to lsmn_core.train as torch Datasets in another process; "
+                        "to use its run here, give the data by a factory (source: package.module:function)")
+    return _HANDED[key]
 
 
 @dataclass
 class Task:
-    """One task from arrays: its training rows, and optionally given dev and test splits (a missing
-    split is drawn from the training rows). `kind` defaults to what the labels look like; the metric
-    follows the kind (accuracy for classification, RMSE for regression)."""
+    """One task from arrays or torch Datasets: its training rows, and optionally given dev and test
+    splits (a missing split is drawn from the training rows). `kind` defaults to what the labels
+    look like; the metric follows the kind (accuracy for classification, RMSE for regression).
+    A streamed classification task needs `classes` (labels 0 .. classes - 1)."""
 
     name: str
-    train: Split
-    dev: Split | None = None
-    test: Split | None = None
+    train: Split | Dataset
+    dev: Split | Dataset | None = None
+    test: Split | Dataset | None = None
     kind: Literal["classification", "regression"] | None = None
     metric: Literal["accuracy", "rmse"] | None = None
-    standardise: bool = True  # vector features scaled by train statistics
+    standardise: bool = True  # vector features scaled by train statistics (array tasks)
+    classes: int | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The splits as the .npz arrays the loader reads (X, y, X_dev, y_dev, X_test, y_test)."""
@@ -64,10 +81,17 @@ class Task:
         return arrays
 
     def config(self, folder: Path) -> dict:
-        """Its config entry: the arrays saved under `folder` by their content's hash."""
+        """Its config entry: the arrays saved under `folder` by their content's hash, or the Datasets
+        kept in this process."""
         kind = {"accuracy": "classification", "rmse": "regression"}.get(self.metric, self.kind)
         if self.metric and self.kind and kind != self.kind:
             raise ConfigError(f"task {self.name}: metric {self.metric} does not go with kind {self.kind}")
+        splits = {"train": self.train, "dev": self.dev, "test": self.test}
+        if any(map(is_dataset, splits.values())):
+            key = f"{self.name}-{next(_KEYS)}"
+            _HANDED[key] = {split: data for split, data in splits.items() if data is not None}
+            return {"name": self.name, "source": f"{__name__}:handed_data", "args": {"key": key}, "kind": kind,
+                    "classes": self.classes}
         buffer = io.BytesIO()
         np.savez(buffer, **self.arrays())
         digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]

@@ -70,7 +70,8 @@ def save(folder: Path, session, optimizer: torch.optim.Optimizer, loop: dict, be
         tensors.update(_flat(f"optim.{index}.", state))
     doc, arrays = routing.encode(model)
     tensors.update({f"routing.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    meta = {"loop": {**loop, "session_step": session.step}, "routing": doc, "param_groups": optim["param_groups"],
+    loop = {**loop, "session_step": session.step, "streams": session.tasks.stream_positions()}
+    meta = {"loop": loop, "routing": doc, "param_groups": optim["param_groups"],
             "has_best": best_state is not None}
     if not (folder / SEARCH_FILE).is_file():
         searched = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in report.arrays.items()}
@@ -120,4 +121,5 @@ def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:
     optimizer.load_state_dict({"state": moments, "param_groups": state["meta"]["param_groups"]})
     session.generator.set_state(state["generator"])
     session.step = state["meta"]["loop"]["session_step"]
+    session.tasks.seek(state["meta"]["loop"].get("streams", {}))
     return state["meta"]["loop"]

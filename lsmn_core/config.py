@@ -85,6 +85,7 @@ class TaskConfig:
     source: str | None = None  # a dataset factory "package.module:function", called with `args`
     args: dict = field(default_factory=dict)
     kind: Literal["classification", "regression"] | None = None
+    classes: int | None = check(lambda v: v is None or 0 < v <= 2**20, "must be in 1 .. 1,048,576", None)  # streamed
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
     tokens: bool = False  # X holds integer token ids (0 the padding); y per sequence, or per token [N, L] (tagging)
@@ -123,6 +124,7 @@ class TrainConfig:
     sampling: Literal["proportional", "round_robin", "all"] = "proportional"  # all: every task each step, losses summed
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # on CUDA, training forwards run under bf16 autocast (evaluation stays float32)
+    tensorboard: str | None = None  # a folder: the curves also go to TensorBoard event files in <folder>/<run id>
 
 
 @dataclass
@@ -130,6 +132,8 @@ class DataConfig:
     split_seed: int = check(*seed_range, 0)
     dev_fraction: float = check(*fraction, 0.2)
     test_fraction: float = check(*fraction, 0.2)
+    workers: int = check(*between(0, 64), 0)  # DataLoader worker processes for streamed tasks
+    pin_memory: bool = False  # streamed batches in pinned host memory (CUDA only)
 
 
 @dataclass

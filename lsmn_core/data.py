@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset, Subset
 
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.errors import DataError
+from lsmn_core.streaming import checked_dataset, is_dataset
 from lsmn_core.tasks import IGNORE, PAD, TaskSpec
 
 FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
@@ -33,7 +35,20 @@ FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
 @dataclass
 class TaskData:
     spec: TaskSpec
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (X float32, y int64 | float32)
+    splits: dict[str, tuple[np.ndarray, np.ndarray] | Dataset]  # split -> (X float32, y int64 | float32), or
+    # a Dataset of (x, y) rows for a streamed task (lsmn_core.streaming)
+    vocabulary: list[str] | None = None  # token tasks: the text of each id, where the data set knows it
+
+    @property
+    def streamed(self) -> bool:
+        return is_dataset(self.splits["train"])
+
+    def inputs(self, split: str, rows: int) -> np.ndarray:
+        """The first `rows` inputs of a split, as an array (a streamed task reads only those)."""
+        data = self.splits[split]
+        if not is_dataset(data):
+            return data[0][:rows]
+        return np.stack([np.asarray(data[i][0], dtype=np.float32) for i in range(min(rows, len(data)))])
 
 
 # ---- input domains: the same images seen differently ------------------------------------------
@@ -210,7 +225,8 @@ def _code_file_tokens(path: Path) -> list[tuple[str, list[int]]] | None:
 @functools.lru_cache(maxsize=2)
 def code_tokens(split_seed: int, dev_fraction: float, test_fraction: float):
     """Windows of CODE_WINDOW tokens of the standard library, split by file (seeded), ids from the
-    training files' commonest token strings: {split: (ids [N, L], targets [N, L, 4])}, -1 at padding."""
+    training files' commonest token strings: ({split: (ids [N, L], targets [N, L, 4])}, -1 at padding;
+    the text of each id)."""
     files = [(p, t) for p in code_files() if (t := _code_file_tokens(p))]
     order = np.random.RandomState(split_seed).permutation(len(files))
     n_test, n_dev = max(1, round(len(files) * test_fraction)), max(1, round(len(files) * dev_fraction))
@@ -232,7 +248,7 @@ def code_tokens(split_seed: int, dev_fraction: float, test_fraction: float):
                 x.append([ids.get(text, 1) for text, _ in window] + [0] * pad)
                 y.append([labels for _, labels in window] + [[-1] * 4] * pad)
         splits[split] = (np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64))
-    return splits
+    return splits, ["<pad>", "<unknown>", *common]
 
 
 # ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
@@ -285,9 +301,10 @@ def _read_user_file(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]
     return given
 
 
-def _call_factory(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _call_factory(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray] | Dataset]:
     """A dataset factory `source: "package.module:function"`, imported by name and called with
-    `args`; it returns (X, y) for the training rows, or {"train": (X, y), "dev": ..., "test": ...}."""
+    `args`; it returns the training rows, or {"train": ..., "dev": ..., "test": ...}, each split an
+    (X, y) pair of arrays or a torch Dataset of (x, y) rows (then the task is streamed)."""
     module_name, _, function_name = task.source.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
@@ -300,12 +317,17 @@ def _call_factory(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         result = factory(**task.args)
     except TypeError as exc:
         raise DataError(f"task {task.name}: {task.source}(**args) failed: {exc}") from None
-    if isinstance(result, tuple) and len(result) == 2:
+    if isinstance(result, tuple) and len(result) == 2 or is_dataset(result):
         result = {"train": result}
     if not (isinstance(result, dict) and "train" in result and set(result) <= set(SPLIT_ARRAYS)
-            and all(isinstance(v, tuple) and len(v) == 2 for v in result.values())):
-        raise DataError(f"task {task.name}: the factory {task.source} must return (X, y) or a dict of such pairs "
-                        f"under 'train' (and optionally 'dev', 'test'), got {type(result).__name__}")
+            and all(isinstance(v, tuple) and len(v) == 2 or is_dataset(v) for v in result.values())):
+        raise DataError(f"task {task.name}: the factory {task.source} must return (X, y), a torch Dataset, or a dict "
+                        f"of those under 'train' (and optionally 'dev', 'test'), got {type(result).__name__}")
+    if any(map(is_dataset, result.values())):
+        if not all(map(is_dataset, result.values())):
+            raise DataError(f"task {task.name}: the factory {task.source} returned Datasets for some splits and "
+                            "arrays for others; give every split the same way")
+        return {split: checked_dataset(task.name, split, dataset) for split, dataset in result.items()}
     given = {}
     for split, (x, y) in result.items():
         try:
@@ -405,23 +427,30 @@ def split_with_given_test(x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, 
     return assemble_splits({"train": (x, y), "test": test}, data)
 
 
-def assemble_splits(given: dict[str, tuple[np.ndarray, np.ndarray]],
-                    data: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The given splits as given; a missing dev or test split drawn from the training rows (seeded by
+def _drawn_rows(n: int, given: set[str], data: DataConfig) -> dict[str, np.ndarray]:
+    """Which training rows stay for training and which form the splits not given (seeded by
     data.split_seed)."""
-    x, y = given["train"]
     if "dev" not in given and "test" not in given:
-        idx = split_indices(len(x), data)
-    elif "dev" not in given:  # a published test set: dev carved from the training rows
-        drawn = split_indices(len(x), DataConfig(data.split_seed, data.dev_fraction, 0.01))
-        idx = {"train": np.concatenate([drawn["train"], drawn["test"]]), "dev": drawn["dev"]}
-    elif "test" not in given:
-        order = np.random.RandomState(data.split_seed).permutation(len(x))
-        n_test = max(1, int(round(len(x) * data.test_fraction)))
-        idx = {"test": order[:n_test], "train": order[n_test:]}
+        return split_indices(n, data)
+    if "dev" not in given:  # a published test set: dev carved from the training rows
+        drawn = split_indices(n, DataConfig(data.split_seed, data.dev_fraction, 0.01))
+        return {"train": np.concatenate([drawn["train"], drawn["test"]]), "dev": drawn["dev"]}
+    if "test" not in given:
+        order = np.random.RandomState(data.split_seed).permutation(n)
+        n_test = max(1, int(round(n * data.test_fraction)))
+        return {"test": order[:n_test], "train": order[n_test:]}
+    return {"train": np.arange(n)}
+
+
+def assemble_splits(given: dict[str, tuple[np.ndarray, np.ndarray] | Dataset],
+                    data: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray] | Dataset]:
+    """The given splits as given; a missing dev or test split drawn from the training rows."""
+    train = given["train"]
+    rows = _drawn_rows(len(train) if is_dataset(train) else len(train[1]), set(given), data)
+    if is_dataset(train):
+        splits = {split: Subset(train, i.tolist()) for split, i in rows.items()}
     else:
-        idx = {"train": np.arange(len(x))}
-    splits = {split: (x[i], y[i]) for split, i in idx.items()}
+        splits = {split: (train[0][i], train[1][i]) for split, i in rows.items()}
     splits.update({split: given[split] for split in ("dev", "test") if split in given})
     return {split: splits[split] for split in ("train", "dev", "test")}
 
@@ -435,8 +464,11 @@ def _standardise_vectors(splits: dict) -> dict:
 
 def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
+    vocabulary = None
     if task.file is not None or task.source is not None:
         given = _read_user_file(task) if task.file is not None else _call_factory(task)
+        if is_dataset(given["train"]):
+            return _streamed_task(task, given, data)
         tagging = task.tokens and given["train"][1].ndim == 2
         labels = np.concatenate([y[x != PAD] if tagging else y for x, y in given.values()])
         kind = _infer_kind(labels, task.kind)
@@ -470,6 +502,7 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         source = f"{task.dataset}, target {task.target}, domain {task.domain}"
         if task.dataset == "code_tokens":  # the text is this interpreter's own: record which
             source += f", Python {platform.python_version()} standard library ({len(code_files())} files)"
+            vocabulary = code_tokens(data.split_seed, data.dev_fraction, data.test_fraction)[1]
     if task.limit:
         splits["train"] = tuple(a[: task.limit] for a in splits["train"])
     x_train = splits["train"][0]
@@ -478,6 +511,43 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         name=task.name, kind=kind, n_outputs=n_out, modality=modality,
         input_shape=list(x_train.shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()}, source=source,
         splits=origin, vocab=vocab,
+    )
+    return TaskData(spec, splits, vocabulary)
+
+
+def _streamed_task(task: TaskConfig, given: dict[str, Dataset], data: DataConfig) -> TaskData:
+    """A task whose splits are Datasets: described from its first rows and the config, read in
+    batches while it trains. Its rows are used as the Dataset gives them (not standardised)."""
+    if task.tokens:
+        raise DataError(f"task {task.name}: token tasks are read from arrays; streaming reads image and vector rows")
+    try:
+        first = {split: dataset[0] for split, dataset in given.items()}
+        shapes = {split: list(np.shape(row[0])) for split, row in first.items()}
+        label = np.asarray(first["train"][1])
+    except Exception as exc:  # the user's Dataset may raise anything
+        raise DataError(f"task {task.name}: the dataset's first row must be an (x, y) pair of arrays "
+                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    if len({tuple(s) for s in shapes.values()}) > 1:
+        raise DataError(f"task {task.name}: the splits' rows have different shapes {shapes}")
+    shape = shapes["train"]
+    if len(shape) not in (1, 2) or label.ndim != 0:
+        raise DataError(f"task {task.name}: a streamed row must be x of shape [features] or [H, W] and a scalar y, "
+                        f"got x {shape} and y {list(label.shape)}")
+    kind = task.kind or ("classification" if np.issubdtype(label.dtype, np.integer) else "regression")
+    classes = 0
+    if kind == "classification":
+        classes = task.classes or len(getattr(given["train"], "classes", ()))
+        if not classes:
+            raise DataError(f"task {task.name}: a streamed classification task needs its number of classes: "
+                            "set `classes: N` (labels 0 .. N-1) or give the Dataset a `classes` list")
+    splits = assemble_splits(given, data)
+    if task.limit:
+        splits["train"] = Subset(splits["train"], range(min(task.limit, len(splits["train"]))))
+    spec = TaskSpec(
+        name=task.name, kind=kind, n_outputs=classes or 1, modality="vector" if len(shape) == 1 else "image",
+        input_shape=shape, sizes={k: len(v) for k, v in splits.items()},
+        source=f"factory {task.source} (streamed)",
+        splits={split: "given" if split in given else "drawn" for split in ("train", "dev", "test")},
     )
     return TaskData(spec, splits)
 
@@ -527,7 +597,7 @@ def _builtin(task: TaskConfig, data: DataConfig):
                             f"(known: {', '.join(CODE_TARGETS)})")
         column = list(CODE_TARGETS).index(target)
         splits = {k: (x, y[..., column]) for k, (x, y) in
-                  code_tokens(data.split_seed, data.dev_fraction, data.test_fraction).items()}
+                  code_tokens(data.split_seed, data.dev_fraction, data.test_fraction)[0].items()}
         return splits, "tagging", CODE_TARGETS[target], "tokens"
     known = "digits, position, fashion_mnist, mnist1d, kang_synthetic, code_tokens"
     raise DataError(f"task {task.name}: unknown dataset '{name}' (known: {known}; or give 'file')")
@@ -535,3 +605,21 @@ def _builtin(task: TaskConfig, data: DataConfig):
 
 def load_tasks(tasks: list[TaskConfig], data: DataConfig) -> list[TaskData]:
     return [load_task(t, data) for t in tasks]
+
+
+def check_data_fits(trained: list[TaskSpec], data: list[TaskData]) -> None:
+    """The data loaded again for a stored run (to evaluate or fine-tune it) against what its model was
+    built for: the same inputs, classes and token ids, or one line saying what changed. A token task
+    keeps the vocabulary it was trained with."""
+    for spec, task in zip(trained, data):
+        now = task.spec
+        if now.input_shape != spec.input_shape or now.modality != spec.modality:
+            raise DataError(f"task {spec.name}: its data now has {now.modality} inputs of shape {now.input_shape}, "
+                            f"the run's model reads {spec.modality} {spec.input_shape}")
+        if (now.kind, now.n_outputs) != (spec.kind, spec.n_outputs):
+            raise DataError(f"task {spec.name}: its data is now {now.kind} with {now.n_outputs} outputs, the run's "
+                            f"model was trained for {spec.kind} with {spec.n_outputs}")
+        if now.vocab > spec.vocab:
+            raise DataError(f"task {spec.name}: its data now holds token id {now.vocab - 1}, out of the range the "
+                            f"run's model knows (0 .. {spec.vocab - 1})")
+        now.vocab = spec.vocab

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lsmn_core import routing
-from lsmn_core.data import load_tasks
+from lsmn_core.data import check_data_fits, load_tasks
 from lsmn_core.store import Run
 from lsmn_core.trainer import DeviceTasks, evaluate_task, resolve_device
 
@@ -25,7 +25,9 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
         doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
         routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
-    tasks = DeviceTasks(load_tasks(config.tasks, config.data), torch_device)
+    data = load_tasks(config.tasks, config.data)
+    check_data_fits(model.specs, data)
+    tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}
     metrics = {}
     for t, spec in enumerate(tasks.specs):

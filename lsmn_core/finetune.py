@@ -23,7 +23,7 @@ import torch
 
 from lsmn_core import routing
 from lsmn_core.config import TaskConfig
-from lsmn_core.data import load_tasks
+from lsmn_core.data import check_data_fits, load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_config
@@ -102,6 +102,7 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     config.train.steps = plan.steps
     config.name = f"{config.name}-ft"
     data = load_tasks(config.tasks, config.data)
+    check_data_fits(run.specs, data)
     model = _child_model(run, plan, [d.spec for d in data], config).to(torch_device)
     trainable = _trainable(plan, model)
     task_ids = list(range(len(parent_names), len(config.tasks))) if plan.add_tasks else list(range(len(parent_names)))
@@ -109,8 +110,10 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],
                        str(torch_device), parent=run.id)
     start = time.monotonic()
+    reporter = None
     try:
-        session = TrainingSession(model, DeviceTasks(data, torch_device), config, Reporter(writer, quiet), trainable)
+        reporter = Reporter(writer, quiet, config.train.tensorboard)
+        session = TrainingSession(model, DeviceTasks(data, torch_device, config), config, reporter, trainable)
         report = model.body.admit_tasks(session, task_ids) if plan.train == "new" else SearchReport()
         counts = count_trainable(model, trainable, task_ids)
         session.train(Phase("finetune", task_ids, plan.steps))
@@ -122,6 +125,9 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     except Exception as exc:
         writer.set_status("failed", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if reporter:
+            reporter.close()
     return writer.path
 
 

@@ -30,6 +30,7 @@ from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.session import Phase, SearchReport
 from lsmn_core.store import RunWriter, open_run
+from lsmn_core.streaming import LoaderOptions, StreamedSplit, TensorSplit
 from lsmn_core.tasks import TaskSpec, metric_value, score, task_loss
 
 
@@ -42,18 +43,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 class DeviceTasks:
-    """Every task's splits as tensors on the training device, loaded once."""
+    """Every task's splits: array tasks as tensors on the training device, loaded once; streamed
+    tasks read in batches from their Datasets (lsmn_core.streaming)."""
 
-    def __init__(self, data: list[TaskData], device: torch.device):
+    def __init__(self, data: list[TaskData], device: torch.device, config=None):
         self.device = device
         self.specs = [d.spec for d in data]
-        self.splits = [{k: (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))
-                        for k, (x, y) in d.splits.items()} for d in data]
+        options = LoaderOptions(config.data.workers, config.data.pin_memory) if config else LoaderOptions()
+        seed = config.seed if config else 0
+        self.splits = [{k: StreamedSplit(split, d.spec.name, device, options, seed * 1_000_003 + 3 * t + i,
+                                         {"input_shape": d.spec.input_shape,
+                                          "classes": d.spec.n_outputs if d.spec.kind == "classification" else 0})
+                        if d.streamed else TensorSplit(*split, device)
+                        for i, (k, split) in enumerate(d.splits.items())} for t, d in enumerate(data)]
 
     def batch(self, task: int, size: int, generator: torch.Generator, split: str = "train"):
-        x, y = self.splits[task][split]
-        idx = torch.randint(len(y), (min(size, len(y)),), generator=generator).to(x.device, non_blocking=True)
-        return x[idx], y[idx]
+        return self.splits[task][split].batch(size, generator)
+
+    def stream_positions(self) -> dict[str, int]:
+        """How many batches each streamed split has handed out ("task/split": count), for checkpoints."""
+        return {f"{t}/{k}": s.drawn for t, splits in enumerate(self.splits) for k, s in splits.items()
+                if isinstance(s, StreamedSplit)}
+
+    def seek(self, positions: dict[str, int]) -> None:
+        for key, drawn in positions.items():
+            task, split = key.split("/")
+            self.splits[int(task)][split].seek(drawn)
 
 
 @torch.no_grad()
@@ -62,11 +77,11 @@ def evaluate_task(model: MultitaskModel, tasks: DeviceTasks, task: int, split: s
     """(loss, metric) of one task on one split, in eval mode."""
     was_training = model.training
     model.eval()
-    x, y = tasks.splits[task][split]
     spec = tasks.specs[task]
-    outputs = torch.cat([model(x[i : i + chunk], task) for i in range(0, len(y), chunk)])
+    outputs, targets = zip(*((model(x, task), y) for x, y in tasks.splits[task][split].in_order(chunk)))
     model.train(was_training)
-    return task_loss(spec, outputs, y).item(), metric_value(spec, outputs, y)
+    outputs, targets = torch.cat(outputs), torch.cat(targets)
+    return task_loss(spec, outputs, targets).item(), metric_value(spec, outputs, targets)
 
 
 class TaskSampler:
@@ -126,10 +141,20 @@ class DivergenceWatch:
 
 
 class Reporter:
-    """Progress to the terminal (a bar on stderr) and to the run directory (progress.json, metrics)."""
+    """Progress to the terminal (a bar on stderr) and to the run directory (progress.json, metrics),
+    and the curves to TensorBoard event files under `tensorboard/<run id>` when a folder is given."""
 
-    def __init__(self, writer: RunWriter | None, quiet: bool = False):
+    def __init__(self, writer: RunWriter | None, quiet: bool = False, tensorboard: str | None = None):
         self.writer, self.quiet = writer, quiet
+        self.board = None
+        if writer and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported only by runs that ask for it
+
+            folder = Path(tensorboard).expanduser() / writer.path.name
+            try:
+                self.board = SummaryWriter(log_dir=str(folder))
+            except OSError as exc:
+                raise ConfigError(f"train.tensorboard: cannot write to {folder}: {exc.strerror or exc}") from None
 
     def bar(self, total: int, phase: str):
         return tqdm(total=total, desc=phase, file=sys.stderr, leave=False, disable=self.quiet,
@@ -142,6 +167,18 @@ class Reporter:
     def log(self, records: list[dict]):
         if self.writer:
             self.writer.log(records)
+        if self.board:  # tags phase/task/split/<metric>, and /loss and /density where a record has them
+            for r in records:
+                prefix = f"{r['phase']}/{r['task']}/{r['split']}"
+                self.board.add_scalar(f"{prefix}/{r['metric']}", r["value"], r["step"])
+                for extra in ("loss", "density"):
+                    if extra in r:
+                        self.board.add_scalar(f"{prefix}/{extra}", r[extra], r["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board:
+            self.board.close()
 
 
 class BatchLoss(nn.Module):
@@ -372,10 +409,11 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
     `writer` is None in the processes of a torchrun job that do not write (rank > 0)."""
     start = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
+    reporter = None
     try:
         model = build_model([d.spec for d in data], config).to(device)
-        session = TrainingSession(model, DeviceTasks(data, device), config, Reporter(writer, quiet or not writer),
-                                  parallel=parallel)
+        reporter = Reporter(writer, quiet or not writer, config.train.tensorboard)
+        session = TrainingSession(model, DeviceTasks(data, device, config), config, reporter, parallel=parallel)
         report: SearchReport = state["report"] if state else model.body.search_routing(session)
         session.train(Phase("train", list(range(len(data))), config.train.steps,
                             checkpointing=checkpoint.Checkpointing(writer.path, report, state) if writer else None))
@@ -393,6 +431,8 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
             writer.set_status("failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        if reporter:
+            reporter.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return writer.path if writer else None

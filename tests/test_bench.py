@@ -16,6 +16,7 @@ ENTRIES = {
     "mixture": lambda: bench.bench_mixture_blocks(n_tasks=3, width=32, templates=2, batch=4),
     "overlap": lambda: bench.bench_overlap_at_scale(n_tasks=21, n_weights=80_000),
     "conv and attention blocks": lambda: bench.bench_block_step(task_counts=(2,), batch=2),
+    "streaming": lambda: bench.bench_streaming(gigabytes=0.005, features=32, steps=3),
     "app pages": lambda: bench.bench_app_pages(Path("configs"), Path("app/main.py"), n_tasks=3, depth=2),
 }
 
