@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -227,6 +228,26 @@ def attribution_grid(image, attributions: dict, captions: dict) -> go.Figure:
     figure.update_yaxes(autorange="reversed", showticklabels=False)
     figure.update_xaxes(showticklabels=False)
     figure.update_layout(title="The same input, attributed for each task", height=330)
+    return figure
+
+
+def token_attribution_chart(tokens: list[str], attributions: dict, captions: dict,
+                            highlight: int | None = None) -> go.Figure:
+    """Each task's attribution of every real token of one sequence, the tokens as column labels, on
+    one colour scale shared by all tasks (red: pushes towards the prediction, blue: away)."""
+    names = list(attributions)
+    z = np.stack([np.asarray(attributions[t], dtype=float) for t in names])
+    bound = max(float(np.abs(z).max()), 1e-12)
+    labels = [html.escape(token) for token in tokens]  # token text is data: never markup in a tick label
+    figure = go.Figure(go.Heatmap(
+        z=z, x=list(range(len(tokens))), y=[f"{t} ({captions[t]})" for t in names], colorscale="RdBu",
+        reversescale=True, zmin=-bound, zmax=bound, colorbar={"title": "attribution"},
+        customdata=np.array([labels] * len(names)), hovertemplate="%{customdata}: %{z:.3g}<extra>%{y}</extra>"))
+    figure.update_xaxes(tickvals=list(range(len(tokens))), ticktext=labels, tickangle=-60, tickfont={"size": 10})
+    if highlight is not None:
+        figure.add_vline(x=highlight, line={"color": "#222222", "width": 1, "dash": "dot"})
+    figure.update_layout(title="The same sequence, attributed for each task (per token, summed over its embedding)",
+                         height=180 + 40 * len(names))
     return figure
 
 

@@ -37,3 +37,42 @@ def test_one_pass_gives_captums_layer_conductance_of_each_block_and_integrated_g
         saliency, same_importance = explain(model, task, x, "Saliency")
         assert torch.equal(saliency, Saliency(network).attribute(x, target=target, abs=True))
         assert same_importance == importance
+
+
+@pytest.mark.parametrize("block", ["attention", "lstm"])
+def test_token_tasks_are_attributed_at_their_embeddings_and_integrated_gradients_add_up(block, monkeypatch):
+    """Completeness: a token's Integrated Gradients sum to the output at the sequence's embeddings less
+    the output at zero embeddings; padding gets none; a tagging task explains every real token's tag
+    or one position's."""
+    from helpers import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    from toy_tokens import sequences
+
+    tasks = [{"name": "has3", "source": "toy_tokens:sequences", "tokens": True},
+             {"name": "even", "source": "toy_tokens:sequences", "tokens": True, "args": {"tagging": True}}]
+    config = tiny_config(tasks=tasks, scheme={"kind": "hard"}, model={"block": block, "width": 16, "depth": 2})
+    model = build_model([d.spec for d in load_tasks(config.tasks, config.data)], config).eval()
+    x = torch.as_tensor(sequences()[0][:3])
+    for task, position in ((0, None), (1, None), (1, 2)):
+        network = TaskNetwork(model, task)
+        with torch.no_grad():
+            target = network(x).argmax(-1)
+            picked = {}
+            for point in (1.0, 0.0):
+                network.path = torch.full((len(x),), point)
+                out = network(x)
+                picked[point] = (out.gather(-1, target[..., None])[..., 0] if out.dim() == 3 else
+                                 out.gather(1, target[:, None])[:, 0])
+        if picked[1.0].dim() == 2:  # tagging: the real tokens' tags, or one position's
+            real = (x != 0) & ((torch.arange(x.shape[1]) == position) if position is not None else True)
+            picked = {k: (v * real).sum(1) for k, v in picked.items()}
+        attributions, importance = explain(model, task, x, position=position, n_steps=100)  # a sharp path near 0
+        assert attributions.shape == x.shape and len(importance) == 2
+        assert torch.allclose(attributions.sum(1), picked[1.0] - picked[0.0], rtol=1e-3, atol=1e-4)
+        assert (attributions[x == 0] == 0).all() and attributions.abs().max() > 0
+        for method in ("Saliency", "Input x Gradient"):
+            other, _ = explain(model, task, x, method, position=position)
+            assert other.shape == x.shape and other.abs().max() > 0
+    with pytest.raises(ValueError, match="token tasks are attributed by"):
+        explain(model, 0, x, "DeepLift")

@@ -119,10 +119,31 @@ def test_every_app_page_renders_a_token_run(tmp_path, monkeypatch):
                  "views/attributions.py", "views/edit.py", "views/compare.py"]:
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
-    assert any("not drawn yet" in i.value for i in at.switch_page("views/attributions.py").run().info)
+    at.switch_page("views/attributions.py").run()
+    run = open_run(next(tmp_path.iterdir()))
+    dev = load_tasks(run.config().tasks, run.config().data)[0].splits["dev"][0][0]
+    (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
+    # the sequence's real tokens label the columns (these ids have no text: their numbers)
+    assert chart["layout"]["xaxis"]["ticktext"] == [f"#{i}" for i in dev if i != 0]
+    predicted = int(run.load_model()(torch.as_tensor(dev[None]), "has3").argmax())
+    assert chart["data"][0]["y"] == [f"has3 (predicts {predicted})", "even (every token's tag)"]
+    at.selectbox(key=f"attr_position_{run.id}").set_value(1).run()
+    (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
+    assert chart["layout"]["shapes"][0]["x0"] == 1 and "tags it" in chart["data"][0]["y"][1]
 
 
 def test_config_errors_name_the_token_problem():
     with pytest.raises(ConfigError, match="token tasks need model.block attention"):
         build_model([d.spec for d in load_tasks(token_config().tasks, token_config().data)],
                     tiny_config(tasks=TOKEN_TASKS, scheme={"kind": "hard"}))
+
+
+def test_token_ids_the_model_never_saw_are_refused_in_one_line(tmp_path, capsys):
+    run_dir = train(token_config(), tmp_path, quiet=True)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["config"]["tasks"][0]["args"] = {"vocab": 12}  # the data changed since: ids up to 11, the model knows 0..8
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    for command in (["eval", str(run_dir)], ["finetune", str(run_dir), "--steps", "2", "--quiet"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "token id 11, out of the range the run's model knows (0 .. 8)" in err

@@ -4,13 +4,16 @@ import numpy as np
 import streamlit as st
 import torch
 
-from analysis.attributions import METHODS, explain
-from app.figures import attribution_grid, block_importance_chart
+from analysis.attributions import METHODS, TOKEN_METHODS, explain
+from app.figures import attribution_grid, block_importance_chart, token_attribution_chart
 from app.state import current_run, run_stamp
 from app.text import plain
 from lsmn_core.data import load_task
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import open_run
+
+ROWS = 512  # dev rows offered to explain (a streamed task reads only these)
+TOKEN_STEPS = 64  # points on a token task's path: its outputs change sharply near zero embeddings
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -20,25 +23,39 @@ def _model(run_path: str, stamp: float):
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _dev_inputs(run_path: str, stamp: float, source: int):
-    """The dev inputs of one task (the others' data is not needed to explain them)."""
+    """The first dev inputs of one task (the others' data is not needed to explain them), and the text
+    of its token ids where the data set knows it."""
     config = open_run(run_path).config()
-    return load_task(config.tasks[source], config.data).splits["dev"][0]
+    data = load_task(config.tasks[source], config.data)
+    return data.inputs("dev", ROWS), data.vocabulary
+
+
+def _token_text(ids: np.ndarray, vocabulary: list[str] | None) -> list[str]:
+    return [vocabulary[i] if vocabulary and i < len(vocabulary) else f"#{i}" for i in ids]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tuple, method: str):
+def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tuple, method: str,
+             position: int | None = None):
     model = _model(run_path, stamp)
-    x = torch.as_tensor(_dev_inputs(run_path, stamp, source)[list(indices)])
+    x = torch.as_tensor(_dev_inputs(run_path, stamp, source)[0][list(indices)])
     maps, captions, importance = {}, {}, {}
     progress = st.progress(0.0, text="Attributing...")
     for i, t in enumerate(tasks):
         spec = model.specs[t]
-        attributions, importance[spec.name] = explain(model, t, x, method)
+        steps = TOKEN_STEPS if spec.modality == "tokens" else 24
+        attributions, importance[spec.name] = explain(model, t, x, method, n_steps=steps,
+                                                      position=position if spec.kind == "tagging" else None)
         maps[spec.name] = attributions.mean(0).numpy()
         with torch.no_grad():
             output = model(x[:1], t)[0]
-        captions[spec.name] = (f"predicts {int(output.argmax())}" if spec.kind == "classification"
-                               else f"predicts {float(output[0]):.3g}")
+        if spec.kind == "tagging":
+            tags = output.argmax(-1)
+            captions[spec.name] = (f"tags it {int(tags[position])}" if position is not None
+                                   else "every token's tag")
+        else:
+            captions[spec.name] = (f"predicts {int(output.argmax())}" if spec.kind == "classification"
+                                   else f"predicts {float(output[0]):.3g}")
         progress.progress((i + 1) / len(tasks), text=f"Attributed {spec.name}")
     progress.empty()
     return x[0].numpy(), maps, captions, importance
@@ -51,30 +68,42 @@ st.title(f"Attributions · {plain(run.name)}")
 stamp = run_stamp(run)
 names, specs = run.task_names, run.specs
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
-if specs[source].modality == "tokens":
-    st.info("Attributions over token ids are not drawn yet: their gradients would have to flow through the "
-            "embeddings, which this page does not do.")
-    st.stop()
+tokens = specs[source].modality == "tokens"
 try:
     _model(str(run.path), stamp)
-    n_dev = len(_dev_inputs(str(run.path), stamp, source))
+    dev, vocabulary = _dev_inputs(str(run.path), stamp, source)
 except LsmnError as exc:
     st.warning(f"Attributions need the run's model and data: {plain(exc)}")
     st.stop()
-shape = specs[source].input_shape
-same_input = [n for i, n in enumerate(names) if specs[i].input_shape == shape]
+n_dev = len(dev)
+kind_of_input = (specs[source].modality, specs[source].input_shape)
+same_input = [n for i, n in enumerate(names) if (specs[i].modality, specs[i].input_shape) == kind_of_input]
 chosen = st.multiselect("Tasks", same_input, default=same_input[:4], key=f"attr_tasks_{run.id}")
 cols = st.columns(3)
-method = cols[0].selectbox("Method", METHODS, key="attr_method")
+method = cols[0].selectbox("Method", TOKEN_METHODS if tokens else METHODS, key=f"attr_method_{tokens}")
 first = cols[1].number_input("Sample", min_value=0, max_value=n_dev - 1, value=0, key=f"attr_sample_{run.id}")
-count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count")
+count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count",
+                             disabled=tokens, help="Token sequences differ in their tokens: one at a time")
 if not chosen:
     st.info("Pick at least one task.")
     st.stop()
-indices = tuple(range(int(first), min(int(first) + int(count), n_dev)))
+indices = tuple(range(int(first), min(int(first) + (1 if tokens else int(count)), n_dev)))
+position = None
+if tokens:
+    real = [i for i, token in enumerate(dev[int(first)]) if token != 0]
+    text = _token_text(dev[int(first)], vocabulary)
+    if any(specs[names.index(t)].kind == "tagging" for t in chosen):
+        choices = [None, *real]
+        position = st.selectbox("Tagging tasks explain", choices, key=f"attr_position_{run.id}",
+                                format_func=lambda i: "every real token's tag" if i is None
+                                else f"the tag of token {i}: {text[i]}")
 image, maps, captions, importance = _explain(str(run.path), stamp, source, indices,
-                                             tuple(names.index(t) for t in chosen), method)
-if len(shape) == 2:
+                                             tuple(names.index(t) for t in chosen), method, position)
+if tokens:
+    st.plotly_chart(token_attribution_chart([text[i] for i in real], {t: m[real] for t, m in maps.items()},
+                                            captions, None if position is None else real.index(position)),
+                    key="attr_tokens")
+elif len(specs[source].input_shape) == 2:
     st.plotly_chart(attribution_grid(image, maps, captions), key="attr_grid")
 else:
     st.bar_chart({t: np.asarray(m).ravel() for t, m in maps.items()}, height=260)
