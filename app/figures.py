@@ -244,6 +244,7 @@ def token_attribution_chart(tokens: list[str], attributions: dict, captions: dic
         reversescale=True, zmin=-bound, zmax=bound, colorbar={"title": "attribution"},
         customdata=np.array([labels] * len(names)), hovertemplate="%{customdata}: %{z:.3g}<extra>%{y}</extra>"))
     figure.update_xaxes(tickvals=list(range(len(tokens))), ticktext=labels, tickangle=-60, tickfont={"size": 10})
+    figure.update_yaxes(autorange="reversed")  # the first task on top, as in the task picker
     if highlight is not None:
         figure.add_vline(x=highlight, line={"color": "#222222", "width": 1, "dash": "dot"})
     figure.update_layout(title="The same sequence, attributed for each task (per token, summed over its embedding)",

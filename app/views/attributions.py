@@ -80,7 +80,8 @@ kind_of_input = (specs[source].modality, specs[source].input_shape)
 same_input = [n for i, n in enumerate(names) if (specs[i].modality, specs[i].input_shape) == kind_of_input]
 chosen = st.multiselect("Tasks", same_input, default=same_input[:4], key=f"attr_tasks_{run.id}")
 cols = st.columns(3)
-method = cols[0].selectbox("Method", TOKEN_METHODS if tokens else METHODS, key=f"attr_method_{tokens}")
+method = cols[0].selectbox("Method", TOKEN_METHODS if tokens else METHODS,
+                           key="attr_method_tokens" if tokens else "attr_method")
 first = cols[1].number_input("Sample", min_value=0, max_value=n_dev - 1, value=0, key=f"attr_sample_{run.id}")
 count = cols[2].number_input("Average over samples", min_value=1, max_value=32, value=1, key="attr_count",
                              disabled=tokens, help="Token sequences differ in their tokens: one at a time")
