@@ -34,6 +34,19 @@ class DataParallel:
         part = slice(self.rank * len(y) // self.world, (self.rank + 1) * len(y) // self.world)
         return x[part], y[part], (part.stop - part.start) * self.world / len(y)
 
+    def share(self, tensor: torch.Tensor, owner: int) -> torch.Tensor:
+        """`tensor` as the process `owner` holds it, in every process (every process passes a tensor of
+        the same shape and dtype; bools travel as bytes)."""
+        carried = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.clone()
+        dist.broadcast(carried, src=owner)
+        return carried.bool() if tensor.dtype == torch.bool else carried
+
+    def largest(self, values: torch.Tensor) -> torch.Tensor:
+        """The elementwise maximum over the processes."""
+        carried = values.clone()
+        dist.all_reduce(carried, op=dist.ReduceOp.MAX)
+        return carried
+
     def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
         # A step trains only its tasks' routes: the other parameters get no gradient in that step.
         return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,

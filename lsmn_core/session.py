@@ -51,6 +51,7 @@ class Session(Protocol):
     reporter: object  # .progress(phase, step, total, message, force) and .log(records)
     step: int  # global step over all phases, for metrics.jsonl
     task_generators: dict[int, torch.Generator]  # tasks that draw their batches from their own generator
+    parallel: object  # under torchrun: this process's DataParallel (rank, world, share), else None
 
     def train(self, phase: Phase) -> int:
         """Run a phase; returns its last step."""
@@ -61,6 +62,7 @@ class Session(Protocol):
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
         """The summed loss of one batch per task, in this process."""
 
-    def fork(self, model: torch.nn.Module) -> Session:
+    def fork(self, model: torch.nn.Module, alone: bool = False) -> Session:
         """A session over another model (private copies of this one) with the same data, config,
-        reporter and step."""
+        reporter and step; `alone`: trained by this process alone (under torchrun: no data
+        parallelism, for work shared out between the processes)."""

@@ -219,10 +219,11 @@ class TrainingSession:
         self.step = 0  # global step over all phases, for metrics.jsonl
         self.body_params = dict(model.body.named_parameters())
 
-    def fork(self, model: MultitaskModel) -> TrainingSession:
+    def fork(self, model: MultitaskModel, alone: bool = False) -> TrainingSession:
         """A session over `model` (private copies of this one's) with this one's data, config,
-        reporter, data-parallel share and step."""
-        forked = TrainingSession(model, self.tasks, self.config, self.reporter, parallel=self.parallel)
+        reporter, data-parallel share (none when `alone`) and step."""
+        forked = TrainingSession(model, self.tasks, self.config, self.reporter,
+                                 parallel=None if alone else self.parallel)
         forked.step = self.step
         return forked
 

@@ -13,7 +13,10 @@ Multiple Tasks":
 The tasks' searches are independent (each rewinds to theta_w and trains alone), so `tasks_at_once`
 of them run side by side: each gets a private copy of the body and of its encoder (TaskReplicas),
 and one batched step trains them all. Each task draws its batches from its own generator, so the
-masks are the same whether the tasks run together or one after another.
+masks are the same whether the tasks run together or one after another. Under torchrun the tasks
+are shared out between the processes (task t to rank t mod world, in groups of `tasks_at_once`),
+each trains its groups alone, and every group's rounds and masks are then sent from its owner to
+all, so every process installs the masks one process would have found.
 """
 
 from __future__ import annotations
@@ -99,10 +102,16 @@ def find_subnetworks(session: Session, options) -> SearchReport:
     all_tasks = list(range(len(specs)))
     if options.warmup_steps:
         session.train(Phase("warm-up", all_tasks, options.warmup_steps))
+    parallel = session.parallel
+    plan = _search_plan(len(all_tasks), options.tasks_at_once, parallel.world if parallel else 1)
+    rank = parallel.rank if parallel else 0
+    searched = {index: _prune_side_by_side(session, options, group, alone=parallel is not None)
+                for index, (owner, group) in enumerate(plan) if owner == rank}
+    if parallel is not None:
+        searched = _gathered(session, plan, searched)
     summary, round_masks = {}, {}
-    for first in range(0, len(all_tasks), options.tasks_at_once):
-        group = all_tasks[first : first + options.tasks_at_once]
-        for t, (rounds, kept) in zip(group, _prune_side_by_side(session, options, group)):
+    for index, (_, group) in enumerate(plan):
+        for t, (rounds, kept) in zip(group, searched[index]):
             spec = specs[t]
             best = max(range(len(rounds)), key=lambda i: (score(spec, rounds[i]["dev"]), -rounds[i]["density"]))
             summary[spec.name] = {"rounds": rounds, "chosen": rounds[best]["round"]}
@@ -111,18 +120,20 @@ def find_subnetworks(session: Session, options) -> SearchReport:
     return SearchReport({"pruning": summary}, _pack_rounds(round_masks, specs))
 
 
-def _prune_side_by_side(session: Session, options, group: list[int]) -> list[tuple[list[dict], list[dict]]]:
+def _prune_side_by_side(session: Session, options, group: list[int],
+                        alone: bool = False) -> list[tuple[list[dict], list[dict]]]:
     """Algorithm 1's inner loop for every task of `group` at once, from the current weights
-    (theta_w). Returns, per task, its rounds (density, dev) and every round's masks."""
+    (theta_w), in this process alone if `alone`. Returns, per task, its rounds (density, dev, the
+    step it ended at) and every round's masks."""
     specs = session.tasks.specs
     replica = _replica_model(session.model, group)
     theta_w = copy.deepcopy(replica.state_dict())
-    side = session.fork(replica)
+    side = session.fork(replica, alone=alone)
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
     masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.row_masks.items()}
              for _ in group]
     rounds, kept = [[] for _ in group], [[] for _ in group]
-    names = specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
+    names = _group_name(specs, group)
     while True:
         replica.load_state_dict(theta_w)
         replica.body.set_masks(masks)
@@ -131,7 +142,8 @@ def _prune_side_by_side(session: Session, options, group: list[int]) -> list[tup
         records = []
         for row, t in enumerate(group):
             _, dev = side.evaluate(t, "dev")
-            rounds[row].append({"round": len(rounds[row]) + 1, "density": density(masks[row]), "dev": dev})
+            rounds[row].append({"round": len(rounds[row]) + 1, "density": density(masks[row]), "dev": dev,
+                                "step": side.step})
             records.append({"step": side.step, "phase": phase, "task": specs[t].name, "split": "dev",
                             "metric": specs[t].metric, "value": dev, "density": rounds[row][-1]["density"]})
             kept[row].append({n: m.clone() for n, m in masks[row].items()})
@@ -142,6 +154,56 @@ def _prune_side_by_side(session: Session, options, group: list[int]) -> list[tup
                  for row in range(len(group))]
     session.step = side.step
     return list(zip(rounds, kept))
+
+
+def _search_plan(n_tasks: int, at_once: int, world: int) -> list[tuple[int, list[int]]]:
+    """(owner rank, group of tasks) for every group: each process's tasks (t mod world) in groups of
+    `at_once`; one process: tasks in order."""
+    plan = []
+    for rank in range(world):
+        tasks = list(range(rank, n_tasks, world))
+        plan += [(rank, tasks[first : first + at_once]) for first in range(0, len(tasks), at_once)]
+    return plan
+
+
+def _group_name(specs, group: list[int]) -> str:
+    return specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
+
+
+def _gathered(session: Session, plan: list[tuple[int, list[int]]], searched: dict) -> dict:
+    """Every group's search results in every process, each sent by the process that ran it (the
+    rounds' density, dev metric and step as numbers, their masks as tensors); rank 0 logs the rounds
+    it did not run itself. The global step and the streamed tasks' positions continue from the
+    furthest process."""
+    parallel, specs = session.parallel, session.tasks.specs
+    shapes = {name: m.shape[1:] for name, m in session.model.body.masks().items()}
+    gathered = {}
+    for index, (owner, group) in enumerate(plan):
+        mine = index in searched
+        results = []
+        for row, t in enumerate(group):
+            rounds, kept = searched[index][row] if mine else ([], [])
+            count = int(parallel.share(torch.tensor([len(rounds)]), owner))
+            numbers = torch.tensor([[r["density"], r["dev"], r["step"]] for r in rounds] if mine else
+                                   torch.zeros(count, 3), dtype=torch.float64)
+            numbers = parallel.share(numbers, owner)
+            stacked = {name: parallel.share(torch.stack([k[name].cpu() for k in kept]) if mine else
+                                            torch.zeros(count, *shape, dtype=torch.bool), owner)
+                       for name, shape in shapes.items()}
+            if not mine:
+                rounds = [{"round": i + 1, "density": float(d), "dev": float(dev), "step": int(step)}
+                          for i, (d, dev, step) in enumerate(numbers.tolist())]
+                kept = [{name: m[i].to(session.tasks.device) for name, m in stacked.items()} for i in range(count)]
+                session.reporter.log([{"step": r["step"], "phase": f"prune {_group_name(specs, group)} r{r['round']}",
+                                       "task": specs[t].name, "split": "dev", "metric": specs[t].metric,
+                                       "value": r["dev"], "density": r["density"]} for r in rounds])
+            results.append((rounds, kept))
+        gathered[index] = results
+    session.step = int(parallel.largest(torch.tensor([session.step])))
+    positions = session.tasks.stream_positions()
+    furthest = parallel.largest(torch.tensor(list(positions.values()), dtype=torch.long)) if positions else []
+    session.tasks.seek(dict(zip(positions, map(int, furthest))))
+    return gathered
 
 
 def _pack_rounds(round_masks: dict, specs) -> dict[str, np.ndarray]:
