@@ -60,14 +60,23 @@ def _task_sets(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.unpackbits(rows, axis=1, count=n_tasks).astype(bool), inverse.ravel(), counts
 
 
-def subset_counts(flat: np.ndarray, task_names: list[str]) -> list[dict]:
-    """How many weights each exact subset of tasks uses (and no other task), largest first.
+def subset_counts(flat: np.ndarray, task_names: list[str], top: int | None = None) -> list[dict]:
+    """How many weights each exact subset of tasks uses (and no other task), largest first; only the
+    `top` largest with `top` given (with many tasks nearly every weight has a set of its own).
 
     The empty subset (weights no task uses) is reported too, as tasks = [].
     """
-    members, _, counts = _task_sets(flat)
-    result = [{"tasks": [task_names[i] for i in np.flatnonzero(m)], "count": int(c)}
-              for m, c in zip(members, counts)]
+    return _ranked_subsets(_task_sets(flat), task_names, top)
+
+
+def _ranked_subsets(sets: tuple, task_names: list[str], top: int | None) -> list[dict]:
+    members, _, counts = sets
+    chosen = np.arange(len(counts))
+    if top is not None and len(counts) > top:
+        empty = np.flatnonzero(~members.any(1))
+        chosen = np.union1d(np.argsort(-counts, kind="stable")[:top], empty)
+    result = [{"tasks": [task_names[i] for i in np.flatnonzero(members[k])], "count": int(counts[k])}
+              for k in chosen]
     return sorted(result, key=lambda r: (-r["count"], r["tasks"]))
 
 
@@ -76,15 +85,20 @@ def overlap_report(masks: dict[str, np.ndarray], task_names: list[str]) -> dict:
     flat = flatten(masks)
     layers = by_layer(masks)
     inter = intersections(flat)  # the costly part, counted once for both entries
+    sets = _task_sets(flat)
     return {
         "global": overlap_ratio(flat),
         "pairwise": pairwise_overlap(flat, inter).tolist(),
         "intersections": inter.tolist(),
         "density": dict(zip(task_names, density(flat).tolist())),
-        "per_layer": [{"layer": layer, "global": overlap_ratio(f), "pairwise": pairwise_overlap(f).tolist(),
-                       "density": density(f).tolist()} for layer, f in layers.items()],
-        "subsets": subset_counts(flat, task_names),
+        "per_layer": [{"layer": layer, "global": overlap_ratio(f), "density": density(f).tolist()}
+                      for layer, f in layers.items()],
+        "subsets": _ranked_subsets(sets, task_names, SUBSETS_KEPT),
+        "subset_total": len(sets[2]),
     }
+
+
+SUBSETS_KEPT = 100  # the report's largest exact task sets; the rest are counted
 
 
 def cluster_order(pairwise: np.ndarray) -> list[int]:
@@ -101,6 +115,13 @@ def cluster_order(pairwise: np.ndarray) -> list[int]:
     return leaves_list(linkage(squareform(distance, checks=False), method="average")).tolist()
 
 
+def set_label(names: list[str], most: int = 4) -> str:
+    """A task set's name: its tasks joined by '+', or past `most` tasks their count and the first few."""
+    if len(names) <= most:
+        return " + ".join(names)
+    return f"{len(names)} tasks: {', '.join(names[:3])}, ..."
+
+
 def weight_task_sets(mask: np.ndarray, task_names: list[str], top: int = 8) -> tuple[np.ndarray, list[str]]:
     """For one parameter's masks [T, *shape]: a category per weight (0 = no task, 1..top = the most
     common task sets, top + 1 = any other set) and each category's label."""
@@ -109,7 +130,7 @@ def weight_task_sets(mask: np.ndarray, task_names: list[str], top: int = 8) -> t
     ranked = [i for i in np.argsort(-counts) if not empty[i]][:top]
     category = np.full(len(members), top + 1)
     category[empty] = 0
-    labels = ["no task"] + [" + ".join(task_names[t] for t in np.flatnonzero(members[i])) for i in ranked]
+    labels = ["no task"] + [set_label([task_names[t] for t in np.flatnonzero(members[i])]) for i in ranked]
     for rank, i in enumerate(ranked, start=1):
         category[i] = rank
     if len(ranked) < (~empty).sum():

@@ -9,6 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from analysis.overlap import set_label
+
 # One colour per module index (template, expert, hypermodule), the same in every chart of every run.
 INDEX_COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
 
@@ -30,19 +32,38 @@ def categorical_scale(n: int, title: str, prefix: str) -> dict:
 
 
 def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
-    """Pairwise mask overlap ratio; hover shows the weights both tasks use and each task's count."""
-    inter = report["intersections"]
-    hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {report['pairwise'][i][j]:.3f}<br>"
-              f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
-              for j in range(len(tasks))] for i in range(len(tasks))]
-    figure = go.Figure(go.Heatmap(
-        z=report["pairwise"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
-        text=[[f"{v:.2f}" for v in row] for row in report["pairwise"]], texttemplate=cell_labels(len(tasks)),
-        hovertext=hover, hoverinfo="text", colorbar={"title": "OR"}))
-    figure.update_layout(title=f"Mask overlap ratio (all tasks: {report['global']:.3f})",
-                         yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=task_rows_height(len(tasks)))
+    """Pairwise mask overlap ratio |M_a ∩ M_b| / |M_a ∪ M_b| (1: the same weights, 0: none shared);
+    hover shows the weights both tasks use and each task's count. Past POOLED_TASKS tasks, cells are
+    the mean over blocks of consecutive tasks (in the order given), and hover names the blocks."""
+    pairwise, inter = np.asarray(report["pairwise"], dtype=float), np.asarray(report["intersections"])
+    title = f"Mask overlap ratio |A ∩ B| / |A ∪ B| (of all tasks' masks together: {report['global']:.3f})"
+    if len(tasks) > POOLED_TASKS:
+        size = math.ceil(len(tasks) / POOLED_TASKS)
+        blocks = [(start, min(start + size, len(tasks))) for start in range(0, len(tasks), size)]
+        padded = np.full((len(blocks) * size,) * 2, np.nan)
+        padded[: len(tasks), : len(tasks)] = pairwise
+        z = np.nanmean(padded.reshape(len(blocks), size, len(blocks), size), axis=(1, 3)).round(4)
+        names = [f"{tasks[a]} .. {tasks[b - 1]}" for a, b in blocks]
+        hover = [[f"tasks {a + 1}-{b} ({names[i]})<br>x tasks {c + 1}-{d} ({names[j]})<br>mean overlap ratio "
+                  f"{z[i][j]:.3f}" for j, (c, d) in enumerate(blocks)] for i, (a, b) in enumerate(blocks)]
+        labels = [f"{a + 1}-{b}" for a, b in blocks]
+        figure = go.Figure(go.Heatmap(z=z, x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis",
+                                      hovertext=np.asarray(hover), hoverinfo="text", colorbar={"title": "overlap"}))
+        title += f"; blocks of {size} tasks, averaged"
+    else:
+        hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {pairwise[i][j]:.3f}<br>"
+                  f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
+                  for j in range(len(tasks))] for i in range(len(tasks))]
+        figure = go.Figure(go.Heatmap(
+            z=pairwise, x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
+            text=[[f"{v:.2f}" for v in row] for row in pairwise], texttemplate=cell_labels(len(tasks)),
+            hovertext=hover, hoverinfo="text", colorbar={"title": "overlap"}))
+    figure.update_layout(title=title, yaxis={"autorange": "reversed", "scaleanchor": "x"},
+                         height=task_rows_height(len(tasks)))
     return figure
 
+
+POOLED_TASKS = 150  # past this many tasks, a task x task heatmap averages blocks of tasks
 
 MANY_TASKS = 25  # beyond this, heatmaps drop their cell labels and stop growing (hover still tells)
 
@@ -73,17 +94,46 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
 FINAL_PHASES = {"train": "multi-task training", "finetune": "fine-tuning"}  # a run's last phase, as logged
 
 
-def training_curves(records: list[dict]) -> go.Figure:
-    """Dev metric per task over global steps during the run's final phase: multi-task training, or
-    the fine-tuning of a retrained run."""
+MANY_LINES = 12  # past this many tasks of one metric, curves show the spread over tasks, not a line each
+METRIC_AXES = {"accuracy": {"title": "accuracy"}, "rmse": {"title": "RMSE (log)", "type": "log"}}
+
+
+def training_curves(records: list[dict], shown: list[str] = ()) -> go.Figure:
+    """Dev metric per task over global steps during the run's final phase (multi-task training, or
+    the fine-tuning of a retrained run), a panel per metric (RMSE on a log axis). Past MANY_LINES
+    tasks of a metric, its panel draws the median over tasks and the band of the middle 80%, plus a
+    line for each task in `shown`."""
+    from plotly.subplots import make_subplots
+
     phase = next((p for p in FINAL_PHASES if any(r.get("phase") == p for r in records)), "train")
-    figure = go.Figure()
-    tasks = sorted({r["task"] for r in records if r.get("phase") == phase})
-    for task in tasks:
-        points = [r for r in records if r.get("phase") == phase and r["task"] == task and r["split"] == "dev"]
-        figure.add_scatter(x=[p["step"] for p in points], y=[p["value"] for p in points], mode="lines+markers",
-                           name=f"{task} ({points[0]['metric']})" if points else task)
-    figure.update_layout(title=f"Dev metric during {FINAL_PHASES[phase]}", xaxis_title="step", height=360)
+    curves: dict[str, dict[str, list]] = {}  # metric -> task -> [(step, value)]
+    for r in records:
+        if r.get("phase") == phase and r.get("split") == "dev":
+            curves.setdefault(r["metric"], {}).setdefault(r["task"], []).append((r["step"], r["value"]))
+    metrics = sorted(curves) or ["accuracy"]
+    figure = make_subplots(rows=1, cols=len(metrics), subplot_titles=[
+        f"{m}: {len(curves.get(m, {}))} tasks" for m in metrics], horizontal_spacing=0.08)
+    for col, metric in enumerate(metrics, start=1):
+        tasks = curves.get(metric, {})
+        many = len(tasks) > MANY_LINES
+        if many:
+            steps = sorted({step for points in tasks.values() for step, _ in points})
+            at = {task: dict(points) for task, points in tasks.items()}
+            spread = [np.percentile([v[s] for v in at.values() if s in v], [10, 50, 90]) for s in steps]
+            low, median, high = (list(column) for column in zip(*spread))
+            figure.add_scatter(x=steps + steps[::-1], y=high + low[::-1], fill="toself", mode="lines",
+                               line={"width": 0}, fillcolor="rgba(31,119,180,0.2)", hoverinfo="skip",
+                               name=f"{metric}: middle 80% of tasks", row=1, col=col)
+            figure.add_scatter(x=steps, y=median, mode="lines", line={"color": "#1f77b4", "width": 2},
+                               name=f"{metric}: median of {len(tasks)} tasks", row=1, col=col)
+        for task, points in tasks.items():
+            if not many or task in shown:
+                figure.add_scatter(x=[s for s, _ in points], y=[v for _, v in points], mode="lines+markers",
+                                   name=f"{task} ({metric})", row=1, col=col)
+        figure.update_yaxes(**METRIC_AXES.get(metric, {"title": metric}), row=1, col=col)
+        figure.update_xaxes(title="step", row=1, col=col)
+    figure.update_layout(title=f"Dev metric during {FINAL_PHASES[phase]}", height=380,
+                         legend={"orientation": "h", "y": -0.25})
     return figure
 
 
@@ -146,11 +196,17 @@ def layer_overlap_chart(report: dict) -> go.Figure:
 def subset_chart(report: dict, top: int = 15) -> go.Figure:
     """How many weights each exact set of tasks uses (and no other task), largest first."""
     subsets = [s for s in report["subsets"] if s["tasks"]][:top]
-    labels = [" + ".join(s["tasks"]) if len(s["tasks"]) < 5 else f"{len(s['tasks'])} tasks" for s in subsets]
-    figure = go.Figure(go.Bar(x=[s["count"] for s in subsets], y=labels, orientation="h",
-                              hovertext=[", ".join(s["tasks"]) for s in subsets], hoverinfo="text+x"))
+    # distinct sets keep distinct labels: a long set is numbered and named by its count and first tasks
+    labels = [set_label(s["tasks"]) if len(s["tasks"]) <= 4 else f"#{i + 1}: {set_label(s['tasks'])}"
+              for i, s in enumerate(subsets)]
+    hover = [", ".join(s["tasks"][:40]) + (f" and {len(s['tasks']) - 40} more" if len(s["tasks"]) > 40 else "")
+             for s in subsets]
+    figure = go.Figure(go.Bar(x=[s["count"] for s in subsets], y=labels, orientation="h", hovertext=hover,
+                              hoverinfo="text+x"))
     unused = next((s["count"] for s in report["subsets"] if not s["tasks"]), 0)
-    figure.update_layout(title=f"Weights used by exactly these tasks ({unused:,} used by none)",
+    total = report.get("subset_total", len(report["subsets"]))
+    figure.update_layout(title=f"Weights used by exactly these tasks (the largest {len(subsets)} of {total:,} sets; "
+                               f"{unused:,} weights used by none)",
                          yaxis={"autorange": "reversed"}, height=160 + 24 * len(subsets))
     return figure
 

@@ -1,6 +1,7 @@
 """The shipped example runs: one digits task set under every scheme (independent, hard, sparse,
 mann, moe, mixture), the digits x input-domains task set under the mixture scheme, and two hyper
-(MUiR) runs: Kang's 30 synthetic tasks and a cross-modal set (2-D conv, MLP, 1-D conv).
+(MUiR) runs: Kang's 30 synthetic tasks and a cross-modal set (2-D conv, MLP, 1-D conv); and, built
+only when named, the 1,000-task run of configs/scale-1000.yaml.
 
 `lsmn samples` rebuilds them. Each run is trained into a temporary folder and then swapped in,
 so an interrupted rebuild leaves the previous sample runs intact.
@@ -26,7 +27,9 @@ SAMPLES = {  # folder: (config, overrides)
     "kang-hyper": ("kang.yaml", []),
     "crossmodal-hyper": ("crossmodal.yaml", ["scheme.generations=6", "train.steps=800"]),
     "scale-sparse": ("scale.yaml", []),
+    "scale-1000": ("scale-1000.yaml", []),
 }
+BUILT_ON_REQUEST = {"scale-1000"}  # too large to ship (its every pruning round's masks): `--only scale-1000`
 
 
 def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = False,
@@ -36,7 +39,7 @@ def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = F
     out.mkdir(parents=True, exist_ok=True)
     built = []
     for folder, (config_file, overrides) in SAMPLES.items():
-        if only and folder not in only:
+        if folder not in (only or set(SAMPLES) - BUILT_ON_REQUEST):
             continue
         config = load_config(Path(configs) / config_file, [f"name={folder}", *overrides])
         with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:

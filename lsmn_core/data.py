@@ -18,6 +18,7 @@ import os
 import platform
 import sysconfig
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,32 @@ DIGIT_TARGETS = {
     "loops": (3, lambda d: np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1])[d]),  # closed loops in the glyph
     **{f"is{k}": (2, lambda d, k=k: (d == k).astype(np.int64)) for k in range(10)},  # one digit against the rest
 }
+CLASS_SUBSETS = "'A-vs-B' (digits A and B only, one against the other) or 'in-ABC' (whether the digit is A, B or C)"
+
+
+def class_subset(target, dataset: str, task: str) -> tuple[set[int] | None, Callable[[np.ndarray], np.ndarray]]:
+    """A binary target over a data set's ten classes, for task sets of any size: 'A-vs-B' keeps the rows
+    of classes A and B (1: B), 'in-ABC' labels whether the class is one of those given (all rows).
+    Returns the kept classes (None: all rows) and the labelling."""
+    text = str(target)
+    first, _, second = text.partition("-vs-")
+    if second and first.isdigit() and second.isdigit() and len(first) == len(second) == 1 and first != second:
+        return {int(first), int(second)}, lambda d: (d == int(second)).astype(np.int64)
+    members = text[3:] if text.startswith("in-") else ""
+    if members.isdigit() and 0 < len(set(members)) == len(members) < 10:
+        chosen = np.array([int(c) for c in members])
+        return None, lambda d: np.isin(d, chosen).astype(np.int64)
+    raise DataError(f"task {task}: {dataset} has no target '{text[:40]}' (known: {', '.join(DIGIT_TARGETS)}, or "
+                    f"{CLASS_SUBSETS})" if dataset == "digits" else
+                    f"task {task}: {dataset} has targets 'digit' and {CLASS_SUBSETS}; not '{text[:40]}'")
+
+
+def _subset_splits(x: np.ndarray, classes: np.ndarray, idx: dict[str, np.ndarray], target, dataset: str,
+                   task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits of a class-subset target: the rows of `idx` whose class it keeps, labelled by it."""
+    kept, label = class_subset(target, dataset, task)
+    rows = {k: i[np.isin(classes[i], list(kept))] if kept else i for k, i in idx.items()}
+    return {k: (x[i], label(classes[i])) for k, i in rows.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -555,12 +582,12 @@ def _streamed_task(task: TaskConfig, given: dict[str, Dataset], data: DataConfig
 def _builtin(task: TaskConfig, data: DataConfig):
     name, target = task.dataset, task.target
     if name == "digits":
-        if target not in DIGIT_TARGETS:
-            raise DataError(f"task {task.name}: digits has no target '{target}' (known: {', '.join(DIGIT_TARGETS)})")
         images, digits = _digits()
+        x, idx = _apply_domain(images, task.domain, task.name), split_indices(len(digits), data)
+        if target not in DIGIT_TARGETS:
+            return _subset_splits(x, digits, idx, target, name, task.name), "classification", 2, "image"
         n_out, fn = DIGIT_TARGETS[target]
-        x, y = _apply_domain(images, task.domain, task.name), fn(digits).astype(np.int64)
-        idx = split_indices(len(x), data)
+        y = fn(digits).astype(np.int64)
         return {k: (x[i], y[i]) for k, i in idx.items()}, "classification", n_out, "image"
     if name == "position":
         if target not in (None, "cell"):
@@ -578,12 +605,14 @@ def _builtin(task: TaskConfig, data: DataConfig):
         splits = {k: (_apply_domain(x, task.domain, task.name), fn(y)) for k, (x, y) in splits.items()}
         return splits, "classification", n_out, "image"
     if name == "mnist1d":
-        if target not in (None, "digit"):
-            raise DataError(f"task {task.name}: mnist1d has one target, 'digit'")
         raw = _mnist1d()
         test = (raw["x_test"].astype(np.float32), raw["y_test"].astype(np.int64))
         splits = split_with_given_test(raw["x"].astype(np.float32), raw["y"].astype(np.int64), test, data)
-        return splits, "classification", 10, "sequence"
+        if target in (None, "digit"):
+            return splits, "classification", 10, "sequence"
+        subsets = {k: _subset_splits(x, y, {k: np.arange(len(y))}, target, name, task.name)[k]
+                   for k, (x, y) in splits.items()}
+        return subsets, "classification", 2, "sequence"
     if name == "kang_synthetic":
         if task.domain not in ("clean", "noisy", "original"):
             raise DataError(f"task {task.name}: kang_synthetic domain must be 'clean' or 'noisy'")

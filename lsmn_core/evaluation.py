@@ -30,6 +30,7 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
     tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}
     metrics = {}
+    model.eval()  # once for all tasks (evaluate_task keeps a model in eval mode as it is)
     for t, spec in enumerate(tasks.specs):
         entry = {"metric": spec.metric}
         for split in ("dev", "test"):

@@ -59,6 +59,9 @@ class Session(Protocol):
     def evaluate(self, task: int, split: str) -> tuple[float, float]:
         """(loss, metric) of one task on one split."""
 
+    def evaluate_each(self, task_ids: list[int], split: str) -> list[tuple[float, float]]:
+        """(loss, metric) of each task on one split (cheaper than one evaluate per task)."""
+
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
         """The summed loss of one batch per task, in this process."""
 

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.lineage import metric_changes, routing_changes
-from app.figures import density_heatmap, overlap_heatmap, training_curves
+from app.figures import MANY_LINES, density_heatmap, overlap_heatmap, training_curves
 from app.layout import task_columns
 from app.schemes import view_of
 from app.state import current_run, drawn_safely, overlap_of
@@ -98,6 +98,11 @@ if not drawn:
 
 records = run.metrics()
 if records:
-    st.plotly_chart(training_curves(records), key="curves")
+    shown = []
+    if len(run.task_names) > MANY_LINES:
+        shown = st.multiselect("Curves of single tasks (type to search)", run.task_names, key=f"curves_{run.id}",
+                               help="With this many tasks the chart shows the median and the middle 80% of "
+                                    "tasks per metric; tasks picked here get a line of their own.")
+    st.plotly_chart(training_curves(records, shown), key="curves")
 with st.expander("Config"):
     st.json(run.meta["config"])

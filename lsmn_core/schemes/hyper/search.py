@@ -52,7 +52,7 @@ def sample_challengers(alignment: list[int], n_hypermodules: int, options, rng: 
 
 
 def validation_loss(session) -> float:
-    return float(np.mean([session.evaluate(t, "dev")[0] for t in range(len(session.tasks.specs))]))
+    return float(np.mean([loss for loss, _ in session.evaluate_each(list(range(len(session.tasks.specs))), "dev")]))
 
 
 def evolve_alignment(session: Session) -> SearchReport:
