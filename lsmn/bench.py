@@ -5,7 +5,8 @@ Entries so far (the performance issue extends the suite):
 - sparse inference: one task run from the export with CSR body matrices against the dense floor
   (the same shapes computed dense, no masks).
 - masked multitask step: one masked block, forward + backward, for T tasks on one shared batch,
-  against a loop over tasks, torch.nn.utils.prune's hook design and the dense floor.
+  against a loop over tasks, torch.nn.utils.prune's hook design and the dense floor (on a GPU also
+  at T = 64, width 4096 under bf16 autocast, against the dense bf16 floor).
 - iterative magnitude pruning: T tasks' IMP rounds side by side (batched, each task with its own
   copy of the body) against one task after another; the masks must come out the same.
 - MUiR generation: every location's soft-merged candidate blocks, column by column (the scheme's
@@ -214,6 +215,35 @@ def bench_masked_step(sizes=((4, 256), (16, 256), (64, 256), (4, 1024), (16, 102
             "value": times["lsmn"] * 1e3, "unit": "ms", "baseline": f"dense floor ({which}) {floor * 1e3:.1f} ms",
             "ratio": times["lsmn"] / floor, "target": 1.15, "better": "lower"})
     return results
+
+
+def bench_masked_step_bf16(n_tasks: int = 64, width: int = 4096, batch: int = 64, device: str = "cuda") -> list[dict]:
+    """The masked multitask step as training runs it on a GPU (bf16 autocast over float32 weights,
+    one block, forward + backward) against the dense floor of the same shapes under the same
+    autocast: per-task dense weights, one batched bmm over tasks."""
+    specs = _vector_specs(n_tasks, width)
+    model, _ = _vector_model(specs, width, 1, {"kind": "sparse"})
+    body = model.body.to(device)
+    generator = torch.Generator().manual_seed(0)
+    body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < 0.5
+                                 for name, mask in body.masks().items()}})
+    tasks = torch.arange(n_tasks, device=device)
+    h = torch.randn(batch, width, device=device).expand(n_tasks, batch, width)
+    dense = {n: torch.randn(n_tasks, *p.shape, device=device, requires_grad=True) for n, p in body.blocks[0].items()}
+
+    def under_autocast(forward):
+        def run():
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                return forward().float()
+        return run
+
+    times = _timed({"lsmn": _train_step(under_autocast(lambda: body(h, tasks)), list(body.parameters())),
+                    "floor": _train_step(under_autocast(lambda: block_branch(h, dense)), list(dense.values()))},
+                   budget=10.0)
+    return [{"name": f"masked multitask step, bf16 autocast (forward + backward, one block), T={n_tasks}, "
+                     f"width {width}, batch {batch}",
+             "value": times["lsmn"] * 1e3, "unit": "ms", "baseline": f"dense bf16 floor {times['floor'] * 1e3:.1f} ms",
+             "ratio": times["lsmn"] / times["floor"], "target": 1.3, "better": "lower"}]
 
 
 BLOCK_ACTIVATIONS = {"conv": (32, 8, 8), "attention": (16, 64)}  # [C, H, W] and [tokens, d]
@@ -570,7 +600,8 @@ def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Pa
                 + bench_muir_generation() + bench_mixture_blocks() + bench_block_step() + bench_overlap_at_scale()
                 + bench_streaming() + bench_app_pages(configs, app) + bench_thousand_task_pages(configs, app)}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
-            "results": bench_masked_step(device=device) + bench_batched_imp(device=device)
+            "results": bench_masked_step(device=device) + bench_masked_step_bf16(device=device)
+            + bench_batched_imp(device=device)
             + bench_muir_generation(device=device) + bench_mixture_blocks(device=device)
             + bench_block_step(device=device)
             + bench_overlap_at_scale(device=device)}

@@ -11,6 +11,7 @@ ENTRIES = {
     "export": lambda: bench.bench_export(width=128, depth=2),
     "sparse inference": lambda: bench.bench_sparse_inference(width=128, depth=2, batch=4),
     "masked step": lambda: bench.bench_masked_step(sizes=((3, 32),), batch=4),
+    "masked step, bf16": lambda: bench.bench_masked_step_bf16(n_tasks=3, width=32, batch=4, device="cpu"),
     "batched IMP": lambda: bench.bench_batched_imp(n_tasks=3, width=16, round_steps=2, repeats=1),
     "MUiR": lambda: bench.bench_muir_generation(n_tasks=3, width=32),
     "mixture": lambda: bench.bench_mixture_blocks(n_tasks=3, width=32, templates=2, batch=4),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared script: install, run tests/test_cuda.py and `lsmn bench --device cuda`
-# (the conv and attention rows included), and write what each produced under OUT as files and one
+# The GPU check, one prepared script: install, run tests/test_cuda.py, `lsmn bench --device cuda`
+# (the conv and attention rows and the bf16 step at T=64, width 4096 included) and the 1,000-task
+# training (configs/scale-1000.yaml; its summary.json holds train_seconds), and write what each produced under OUT as files and one
 # JSON summary. Made to finish within 8 minutes on one GPU; each step has its own time limit, and a
 # step that fails or runs out of time is recorded, not fatal.
 #
@@ -44,8 +45,9 @@ step() {  # name, time limit in seconds, command...
 }
 
 results=(
-  "$(step test_cuda 150 "$PY" -m pytest -q tests/test_cuda.py)"
-  "$(step bench_cuda 270 "$PY" -m lsmn bench --device cuda --json)"
+  "$(step test_cuda 90 "$PY" -m pytest -q tests/test_cuda.py)"
+  "$(step bench_cuda 200 "$PY" -m lsmn bench --device cuda --json)"
+  "$(step scale_1000 150 "$PY" -m lsmn train configs/scale-1000.yaml --out "$OUT/runs" --device cuda --quiet)"
 )
 {
   echo "{"
