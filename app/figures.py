@@ -269,21 +269,35 @@ def mixture_weights_chart(weights, task: str) -> go.Figure:
 
 
 def attribution_grid(image, attributions: dict, captions: dict) -> go.Figure:
-    """The input beside each task's attribution map (red: pushes towards the prediction, blue: away)."""
+    """The input beside each task's attribution map, square pixels, every map on one colour scale
+    (red: pushes towards the prediction, blue: away), so the tasks' magnitudes compare."""
     from plotly.subplots import make_subplots
 
     names = list(attributions)
     figure = make_subplots(rows=1, cols=len(names) + 1, horizontal_spacing=0.02,
                            subplot_titles=["input"] + [f"{t}<br>{captions[t]}" for t in names])
     figure.add_trace(go.Heatmap(z=image, colorscale="Greys", reversescale=True, showscale=False), row=1, col=1)
+    bound = max(max(float(np.abs(a).max()) for a in attributions.values()), 1e-12)
     for i, task in enumerate(names, start=2):
-        a = attributions[task]
-        bound = max(abs(float(a.min())), abs(float(a.max())), 1e-12)
-        figure.add_trace(go.Heatmap(z=a, colorscale="RdBu", reversescale=True, zmin=-bound, zmax=bound,
-                                    showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=i)
+        figure.add_trace(go.Heatmap(z=attributions[task], colorscale="RdBu", reversescale=True, zmin=-bound,
+                                    zmax=bound, showscale=i == len(names) + 1, colorbar={"title": "attribution"},
+                                    hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=i)
+    for i in range(1, len(names) + 2):  # one pixel of the input is a square on screen
+        figure.update_yaxes(scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
     figure.update_yaxes(autorange="reversed", showticklabels=False)
     figure.update_xaxes(showticklabels=False)
-    figure.update_layout(title="The same input, attributed for each task", height=330)
+    figure.update_layout(title="The same input, attributed for each task (one colour scale for all)", height=330)
+    return figure
+
+
+def vector_attribution_chart(attributions: dict, captions: dict) -> go.Figure:
+    """Each task's attribution of every input feature, the tasks' bars side by side per feature."""
+    figure = go.Figure()
+    for task, values in attributions.items():
+        values = np.asarray(values).ravel()
+        figure.add_bar(x=[f"feature {i}" for i in range(len(values))], y=values, name=f"{task} ({captions[task]})")
+    figure.update_layout(barmode="group", title="The same input, attributed for each task (per feature)", height=320,
+                         yaxis_title="attribution")
     return figure
 
 

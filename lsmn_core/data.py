@@ -44,12 +44,14 @@ class TaskData:
     def streamed(self) -> bool:
         return is_dataset(self.splits["train"])
 
-    def inputs(self, split: str, rows: int) -> np.ndarray:
-        """The first `rows` inputs of a split, as an array (a streamed task reads only those)."""
+    def rows(self, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `count` inputs and targets of a split, as arrays (a streamed task reads only those)."""
         data = self.splits[split]
         if not is_dataset(data):
-            return data[0][:rows]
-        return np.stack([np.asarray(data[i][0], dtype=np.float32) for i in range(min(rows, len(data)))])
+            return data[0][:count], data[1][:count]
+        items = [data[i] for i in range(min(count, len(data)))]
+        return (np.stack([np.asarray(x, dtype=np.float32) for x, _ in items]),
+                np.asarray([np.asarray(y) for _, y in items]))
 
 
 # ---- input domains: the same images seen differently ------------------------------------------

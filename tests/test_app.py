@@ -152,11 +152,24 @@ def test_edit_page_explains_unroutable_schemes(monkeypatch):
     assert any("no per-task routing to edit" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("sample", ["digits-sparse", "digits-moe", "domains-mixture", "crossmodal-hyper"])
+@pytest.mark.parametrize("sample", ["digits-sparse", "digits-moe", "domains-mixture", "crossmodal-hyper",
+                                    "kang-hyper"])
 def test_attributions_page(monkeypatch, sample):
     at = open_page(monkeypatch, "views/attributions.py", sample)
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("attributed for each task" in s for s in specs) and any("Module importance" in s for s in specs)
+    grid = next((json.loads(s) for s in specs if "attributed for each task" in s and '"RdBu"' in s), None)
+    if grid:  # image tasks: one colour scale for every map, one colour bar, square pixels, the true label
+        maps = [t for t in grid["data"] if t.get("zmin") is not None]
+        assert len({(t["zmin"], t["zmax"]) for t in maps}) == 1 and sum(t.get("showscale", True) for t in maps) == 1
+        assert all(grid["layout"][k].get("scaleanchor") for k in grid["layout"] if k.startswith("yaxis"))
+        titles = [a["text"] for a in grid["layout"]["annotations"]]
+        assert sum(" · true " in t for t in titles) == 1  # the task whose dev inputs are shown
+    bars = next((json.loads(s) for s in specs if "(per feature)" in s), None)
+    assert (bars is not None) == (sample == "kang-hyper")  # vector tasks: grouped bars, a trace per task
+    if bars:
+        assert bars["layout"]["barmode"] == "group" and len(bars["data"]) >= 2
+        assert sum(" · true " in t["name"] for t in bars["data"]) == 1
     at.selectbox(key="attr_method").select("Saliency").run()
     assert not at.exception and not at.error
 

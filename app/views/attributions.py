@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 
 from analysis.attributions import METHODS, TOKEN_METHODS, explain
-from app.figures import attribution_grid, block_importance_chart, token_attribution_chart
+from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
 from app.state import current_run, run_stamp
 from app.text import plain
 from lsmn_core.data import load_task
@@ -23,11 +23,11 @@ def _model(run_path: str, stamp: float):
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _dev_inputs(run_path: str, stamp: float, source: int):
-    """The first dev inputs of one task (the others' data is not needed to explain them), and the text
-    of its token ids where the data set knows it."""
+    """The first dev inputs and targets of one task (the others' data is not needed to explain them),
+    and the text of its token ids where the data set knows it."""
     config = open_run(run_path).config()
     data = load_task(config.tasks[source], config.data)
-    return data.inputs("dev", ROWS), data.vocabulary
+    return (*data.rows("dev", ROWS), data.vocabulary)
 
 
 def _token_text(ids: np.ndarray, vocabulary: list[str] | None) -> list[str]:
@@ -38,7 +38,8 @@ def _token_text(ids: np.ndarray, vocabulary: list[str] | None) -> list[str]:
 def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tuple, method: str,
              position: int | None = None):
     model = _model(run_path, stamp)
-    x = torch.as_tensor(_dev_inputs(run_path, stamp, source)[0][list(indices)])
+    inputs, targets, _ = _dev_inputs(run_path, stamp, source)
+    x = torch.as_tensor(inputs[list(indices)])
     maps, captions, importance = {}, {}, {}
     progress = st.progress(0.0, text="Attributing...")
     for i, t in enumerate(tasks):
@@ -49,13 +50,15 @@ def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tu
         maps[spec.name] = attributions.mean(0).numpy()
         with torch.no_grad():
             output = model(x[:1], t)[0]
+        truth = targets[indices[0]] if t == source else None  # the other tasks' labels are not loaded
         if spec.kind == "tagging":
-            tags = output.argmax(-1)
-            captions[spec.name] = (f"tags it {int(tags[position])}" if position is not None
-                                   else "every token's tag")
+            captions[spec.name] = "every token's tag" if position is None else (
+                f"tags it {int(output.argmax(-1)[position])}"
+                + ("" if truth is None else f" · true {int(truth[position])}"))
         else:
-            captions[spec.name] = (f"predicts {int(output.argmax())}" if spec.kind == "classification"
-                                   else f"predicts {float(output[0]):.3g}")
+            shown = (lambda v: f"{int(v)}") if spec.kind == "classification" else (lambda v: f"{float(v):.3g}")
+            predicted = shown(output.argmax() if spec.kind == "classification" else output[0])
+            captions[spec.name] = f"predicts {predicted}" + ("" if truth is None else f" · true {shown(truth)}")
         progress.progress((i + 1) / len(tasks), text=f"Attributed {spec.name}")
     progress.empty()
     return x[0].numpy(), maps, captions, importance
@@ -71,7 +74,7 @@ source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"a
 tokens = specs[source].modality == "tokens"
 try:
     _model(str(run.path), stamp)
-    dev, vocabulary = _dev_inputs(str(run.path), stamp, source)
+    dev, _, vocabulary = _dev_inputs(str(run.path), stamp, source)
 except LsmnError as exc:
     st.warning(f"Attributions need the run's model and data: {plain(exc)}")
     st.stop()
@@ -107,5 +110,5 @@ if tokens:
 elif len(specs[source].input_shape) == 2:
     st.plotly_chart(attribution_grid(image, maps, captions), key="attr_grid")
 else:
-    st.bar_chart({t: np.asarray(m).ravel() for t, m in maps.items()}, height=260)
+    st.plotly_chart(vector_attribution_chart(maps, captions), key="attr_vector")
 st.plotly_chart(block_importance_chart(importance), key="attr_blocks")
