@@ -35,7 +35,7 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     """Pairwise mask overlap ratio |M_a ∩ M_b| / |M_a ∪ M_b| (1: the same weights, 0: none shared);
     hover shows the weights both tasks use and each task's count. Past POOLED_TASKS tasks, cells are
     the mean over blocks of consecutive tasks (in the order given), and hover names the blocks."""
-    pairwise, inter = np.asarray(report["pairwise"], dtype=float), np.asarray(report["intersections"])
+    pairwise = np.asarray(report["pairwise"], dtype=float)
     title = f"Mask overlap ratio |A ∩ B| / |A ∪ B| (of all tasks' masks together: {report['global']:.3f})"
     if len(tasks) > POOLED_TASKS:
         size = math.ceil(len(tasks) / POOLED_TASKS)
@@ -51,6 +51,7 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
                                       hovertext=np.asarray(hover), hoverinfo="text", colorbar={"title": "overlap"}))
         title += f"; blocks of {size} tasks, averaged"
     else:
+        inter = report["intersections"]
         hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {pairwise[i][j]:.3f}<br>"
                   f"shared weights {inter[i][j]:,}<br>{tasks[i]}: {inter[i][i]:,} · {tasks[j]}: {inter[j][j]:,}"
                   for j in range(len(tasks))] for i in range(len(tasks))]

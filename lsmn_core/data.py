@@ -114,12 +114,12 @@ def class_subset(target, dataset: str, task: str) -> tuple[set[int] | None, Call
                     f"task {task}: {dataset} has targets 'digit' and {CLASS_SUBSETS}; not '{text[:40]}'")
 
 
-def _subset_splits(x: np.ndarray, classes: np.ndarray, idx: dict[str, np.ndarray], target, dataset: str,
+def _subset_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], target, dataset: str,
                    task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The splits of a class-subset target: the rows of `idx` whose class it keeps, labelled by it."""
+    """The splits (x, class) of a class-subset target: the rows whose class it keeps, labelled by it."""
     kept, label = class_subset(target, dataset, task)
-    rows = {k: i[np.isin(classes[i], list(kept))] if kept else i for k, i in idx.items()}
-    return {k: (x[i], label(classes[i])) for k, i in rows.items()}
+    rows = {k: np.isin(c, list(kept)) if kept else slice(None) for k, (_, c) in splits.items()}
+    return {k: (x[rows[k]], label(c[rows[k]])) for k, (x, c) in splits.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -587,7 +587,8 @@ def _builtin(task: TaskConfig, data: DataConfig):
         images, digits = _digits()
         x, idx = _apply_domain(images, task.domain, task.name), split_indices(len(digits), data)
         if target not in DIGIT_TARGETS:
-            return _subset_splits(x, digits, idx, target, name, task.name), "classification", 2, "image"
+            splits = {k: (x[i], digits[i]) for k, i in idx.items()}
+            return _subset_splits(splits, target, name, task.name), "classification", 2, "image"
         n_out, fn = DIGIT_TARGETS[target]
         y = fn(digits).astype(np.int64)
         return {k: (x[i], y[i]) for k, i in idx.items()}, "classification", n_out, "image"
@@ -612,9 +613,7 @@ def _builtin(task: TaskConfig, data: DataConfig):
         splits = split_with_given_test(raw["x"].astype(np.float32), raw["y"].astype(np.int64), test, data)
         if target in (None, "digit"):
             return splits, "classification", 10, "sequence"
-        subsets = {k: _subset_splits(x, y, {k: np.arange(len(y))}, target, name, task.name)[k]
-                   for k, (x, y) in splits.items()}
-        return subsets, "classification", 2, "sequence"
+        return _subset_splits(splits, target, name, task.name), "classification", 2, "sequence"
     if name == "kang_synthetic":
         if task.domain not in ("clean", "noisy", "original"):
             raise DataError(f"task {task.name}: kang_synthetic domain must be 'clean' or 'noisy'")

@@ -7,7 +7,7 @@ from pathlib import Path
 from lsmn_core import routing
 from lsmn_core.data import check_data_fits, load_tasks
 from lsmn_core.store import Run
-from lsmn_core.trainer import DeviceTasks, evaluate_task, resolve_device
+from lsmn_core.trainer import DeviceTasks, evaluate_task, evaluation_mode, resolve_device
 
 
 def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, device: str = "auto") -> dict:
@@ -30,14 +30,14 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
     tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}
     metrics = {}
-    model.eval()  # once for all tasks (evaluate_task keeps a model in eval mode as it is)
-    for t, spec in enumerate(tasks.specs):
-        entry = {"metric": spec.metric}
-        for split in ("dev", "test"):
-            entry[split] = evaluate_task(model, tasks, t, split)[1]
-            if spec.name in stored:
-                entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
-        metrics[spec.name] = entry
+    with evaluation_mode(model):  # switched once for all tasks
+        for t, spec in enumerate(tasks.specs):
+            entry = {"metric": spec.metric}
+            for split in ("dev", "test"):
+                entry[split] = evaluate_task(model, tasks, t, split)[1]
+                if spec.name in stored:
+                    entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
+            metrics[spec.name] = entry
     source = None if edited is None else "edited routing" if isinstance(edited, tuple) else str(edited)
     return {"run": run.id, "routing": source, "metrics": metrics,
             "params": model.parameter_counts()}
