@@ -18,7 +18,10 @@ DEFAULT_RUNS = os.environ.get("LSMN_RUNS", str(REPO / "sample_runs"))
 
 def _stamp(run_path: str) -> float:
     """Changes whenever the run's files change, so cached reads refresh for runs in progress."""
-    return max((p.stat().st_mtime for p in Path(run_path).iterdir()), default=0.0)
+    try:
+        return max((p.stat().st_mtime for p in Path(run_path).iterdir()), default=0.0)
+    except OSError:  # gone, or not readable: opening it says which
+        return 0.0
 
 
 def run_stamp(run: Run) -> float:
@@ -27,10 +30,17 @@ def run_stamp(run: Run) -> float:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def opened_at(run_path: str, stamp: float) -> Run:
+    """One opened Run per run state for every page and session, so that what it works out once (its
+    config, its model's shapes) is worked out once in the server."""
+    return open_run(run_path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
 def checked_routing_at(run_path: str, stamp: float) -> tuple[dict, dict, dict]:
     """Shared, not copied per call (cache_data would copy 14 MB of masks on every read of a
     100-task run); its arrays are made read-only so that no page can change them for the others."""
-    doc, arrays, masks = open_run(run_path).checked_routing()
+    doc, arrays, masks = opened_at(run_path, stamp).checked_routing()
     for array in (*arrays.values(), *masks.values()):
         array.flags.writeable = False
     return doc, arrays, masks
@@ -45,7 +55,7 @@ def checked_routing_of(run: Run) -> tuple[dict, dict, dict]:
 @st.cache_data(show_spinner=False)
 def _overlap(run_path: str, stamp: float) -> dict | None:
     masks = checked_routing_at(run_path, stamp)[2]
-    return overlap_report(masks, open_run(run_path).task_names) if masks else None
+    return overlap_report(masks, opened_at(run_path, stamp).task_names) if masks else None
 
 
 def overlap_of(run: Run) -> dict | None:
@@ -103,7 +113,7 @@ def current_run() -> Run | None:
                 "`lsmn train configs/quickstart.yaml`.")
         return None
     try:
-        return open_run(path)
+        return opened_at(path, _stamp(path))
     except LsmnError as exc:
         st.error(plain(exc))
         return None

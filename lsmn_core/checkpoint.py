@@ -112,7 +112,7 @@ def load(folder: Path) -> dict | None:
 def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:
     """Put the model, optimiser and generator back; returns the loop counters to continue from."""
     model = session.model
-    model.load_state_dict(state["model"])
+    model.load_weights(state["model"])
     routing.apply_buffers(model, routing.decode(*state["routing"], model))
     moments: dict[int, dict] = {}
     for key, value in state["optim"].items():

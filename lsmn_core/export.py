@@ -88,7 +88,7 @@ def load_export(path: str | Path) -> MultitaskNet:
         mask[:, union] = members.T
         state[name] = torch.from_numpy(weight)
         masks[name] = torch.from_numpy(mask)
-    model.load_state_dict(state)
+    model.load_weights(state)
     routing.apply(model, {"masks": masks})
     return model.eval()
 

@@ -23,6 +23,22 @@ class MultitaskModel(nn.Module, abc.ABC):
     def task_index(self, task: str | int) -> int:
         return task if isinstance(task, int) else self.task_names.index(task)
 
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """load_state_dict(state) (strict), one container's child at a time: torch filters the whole
+        state for every child module, which for 1,000 task heads is 4 million key comparisons (a
+        quarter of a second); loading each head from its own keys is linear."""
+        if set(state) != set(self.state_dict()) or any("." not in key for key in state):
+            self.load_state_dict(state)  # torch's own message for missing or unexpected keys
+            return
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            parts = key.split(".")
+            owner = self.get_submodule(parts[0]) if len(parts) > 2 else None
+            depth = 2 if isinstance(owner, (nn.ModuleDict, nn.ModuleList)) else 1
+            groups.setdefault(".".join(parts[:depth]), {})[".".join(parts[depth:])] = value
+        for path, part in groups.items():
+            self.get_submodule(path).load_state_dict(part)
+
     def forward(self, x: torch.Tensor, task: str | int) -> torch.Tensor:
         """One task's outputs for a batch x [B, ...]."""
         return self.forward_tasks(x, [task])[0]

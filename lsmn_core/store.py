@@ -191,7 +191,10 @@ def check_summary(summary, tasks: list[str], where: Path) -> None:
 
 
 class Run:
-    """A run directory opened for reading. Tolerates runs that are still being written."""
+    """A run directory opened for reading. Tolerates runs that are still being written.
+
+    What run.json implies (its parsed config, its model's shapes) is worked out once per opened
+    run: at 1,000 tasks each costs a tenth of a second or more, and every page of the app needs them."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -199,6 +202,7 @@ class Run:
             raise RunError(f"not a run directory (no run.json): {self.path}")
         self.meta = read_json(self.path / "run.json")
         check_meta(self.meta, self.path / "run.json")
+        self._config = self._skeleton = self._routing = None
 
     id = property(lambda self: self.path.name)  # the folder's name, whatever run.json says: never a path to write to
     name = property(lambda self: self.meta["name"])
@@ -242,10 +246,21 @@ class Run:
         return [t["name"] for t in self.meta["tasks"]]
 
     def config(self):
-        try:
-            return parse_config(self.meta["config"], where=f"{self.path.name}/run.json config")
-        except LsmnError as exc:
-            raise RunError(str(exc)) from None
+        """The run's parsed config, shared by every caller of this Run: copy it before changing it."""
+        if self._config is None:
+            try:
+                self._config = parse_config(self.meta["config"], where=f"{self.path.name}/run.json config")
+            except LsmnError as exc:
+                raise RunError(str(exc)) from None
+        return self._config
+
+    def skeleton(self) -> MultitaskModel:
+        """The run's model built on the meta device: every shape, no memory for weights (what checks
+        of the routing and of the model's size need)."""
+        if self._skeleton is None:
+            with torch.device("meta"):
+                self._skeleton = build_model(self.specs, self.config())
+        return self._skeleton
 
     def summary(self) -> dict:
         if not os.path.lexists(self.path / "summary.json"):
@@ -290,16 +305,16 @@ class Run:
     def masks(self) -> dict[str, np.ndarray]:
         return self.checked_routing()[2]
 
-    def _checked_routing(self, model: MultitaskModel | None = None) -> tuple[dict, dict[str, np.ndarray], dict]:
-        """routing.json and its arrays, and the state they decode to against `model`, by default the
-        run's model built on the meta device (so no memory goes to weights)."""
-        with self._named_errors():
-            doc, arrays = routing.read(self.path / "routing.json")
-            if model is None:
-                with torch.device("meta"):
-                    model = build_model(self.specs, self.config())
-            state = routing.decode(doc, arrays, model)
-        return doc, arrays, state
+    def _checked_routing(self) -> tuple[dict, dict[str, np.ndarray], dict]:
+        """routing.json and its arrays, and the state they decode to against the run's skeleton;
+        read again only when the routing files change (shared by every caller: do not change it)."""
+        files = [self.path / "routing.json", self.path / "routing.safetensors"]
+        stamp = tuple((s.st_mtime_ns, s.st_size) if (s := _stat(f)) else None for f in files)
+        if self._routing is None or self._routing[0] != stamp:
+            with self._named_errors():
+                doc, arrays = routing.read(files[0])
+                self._routing = stamp, (doc, arrays, routing.decode(doc, arrays, self.skeleton()))
+        return self._routing[1]
 
     @contextmanager
     def _named_errors(self):
@@ -316,7 +331,7 @@ class Run:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
         specs, config = self.specs, self.config()
         with self._named_errors():
-            check_model_size(specs, config, 4, "load")
+            check_model_size(specs, config, 4, "load", self.skeleton())
         model = build_model(specs, config)
         weights = self.path / "model.safetensors"
         if not os.path.lexists(weights):
@@ -328,12 +343,19 @@ class Run:
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunError(f"run {self.id}: model.safetensors is corrupt ({exc})") from None
         try:
-            model.load_state_dict(state)
+            model.load_weights(state)
         except RuntimeError as exc:
             raise RunError(f"run {self.id}: model.safetensors does not fit the config: "
                            f"{str(exc).splitlines()[0]}") from None
-        routing.apply_buffers(model, self._checked_routing(model)[2])
+        routing.apply_buffers(model, self.routing_state())  # decoded against the skeleton: the same shapes
         return model.to(device)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
 
 
 def open_run(path) -> Run:

@@ -130,9 +130,9 @@ class EarlyStopping:
         self.evals_since_best += 1
         return bool(self.patience) and self.evals_since_best >= self.patience
 
-    def restore_best(self, model: nn.Module) -> None:
+    def restore_best(self, model: MultitaskModel) -> None:
         if self.best_state is not None:
-            model.load_state_dict(self.best_state)
+            model.load_weights(self.best_state)
 
 
 class DivergenceWatch:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.overlap import flatten, pairwise_overlap
+from analysis.overlap import intersections, pairwise_overlap
 from helpers import REPO, tiny_config
 from lsmn_core.config import TaskConfig
 from lsmn_core.errors import ConfigError, RunError
@@ -24,9 +24,8 @@ def mann_run(tmp_path_factory):
 
 def test_task_masks_never_overlap(mann_run):
     masks = mann_run.masks()
-    flat = flatten(masks)
-    assert not (flat.sum(0) > 1).any()
-    overlap = pairwise_overlap(flat)
+    assert not any((m.sum(0) > 1).any() for m in masks.values())
+    overlap = pairwise_overlap(intersections(masks))
     assert np.allclose(overlap - np.eye(3), 0)
     for d in mann_run.summary()["density"].values():
         assert d == pytest.approx(0.2, abs=1e-3)  # RSN2 keeps the target fraction for every task
@@ -57,7 +56,7 @@ def test_adding_a_task_leaves_old_outputs_bit_identical(mann_run, tmp_path):
     old, grown = mann_run.load_model().eval(), child.load_model().eval()
     for t in range(3):
         assert torch.equal(old(x, t), grown(x, t))
-    assert np.allclose(pairwise_overlap(flatten(child.masks())) - np.eye(4), 0)
+    assert np.allclose(pairwise_overlap(intersections(child.masks())) - np.eye(4), 0)
     assert child.summary()["metrics"]["mod3"]["test"] > 0.6  # chance is 1/3
     assert child.meta["parent"] == mann_run.id
 

@@ -2,33 +2,36 @@ import numpy as np
 import pytest
 
 from analysis.bitcount import device_intersections, packed_intersections
-from analysis.overlap import (by_layer, flatten, intersections, overlap_ratio, overlap_report, pairwise_overlap,
-                              subset_counts)
+from analysis.overlap import intersections, overlap_report, pairwise_overlap
 
+W = "body.blocks.0.w"  # one parameter's masks, named as a body parameter is
 A = np.array([[1, 1, 1, 0, 0, 0],
               [1, 1, 0, 1, 0, 0],
               [1, 0, 0, 0, 0, 1]], dtype=bool)
 
 
+def _subsets(masks: np.ndarray, names: list[str]) -> dict:
+    return {tuple(s["tasks"]): s["count"] for s in overlap_report({W: masks}, names, top=None)["subsets"]}
+
+
 def test_overlap_ratio_is_intersection_over_union():
-    assert overlap_ratio(A) == 1 / 5  # only weight 0 is used by all; 5 weights are used by someone
-    assert overlap_ratio(A[:2]) == 2 / 4
-    assert overlap_ratio(np.zeros((2, 3), bool)) == 1.0
+    assert overlap_report({W: A}, list("abc"))["global"] == 1 / 5  # weight 0 used by all; 5 used by someone
+    assert overlap_report({W: A[:2]}, list("ab"))["global"] == 2 / 4
+    assert overlap_report({W: np.zeros((2, 3), bool)}, list("ab"))["global"] == 1.0
 
 
 def test_pairwise_matrix_matches_the_definition():
-    pairwise = pairwise_overlap(A)
+    pairwise = pairwise_overlap(intersections({W: A}))
     for i in range(3):
         for j in range(3):
             inter = (A[i] & A[j]).sum()
             union = (A[i] | A[j]).sum()
             assert np.isclose(pairwise[i, j], inter / union)
-    assert intersections(A).tolist() == [[3, 2, 1], [2, 3, 1], [1, 1, 2]]
+    assert intersections({W: A}).tolist() == [[3, 2, 1], [2, 3, 1], [1, 1, 2]]
 
 
 def test_exact_subsets_partition_the_weights():
-    subsets = subset_counts(A, ["a", "b", "c"])
-    as_dict = {tuple(s["tasks"]): s["count"] for s in subsets}
+    as_dict = _subsets(A, ["a", "b", "c"])
     assert as_dict == {("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1, (): 1}
     assert sum(as_dict.values()) == A.shape[1]
 
@@ -37,20 +40,36 @@ def test_many_tasks_subsets_still_exact():
     rng = np.random.RandomState(0)
     masks = rng.rand(20, 500) < 0.5
     masks[:, :100] = True  # 100 weights shared by all 20 tasks
-    subsets = subset_counts(masks, [f"t{i}" for i in range(20)])
-    assert sum(s["count"] for s in subsets) == 500
-    assert subsets[0] == {"tasks": [f"t{i}" for i in range(20)], "count": 100}
+    names = [f"t{i}" for i in range(20)]
+    subsets = _subsets(masks, names)
+    assert sum(subsets.values()) == 500
+    assert subsets[tuple(names)] == 100 and max(subsets.values()) == 100
+    brute = {}
+    for column in masks.T:
+        key = tuple(n for n, used in zip(names, column) if used)
+        brute[key] = brute.get(key, 0) + 1
+    assert subsets == brute
+
+
+def test_subsets_are_exact_when_task_sets_share_a_hash(monkeypatch):
+    """A collision of the 64-bit digests (forced here by a digest that maps everything to 0) must
+    not merge different task sets: the grouping is checked and falls back to whole rows."""
+    import analysis.overlap as overlap
+
+    monkeypatch.setattr(overlap, "_mix", lambda x: x * np.uint64(0))
+    assert _subsets(A, ["a", "b", "c"]) == {("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1,
+                                            (): 1}
 
 
 def test_report_per_layer_from_named_masks():
     masks = {"body.blocks.0.w_in": A[:, :4].reshape(3, 2, 2), "body.blocks.1.w_out": A[:, 4:]}
-    assert flatten(masks).shape == (3, 6)
-    layers = by_layer(masks)
-    assert list(layers) == [0, 1] and layers[1].shape == (3, 2)
     report = overlap_report(masks, ["a", "b", "c"])
-    assert report["global"] == overlap_ratio(A)
-    assert report["per_layer"][0]["global"] == overlap_ratio(A[:, :4])
+    assert report["global"] == 1 / 5
+    assert [layer["layer"] for layer in report["per_layer"]] == [0, 1]
+    assert report["per_layer"][0]["global"] == 1 / 4  # of the first 4 weights: weight 0 by all, 4 by someone
+    assert report["per_layer"][1]["density"] == [0.0, 0.0, 0.5]
     assert report["density"] == {"a": 0.5, "b": 0.5, "c": 2 / 6}
+    assert report["intersections"] == intersections({W: A}).tolist()
 
 
 def test_cluster_order_groups_overlapping_tasks():
@@ -60,7 +79,7 @@ def test_cluster_order_groups_overlapping_tasks():
     base_a, base_b = rng.rand(400) < 0.5, rng.rand(400) < 0.5
     masks = np.stack([base_a ^ (rng.rand(400) < 0.05) if i % 2 == 0 else base_b ^ (rng.rand(400) < 0.05)
                       for i in range(6)])  # tasks 0, 2, 4 resemble each other, as do 1, 3, 5
-    order = cluster_order(pairwise_overlap(masks))
+    order = cluster_order(pairwise_overlap(intersections({W: masks})))
     assert sorted(order) == list(range(6))
     groups = [set(order[:3]), set(order[3:])]
     assert {0, 2, 4} in groups and {1, 3, 5} in groups

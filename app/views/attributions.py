@@ -6,11 +6,10 @@ import torch
 
 from analysis.attributions import METHODS, TOKEN_METHODS, explain
 from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
-from app.state import current_run, run_stamp
+from app.state import current_run, opened_at, run_stamp
 from app.text import plain
 from lsmn_core.data import load_task
 from lsmn_core.errors import LsmnError
-from lsmn_core.store import open_run
 
 ROWS = 512  # dev rows offered to explain (a streamed task reads only these)
 TOKEN_STEPS = 64  # points on a token task's path: its outputs change sharply near zero embeddings
@@ -18,14 +17,14 @@ TOKEN_STEPS = 64  # points on a token task's path: its outputs change sharply ne
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _model(run_path: str, stamp: float):
-    return open_run(run_path).load_model().eval()
+    return opened_at(run_path, stamp).load_model().eval()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _dev_inputs(run_path: str, stamp: float, source: int):
     """The first dev inputs and targets of one task (the others' data is not needed to explain them),
     and the text of its token ids where the data set knows it."""
-    config = open_run(run_path).config()
+    config = opened_at(run_path, stamp).config()
     data = load_task(config.tasks[source], config.data)
     return (*data.rows("dev", ROWS), data.vocabulary)
 

@@ -69,11 +69,15 @@ def build_model(specs: list[TaskSpec], config) -> MultitaskModel:
     return scheme_class(config.scheme.kind).build_network(specs, config)
 
 
-def check_model_size(specs: list[TaskSpec], config, bytes_per_parameter: int, purpose: str) -> int:
-    """The parameter count of `config`'s model, built on the meta device (no memory is allocated);
-    ConfigError, with the estimate, when `bytes_per_parameter` each would not fit in this machine's memory."""
-    with torch.device("meta"):
-        count = sum(p.numel() for p in build_model(specs, config).parameters())
+def check_model_size(specs: list[TaskSpec], config, bytes_per_parameter: int, purpose: str,
+                     skeleton: MultitaskModel | None = None) -> int:
+    """The parameter count of `config`'s model, built on the meta device (no memory is allocated),
+    or of `skeleton`, such a build the caller has already; ConfigError, with the estimate, when
+    `bytes_per_parameter` each would not fit in this machine's memory."""
+    if skeleton is None:
+        with torch.device("meta"):
+            skeleton = build_model(specs, config)
+    count = sum(p.numel() for p in skeleton.parameters())
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if count * bytes_per_parameter > memory:
         raise ConfigError(f"model: {count:,} parameters need about {count * bytes_per_parameter / 2**30:,.1f} GiB "

@@ -43,8 +43,8 @@ class MaskedScheme(IsometricScheme):
         for name, p in self.named_parameters():
             if self.prunable(name):
                 self._mask_shapes[name] = p.shape
-                ones = torch.ones((self.n_tasks, p.numel()), dtype=torch.bool)
-                self.register_buffer(self._buffer(name), bitmasks.pack(ones), persistent=False)
+                one_task = bitmasks.pack(torch.ones((1, p.numel()), dtype=torch.bool))  # packed once, not T times
+                self.register_buffer(self._buffer(name), one_task.repeat(self.n_tasks, 1), persistent=False)
         self._float_masks = {}
 
     @staticmethod
