@@ -36,7 +36,10 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     hover shows the weights both tasks use and each task's count. Past POOLED_TASKS tasks, cells are
     the mean over blocks of consecutive tasks (in the order given), and hover names the blocks."""
     pairwise = np.asarray(report["pairwise"], dtype=float)
-    title = f"Mask overlap ratio |A ∩ B| / |A ∪ B| (of all tasks' masks together: {report['global']:.3f})"
+    title = "Mask overlap ratio |A ∩ B| / |A ∪ B|"
+    caption = (f"Each cell: the weights both tasks' masks keep over the weights either keeps (1: the same "
+               f"subnetwork, 0: nothing shared). Over all {len(tasks)} tasks' masks at once the ratio is "
+               f"{report['global']:.3f}.")
     if len(tasks) > POOLED_TASKS:
         size = math.ceil(len(tasks) / POOLED_TASKS)
         blocks = [(start, min(start + size, len(tasks))) for start in range(0, len(tasks), size)]
@@ -49,7 +52,8 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
         labels = [f"{a + 1}-{b}" for a, b in blocks]
         figure = go.Figure(go.Heatmap(z=z, x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis",
                                       hovertext=np.asarray(hover), hoverinfo="text", colorbar={"title": "overlap"}))
-        title += f"; blocks of {size} tasks, averaged"
+        title += f" (blocks of {size} tasks)"
+        caption += f" With this many tasks a cell is the mean over a block of {size} consecutive tasks."
     else:
         inter = report["intersections"]
         hover = [[f"{tasks[i]} & {tasks[j]}<br>overlap ratio {pairwise[i][j]:.3f}<br>"
@@ -60,7 +64,7 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
             text=[[f"{v:.2f}" for v in row] for row in pairwise], texttemplate=cell_labels(len(tasks)),
             hovertext=hover, hoverinfo="text", colorbar={"title": "overlap"}))
     figure.update_layout(title=title, yaxis={"autorange": "reversed", "scaleanchor": "x"},
-                         height=task_rows_height(len(tasks)))
+                         height=task_rows_height(len(tasks)), meta={"caption": caption})
     return figure
 
 
@@ -88,7 +92,8 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
                                   texttemplate=cell_labels(len(tasks)),
                                   colorbar={"title": "density"}))
     figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"},
-                         height=task_rows_height(len(tasks)))
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "The share of each body block's prunable weights that each task's mask keeps.")})
     return figure
 
 
@@ -134,7 +139,10 @@ def training_curves(records: list[dict], shown: list[str] = ()) -> go.Figure:
         figure.update_yaxes(**METRIC_AXES.get(metric, {"title": metric}), row=1, col=col)
         figure.update_xaxes(title="step", row=1, col=col)
     figure.update_layout(title=f"Dev metric during {FINAL_PHASES[phase]}", height=380,
-                         legend={"orientation": "h", "y": -0.25})
+                         legend={"orientation": "h", "y": -0.25}, meta={"caption": (
+                             "Each task's metric on its dev split at each evaluation, a panel per metric (accuracy: "
+                             f"higher is better; RMSE: lower, on a log axis). Past {MANY_LINES} tasks a panel shows "
+                             "the median over tasks and the band of the middle 80%.")})
     return figure
 
 
@@ -152,7 +160,11 @@ def signature_heatmap(report: dict) -> go.Figure:
         **categorical_scale(report["templates"], "template", "template "), text=text, texttemplate="%{text}",
         hovertext=hover, hoverinfo="text"))
     figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
-                         yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
+                         yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks), meta={"caption": (
+                             "Each cell: the template whose mixture weight is largest at that layer, and that "
+                             "weight (1: the layer is that template alone). ★ marks a progressive signature, the "
+                             "compositional paper's pattern: each template used in one unbroken run of layers, "
+                             "the runs never shorter with depth and longer at least once.")})
     return figure
 
 
@@ -162,7 +174,11 @@ def similarity_heatmap(report: dict) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=report["similarity"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
                                   text=[[f"{v:.2f}" for v in row] for row in report["similarity"]],
                                   texttemplate="%{text}", colorbar={"title": "same"}))
-    figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks))
+    figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks),
+                         meta={"caption": (
+                             "The expected share of layers at which two tasks use the same template: the mean over "
+                             "layers of the dot product of their mixture weights. A task's own cell is 1 only where "
+                             "its weights are one-hot; mixed weights read below 1.")})
     return figure
 
 
@@ -180,7 +196,10 @@ def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
                                   colorscale="Blues", text=[[f"{v:.2f}" for v in r] for r in z],
                                   texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
     figure.update_layout(title="Expert usage per task and layer", yaxis={"autorange": "reversed"},
-                         height=140 + 26 * len(rows))
+                         height=140 + 26 * len(rows), meta={"caption": (
+                             "The share of each task's samples that the gate sends to each expert, per layer: "
+                             "an even row is a task that uses every expert alike, a dark cell an expert it relies "
+                             "on.")})
     return figure
 
 
@@ -190,7 +209,8 @@ def layer_overlap_chart(report: dict) -> go.Figure:
     layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
     figure = go.Figure(go.Bar(x=layers, y=[layer["global"] for layer in report["per_layer"]],
                               name="overlap ratio, all tasks", texttemplate="%{y:.2f}", textposition="outside"))
-    figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320)
+    figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320, meta={"caption": (
+        "Per body block, the weights every task's mask keeps over the weights any task's mask keeps.")})
     return figure
 
 
@@ -208,7 +228,9 @@ def subset_chart(report: dict, top: int = 15) -> go.Figure:
     total = report.get("subset_total", len(report["subsets"]))
     figure.update_layout(title=f"Weights used by exactly these tasks (the largest {len(subsets)} of {total:,} sets; "
                                f"{unused:,} weights used by none)",
-                         yaxis={"autorange": "reversed"}, height=160 + 24 * len(subsets))
+                         yaxis={"autorange": "reversed"}, height=160 + 24 * len(subsets), meta={"caption": (
+                             "Each bar: how many weights are kept by exactly that set of tasks and by no other task "
+                             "(a partition of the weights; hover names every task of a long set).")})
     return figure
 
 
@@ -243,7 +265,9 @@ def mask_image(category, labels: list[str], name: str, groups=None) -> go.Figure
             (figure.add_hline if groups.axis == 0 else figure.add_vline)(i * groups.size - 0.5, line_color="black",
                                                                           line_width=1)
     figure.update_layout(title=f"{name}: which tasks use each weight", height=min(900, 200 + 3 * len(category)),
-                         yaxis=yaxis, xaxis=xaxis)
+                         yaxis=yaxis, xaxis=xaxis, meta={"caption": (
+                             "One weight matrix, each weight coloured by the set of tasks whose masks keep it "
+                             "(the most common sets; the rest as other task sets).")})
     return figure
 
 
@@ -254,7 +278,9 @@ def group_density_heatmap(density, tasks: list[str], groups, name: str) -> go.Fi
                                   text=[[f"{v:.2f}" for v in row] for row in density],
                                   texttemplate=cell_labels(len(tasks)), colorbar={"title": "density"}))
     figure.update_layout(title=f"{name}: density per head", yaxis={"autorange": "reversed"},
-                         height=task_rows_height(len(tasks)))
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "The share of each attention head's weights in this matrix that each task's mask "
+                             "keeps.")})
     return figure
 
 
@@ -265,8 +291,15 @@ def mixture_weights_chart(weights, task: str) -> go.Figure:
         figure.add_bar(x=[f"layer {layer}" for layer in range(len(weights))], y=[row[k] for row in weights],
                        name=f"template {k}", marker_color=index_colour(k))
     figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
-                         height=340)
+                         height=340, meta={"caption": (
+                             "At each layer the task's block is the templates' weights mixed by these shares "
+                             "(they sum to 1).")})
     return figure
+
+
+ATTRIBUTION_CAPTION = ("How much each input moves the task's output, by the method picked above (Integrated "
+                       "Gradients: gradients summed along the path from an all-zero input, adding up to the "
+                       "output's change). Red raises the prediction, blue lowers it; one scale for all tasks.")
 
 
 def attribution_grid(image, attributions: dict, captions: dict) -> go.Figure:
@@ -287,7 +320,8 @@ def attribution_grid(image, attributions: dict, captions: dict) -> go.Figure:
         figure.update_yaxes(scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
     figure.update_yaxes(autorange="reversed", showticklabels=False)
     figure.update_xaxes(showticklabels=False)
-    figure.update_layout(title="The same input, attributed for each task (one colour scale for all)", height=330)
+    figure.update_layout(title="The same input, attributed for each task (one colour scale for all)", height=330,
+                         meta={"caption": ATTRIBUTION_CAPTION})
     return figure
 
 
@@ -298,7 +332,7 @@ def vector_attribution_chart(attributions: dict, captions: dict) -> go.Figure:
         values = np.asarray(values).ravel()
         figure.add_bar(x=[f"feature {i}" for i in range(len(values))], y=values, name=f"{task} ({captions[task]})")
     figure.update_layout(barmode="group", title="The same input, attributed for each task (per feature)", height=320,
-                         yaxis_title="attribution")
+                         yaxis_title="attribution", meta={"caption": ATTRIBUTION_CAPTION})
     return figure
 
 
@@ -319,7 +353,7 @@ def token_attribution_chart(tokens: list[str], attributions: dict, captions: dic
     if highlight is not None:
         figure.add_vline(x=highlight, line={"color": "#222222", "width": 1, "dash": "dot"})
     figure.update_layout(title="The same sequence, attributed for each task (per token, summed over its embedding)",
-                         height=180 + 40 * len(names))
+                         height=180 + 40 * len(names), meta={"caption": ATTRIBUTION_CAPTION})
     return figure
 
 
@@ -328,14 +362,17 @@ def block_importance_chart(importance: dict) -> go.Figure:
     figure = go.Figure()
     for task, values in importance.items():
         figure.add_bar(x=[f"block {b}" for b in range(len(values))], y=values, name=task)
-    figure.update_layout(barmode="group", title="Module importance: conductance through each block", height=360)
+    figure.update_layout(barmode="group", title="Module importance: conductance through each block", height=360,
+                         meta={"caption": (
+                             "Conductance: how much of each task's output (against an all-zero input) flows through "
+                             "each body block's update, the mean absolute layer conductance over these inputs.")})
     return figure
 
 
 NODE_STYLE = {"task": ("#d62728", 18), "hypermodule": ("#1f77b4", 11), "block": ("#aaaaaa", 5)}
 
 
-def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
+def network_figure(graph, title: str, caption: str, seed: int = 0) -> go.Figure:
     """A networkx graph (nodes with "kind" and "label") drawn at its spring layout."""
     import networkx as nx
 
@@ -358,7 +395,7 @@ def network_figure(graph, title: str, seed: int = 0) -> go.Figure:
             hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",
             marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}}))
     figure.update_layout(title=title, height=560, xaxis={"visible": False}, yaxis={"visible": False},
-                         legend={"orientation": "h"})
+                         legend={"orientation": "h"}, meta={"caption": caption})
     return figure
 
 
@@ -372,7 +409,9 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
                                   **categorical_scale(modules, "hypermodule", "H")))
     figure.update_layout(title=title, xaxis={"title": "block location"}, yaxis={"autorange": "reversed"},
-                         height=160 + 22 * len(tasks))
+                         height=160 + 22 * len(tasks), meta={"caption": (
+                             "The hypermodule each block location of each task draws its weights from, one colour "
+                             "per hypermodule: tasks with the same colours share those weights.")})
     return figure
 
 
@@ -403,14 +442,16 @@ def search_timeline(history: list[dict]) -> go.Figure:
                          yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
                                  "tickmode": "auto", "tickformat": "d", "rangemode": "tozero"},
                          height=340, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
-                                             "yanchor": "bottom"})
+                                             "yanchor": "bottom"}, meta={"caption": (
+                             "The validation loss after each generation of the alignment search (line), and how "
+                             "many block locations moved to another hypermodule in it (bars).")})
     return figure
 
 
-def bar_chart(values: dict, title: str, x_title: str, y_title: str, top: int = 30) -> go.Figure:
+def bar_chart(values: dict, title: str, x_title: str, y_title: str, caption: str, top: int = 30) -> go.Figure:
     """Horizontal bars for the `top` largest values, largest first."""
     items = list(values.items())[:top]
     figure = go.Figure(go.Bar(x=[v for _, v in items], y=[str(k) for k, _ in items], orientation="h"))
     figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"title": y_title, "autorange": "reversed"},
-                         height=160 + 22 * len(items))
+                         height=160 + 22 * len(items), meta={"caption": caption})
     return figure

@@ -13,7 +13,30 @@ from lsmn_core.errors import LsmnError
 from lsmn_core.store import Run, list_runs, open_run
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RUNS = os.environ.get("LSMN_RUNS", str(REPO / "sample_runs"))
+SAMPLES = REPO / "sample_runs"  # shipped with the app: listed beside the user's runs, never written to
+DEFAULT_RUNS = os.environ.get("LSMN_RUNS") or str(Path.home() / ".lsmn" / "runs")  # the user's runs
+
+
+def same_folder(a, b) -> bool:
+    """Whether two paths name one folder (after resolving links and relative parts)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def writable_runs(run: Run) -> Path:
+    """Where a run's edits and retrained children go: beside it, unless it is a shipped sample
+    run, whose folder belongs to the app: then the user's runs folder (LSMN_RUNS, else ~/.lsmn/runs)."""
+    if same_folder(run.path.parent, SAMPLES):
+        return Path(os.environ.get("LSMN_RUNS") or Path.home() / ".lsmn" / "runs").expanduser().resolve()
+    return run.path.parent.resolve()
+
+
+def open_when_listed(folder: Path, run_path: Path) -> None:
+    """Ask the sidebar to show `folder` and select the run at `run_path` on the next script run (a
+    widget's value can only be set before the widget is drawn)."""
+    st.session_state["open_next"] = (str(folder), str(run_path))
 
 
 def _stamp(run_path: str) -> float:
@@ -63,26 +86,45 @@ def overlap_of(run: Run) -> dict | None:
     return _overlap(str(run.path), run_stamp(run))
 
 
+def _listed(folder: str) -> tuple[dict[str, Run], list[Run], list[tuple[Path, str]]]:
+    """The picker's runs by label, the chosen folder's own runs and its unreadable ones: its runs,
+    then the shipped sample runs beside them (marked "sample"; a run of the folder with a sample's
+    id hides that sample)."""
+    runs, broken = list_runs(folder)
+    own = {r.id for r in runs}
+    samples = [] if same_folder(folder, SAMPLES) else [r for r in list_runs(SAMPLES)[0] if r.id not in own]
+    return {**{r.label: r for r in runs}, **{f"{r.label} · sample": r for r in samples}}, runs, broken
+
+
 def run_picker() -> None:
     """Sidebar: the runs folder and the selected run (kept in st.session_state['run_path'])."""
     st.sidebar.title("LSMN Studio")
+    if "open_next" in st.session_state:  # a run just made elsewhere (a retrain): show its folder, select it
+        folder, run_path = st.session_state.pop("open_next")
+        st.session_state["runs_folder"] = folder
+        st.session_state["run_select"] = next((label for label, r in _listed(folder)[0].items()
+                                               if same_folder(r.path, run_path)), None)
     # Streamlit forgets a widget's value when another page is shown; writing it back keeps the
     # folder and run the user picked as they move between pages.
     st.session_state["runs_folder"] = st.session_state.get("runs_folder", DEFAULT_RUNS)
-    folder = st.sidebar.text_input("Runs folder", key="runs_folder")
-    runs, broken = list_runs(folder)
-    if not Path(folder).is_dir():
+    folder = st.sidebar.text_input("Runs folder", key="runs_folder",
+                                   help="Your runs, and where retrained runs go. The sample runs shipped with "
+                                        "the app are listed beside them, read-only.")
+    if not Path(folder).is_dir() and not same_folder(folder, DEFAULT_RUNS):
         st.sidebar.error(f"No such folder: {plain(folder)}")
+    by_label, own, broken = _listed(folder)
     for path, reason in broken:
         st.sidebar.warning(f"Skipped {plain(path.name)}: {plain(reason)}")
-    if not runs:
+    if not own and not same_folder(folder, SAMPLES):
+        st.sidebar.caption(f"No runs in {plain(folder)} yet: the sample runs are listed below.")
+    if not by_label:
         st.session_state["run_path"] = None
         return
-    by_label = {r.label: r for r in runs}
     if st.session_state.get("run_select") in by_label:
         st.session_state["run_select"] = st.session_state["run_select"]
     else:  # the first visit: a small run that reads at a glance, not the largest one
-        st.session_state["run_select"] = landing_run(runs).label
+        landing = landing_run(own or list(by_label.values()))
+        st.session_state["run_select"] = next(label for label, r in by_label.items() if r is landing)
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
     names = run.task_names
@@ -98,10 +140,15 @@ def landing_run(runs: list[Run]) -> Run:
     return (small or runs)[0]
 
 
+def listed_runs() -> list[Run]:
+    """Every run the sidebar lists (the folder's, then the samples beside), without drawing it."""
+    return list(_listed(st.session_state.get("runs_folder", DEFAULT_RUNS))[0].values())
+
+
 def list_folder_runs() -> list[Run]:
-    """Draw the sidebar picker and return every readable run in the chosen folder."""
+    """Draw the sidebar picker and return every run it lists."""
     run_picker()
-    return list_runs(st.session_state.get("runs_folder", DEFAULT_RUNS))[0]
+    return listed_runs()
 
 
 def current_run() -> Run | None:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -49,10 +50,43 @@ def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
         assert any("no per-task masks or signatures" in i.value for i in at.info)
 
 
-def test_empty_folder_explains_what_to_do(monkeypatch, tmp_path):
+def test_an_empty_runs_folder_lists_the_sample_runs_beside_it(monkeypatch, tmp_path):
+    at = start(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("No runs in" in c.value and "sample runs are listed" in c.value for c in at.sidebar.caption)
+    options = at.sidebar.selectbox(key="run_select").options
+    assert options and all(o.endswith(" · sample") for o in options)
+    assert at.sidebar.selectbox(key="run_select").value.startswith("crossmodal-hyper ")  # the samples' landing run
+
+
+def test_a_run_of_the_folder_hides_the_sample_of_the_same_id_and_is_listed_first(monkeypatch, tmp_path):
+    shutil.copytree(REPO / "sample_runs" / "digits-sparse", tmp_path / "digits-sparse")
+    at = start(monkeypatch, tmp_path)
+    options = at.sidebar.selectbox(key="run_select").options
+    assert options[0].startswith("digits-sparse ") and not options[0].endswith(" · sample")
+    assert sum(o.startswith("digits-sparse ") for o in options) == 1
+    assert at.title[0].value == "digits-sparse"  # the landing run is the folder's own
+
+
+def test_nothing_to_list_explains_what_to_do(monkeypatch, tmp_path):
+    import app.state
+
+    monkeypatch.setattr(app.state, "SAMPLES", tmp_path / "no-samples")
     at = start(monkeypatch, tmp_path)
     assert not at.exception
     assert any("No runs here yet" in i.value for i in at.info)
+
+
+def test_retrains_of_a_sample_run_go_to_the_user_runs_folder(monkeypatch, tmp_path):
+    from app.state import writable_runs
+    from lsmn_core.store import open_run
+
+    monkeypatch.setenv("LSMN_RUNS", str(tmp_path / "mine"))
+    assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (tmp_path / "mine").resolve()
+    shutil.copytree(REPO / "sample_runs" / "digits-sparse", tmp_path / "elsewhere" / "digits-sparse")
+    assert writable_runs(open_run(tmp_path / "elsewhere" / "digits-sparse")) == (tmp_path / "elsewhere").resolve()
+    monkeypatch.delenv("LSMN_RUNS")
+    assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (Path.home() / ".lsmn" / "runs").resolve()
 
 
 def test_a_corrupt_run_is_skipped_with_a_warning(monkeypatch, tmp_path, sparse_run):
@@ -272,3 +306,25 @@ def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_ch
     assert list(metrics["task"]) == parent.task_names and "change" in metrics.columns
     assert list(changes["task"]) == ["digit"] and changes["routing"].iloc[0] == "masks"
     assert 0 < changes["changed"].iloc[0] <= changes["of"].iloc[0]
+
+
+PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
+         "views/compare.py"]
+
+
+@pytest.mark.parametrize("sample", ["digits-sparse", "digits-moe", "digits-mixture", "kang-hyper", "crossmodal-hyper"])
+def test_every_figure_is_explained_in_one_line_below_it(monkeypatch, sample):
+    at = start(monkeypatch, REPO / "sample_runs")
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith(sample + " "))).run()
+    seen = 0
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+        captions = {c.value for c in at.caption}
+        for chart in charts:
+            caption = chart["layout"].get("meta", {}).get("caption", "")
+            assert 40 < len(caption) < 400 and caption in captions, (page, chart["layout"].get("title"))
+        seen += len(charts)
+    assert seen >= 6

@@ -70,7 +70,8 @@ def test_every_page_renders_many_tasks_with_bounded_figures(which, thousand, mon
                     assert len(label) < 120, label
     at.switch_page("views/overview.py").run()
     overlap = next(c for c in _charts(at).values() if _title(c).startswith("Mask overlap ratio"))
-    assert ("averaged" in _title(overlap)) == (n_tasks > 150)
+    assert ("blocks of" in _title(overlap)) == (n_tasks > 150)
+    assert ("mean over a block" in overlap["layout"]["meta"]["caption"]) == (n_tasks > 150)
     at.multiselect(key=f"curves_{run.id}").set_value([run.task_names[0], run.task_names[-1]]).run()
     curves = next(c for c in _charts(at).values() if _title(c).startswith("Dev metric"))
     assert {t["name"].split(" (")[0] for t in curves["data"]} >= {run.task_names[0], run.task_names[-1]}

@@ -6,8 +6,10 @@ block contexts alone."""
 import pandas as pd
 import streamlit as st
 
+from analysis.overlap import set_label
 from analysis.sharing_graph import (hypermodule_users, sharing_graph, subset_proportions, task_clusters, task_graph,
                                     usage_counts)
+from app.layout import chart
 from app.figures import alignment_heatmap, bar_chart, network_figure, search_timeline
 from app.schemes.view import PageSection, SchemeView
 from app.state import checked_routing_at, run_stamp
@@ -28,10 +30,9 @@ def overview(run) -> bool:
     report = alignment_of(run)
     if report:
         left, right = st.columns([3, 2])
-        left.plotly_chart(alignment_heatmap(report["alignment"], "Hypermodule of every block location"),
-                          key="alignment")
+        chart(left, alignment_heatmap(report["alignment"], "Hypermodule of every block location"), "alignment")
         if len(report.get("history") or []) > 1:
-            right.plotly_chart(search_timeline(report["history"]), key="timeline")
+            chart(right, search_timeline(report["history"]), "timeline")
     return bool(report)
 
 
@@ -39,7 +40,7 @@ def sharing_page(run, report) -> None:
     history = report.get("history") or []
     alignment = report["alignment"]
     if len(history) > 1:
-        st.plotly_chart(search_timeline(history), key="timeline")
+        chart(st, search_timeline(history), "timeline")
         generation = st.slider("Alignment after generation", 0, len(history) - 1, len(history) - 1,
                                key=f"generation_{run.id}")
         if generation != len(history) - 1:
@@ -63,16 +64,23 @@ def sharing_page(run, report) -> None:
             graph.remove_nodes_from([("hypermodule", k) for k, u in hypermodule_users(subset).items() if len(u) < 2])
             graph.remove_nodes_from([n for n, d in graph.nodes(data=True) if d["kind"] == "block"
                                      and graph.degree(n) < 2])
-        st.plotly_chart(network_figure(graph, "Tasks, blocks and hypermodules"), key="graph")
-    st.plotly_chart(alignment_heatmap(alignment, "Hypermodule of every block location"), key="alignment")
+        chart(st, network_figure(graph, "Tasks, blocks and hypermodules", (
+            "Tasks (red) linked to the hypermodules (blue, H<k>) their block locations (grey) draw weights from: "
+            "tasks pulled together share hypermodules.")), "graph")
+    chart(st, alignment_heatmap(alignment, "Hypermodule of every block location"), "alignment")
 
     left, right = st.columns(2)
-    proportions = {" + ".join(s) if len(s) < 5 else f"{len(s)} tasks": p
-                   for s, p in subset_proportions(alignment).items()}
-    left.plotly_chart(bar_chart(proportions, "Hypermodules used exclusively by each set of tasks",
-                                "proportion of hypermodules in use", "tasks"), key="subsets")
-    right.plotly_chart(bar_chart({f"H{k}": n for k, n in usage_counts(alignment).items()},
-                                 "How often each hypermodule is used", "block locations", "hypermodule"), key="usage")
+    # distinct sets keep distinct labels: a long set is numbered and named by its count and first tasks
+    proportions = {set_label(list(s)) if len(s) <= 4 else f"#{i + 1}: {set_label(list(s))}": p
+                   for i, (s, p) in enumerate(subset_proportions(alignment).items())}
+    chart(left, bar_chart(proportions, "Hypermodules used exclusively by each set of tasks",
+                          "proportion of hypermodules in use", "tasks",
+                          "Of the hypermodules in use, the share used by exactly that set of tasks and no other."),
+          "subsets")
+    chart(right, bar_chart({f"H{k}": n for k, n in usage_counts(alignment).items()},
+                           "How often each hypermodule is used", "block locations", "hypermodule",
+                           "How many block locations, over all tasks, draw their weights from each hypermodule."),
+          "usage")
     shared = task_graph(alignment)
     st.subheader("Tasks that share")
     st.dataframe(pd.DataFrame([{"cluster": i, "tasks": ", ".join(c)}

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.signatures import signature_report
+from app.layout import chart
 from app.figures import mixture_weights_chart, signature_heatmap, similarity_heatmap
 from app.schemes.view import PageSection, SchemeView
 from app.state import checked_routing_at, checked_routing_of, run_stamp
@@ -25,13 +26,13 @@ def overview(run) -> bool:
     report = signatures_of(run)
     if report:
         left, right = st.columns([3, 2])
-        left.plotly_chart(signature_heatmap(report), key="signatures")
-        right.plotly_chart(similarity_heatmap(report), key="similarity")
+        chart(left, signature_heatmap(report), "signatures")
+        chart(right, similarity_heatmap(report), "similarity")
     return bool(report)
 
 
 def signatures_page(run, report) -> None:
-    st.plotly_chart(signature_heatmap(report), key="signatures")
+    chart(st, signature_heatmap(report), "signatures")
     rows = [{"task": t, "module order": " ".join(map(str, r["order"])), "progressive": r["progressive"],
              "mean confidence": sum(r["confidence"]) / len(r["confidence"]),
              "runs": " ".join(f"{k}x{n}" for k, n in r["runs"])} for t, r in report["tasks"].items()]
@@ -39,8 +40,8 @@ def signatures_page(run, report) -> None:
     left, right = st.columns(2)
     task = left.selectbox("Task", report["task_names"], key=f"signature_task_{run.id}")
     doc = checked_routing_of(run)[0]
-    left.plotly_chart(mixture_weights_chart(doc["signatures"][task], task), key="weights")
-    right.plotly_chart(similarity_heatmap(report), key="similarity")
+    chart(left, mixture_weights_chart(doc["signatures"][task], task), "weights")
+    chart(right, similarity_heatmap(report), "similarity")
     st.subheader("Tasks sharing a template, per layer")
     st.dataframe(pd.DataFrame([
         {"layer": layer["layer"], "shared by all": layer["shared_by_all"],

@@ -4,6 +4,7 @@ on the Overview and the Sharing graph page, and an editor of the experts each ta
 import pandas as pd
 import streamlit as st
 
+from app.layout import chart
 from app.figures import expert_usage_heatmap
 from app.schemes.view import PageSection, SchemeView
 
@@ -16,7 +17,7 @@ def gate_stats_of(run) -> dict | None:
 def overview(run) -> bool:
     gate_stats = gate_stats_of(run)
     if gate_stats:
-        st.plotly_chart(expert_usage_heatmap(gate_stats), key="experts")
+        chart(st, expert_usage_heatmap(gate_stats), "experts")
     return bool(gate_stats)
 
 
@@ -33,4 +34,4 @@ def expert_editor(run, doc, arrays):
 
 
 VIEW = SchemeView(overview=overview, editor=expert_editor, pages={"sharing": PageSection(
-    gate_stats_of, lambda run, gate_stats: st.plotly_chart(expert_usage_heatmap(gate_stats), key="experts"))})
+    gate_stats_of, lambda run, gate_stats: chart(st, expert_usage_heatmap(gate_stats), "experts"))})

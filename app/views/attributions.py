@@ -5,6 +5,7 @@ import streamlit as st
 import torch
 
 from analysis.attributions import METHODS, TOKEN_METHODS, explain
+from app.layout import chart
 from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
 from app.state import current_run, opened_at, run_stamp
 from app.text import plain
@@ -103,11 +104,10 @@ if tokens:
 image, maps, captions, importance = _explain(str(run.path), stamp, source, indices,
                                              tuple(names.index(t) for t in chosen), method, position)
 if tokens:
-    st.plotly_chart(token_attribution_chart([text[i] for i in real], {t: m[real] for t, m in maps.items()},
-                                            captions, None if position is None else real.index(position)),
-                    key="attr_tokens")
+    chart(st, token_attribution_chart([text[i] for i in real], {t: m[real] for t, m in maps.items()},
+                                      captions, None if position is None else real.index(position)), "attr_tokens")
 elif len(specs[source].input_shape) == 2:
-    st.plotly_chart(attribution_grid(image, maps, captions), key="attr_grid")
+    chart(st, attribution_grid(image, maps, captions), "attr_grid")
 else:
-    st.plotly_chart(vector_attribution_chart(maps, captions), key="attr_vector")
-st.plotly_chart(block_importance_chart(importance), key="attr_blocks")
+    chart(st, vector_attribution_chart(maps, captions), "attr_vector")
+chart(st, block_importance_chart(importance), "attr_blocks")

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.compare import comparison_rows
+from app.layout import chart
 from app.figures import overlap_heatmap
 from app.state import list_folder_runs, overlap_of
 from app.text import plain
@@ -48,4 +49,4 @@ masked = [(r, report) for r, report in overlaps if report]
 if masked:
     st.subheader("Mask overlap")
     for column, (run, report) in zip(st.columns(len(masked)), masked):
-        column.plotly_chart(overlap_heatmap(report, run.task_names), key=f"overlap_{run.id}")
+        chart(column, overlap_heatmap(report, run.task_names), f"overlap_{run.id}")

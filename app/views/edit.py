@@ -2,12 +2,13 @@
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from app.schemes import kinds_with, view_of
-from app.state import checked_routing_of, current_run
+from app.state import same_folder, checked_routing_of, current_run, open_when_listed, writable_runs
 from app.text import plain
 from lsmn_core import jobs, routing
 from lsmn_core.errors import LsmnError
@@ -60,8 +61,8 @@ mode = cols[1].selectbox("Train", view.retrain_modes, help="all: every parameter
 job = st.session_state.get("job")
 if cols[2].button("Retrain", disabled=bool(job and job.running)):
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_path = run.path.resolve()  # the job may run elsewhere: every path it gets is absolute
-    folder = run_path.parent / ".edits" / f"{run.id}-{stamp}"
+    run_path, out = run.path.resolve(), writable_runs(run)  # the job may run elsewhere: every path is absolute
+    folder = out / ".edits" / f"{run.id}-{stamp}"
     try:
         routing.decode(edited[0], edited[1], run.load_model())  # refuse an invalid edit before starting
     except LsmnError as exc:
@@ -70,8 +71,8 @@ if cols[2].button("Retrain", disabled=bool(job and job.running)):
     routing_file = routing.write(folder, *edited)
     st.session_state["job"] = jobs.start(
         ["finetune", str(run_path), "--routing", str(routing_file), "--steps", str(steps), "--train", mode,
-         "--out", str(run_path.parent), "--quiet", "--device", "auto"], folder / "job.log")
-    st.session_state["job_parent"] = run.id
+         "--out", str(out), "--quiet", "--device", "auto"], folder / "job.log")
+    st.session_state["job_parent"], st.session_state["job_out"] = run.id, str(out)
     job = st.session_state["job"]
 
 
@@ -83,9 +84,12 @@ def job_panel():
     job = st.session_state.get("job")
     if job is None:
         return
-    if job_was_running and not job.running:
-        st.rerun()  # it just ended: the whole page again, so the sidebar lists the new run and Retrain is free
-    children = [r for r in list_runs(run.path.parent)[0] if r.meta.get("parent") == st.session_state["job_parent"]
+    out = Path(st.session_state["job_out"])
+    if job_was_running and not job.running:  # it just ended: the whole page again, so that Retrain is free
+        if not same_folder(out, st.session_state["runs_folder"]):  # and the sidebar lists the new run
+            open_when_listed(out, run.path)
+        st.rerun()
+    children = [r for r in list_runs(out)[0] if r.meta.get("parent") == st.session_state["job_parent"]
                 and r.meta.get("created", "") >= datetime.fromtimestamp(job.started - 5).astimezone().isoformat()]
     child = max(children, key=lambda r: r.meta.get("created", ""), default=None)
     progress = child.progress() if child else None
@@ -102,8 +106,11 @@ def job_panel():
             dev = pd.DataFrame([m for m in child.metrics() if m["split"] == "dev"])
             st.line_chart(dev, x="step", y="value", color="task", height=220)
     elif job.returncode == 0 and child:
-        st.success(f"Retrained: new run **{plain(child.id)}** (parent {plain(child.meta['parent'])}). "
-                   "Pick it in the sidebar.")
+        st.success(f"Retrained: new run **{plain(child.id)}** (parent {plain(child.meta['parent'])}), in "
+                   f"{plain(out)}. It is listed in the sidebar.")
+        if st.button("Open the new run", key="open_child"):
+            open_when_listed(out, child.path)
+            st.switch_page("views/overview.py")
     else:
         st.error("Retraining failed: " + plain((job.output().strip().splitlines() or ["no output"])[-1]))
 

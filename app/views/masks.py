@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.overlap import cluster_order, group_density, weight_task_sets
 from app.figures import (density_heatmap, group_density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap,
                          subset_chart)
-from app.layout import task_columns
+from app.layout import chart, task_columns
 from app.state import checked_routing_of, overlap_of, run_with_report
 from lsmn_core.block_kinds import make_block
 from lsmn_core.errors import LsmnError
@@ -35,11 +35,11 @@ ordered = {**report, "pairwise": reorder(report["pairwise"]), "intersections": r
            "per_layer": [{**layer, "density": [layer["density"][i] for i in order]} for layer in report["per_layer"]]}
 names = [tasks[i] for i in order]
 left, right = task_columns(len(names))
-left.plotly_chart(overlap_heatmap(ordered, names), key="pairwise")
-right.plotly_chart(density_heatmap(ordered, names), key="layer_density")
+chart(left, overlap_heatmap(ordered, names), "pairwise")
+chart(right, density_heatmap(ordered, names), "layer_density")
 left, right = st.columns(2)
-left.plotly_chart(layer_overlap_chart(report), key="layer_overlap")
-right.plotly_chart(subset_chart(report), key="subsets")
+chart(left, layer_overlap_chart(report), "layer_overlap")
+chart(right, subset_chart(report), "subsets")
 
 
 
@@ -58,7 +58,7 @@ masks = checked_routing_of(run)[2]
 name = st.selectbox("Weight", list(masks), key=f"mask_param_{run.id}")
 category, labels = weight_task_sets(masks[name], tasks)
 groups = weight_groups(name)
-st.plotly_chart(mask_image(category, labels, name, groups), key="mask_image")
+chart(st, mask_image(category, labels, name, groups), "mask_image")
 if groups is not None:
     density = group_density(masks[name][order], groups.axis, groups.size)
-    st.plotly_chart(group_density_heatmap(density, names, groups, name), key="group_density")
+    chart(st, group_density_heatmap(density, names, groups, name), "group_density")

@@ -6,9 +6,9 @@ import streamlit as st
 
 from analysis.lineage import metric_changes, routing_changes
 from app.figures import MANY_LINES, density_heatmap, overlap_heatmap, training_curves
-from app.layout import task_columns
+from app.layout import chart, task_columns
 from app.schemes import view_of
-from app.state import current_run, drawn_safely, overlap_of
+from app.state import current_run, drawn_safely, listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
@@ -53,14 +53,15 @@ st.dataframe(table, hide_index=True, column_config={
 
 
 
-def parent_section(run, summary, folder_runs) -> None:
-    """A retrained run: its parent, each task's change against it, and what of the routing differs."""
+def parent_section(run, summary) -> None:
+    """A retrained run: its parent (in its folder, or a sample run listed beside it), each task's
+    change against it, and what of the routing differs."""
     parent_id = run.meta.get("parent")
-    parent = next((r for r in folder_runs if r.id == parent_id), None)
+    parent = next((r for r in listed_runs() if r.id == parent_id), None)
     st.subheader(f"Retrained from {plain(parent_id)}")
     finetune = summary.get("finetune") if isinstance(summary.get("finetune"), dict) else {}
     st.caption(f"trained: {plain(finetune.get('train', '?'))} · steps {plain(summary.get('steps', '?'))}"
-               + ("" if parent else " · the parent is not in this folder, so there is nothing to compare"))
+               + ("" if parent else " · the parent is not listed in the sidebar, so there is nothing to compare"))
     if parent is None:
         return
     try:
@@ -79,15 +80,15 @@ def parent_section(run, summary, folder_runs) -> None:
 
 
 if run.meta.get("parent"):
-    parent_section(run, summary, folder_runs)
+    parent_section(run, summary)
 
 scheme_overview = view_of(run.scheme).overview
 try:
     report = overlap_of(run)
     if report:
         left, right = task_columns(len(run.task_names))
-        left.plotly_chart(overlap_heatmap(report, run.task_names), key="overlap")
-        right.plotly_chart(density_heatmap(report, run.task_names), key="density")
+        chart(left, overlap_heatmap(report, run.task_names), "overlap")
+        chart(right, density_heatmap(report, run.task_names), "density")
     drawn_by_scheme = bool(scheme_overview and drawn_safely(f"the {run.scheme} scheme's figures", scheme_overview, run))
     drawn = bool(report) or drawn_by_scheme
 except LsmnError as exc:
@@ -103,6 +104,6 @@ if records:
         shown = st.multiselect("Curves of single tasks (type to search)", run.task_names, key=f"curves_{run.id}",
                                help="With this many tasks the chart shows the median and the middle 80% of "
                                     "tasks per metric; tasks picked here get a line of their own.")
-    st.plotly_chart(training_curves(records, shown), key="curves")
+    chart(st, training_curves(records, shown), "curves")
 with st.expander("Config"):
     st.json(run.meta["config"])
