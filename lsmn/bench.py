@@ -570,6 +570,65 @@ def bench_app_pages(configs: Path, app: Path, n_tasks: int = 100, depth: int = 1
              "ratio": value, "target": 1.0, "better": "lower"}]
 
 
+SAMPLES = Path("sample_runs")
+
+
+def bench_sample_pages(configs: Path, app: Path, samples: Path = SAMPLES, most_tasks: int = 10) -> list[dict]:
+    """Each page's first render of every shipped sample run of at most `most_tasks` tasks (what a
+    user opens first: the app lands on one), a session per run, after a warm-up on small runs."""
+    with tempfile.TemporaryDirectory() as warm:
+        _page_bench_runs(Path(warm), configs, 5, 2)
+        for run in list_runs(warm)[0]:
+            _render_pages(app, run)
+    times = {run.id: _render_pages(app, run) for run in list_runs(samples)[0]
+             if len(run.task_names) <= most_tasks and (run.path / "summary.json").is_file()}
+    slowest = max(((run, page) for run in times for page in times[run]), key=lambda rp: times[rp[0]][rp[1]])
+    value = times[slowest[0]][slowest[1]]
+    each = "; ".join(f"{run} {max(pages.values()):.2f} ({max(pages, key=pages.get)})" for run, pages in times.items())
+    return [{"name": f"app pages, first render (s), every page of the {len(times)} sample runs of at most "
+                     f"{most_tasks} tasks, slowest page of each: {each}",
+             "value": value, "unit": "s", "baseline": f"target 2 s (slowest: {slowest[1]} of {slowest[0]})",
+             "ratio": value / 2.0, "target": 1.0, "better": "lower"}]
+
+
+COLD_START = """import logging, sys, time
+from streamlit.testing.v1 import AppTest
+logging.disable(logging.WARNING)
+test = AppTest.from_file(sys.argv[1], default_timeout=600)
+test.run()
+print(time.time(), flush=True)  # rendered: what follows (the process's exit) a server never pays
+sys.exit(1 if test.exception or test.error or not test.title else 0)
+"""
+
+
+def bench_cold_start(app: Path, repeats: int = 3) -> list[dict]:
+    """The landing page (Overview of the run the app opens on, from an empty user runs folder: a
+    sample run) in a process started for it, from its start until the page is drawn: interpreter,
+    Streamlit, torch and the app's imports, reading the run and drawing every figure, as the first
+    page after a server starts. The median of `repeats` processes."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+
+    seconds = []
+    with tempfile.TemporaryDirectory() as empty:
+        for _ in range(repeats):
+            start = time.time()
+            result = subprocess.run([sys.executable, "-c", COLD_START, str(app.resolve())], capture_output=True,
+                                    text=True, check=False, env={**os.environ, "LSMN_RUNS": empty})
+            if result.returncode == 0:
+                seconds.append(float(result.stdout.split()[-1]) - start)
+            else:
+                raise RuntimeError("the app's landing page failed in a cold process: "
+                                   f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    value = statistics.median(seconds)
+    return [{"name": f"app, first page after a cold start (s): a new process renders the landing page, median of "
+                     f"{repeats} ({', '.join(f'{t:.1f}' for t in seconds)})",
+             "value": value, "unit": "s", "baseline": "target 5 s", "ratio": value / 5.0, "target": 1.0,
+             "better": "lower"}]
+
+
 THOUSAND_TASKS_STEPS = ["name=pages-1000", "scheme.warmup_steps=2", "scheme.round_steps=1", "scheme.prune_rate=0.25",
                         "scheme.min_density=0.7", "train.steps=20", "train.eval_every=10",
                         "train.device=cpu"]  # scale-1000's tasks and shapes, a few steps (80 s on 2 cores)
@@ -605,7 +664,8 @@ def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Pa
         return {"device": f"cpu ({torch.get_num_threads()} threads)",
                 "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
                 + bench_muir_generation() + bench_mixture_blocks() + bench_block_step() + bench_overlap_at_scale()
-                + bench_streaming() + bench_app_pages(configs, app) + bench_thousand_task_pages(configs, app)}
+                + bench_streaming() + bench_app_pages(configs, app) + bench_sample_pages(configs, app)
+                + bench_cold_start(app) + bench_thousand_task_pages(configs, app)}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
             "results": bench_masked_step(device=device) + bench_masked_step_bf16(device=device)
             + bench_batched_imp(device=device)

@@ -19,6 +19,8 @@ ENTRIES = {
     "conv and attention blocks": lambda: bench.bench_block_step(task_counts=(2,), batch=2),
     "streaming": lambda: bench.bench_streaming(gigabytes=0.005, features=32, steps=3),
     "app pages": lambda: bench.bench_app_pages(Path("configs"), Path("app/main.py"), n_tasks=3, depth=2),
+    "sample pages": lambda: bench.bench_sample_pages(Path("configs"), Path("app/main.py"), most_tasks=3),
+    "cold start": lambda: bench.bench_cold_start(Path("app/main.py"), repeats=1),
 }
 
 

@@ -130,15 +130,34 @@ EDITS = {
 }
 
 
+NAV = ["Masks and overlap", "Signatures", "Sharing graph", "Attributions", "Edit and retrain", "Compare", "Overview"]
+
+
+def selected_run(page) -> str:
+    return page.get_by_test_id("stSidebar").get_by_role("combobox").first.input_value()
+
+
+def settle(page):
+    """Until the page's script run has finished (Streamlit's running indicator is gone)."""
+    page.wait_for_timeout(1000)
+    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=PATIENCE_MS)
+
+
 @pytest.mark.parametrize("sample", list(EDITS))
-def test_edit_evaluate_and_retrain_from_the_browser(tmp_path, sample):
+def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sample):
+    """The whole loop on a shipped sample run, from an empty user runs folder: edit, evaluate,
+    retrain; the new run is listed without a reload and opens on its Overview with its parent,
+    the routing diff and non-empty curves; every page keeps it selected; the samples are untouched."""
     editor_hint, keys, edit_reached = EDITS[sample]
-    shutil.copytree(REPO / "sample_runs" / sample, tmp_path / "runs" / sample)
-    for url in serve(tmp_path / "runs"):
+    samples_before = sorted(p.name for p in (REPO / "sample_runs").iterdir())
+    mine = tmp_path / "mine"
+    for url in serve(mine):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url + "edit")
+            page.wait_for_selector("text=Runs folder", timeout=PATIENCE_MS)
+            pick_run(page, f"{sample} ")
             page.wait_for_selector(f"text={editor_hint}", timeout=PATIENCE_MS)
             edit_first_row(page, keys)
             page.get_by_role("button", name="Evaluate").click()
@@ -149,12 +168,70 @@ def test_edit_evaluate_and_retrain_from_the_browser(tmp_path, sample):
             steps.press("Enter")
             page.get_by_role("button", name="Retrain").click()
             page.wait_for_selector("text=Retrained: new run", timeout=PATIENCE_MS)
-            body = page.inner_text("body")
+            settle(page)
+            retrained = page.inner_text("body")
+            assert page.get_by_role("button", name="Retrain").is_enabled()
+            page.get_by_test_id("stSidebar").get_by_role("combobox").first.click()
+            listed = [o.inner_text() for o in page.get_by_role("option").all()]
+            page.keyboard.press("Escape")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"retrained-{sample}.png"), full_page=True)
+            page.get_by_role("button", name="Open the new run").click()
+            page.wait_for_selector(f"text=Retrained from {sample}", timeout=PATIENCE_MS)
+            settle(page)
+            child_page = page.inner_text("body")
+            child_label = selected_run(page)
+            tables = page.get_by_test_id("stDataFrame").count()  # tasks; each task's change; the routing diff
+            curves = page.locator(".js-plotly-plot").filter(has_text="Dev metric during fine-tuning")
+            curves.scroll_into_view_if_needed(timeout=PATIENCE_MS)  # drawn once on screen
+            curves.locator(".scatterlayer .trace").first.wait_for(state="attached", timeout=PATIENCE_MS)
+            traces = curves.locator(".scatterlayer .trace").count()
+            page.screenshot(path=str(SCREENSHOTS / f"child-{sample}.png"), full_page=True)
+            kept = []
+            for name in NAV:
+                page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).click()
+                settle(page)
+                kept.append((name, selected_run(page)))
             browser.close()
     assert "mean test change +0.0000" not in evaluated and "mean test change -0.0000" not in evaluated
-    assert f"parent {sample}" in body
-    children = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(f"{sample}-ft")]
+    children = [p for p in mine.iterdir() if p.name.startswith(f"{sample}-ft")]
     assert len(children) == 1 and (children[0] / "summary.json").is_file()
+    child = children[0].name
+    assert f"parent {sample}" in retrained and str(mine) in retrained
+    assert any(o.startswith(child + " ") for o in listed), listed  # listed the moment it is done, no reload
+    assert child_label.startswith(child + " ")
+    at = child_page.find("nothing to compare")
+    assert at < 0, child_page[max(0, at - 300):at + 50]  # the parent was found: its diff is shown
+    assert tables == 3
+    assert traces > 0  # its fine-tuning curves
+    assert all(label == child_label for _, label in kept), kept
     assert edit_reached(*child_routing(children[0]))
+    assert sorted(p.name for p in (REPO / "sample_runs").iterdir()) == samples_before  # nothing written there
+
+
+def test_markdown_and_html_in_a_run_s_name_stay_text_and_fetch_nothing(tmp_path):
+    """A run whose name, task-free fields and device hold markdown images and HTML: the page shows
+    them as text, and the browser requests nothing but the app itself."""
+    run = tmp_path / "runs" / "hostile"
+    shutil.copytree(REPO / "sample_runs" / "digits-sparse", run)
+    meta = json.loads((run / "run.json").read_text())
+    bait = "http://127.0.0.2:9/leak.png"
+    meta["name"] = f"![x]({bait}) <img src='{bait}'> **bold**"
+    meta["device"] = f"[link]({bait})"
+    (run / "run.json").write_text(json.dumps(meta))
+    for url in serve(tmp_path / "runs"):
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            page.on("request", lambda request, seen=requests: seen.append(request.url))
+            page.goto(url)
+            page.wait_for_selector("text=Total parameters", timeout=PATIENCE_MS)
+            settle(page)
+            body = page.inner_text("body")
+            images = page.locator("img").count()
+            browser.close()
+    assert f"![x]({bait})" in body and "<img src=" in body and "**bold**" in body
+    assert images == 0
+    assert all(r.startswith(url) or r.startswith(url.replace("http", "ws")) for r in requests), \
+        [r for r in requests if not r.startswith(url)][:3]
