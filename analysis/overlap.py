@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.bitcount import packed_intersections
 from lsmn_core.blocks import block_index
 
 
 def intersections(masks: dict[str, np.ndarray]) -> np.ndarray:
     """[T, T] number of weights both tasks use (diagonal: each task's count), by popcount over
     the packed masks (exact at any size, unlike a float32 product past 2^24 weights)."""
-    from analysis.bitcount import packed_intersections  # numba: a third of a second to import, for masks only
-
     return packed_intersections(np.concatenate([np.packbits(r, axis=1) for r in _rows(masks)], axis=1))
 
 

@@ -173,7 +173,7 @@ def similarity_heatmap(report: dict) -> go.Figure:
     tasks = report["task_names"]
     figure = go.Figure(go.Heatmap(z=report["similarity"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
                                   text=[[f"{v:.2f}" for v in row] for row in report["similarity"]],
-                                  texttemplate="%{text}", colorbar={"title": "same"}))
+                                  texttemplate="%{text}", colorbar={"title": "same template"}))
     figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks),
                          meta={"caption": (
                              "The expected share of layers at which two tasks use the same template: the mean over "
@@ -408,7 +408,9 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     modules = 1 + max((k for row in z for k in row if k is not None), default=0)
     figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
                                   **categorical_scale(modules, "hypermodule", "H")))
-    figure.update_layout(title=title, xaxis={"title": "block location"}, yaxis={"autorange": "reversed"},
+    ticks = list(range(0, width, max(1, math.ceil(width / 30))))  # whole block locations only, never 0.5
+    figure.update_layout(title=title, xaxis={"title": "block location", "tickvals": ticks},
+                         yaxis={"autorange": "reversed"},
                          height=160 + 22 * len(tasks), meta={"caption": (
                              "The hypermodule each block location of each task draws its weights from, one colour "
                              "per hypermodule: tasks with the same colours share those weights.")})

@@ -37,6 +37,10 @@ def signatures_page(run, report) -> None:
              "mean confidence": sum(r["confidence"]) / len(r["confidence"]),
              "runs": " ".join(f"{k}x{n}" for k, n in r["runs"])} for t, r in report["tasks"].items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption("Module order: the template of largest weight at each layer. Runs: that order run-length encoded, "
+               "template x layers in a row (3x3 1x5: template 3 for three layers, then template 1 for five). "
+               "Progressive: each template in one unbroken run, the runs never shorter with depth. Mean "
+               "confidence: the largest mixture weight, averaged over layers.")
     left, right = st.columns(2)
     task = left.selectbox("Task", report["task_names"], key=f"signature_task_{run.id}")
     doc = checked_routing_of(run)[0]
