@@ -11,6 +11,7 @@ before they touch a model, so an invalid edit is refused with one message and ch
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def decode(doc: dict, arrays: dict[str, np.ndarray], model) -> dict:
 
 def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, list[int]]) -> dict:
     entries = doc.get("masks", {})
-    if not isinstance(entries, dict) or set(entries) != set(expected):
-        missing = sorted(set(expected) - set(entries or {})) or sorted(set(entries or {}) - set(expected))
+    if not isinstance(entries, dict):
+        raise RoutingError(f"routing masks must be an object of mask entries, not {type(entries).__name__}")
+    if set(entries) != set(expected):
+        missing = sorted(set(expected) - set(entries)) or sorted(set(entries) - set(expected))
         raise RoutingError(f"routing masks do not match the model's prunable weights (first difference: {missing[:1]})")
     encoding = doc.get("mask_encoding")
     if encoding not in (PACKBITS, PLAIN):
@@ -86,6 +89,9 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
         key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
         if not isinstance(key, str):
             raise RoutingError(f"routing masks: the entry for {name} needs a tensor name under 'key'")
+        if entry.get("shape", shape) != shape:  # editors read the entry's shape: it must be the model's
+            raise RoutingError(f"routing masks: the entry for {name} says shape {str(entry['shape'])[:80]}, "
+                               f"the model's mask is {shape}")
         if key not in arrays:
             where = "routing.safetensors" if arrays else "the routing (no routing.safetensors beside routing.json)"
             raise RoutingError(f"{where} has no tensor {key!r}")
@@ -141,6 +147,17 @@ def write(folder: Path, doc: dict, arrays: dict[str, np.ndarray]) -> Path:
     return folder / "routing.json"
 
 
+def _check_sizes(doc: dict, sizes: dict[str, int], model) -> None:
+    """RoutingError for a named tensor of more elements than the model's mask it is named for
+    (a bit-packed mask has fewer; a tensor named for no mask of the model may hold none)."""
+    limits = {f"masks.{name}": math.prod(mask.shape) for name, mask in model.masks().items()}
+    for name, entry in doc["masks"].items():
+        key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
+        if key in sizes and sizes[key] > limits.get(f"masks.{name}", 0):
+            raise RoutingError(f"routing.safetensors: {key!r} holds {sizes[key]:,} values, more than the "
+                               f"{limits.get(f'masks.{name}', 0):,} of the model's mask {str(name)[:80]!r}")
+
+
 def _named_tensors(doc) -> list[str]:
     """The tensors a routing document names: its masks'. The file may hold others for the record
     (every pruning round's masks: 49 MB of a 1,000-task run's 57), which no reader of the routing needs."""
@@ -151,9 +168,12 @@ def _named_tensors(doc) -> list[str]:
     return [key for key in keys if isinstance(key, str)]
 
 
-def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def read(path: Path, model=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a routing pair: `path` is a folder holding both files, or either file of the pair; of
-    the tensors, only those the document names are read.
+    the tensors, only those the document names are read, and with `model` given, only those no
+    larger than the mask of `model` they stand for (sizes read from the header, before any tensor:
+    a hostile file cannot make the reader allocate more than the model's masks). `decode` then
+    checks their exact shapes.
 
     The .safetensors file may be absent when the document carries no masks."""
     path = Path(path)
@@ -168,7 +188,10 @@ def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
             return doc, {}
         with safe_open(str(checked_safetensors(tensor_path)), framework="numpy") as tensors:
             stored = set(tensors.keys())
-            arrays = {key: tensors.get_tensor(key) for key in _named_tensors(doc) if key in stored}
+            named = [key for key in _named_tensors(doc) if key in stored]
+            if model is not None and named:  # named tensors: the document's masks are a dict
+                _check_sizes(doc, {key: math.prod(tensors.get_slice(key).get_shape()) for key in named}, model)
+            arrays = {key: tensors.get_tensor(key) for key in named}
     except RunError as exc:
         raise RoutingError(str(exc)) from None
     except (SafetensorError, OSError, ValueError) as exc:

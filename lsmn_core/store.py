@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lsmn_core import routing
 from lsmn_core.config import parse_config
@@ -312,7 +312,7 @@ class Run:
         stamp = tuple((s.st_mtime_ns, s.st_size) if (s := _stat(f)) else None for f in files)
         if self._routing is None or self._routing[0] != stamp:
             with self._named_errors():
-                doc, arrays = routing.read(files[0])
+                doc, arrays = routing.read(files[0], self.skeleton())
                 self._routing = stamp, (doc, arrays, routing.decode(doc, arrays, self.skeleton()))
         return self._routing[1]
 
@@ -327,21 +327,39 @@ class Run:
         except LsmnError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
 
+    def _checked_weights(self, path: Path) -> dict[str, torch.Tensor]:
+        """model.safetensors' tensors, once its names and shapes (read from its header) are exactly
+        those of the run's skeleton: an extra, missing or resized tensor is refused before any is read."""
+        expected = {name: tuple(value.shape) for name, value in self.skeleton().state_dict().items()}
+        with safe_open(str(checked_safetensors(path)), framework="pt") as tensors:
+            stored = set(tensors.keys())
+            if stored != set(expected):
+                extra, missing = sorted(stored - set(expected)), sorted(set(expected) - stored)
+                raise RunError("model.safetensors does not fit the config: " + "; ".join(
+                    f"{what} {', '.join(names[:3])}" + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
+                    for what, names in (("unexpected", extra), ("missing", missing)) if names))
+            for name, shape in expected.items():
+                stored_shape = tuple(tensors.get_slice(name).get_shape())
+                if stored_shape != shape:
+                    raise RunError(f"model.safetensors does not fit the config: {name} is "
+                                   f"{list(stored_shape)[:8]}, the config makes it {list(shape)}")
+            return {name: tensors.get_tensor(name) for name in expected}
+
     def load_model(self, device: str = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
         specs, config = self.specs, self.config()
         with self._named_errors():
             check_model_size(specs, config, 4, "load", self.skeleton())
-        model = build_model(specs, config)
         weights = self.path / "model.safetensors"
         if not os.path.lexists(weights):
             raise RunError(f"run {self.id} has no model.safetensors (status: {self.status})")
         try:
-            state = load_file(str(checked_safetensors(weights)))
+            state = self._checked_weights(weights)
         except RunError as exc:
             raise RunError(f"run {self.id}: {exc}") from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunError(f"run {self.id}: model.safetensors is corrupt ({exc})") from None
+        model = build_model(specs, config)
         try:
             model.load_weights(state)
         except RuntimeError as exc:

@@ -44,7 +44,12 @@ params = pd.DataFrame([{"run": r.id, "scheme": r.scheme, "total": counts[r.id]["
                        for r in selected])
 st.subheader("Parameters")
 st.dataframe(params, hide_index=True)
-overlaps = [(r, overlap_of(r)) for r in selected]
+overlaps = []
+for r in selected:
+    try:
+        overlaps.append((r, overlap_of(r)))
+    except LsmnError as exc:  # one damaged run's routing: said, and the others still drawn
+        st.warning(f"No overlap for {plain(r.id)}: {plain(exc)}")
 masked = [(r, report) for r, report in overlaps if report]
 if masked:
     st.subheader("Mask overlap")
