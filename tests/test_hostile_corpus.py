@@ -215,3 +215,19 @@ def test_a_header_near_its_limit_costs_little_more_memory_than_a_good_run(sparse
         peaks[name] = int(result.stdout.split()[-1])
     assert peaks["hostile"] <= peaks["good"] + 200, peaks
     print(f"\npeak resident memory of lsmn eval: good run {peaks['good']} MB, 14 MB header {peaks['hostile']} MB")
+
+
+@pytest.mark.parametrize("sample, file, path, raw", [  # cases the corpus found, kept
+    ("kang-hyper", "run.json", ("tasks", 16, "kind"), "9223372036854775808"),
+    ("digits-sparse", "routing.json", ("masks",), "9223372036854775808"),
+    ("digits-sparse", "routing.json", ("masks", "body.blocks.0.w_out", "shape"), "9223372036854775808")])
+def test_found_cases_stay_errors_on_every_app_page(tmp_path, sample, file, path, raw):
+    bad = tmp_path / "bad"
+    shutil.copytree(SAMPLES / sample, bad)
+    (bad / file).write_text(with_hostile_value(json.loads((bad / file).read_text()), path, raw))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE)
+    at.session_state["runs_folder"] = str(tmp_path)
+    at.run()
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)

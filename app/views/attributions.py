@@ -69,7 +69,12 @@ if run is None:
     st.stop()
 st.title(f"Attributions · {plain(run.name)}")
 stamp = run_stamp(run)
-names, specs = run.task_names, run.specs
+names = run.task_names
+try:
+    specs = run.specs
+except LsmnError as exc:  # a damaged task list: said on the page, the other runs unharmed
+    st.error(plain(exc))
+    st.stop()
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
 tokens = specs[source].modality == "tokens"
 try:

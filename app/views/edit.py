@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from app.figures import training_curves
+from app.layout import chart
 from app.schemes import kinds_with, view_of
 from app.state import same_folder, checked_routing_of, current_run, open_when_listed, writable_runs
 from app.text import plain
@@ -103,8 +105,7 @@ def job_panel():
         else:
             st.info(f"Retraining started ({elapsed})...")
         if child and child.metrics():
-            dev = pd.DataFrame([m for m in child.metrics() if m["split"] == "dev"])
-            st.line_chart(dev, x="step", y="value", color="task", height=220)
+            chart(st, training_curves(child.metrics()), "live_curves")  # the Overview's figure, as it grows
     elif job.returncode == 0 and child:
         st.success(f"Retrained: new run **{plain(child.id)}** (parent {plain(child.meta['parent'])}), in "
                    f"{plain(out)}. It is listed in the sidebar.")
