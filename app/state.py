@@ -14,7 +14,14 @@ from lsmn_core.store import Run, list_runs, open_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_runs"  # shipped with the app: listed beside the user's runs, never written to
-DEFAULT_RUNS = os.environ.get("LSMN_RUNS") or str(Path.home() / ".lsmn" / "runs")  # the user's runs
+
+
+def user_runs() -> Path:
+    """The user's runs folder: LSMN_RUNS, else ~/.lsmn/runs (read when asked: a test may set it)."""
+    return Path(os.environ.get("LSMN_RUNS") or Path.home() / ".lsmn" / "runs")
+
+
+DEFAULT_RUNS = str(user_runs())
 
 
 def same_folder(a, b) -> bool:
@@ -29,7 +36,7 @@ def writable_runs(run: Run) -> Path:
     """Where a run's edits and retrained children go: beside it, unless it is a shipped sample
     run, whose folder belongs to the app: then the user's runs folder (LSMN_RUNS, else ~/.lsmn/runs)."""
     if same_folder(run.path.parent, SAMPLES):
-        return Path(os.environ.get("LSMN_RUNS") or Path.home() / ".lsmn" / "runs").expanduser().resolve()
+        return user_runs().expanduser().resolve()
     return run.path.parent.resolve()
 
 

@@ -86,7 +86,7 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
     masks = {}
     for name, shape in expected.items():
         entry = entries[name]
-        key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
+        key = _entry_key(name, entry)
         if not isinstance(key, str):
             raise RoutingError(f"routing masks: the entry for {name} needs a tensor name under 'key'")
         if entry.get("shape", shape) != shape:  # editors read the entry's shape: it must be the model's
@@ -147,15 +147,20 @@ def write(folder: Path, doc: dict, arrays: dict[str, np.ndarray]) -> Path:
     return folder / "routing.json"
 
 
+def _entry_key(name: str, entry) -> str | None:
+    """The tensor name a routing document's mask entry points to (None for an entry that is not an object)."""
+    return entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
+
+
 def _check_sizes(doc: dict, sizes: dict[str, int], model) -> None:
     """RoutingError for a named tensor of more elements than the model's mask it is named for
     (a bit-packed mask has fewer; a tensor named for no mask of the model may hold none)."""
-    limits = {f"masks.{name}": math.prod(mask.shape) for name, mask in model.masks().items()}
+    limits = {name: math.prod(mask.shape) for name, mask in model.masks().items()}
     for name, entry in doc["masks"].items():
-        key = entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None
-        if key in sizes and sizes[key] > limits.get(f"masks.{name}", 0):
+        key = _entry_key(name, entry)
+        if key in sizes and sizes[key] > limits.get(name, 0):
             raise RoutingError(f"routing.safetensors: {key!r} holds {sizes[key]:,} values, more than the "
-                               f"{limits.get(f'masks.{name}', 0):,} of the model's mask {str(name)[:80]!r}")
+                               f"{limits.get(name, 0):,} of the model's mask {str(name)[:80]!r}")
 
 
 def _named_tensors(doc) -> list[str]:
@@ -164,7 +169,7 @@ def _named_tensors(doc) -> list[str]:
     entries = doc.get("masks") if isinstance(doc, dict) else None
     if not isinstance(entries, dict):
         return []
-    keys = [entry.get("key", f"masks.{name}") if isinstance(entry, dict) else None for name, entry in entries.items()]
+    keys = [_entry_key(name, entry) for name, entry in entries.items()]
     return [key for key in keys if isinstance(key, str)]
 
 
