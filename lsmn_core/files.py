@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import struct
 import tempfile
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from lsmn_core.errors import RunError
 
@@ -47,6 +50,9 @@ def atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise RunError(f"cannot write {path}: {_reason(exc)}") from None
+    except SafetensorError as exc:  # safetensors' own I/O errors (a full disk while serializing)
+        io_error = re.search(r"I/O error: (.+?)(?: \(os error \d+\))?$", str(exc))
+        raise RunError(f"cannot write {path}: {io_error[1] if io_error else exc}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

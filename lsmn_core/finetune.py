@@ -123,7 +123,7 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
         writer.save_model(model)
         writer.finish(summary)
     except Exception as exc:
-        writer.set_status("failed", f"{type(exc).__name__}: {exc}")
+        writer.end(exc)
         raise
     finally:
         if reporter:

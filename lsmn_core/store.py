@@ -32,6 +32,7 @@ from lsmn_core.version import __version__
 
 SCHEMA_VERSION = 1
 METRICS_LIMIT = 512 * 2**20  # bytes of metrics.jsonl (a long 1,000-task run logs a few hundred MB at most)
+REASON_LIMIT = 1000  # characters of a stored failure reason (run.json allows 4,096 per field)
 STALE_AFTER = 600  # seconds without a progress update after which a run on another host reads as dead
 
 
@@ -99,8 +100,23 @@ class RunWriter:
     def set_status(self, status: str, reason: str | None = None) -> None:
         self.meta["status"] = status
         if reason:
-            self.meta["reason"] = reason
+            self.meta["reason"] = reason if len(reason) <= REASON_LIMIT else reason[:REASON_LIMIT - 3] + "..."
         write_json(self.path / "run.json", self.meta)
+
+    def end(self, cause: BaseException) -> None:
+        """Record why the run stopped (a KeyboardInterrupt is a stop, anything else a failure). When
+        even that write fails (a full disk fails the status write as it failed the run), the error
+        says both, and the run reads "interrupted" once this process is gone (a trained run's
+        --resume continues it once space is freed)."""
+        if isinstance(cause, KeyboardInterrupt):
+            status, reason = "interrupted", "stopped by the user or a signal"
+        else:
+            status, reason = "failed", f"{type(cause).__name__}: {cause}"
+        try:
+            self.set_status(status, reason)
+        except RunError as exc:
+            raise RunError(f"{reason}; the run's status could not be recorded either ({exc}), "
+                           "so it reads as interrupted") from cause
 
     def progress(self, phase: str, step: int, total: int, message: str = "", force: bool = False) -> None:
         """Record progress (at most twice a second unless forced); `eta` is seconds left in the phase."""
@@ -115,8 +131,12 @@ class RunWriter:
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
     def log(self, records: list[dict]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        except OSError as exc:  # a full disk: readers skip the cut-off last line
+            raise RunError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
 
     def save_model(self, model: MultitaskModel, extra_routing: dict[str, np.ndarray] | None = None) -> None:
         """Write weights and routing; `extra_routing` adds arrays such as every pruning round's masks."""

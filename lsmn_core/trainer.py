@@ -438,13 +438,13 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
             writer.save_model(model, report.arrays)
             writer.finish(summary)
             checkpoint.remove(writer.path)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if writer:
-            writer.set_status("interrupted", "stopped by the user or a signal")
+            writer.end(exc)
         raise
     except Exception as exc:
         if writer:
-            writer.set_status("failed", f"{type(exc).__name__}: {exc}")
+            writer.end(exc)
         raise
     finally:
         if reporter:

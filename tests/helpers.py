@@ -8,6 +8,7 @@ from lsmn_core.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 APP_PATIENCE = 900  # seconds an AppTest script run may take: a guard against a hang, not a speed target
+PROCESS_PATIENCE = 1800  # seconds a child process may take to exit: a guard against a hang, not a speed target
 
 TINY = {
     "name": "tiny",

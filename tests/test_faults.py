@@ -10,7 +10,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from helpers import REPO
+from helpers import PROCESS_PATIENCE, REPO
 from lsmn.cli import main
 from lsmn_core.config import load_config
 from lsmn_core.store import open_run
@@ -65,18 +65,18 @@ def test_numbers_in_exponent_form_are_numbers():
 
 def test_a_killed_run_reads_interrupted_and_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     whole = lsmn_process(*train_args(tmp_path / "whole"))
-    assert whole.wait(timeout=300) == 0, whole.communicate()
+    assert whole.wait(timeout=PROCESS_PATIENCE) == 0, whole.communicate()
     (reference,) = (tmp_path / "whole").iterdir()
 
     killed = lsmn_process(*train_args(tmp_path / "killed"))
     run_dir = wait_for_checkpoint(tmp_path / "killed", killed)
     killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=30)
+    killed.wait(timeout=PROCESS_PATIENCE)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # as the dead process left it
     assert open_run(run_dir).status == "interrupted"  # its writer is gone
 
     resumed = lsmn_process("train", "--resume", str(run_dir), "--quiet")
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=PROCESS_PATIENCE)
     assert resumed.returncode == 0, err
     assert open_run(run_dir).status == "done" and not list(run_dir.glob("checkpoint*"))
     expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
@@ -90,7 +90,7 @@ def test_sigterm_marks_the_run_interrupted(tmp_path):
     process = lsmn_process(*train_args(tmp_path))
     run_dir = wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=PROCESS_PATIENCE)
     assert process.returncode == 130 and "interrupted" in err
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "interrupted" and "signal" in meta["reason"]

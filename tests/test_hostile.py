@@ -6,16 +6,20 @@ exit, never replace what the project does not own, and never break the runs besi
 import json
 import os
 import re
+import resource
 import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 
-from helpers import tiny_config
+from helpers import PROCESS_PATIENCE, REPO, TINY, tiny_config
 from lsmn.cli import main
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.files import atomic_write, read_json
-from lsmn_core.store import list_runs, open_run
+from lsmn_core.store import RunWriter, list_runs, open_run
+from lsmn_core.tasks import TaskSpec
 
 
 def copy_run(sparse_run, folder):
@@ -49,6 +53,46 @@ def test_os_errors_on_write_are_one_line_naming_the_path(sparse_run, tmp_path, c
     assert "cannot write" in error and "missing/x.safetensors" in error and "No such file or directory" in error
     with pytest.raises(RunError, match="cannot write .*File name too long"):
         atomic_write(tmp_path / ("x" * 300), lambda tmp: open(tmp, "w").close())
+
+
+def _files_of_at_most(size):
+    """For a child process: files it writes stop growing at `size` bytes, as on a full disk (Python
+    ignores SIGXFSZ, so a write past the limit fails with an OSError instead of killing it)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_a_full_disk_while_training_is_one_line_and_leaves_the_run_marked_failed(tmp_path):
+    config = tmp_path / "tiny.json"  # JSON is YAML
+    config.write_text(json.dumps(TINY))
+    process = subprocess.run(
+        [sys.executable, "-m", "lsmn", "train", str(config), "--out", str(tmp_path / "runs"), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, preexec_fn=_files_of_at_most(12_000), timeout=PROCESS_PATIENCE)
+    assert process.returncode == 2, process.stderr
+    error = process.stderr.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert re.fullmatch(r"lsmn: error: cannot write \S+: File too large", error), error
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = open_run(run_dir)
+    assert run.status == "failed" and "File too large" in run.meta["reason"]
+    assert not list(run_dir.glob(".*.tmp"))  # no half-written temporary file is left behind
+    assert main(["show", str(run_dir)]) == 2  # a failed run, said so, not a crash
+
+
+def test_when_the_status_write_fails_too_the_error_says_both(tmp_path, monkeypatch):
+    config = tiny_config()
+    writer = RunWriter(tmp_path, config, [TaskSpec("digit", "classification", 10, "image", [1, 16, 16])], "cpu")
+
+    def disk_full(path, data):
+        raise RunError(f"cannot write {path}: No space left on device")
+    monkeypatch.setattr("lsmn_core.store.write_json", disk_full)
+    cause = RunError("cannot write metrics.jsonl: No space left on device")
+    with pytest.raises(RunError) as raised:
+        writer.end(cause)
+    message = str(raised.value)
+    assert message.startswith("RunError: cannot write metrics.jsonl") and "status could not be recorded" in message
+    assert raised.value.__cause__ is cause
+    monkeypatch.undo()
+    assert open_run(writer.path).meta["status"] == "running"  # what the disk kept: the writer is this process
 
 
 HOSTILE_META = {
