@@ -14,6 +14,8 @@
   of one domain share early layers and tasks of one target late ones?
 - code_tokens: per-token tasks on the standard library's source under independent, hard and sparse
   sharing, with the lstm and attention blocks: does sparse sharing spare the unrelated task?
+- moe: the digits tasks under a mixture of experts whose gate sees the sample, the sample and a
+  task offset, or the task alone: accuracy per task and expert specialisation per layer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from analysis.signatures import pair_sharing
 from lsmn_core.config import TaskConfig, load_config
+from lsmn_core.schemes.moe import specialisation
 from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
@@ -274,6 +277,35 @@ def code_tokens_study(seeds=(0,), device: str = "cpu", configs: Path = CONFIGS, 
     return "\n".join(lines)
 
 
+MOE_GATES = {"sample": "gate_input: sample, task_gate: false", "sample + task offset": "gate_input: sample",
+             "task": "gate_input: task"}
+
+
+def moe_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> str:
+    """Markdown table: per gate input, each digits task's test accuracy and each layer's expert
+    specialisation (normalised mutual information between task and expert), 4 experts, top 2."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, gate in MOE_GATES.items():
+            accuracy: dict[str, list[float]] = {}
+            per_layer: list[list[float]] = []
+            for seed in seeds:
+                config = load_config(Path(configs) / "digits.yaml", [
+                    f"scheme={{kind: moe, experts: 4, top_k: 2, {gate}}}", f"seed={seed}", f"name=moe-{seed}"])
+                summary = open_run(train(config, tmp, device=device, quiet=True)).summary()
+                for task, m in summary["metrics"].items():
+                    accuracy.setdefault(task, []).append(m["test"])
+                per_layer.append(specialisation(summary["routing"]["gate_stats"]))
+            layers = [_mean_std(list(values)) for values in zip(*per_layer)]
+            rows.append((label, [_mean_std(v) for v in accuracy.values()], layers, list(accuracy)))
+    tasks, depth = rows[0][3], len(rows[0][2])
+    lines = ["| gate sees | " + " | ".join(f"`{t}` test accuracy" for t in tasks) + " | "
+             + " | ".join(f"specialisation, layer {layer}" for layer in range(depth)) + " |",
+             "|---" * (1 + len(tasks) + depth) + "|"]
+    lines += [f"| {label} | " + " | ".join(scores + layers) + " |" for label, scores, layers, _ in rows]
+    return "\n".join(lines)
+
+
 STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
            "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study,
-           "domains": domains_study, "code_tokens": code_tokens_study}
+           "domains": domains_study, "code_tokens": code_tokens_study, "moe": moe_study}

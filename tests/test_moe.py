@@ -9,7 +9,7 @@ from lsmn_core.data import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
-from lsmn_core.schemes.moe import cv_squared
+from lsmn_core.schemes.moe import cv_squared, specialisation
 from lsmn_core.store import open_run
 from lsmn_core.tasks import task_loss
 from lsmn_core.trainer import BatchLoss, train
@@ -171,3 +171,54 @@ def test_the_balance_losses_count_once_per_forward_not_once_per_task(specs, batc
     expected = sum(task_loss(specs[t], out, y) for t, out, (_, y, _) in zip(tasks, outputs, batches)) + auxiliary
     assert float(auxiliary) > 1e-4  # the gates are unbalanced, so counting it once or thrice differs
     assert torch.allclose(loss, expected, rtol=1e-6)
+
+
+def test_specialisation_is_zero_for_shared_experts_and_one_for_experts_of_their_own():
+    def stats(*rows):  # one layer per task: its share of samples per expert
+        return {f"task{i}": {"usage": [row]} for i, row in enumerate(rows)}
+    assert specialisation(stats([0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5])) == [pytest.approx(0.0)]
+    assert specialisation(stats([1, 0, 0], [0, 1, 0], [0, 0, 1])) == [pytest.approx(1.0)]
+    assert specialisation(stats([1, 0], [1, 0])) == [0.0]  # one expert for all: nothing to tell tasks apart
+    # two tasks, top-2 of 4 experts, disjoint pairs: I = log 2, H(T) = log 2, H(E) = log 4
+    assert specialisation(stats([1, 1, 0, 0], [0, 0, 1, 1])) == [pytest.approx(2 / 3)]
+    partly = specialisation(stats([1, 1, 0, 0], [0, 1, 1, 0]))[0]
+    assert 0 < partly < 2 / 3
+
+
+def test_a_task_level_gate_sees_no_sample_and_sends_all_of_a_task_s_samples_to_the_same_experts(specs):
+    body = build_model(specs, tiny_config(scheme={**MOE, "gate_input": "task"})).body.eval()
+    assert body.w_gate.numel() == 0 and body.w_noise.numel() == 0
+    with torch.no_grad():
+        body.gate_bias.normal_(0, 1.0)
+    out = body(torch.randn(3, 10, 32), torch.tensor([0, 1, 2]))
+    assert torch.isfinite(out).all()
+    usage = body.stats_usage / body.stats_samples[..., None]
+    assert ((usage == 0) | (usage == 1)).all() and (usage.sum(-1) == 2).all()  # k experts, the same for every sample
+    with pytest.raises(ConfigError, match="task_gate"):
+        build_model(specs, tiny_config(scheme={**MOE, "gate_input": "task", "task_gate": False}))
+
+
+def test_a_trained_run_reports_its_specialisation_per_layer(moe_run, tmp_path):
+    summary = moe_run.summary()["routing"]
+    assert summary["specialisation"] == pytest.approx(specialisation(summary["gate_stats"]))
+    assert len(summary["specialisation"]) == 2 and all(0 <= v <= 1 for v in summary["specialisation"])
+    config = tiny_config(scheme={**MOE, "gate_input": "task"},
+                         train={"steps": 120, "batch_size": 32, "eval_every": 60, "device": "cpu"})
+    task_level = open_run(train(config, tmp_path, quiet=True)).summary()["routing"]
+    for stats in task_level["gate_stats"].values():
+        assert all(sorted(layer) == [0, 0, 1, 1] for layer in stats["usage"])  # each task keeps to its k experts
+
+
+def test_the_moe_study_tables_accuracy_and_specialisation_per_gate_input(tmp_path):
+    import yaml
+
+    from helpers import TINY
+    from lsmn.studies import moe_study
+
+    (tmp_path / "digits.yaml").write_text(yaml.safe_dump(
+        {**TINY, "train": {"steps": 30, "batch_size": 16, "eval_every": 30, "device": "cpu"}}))
+    table = moe_study(seeds=(0,), configs=tmp_path).splitlines()
+    assert table[0].startswith("| gate sees | `digit` test accuracy | `parity` test accuracy | `position` test")
+    assert table[0].endswith("specialisation, layer 0 | specialisation, layer 1 |")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| sample", "| sample + task offset", "| task"]
+    assert all(len(row.split(" | ")) == 6 for row in table[2:])

@@ -1,12 +1,14 @@
 """The moe scheme in the app: expert usage per task and layer (gathered at the final evaluation)
-on the Overview and the Sharing graph page, and an editor of the experts each task may use."""
+and how specialised each layer's experts are, on the Overview and the Sharing graph page, and an
+editor of the experts each task may use."""
 
 import pandas as pd
 import streamlit as st
 
+from app.figures import bar_chart, expert_usage_heatmap
 from app.layout import chart
-from app.figures import expert_usage_heatmap
 from app.schemes.view import PageSection, SchemeView
+from lsmn_core.schemes.moe import specialisation
 
 
 def gate_stats_of(run) -> dict | None:
@@ -14,10 +16,21 @@ def gate_stats_of(run) -> dict | None:
     return run.summary().get("routing", {}).get("gate_stats")
 
 
+def show_experts(run, gate_stats: dict) -> None:
+    chart(st, expert_usage_heatmap(gate_stats), "experts")
+    per_layer = {f"layer {layer}": value for layer, value in enumerate(specialisation(gate_stats))}
+    figure = bar_chart(per_layer, "Expert specialisation per layer", "normalised mutual information", "",
+                       "The normalised mutual information between a sample's task and the experts it is sent to: "
+                       "0 when every task spreads over the experts alike (balanced, not specialised), higher as "
+                       "tasks keep to experts of their own (with top-k above 1 it stays below 1).")
+    figure.update_xaxes(range=[0, 1])  # on its whole scale: a balanced run's 0.0005 is not a long bar
+    figure.update_traces(texttemplate="%{x:.3f}", textposition="outside")
+    chart(st, figure, "specialisation")
+
 def overview(run) -> bool:
     gate_stats = gate_stats_of(run)
     if gate_stats:
-        chart(st, expert_usage_heatmap(gate_stats), "experts")
+        show_experts(run, gate_stats)
     return bool(gate_stats)
 
 
@@ -33,5 +46,4 @@ def expert_editor(run, doc, arrays):
     return {**doc, "allowed": allowed}, arrays
 
 
-VIEW = SchemeView(overview=overview, editor=expert_editor, pages={"sharing": PageSection(
-    gate_stats_of, lambda run, gate_stats: chart(st, expert_usage_heatmap(gate_stats), "experts"))})
+VIEW = SchemeView(overview=overview, editor=expert_editor, pages={"sharing": PageSection(gate_stats_of, show_experts)})

@@ -10,6 +10,12 @@ load estimator P(x, i) = Phi((clean_i - threshold_i) / noise_std_i). An optional
 the samples an expert cannot take (they keep the residual path). On a CPU samples are dispatched
 only to the experts they are routed to; on a GPU every expert runs on every sample, weighted by the
 gates (see layer_update). The editable routing is which experts each task may use per layer.
+
+With `gate_input: task` the gate sees the task alone, as in "Beyond Distillation: Task-level
+Mixture-of-Experts for Efficient Inference" (Kudugunta et al. 2021): H = b_task + N(0, 1), so all
+of a task's samples share its k experts once trained (the noise explores while training). The
+balancing losses, over batches that mix the tasks, then spread tasks over experts rather than the
+samples of each task. `specialisation` measures which of the two a run learned, per layer.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class MoeOptions:
     top_k: int = check(lambda v: v >= 1, "must be >= 1", 2)
     noisy: bool = True
     task_gate: bool = True  # add a learned per-task offset to the gate logits (a task embedding)
+    gate_input: Literal["sample", "task"] = "sample"  # the gate sees the sample (and task offset), or the task only
     importance_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.01)
     load_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.01)
     capacity_factor: float = check(lambda v: v >= 0, "must be >= 0 (0: no limit)", 0.0)
@@ -55,10 +62,14 @@ class Moe(IsometricScheme):
         super().__init__(options, n_tasks, depth, block)
         if options.top_k > options.experts:
             raise ConfigError(f"scheme.top_k ({options.top_k}) exceeds scheme.experts ({options.experts})")
+        if options.gate_input == "task" and not options.task_gate:
+            raise ConfigError("scheme.gate_input 'task' routes by the per-task offset alone; "
+                              "keep scheme.task_gate true")
         E = options.experts
         self.experts = nn.ModuleList(block.stacked(E) for _ in range(depth))
-        self.w_gate = nn.Parameter(torch.zeros(depth, block.width, E))  # zero: uniform gates at the start
-        self.w_noise = nn.Parameter(torch.zeros(depth, block.width, E))
+        sees = block.width if options.gate_input == "sample" else 0  # a task-level gate has no sample weights
+        self.w_gate = nn.Parameter(torch.zeros(depth, sees, E))  # zero: uniform gates at the start
+        self.w_noise = nn.Parameter(torch.zeros(depth, sees, E))
         self.gate_bias = nn.Parameter(torch.zeros(n_tasks, depth, E), requires_grad=options.task_gate)
         self.register_buffer("allowed", torch.ones(n_tasks, depth, E, dtype=torch.bool), persistent=False)
         self.register_buffer("stats_usage", torch.zeros(n_tasks, depth, E), persistent=False)
@@ -74,13 +85,13 @@ class Moe(IsometricScheme):
     def gate(self, h: torch.Tensor, rows_task: torch.Tensor, layer: int):
         """Gates [N, E] (k non-zero per row), and the importance/load auxiliary loss."""
         k, E = self.options.top_k, self.options.experts
-        clean = h @ self.w_gate[layer] + self.gate_bias[rows_task, layer]
+        clean = h @ self.w_gate[layer] + self.gate_bias[rows_task, layer]  # h @ [0 x E] is 0 for a task-level gate
         # a disallowed expert gets a logit so low that its softmax weight is exactly 0, yet finite, so
         # the load estimator below never computes inf - inf
         clean = clean.masked_fill(~self.allowed[rows_task, layer], DISALLOWED)
         noisy, std = clean, None
         if self.training and self.options.noisy:
-            std = F.softplus(h @ self.w_noise[layer]) + 1e-2
+            std = F.softplus(h @ self.w_noise[layer]) + 1e-2  # log 2 + 1e-2 for a task-level gate
             noisy = clean + torch.randn_like(clean) * std
         top_values, top_index = noisy.topk(min(k + 1, E), dim=-1)
         gates = torch.zeros_like(clean).scatter(-1, top_index[:, :k], torch.softmax(top_values[:, :k], dim=-1))
@@ -113,7 +124,8 @@ class Moe(IsometricScheme):
         rows_task = tasks.repeat_interleave(B)
         x = h.reshape(T * B, *activation)
         pad = None if padding is None else padding.reshape(T * B, -1)  # per row, as x
-        gates, aux = self.gate(self.block.summary(x), rows_task, layer)
+        seen = self.block.summary(x) if self.options.gate_input == "sample" else x.new_zeros(len(x), 0)
+        gates, aux = self.gate(seen, rows_task, layer)
         self.aux_loss = aux if layer == 0 else self.aux_loss + aux
         if self.options.capacity_factor:
             overflow = self._limit_capacity(gates)
@@ -214,4 +226,31 @@ class Moe(IsometricScheme):
             self.allowed.copy_(state["allowed"])
 
     def routing_summary(self, task_names):
-        return {"gate_stats": self.gate_statistics(task_names)}
+        stats = self.gate_statistics(task_names)
+        return {"gate_stats": stats, "specialisation": specialisation(stats)}
+
+
+def specialisation(gate_stats: dict) -> list[float]:
+    """Per layer, the normalised mutual information between a sample's task and the experts the
+    gate sends it to, 2 I(T; E) / (H(T) + H(E)), tasks weighted equally, each of a sample's k
+    assignments counted: 0 when every task spreads over the experts alike (balanced, not
+    specialised), higher as tasks keep to experts of their own. With k > 1 a task's own k experts
+    leave log k of H(E) unexplained, so 1 is reached only at k = 1."""
+    usage = np.array([stats["usage"] for stats in gate_stats.values()], dtype=float)  # [T, L, E]
+    if usage.ndim != 3 or len(usage) < 2:
+        return [0.0] * (usage.shape[1] if usage.ndim == 3 else 0)
+    routed = usage.sum(-1, keepdims=True)
+    joint = np.divide(usage, routed, out=np.zeros_like(usage), where=routed > 0) / len(usage)  # p(t, e) per layer
+    result = []
+    for layer in range(usage.shape[1]):
+        p = joint[:, layer]
+        p = p / p.sum() if p.sum() > 0 else p
+        h_task, h_expert, h_joint = (_entropy(p.sum(1)), _entropy(p.sum(0)), _entropy(p.ravel()))
+        mutual = h_task + h_expert - h_joint
+        result.append(float(max(0.0, 2 * mutual / (h_task + h_expert))) if h_task + h_expert > 0 else 0.0)
+    return result
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
