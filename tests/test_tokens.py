@@ -23,7 +23,8 @@ TOKEN_TASKS = [{"name": "has3", "source": "toy_tokens:sequences", "tokens": True
 SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},
            "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
            "moe": {"experts": 3, "top_k": 2},
-           "hyper": {"network": "body", "block": [8, 8], "generations": 1, "generation_steps": 3}}
+           "hyper": {"network": "body", "block": [8, 8], "generations": 1, "generation_steps": 3},
+           "hierarchical": {"depths": {"has3": 1}}}
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hard import Hard, HardOptions
+from lsmn_core.schemes.hierarchical import Hierarchical, HierarchicalOptions
 from lsmn_core.schemes.hyper import Hyper, HyperOptions
 from lsmn_core.schemes.independent import Independent, IndependentOptions
 from lsmn_core.schemes.mann import Mann, MannOptions
@@ -28,7 +29,7 @@ from lsmn_core.tasks import TaskSpec
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     scheme.kind: (scheme, options) for scheme, options in (
         (Independent, IndependentOptions), (Hard, HardOptions), (Sparse, SparseOptions), (Mixture, MixtureOptions),
-        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions))}
+        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions), (Hierarchical, HierarchicalOptions))}
 DEFAULT_KIND = Hard.kind  # a config without a scheme shares one body between all its tasks
 
 
