@@ -29,8 +29,8 @@ from pathlib import Path
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from analysis.signatures import pair_sharing
 from lsmn_core.config import TaskConfig, load_config
-from lsmn_core.schemes.moe import specialisation
 from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.schemes.moe import specialisation
 from lsmn_core.store import open_run
 from lsmn_core.trainer import train
 

@@ -25,7 +25,8 @@ JSON_LIMIT = 64 * 2**20  # bytes of one JSON file (a 1,000-task routing.json is 
 HEADER_LIMIT = 16 * 2**20  # bytes of a safetensors header (its tensor names, shapes and offsets)
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
+    """An OS error's reason in words ("No space left on device"), for a one-line message."""
     return exc.strerror or type(exc).__name__
 
 
@@ -38,7 +39,7 @@ def atomic_write(path: Path, write) -> None:
     except FileNotFoundError:
         kind = None
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot write {path}: {os_reason(exc)}") from None
     if kind is not None and not stat.S_ISREG(kind):
         what = "a folder" if stat.S_ISDIR(kind) else "a symlink" if stat.S_ISLNK(kind) else "not a regular file"
         raise RunError(f"will not replace {path}: it is {what}")
@@ -49,7 +50,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot write {path}: {os_reason(exc)}") from None
     except SafetensorError as exc:  # safetensors' own I/O errors (a full disk while serializing)
         io_error = re.search(r"I/O error: (.+?)(?: \(os error \d+\))?$", str(exc))
         raise RunError(f"cannot write {path}: {io_error[1] if io_error else exc}") from None
@@ -70,7 +71,7 @@ def regular_file(path: Path, limit: int | None = None) -> Path:
     except FileNotFoundError:
         raise RunError(f"missing file: {path}") from None
     except OSError as exc:
-        raise RunError(f"cannot read {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot read {path}: {os_reason(exc)}") from None
     if not stat.S_ISREG(info.st_mode):
         raise RunError(f"{path}: not a regular file")
     if limit is not None and info.st_size > limit:
@@ -84,7 +85,7 @@ def read_text(path: Path, limit: int = JSON_LIMIT, errors: str = "strict") -> st
     except UnicodeDecodeError:
         raise RunError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
-        raise RunError(f"cannot read {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot read {path}: {os_reason(exc)}") from None
 
 
 def parse_json(text: str, where):
@@ -111,7 +112,7 @@ def checked_safetensors(path: Path) -> Path:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError as exc:
-        raise RunError(f"cannot read {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot read {path}: {os_reason(exc)}") from None
     if len(head) < 8:
         raise RunError(f"{path}: not a safetensors file (shorter than its header size)")
     (size,) = struct.unpack("<Q", head)

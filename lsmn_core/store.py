@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from lsmn_core import routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
-from lsmn_core.files import atomic_write, checked_safetensors, parse_json, read_json, read_text, write_json
+from lsmn_core.files import (atomic_write, checked_safetensors, os_reason, parse_json, read_json, read_text,
+                             write_json)
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.tasks import TaskSpec
@@ -136,7 +137,7 @@ class RunWriter:
             with open(path, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
         except OSError as exc:  # a full disk: readers skip the cut-off last line
-            raise RunError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+            raise RunError(f"cannot write {path}: {os_reason(exc)}") from None
 
     def save_model(self, model: MultitaskModel, extra_routing: dict[str, np.ndarray] | None = None) -> None:
         """Write weights and routing; `extra_routing` adds arrays such as every pruning round's masks."""

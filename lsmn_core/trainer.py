@@ -438,11 +438,7 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
             writer.save_model(model, report.arrays)
             writer.finish(summary)
             checkpoint.remove(writer.path)
-    except KeyboardInterrupt as exc:
-        if writer:
-            writer.end(exc)
-        raise
-    except Exception as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # a stop or a failure: end() records which
         if writer:
             writer.end(exc)
         raise

@@ -27,6 +27,7 @@ def show_experts(run, gate_stats: dict) -> None:
     figure.update_traces(texttemplate="%{x:.3f}", textposition="outside")
     chart(st, figure, "specialisation")
 
+
 def overview(run) -> bool:
     gate_stats = gate_stats_of(run)
     if gate_stats:
