@@ -150,6 +150,5 @@ class MultitaskNet(MultitaskModel):
         h = self.encoders[self.encoder_key(spec)](x).unsqueeze(0)
         tasks = torch.tensor([task], device=x.device)
         padding = self.padding(x, [spec], True, [h[0]])
-        for layer, tap in enumerate(taps):
-            h = h + tap(self.body.layer_update(h, tasks, layer, padding)[0]).unsqueeze(0)
+        h = self.body(h, tasks, padding, taps)
         return self.head(spec, h[0], None if padding is None else padding[0])

@@ -26,7 +26,7 @@ BODY_SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "mi
                 "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
                 "moe": {"experts": 3, "top_k": 2},
                 "hyper": {"network": "body", "block": [8, 8], "generations": 1, "generation_steps": 3},
-                "hierarchical": {"depths": {"digit": 1}}}
+                "hierarchical": {"depths": {"digit": 1}}, "soft": {}}
 USER_BLOCK = {"class": "gated_block:GatedBlock", "args": {"expansion": 2}}
 TASKS = [{"name": "digit", "dataset": "digits", "target": "digit"},
          {"name": "parity", "dataset": "digits", "target": "parity"}]

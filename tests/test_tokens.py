@@ -24,7 +24,7 @@ SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_den
            "mann": {"keep": 0.3, "rounds": 1, "round_steps": 3}, "mixture": {"templates": 2},
            "moe": {"experts": 3, "top_k": 2},
            "hyper": {"network": "body", "block": [8, 8], "generations": 1, "generation_steps": 3},
-           "hierarchical": {"depths": {"has3": 1}}}
+           "hierarchical": {"depths": {"has3": 1}}, "soft": {}}
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.schemes import hierarchical, hyper, mann, mixture, moe, sparse
+from app.schemes import hierarchical, hyper, mann, mixture, moe, soft, sparse
 from app.schemes.view import SchemeView
 from app.state import drawn_safely, run_with_report
 
 VIEWS: dict[str, SchemeView] = {"sparse": sparse.VIEW, "mann": mann.VIEW, "mixture": mixture.VIEW,
-                                "moe": moe.VIEW, "hyper": hyper.VIEW, "hierarchical": hierarchical.VIEW}
+                                "moe": moe.VIEW, "hyper": hyper.VIEW, "hierarchical": hierarchical.VIEW,
+                                "soft": soft.VIEW}
 
 
 def register_view(kind: str, view: SchemeView) -> None:

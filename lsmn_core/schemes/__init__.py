@@ -23,13 +23,15 @@ from lsmn_core.schemes.independent import Independent, IndependentOptions
 from lsmn_core.schemes.mann import Mann, MannOptions
 from lsmn_core.schemes.mixture import Mixture, MixtureOptions
 from lsmn_core.schemes.moe import Moe, MoeOptions
+from lsmn_core.schemes.soft import Soft, SoftOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
 from lsmn_core.tasks import TaskSpec
 
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     scheme.kind: (scheme, options) for scheme, options in (
         (Independent, IndependentOptions), (Hard, HardOptions), (Sparse, SparseOptions), (Mixture, MixtureOptions),
-        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions), (Hierarchical, HierarchicalOptions))}
+        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions), (Hierarchical, HierarchicalOptions),
+        (Soft, SoftOptions))}
 DEFAULT_KIND = Hard.kind  # a config without a scheme shares one body between all its tasks
 
 

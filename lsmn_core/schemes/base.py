@@ -144,8 +144,12 @@ class IsometricScheme(SharingScheme):
         `padding` [T', B, L] marks token inputs' padding."""
         return self.block.branch(h, self.block_params(layer, tasks), padding)
 
-    def forward(self, h: torch.Tensor, tasks: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """h [T', B, *activation] -> the same shape, row i computed with task tasks[i]'s weights."""
+    def forward(self, h: torch.Tensor, tasks: torch.Tensor, padding: torch.Tensor | None = None,
+                taps: nn.ModuleList | None = None) -> torch.Tensor:
+        """h [T', B, *activation] -> the same shape, row i computed with task tasks[i]'s weights.
+        `taps` (one row, T' = 1): taps[l] is applied to block l's update [B, *activation] on the way,
+        where attribution methods hook it."""
         for layer in range(self.depth):
-            h = h + self.layer_update(h, tasks, layer, padding)
+            update = self.layer_update(h, tasks, layer, padding)
+            h = h + (update if taps is None else taps[layer](update[0]).unsqueeze(0))
         return h

@@ -24,6 +24,7 @@ class HierarchicalOptions:
 
 class Hierarchical(IsometricScheme):
     kind = "hierarchical"
+    baseline = True
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

@@ -1,0 +1,44 @@
+"""The soft scheme in the app: its cross-stitch weights (how much each task's column reads from the
+others after each block), on the Overview and the Sharing graph page."""
+
+import math
+
+import streamlit as st
+
+from app.figures import stitch_heatmap
+from app.layout import chart
+from app.schemes.view import PageSection, SchemeView
+
+
+def stitches_of(run) -> dict | None:
+    """{reader task: {read task: [weight per block]}}, or None when the summary does not hold a
+    complete, finite square of them."""
+    stitches = run.summary().get("routing", {}).get("stitches")
+    if not isinstance(stitches, dict) or not stitches:
+        return None
+    tasks = set(stitches)
+    rows = list(stitches.values())
+    if not all(isinstance(row, dict) and set(row) == tasks for row in rows):
+        return None
+    weights = [w for row in rows for w in row.values()]
+    depth = len(weights[0]) if isinstance(weights[0], list) else 0
+    if depth == 0 or not all(isinstance(w, list) and len(w) == depth and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in w) for w in weights):
+        return None
+    return stitches
+
+
+def show_stitches(run, stitches: dict) -> None:
+    depth = len(next(iter(next(iter(stitches.values())).values())))
+    layer = st.slider("Block", 0, depth - 1, depth - 1, key=f"stitch_layer_{run.id}") if depth > 1 else 0
+    chart(st, stitch_heatmap(stitches, layer), "stitches")
+
+
+def overview(run) -> bool:
+    stitches = stitches_of(run)
+    if stitches:
+        show_stitches(run, stitches)
+    return bool(stitches)
+
+
+VIEW = SchemeView(overview=overview, pages={"sharing": PageSection(stitches_of, show_stitches)})
