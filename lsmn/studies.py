@@ -14,6 +14,8 @@
   of one domain share early layers and tasks of one target late ones?
 - code_tokens: per-token tasks on the standard library's source under independent, hard and sparse
   sharing, with the lstm and attention blocks: does sparse sharing spare the unrelated task?
+- sharing: the digits tasks under single-task learning, hard, soft, hierarchical and sparse sharing,
+  the sparse-sharing slides' comparison (does sharing cost the unrelated task?).
 - moe: the digits tasks under a mixture of experts whose gate sees the sample, the sample and a
   task offset, or the task alone: accuracy per task and expert specialisation per layer.
 """
@@ -306,6 +308,37 @@ def moe_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> 
     return "\n".join(lines)
 
 
+SHARING_SCHEMES = {  # the sparse-sharing slides' table: single-task, the three baselines, sparse sharing
+    "single-task": ["scheme={kind: independent}"], "hard": ["scheme={kind: hard}"], "soft": ["scheme={kind: soft}"],
+    # the unrelated task read out halfway up, below the related tasks (Søgaard and Goldberg's low-level task)
+    "hierarchical": ["scheme={kind: hierarchical, depths: {position: 2}}"], "sparse": []}
+
+
+def sharing_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> str:
+    """Markdown table: each digits task's test accuracy under single-task learning, hard, soft,
+    hierarchical and sparse sharing, with the parameters each task uses and each scheme's total."""
+    results: dict[str, dict[str, list[float]]] = {}
+    active: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, overrides in SHARING_SCHEMES.items():
+            for seed in seeds:
+                config = load_config(Path(configs) / "digits.yaml",
+                                     [f"seed={seed}", f"name={label}-{seed}", *overrides])
+                summary = open_run(train(config, tmp, device=device, quiet=True)).summary()
+                for task, m in summary["metrics"].items():
+                    results.setdefault(task, {}).setdefault(label, []).append(m["test"])
+                active[label], totals[label] = summary["params"]["active"], summary["params"]["total"]
+    lines = ["| task | " + " | ".join(SHARING_SCHEMES) + " |", "|---" * (1 + len(SHARING_SCHEMES)) + "|"]
+    for task, by_scheme in results.items():
+        lines.append(f"| {task} | " + " | ".join(f"{_mean_std(by_scheme[label])} ({active[label][task] / 1000:.1f}k)"
+                                                 for label in SHARING_SCHEMES) + " |")
+    lines.append("| total parameters | " + " | ".join(f"{totals[label] / 1000:.1f}k" for label in SHARING_SCHEMES)
+                 + " |")
+    return "\n".join(lines)
+
+
 STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
            "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study,
-           "domains": domains_study, "code_tokens": code_tokens_study, "moe": moe_study}
+           "domains": domains_study, "code_tokens": code_tokens_study, "moe": moe_study,
+           "sharing": sharing_study}
