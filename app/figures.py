@@ -97,7 +97,8 @@ def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     return figure
 
 
-FINAL_PHASES = {"train": "multi-task training", "finetune": "fine-tuning"}  # a run's last phase, as logged
+# a run's last phase, as logged
+FINAL_PHASES = {"train": "multi-task training", "finetune": "fine-tuning", "adapt": "domain adaptation"}
 
 
 MANY_LINES = 12  # past this many tasks of one metric, curves show the spread over tasks, not a line each

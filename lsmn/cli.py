@@ -1,5 +1,5 @@
 """The `lsmn` command (a contract of the run directory's readers and writers): train, eval, show,
-list, compare, finetune, study, export, bench, samples.
+list, compare, finetune, adapt, study, export, bench, samples.
 
 Problems with the input (config, data, run files, routing) print one line `lsmn: error: ...` and exit
 with status 2; only bugs produce a traceback.
@@ -25,6 +25,7 @@ from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
 from lsmn_core.evaluation import evaluate_run
 from lsmn_core.export import export_run
+from lsmn_core.adapt import AdaptPlan, adapt
 from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.options import build
 from lsmn_core.store import list_runs, open_run
@@ -153,6 +154,15 @@ def cmd_finetune(args) -> None:
     print(finetune(open_run(args.run), plan, args.out, args.device, args.quiet))
 
 
+def cmd_adapt(args) -> None:
+    path = adapt(open_run(args.run), AdaptPlan(args.target_domain, args.source, args.train, args.steps),
+                 args.out, args.device, args.quiet)
+    report = open_run(path).summary()["adapt"]
+    after = open_run(path).summary()["metrics"][report["target"]]["test"]
+    print(f"{path}\n{report['target']}: test accuracy {report['target_test_before']:.3f} before, {after:.3f} after "
+          f"adapting {report['trainable']:,} parameters ({report['train']}) without its labels")
+
+
 def cmd_study(args) -> None:
     seeds = tuple(range(args.seeds))
     options = {}
@@ -243,6 +253,18 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_finetune)
+
+    a = sub.add_parser("adapt", help="adapt a run to an unlabelled input domain (mixture weights or input adapter)")
+    a.add_argument("run")
+    a.add_argument("--target-domain", required=True, help="a built-in input domain the run has not seen, e.g. inverted")
+    a.add_argument("--source", help="the task the target starts as and whose target it shares (default: the first)")
+    a.add_argument("--train", choices=["routing", "encoder"], default="routing",
+                   help="routing: only the target's mixture weights; encoder: only the input adapter (the baseline)")
+    a.add_argument("--steps", type=int, default=500)
+    a.add_argument("--out", help="folder for the new run (default: beside the parent)")
+    a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_adapt)
 
     st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
     st.add_argument("name", choices=list(STUDIES))

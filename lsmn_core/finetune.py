@@ -95,31 +95,51 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     returns its path."""
     parent_names = run.task_names
     plan.check(parent_names)
-    torch_device = resolve_device(device)
-    config = copy.deepcopy(run.config())
-    config.tasks = list(config.tasks) + list(plan.add_tasks)
-    check_config(config)  # the added tasks against the scheme (MANN's shares must still fit)
-    config.train.steps = plan.steps
-    config.name = f"{config.name}-ft"
-    data = load_tasks(config.tasks, config.data)
-    check_data_fits(run.specs, data)
-    model = _child_model(run, plan, [d.spec for d in data], config).to(torch_device)
-    trainable = _trainable(plan, model)
+    config = child_config(run, plan.add_tasks, plan.steps)
     task_ids = list(range(len(parent_names), len(config.tasks))) if plan.add_tasks else list(range(len(parent_names)))
 
+    def work(session: TrainingSession) -> dict:
+        report = session.model.body.admit_tasks(session, task_ids) if plan.train == "new" else SearchReport()
+        counts = count_trainable(session.model, session.trainable, task_ids)
+        session.train(Phase("finetune", task_ids, plan.steps))
+        return {"search": report.summary, "finetune": {
+            "parent": run.id, "train": plan.train, "tasks": [config.tasks[t].name for t in task_ids],
+            "init_from": plan.init_from, **counts}}
+
+    return train_child(run, config, lambda specs: child_model(run, plan, specs, config),
+                       lambda model: _trainable(plan, model), work, out_dir, device, quiet)
+
+
+def child_config(run: Run, add_tasks: list[TaskConfig], steps: int):
+    """The parent's config with `add_tasks` appended (checked against the scheme) and `steps` steps."""
+    config = copy.deepcopy(run.config())
+    config.tasks = list(config.tasks) + list(add_tasks)
+    check_config(config)  # the added tasks against the scheme (MANN's shares must still fit)
+    config.train.steps = steps
+    config.name = f"{config.name}-ft"
+    return config
+
+
+def train_child(run: Run, config, make_model: Callable, make_trainable: Callable, work: Callable,
+                out_dir: str | Path | None, device: str, quiet: bool) -> Path:
+    """A new run linked to `run` (its parent), under out_dir (default: beside the parent): the model
+    `make_model(specs)` builds, trained by `work(session)`, whose returned keys join the summary
+    ("search": the report's summary); a failure marks the run failed. Returns its path."""
+    torch_device = resolve_device(device)
+    data = load_tasks(config.tasks, config.data)
+    check_data_fits(run.specs, data)
+    model = make_model([d.spec for d in data]).to(torch_device)
     writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],
                        str(torch_device), parent=run.id)
     start = time.monotonic()
     reporter = None
     try:
         reporter = Reporter(writer, quiet, config.train.tensorboard)
-        session = TrainingSession(model, DeviceTasks(data, torch_device, config), config, reporter, trainable)
-        report = model.body.admit_tasks(session, task_ids) if plan.train == "new" else SearchReport()
-        counts = count_trainable(model, trainable, task_ids)
-        session.train(Phase("finetune", task_ids, plan.steps))
-        summary = summarize(session, report.summary, time.monotonic() - start)
-        summary["finetune"] = {"parent": run.id, "train": plan.train, "tasks": [config.tasks[t].name for t in task_ids],
-                               "init_from": plan.init_from, **counts}
+        session = TrainingSession(model, DeviceTasks(data, torch_device, config), config, reporter,
+                                  make_trainable(model))
+        extra = work(session)
+        summary = summarize(session, extra.pop("search", {}), time.monotonic() - start)
+        summary.update(extra)
         writer.save_model(model)
         writer.finish(summary)
     except Exception as exc:
@@ -131,7 +151,7 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     return writer.path
 
 
-def _child_model(run: Run, plan: FinetunePlan, specs, config) -> MultitaskModel:
+def child_model(run: Run, plan: FinetunePlan, specs, config) -> MultitaskModel:
     """The child's model: the parent's weights and routing (edited, if the plan says so) for the
     parent's tasks, fresh ones for new tasks, whose routing may start as `init_from`'s."""
     parent = run.load_model()

@@ -101,6 +101,13 @@ class MultitaskNet(MultitaskModel):
         """Several tasks at once through one batched body; x is shared [B, ...] or per task [T', B, ...]."""
         indices = [self.task_index(t) for t in (tasks if tasks is not None else range(len(self.specs)))]
         specs = [self.specs[i] for i in indices]
+        h, padding = self.representations(x, indices)
+        return [self.head(spec, h[i], None if padding is None else padding[i]) for i, spec in enumerate(specs)]
+
+    def representations(self, x: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The body's outputs [T', B, *activation] for tasks `indices` (what their heads read, and what
+        domain adaptation aligns), and the token inputs' padding [T', B, L] (None without tokens)."""
+        specs = [self.specs[i] for i in indices]
         shared_input = x.dim() == len(specs[0].input_shape) + 1
         encoded, cache = [], {}
         for i, spec in enumerate(specs):
@@ -113,8 +120,7 @@ class MultitaskNet(MultitaskModel):
                 encoded.append(cache[key])
         padding = self.padding(x, specs, shared_input, encoded)
         # built on the host, copied without waiting for the device (no sync in the training step)
-        h = self.body(torch.stack(encoded), torch.tensor(indices).to(x.device, non_blocking=True), padding)
-        return [self.head(spec, h[i], None if padding is None else padding[i]) for i, spec in enumerate(specs)]
+        return self.body(torch.stack(encoded), torch.tensor(indices).to(x.device, non_blocking=True), padding), padding
 
     @staticmethod
     def padding(x: torch.Tensor, specs: list[TaskSpec], shared_input: bool,

@@ -21,7 +21,9 @@ class Phase:
     restored, and training stops after train.patience evaluations without a gain. `after_step` runs
     after every optimiser step (the alignment search learns its candidate weights there). With
     `checkpointing` (lsmn_core.checkpoint.Checkpointing), every evaluation is followed by a
-    checkpoint, and a loaded one is continued from."""
+    checkpoint, and a loaded one is continued from. `loss`, given the step's tasks, replaces their
+    supervised loss with an objective of the phase's own (unsupervised domain adaptation: no label
+    is read)."""
 
     name: str
     tasks: list[int]
@@ -30,6 +32,7 @@ class Phase:
     early_stopping: bool = True
     after_step: Callable[[], None] | None = None
     checkpointing: object | None = None
+    loss: Callable[[list[int]], torch.Tensor] | None = None
 
 
 @dataclass

@@ -296,7 +296,7 @@ class TrainingSession:
             bar.update(first)
             for step in range(first + 1, phase.steps + 1):
                 step_tasks = sampler.next_tasks()
-                loss = self._loss(loss_of, step_tasks)
+                loss = phase.loss(step_tasks) if phase.loss else self._loss(loss_of, step_tasks)
                 watch.note(loss, step)
                 self._update(optimizer, loss, step_tasks)
                 if phase.after_step:
