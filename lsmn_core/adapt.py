@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from lsmn_core.config import TaskConfig
+from lsmn_core.data import DOMAIN_DATASETS
 from lsmn_core.errors import ConfigError
 from lsmn_core.finetune import FinetunePlan, child_config, child_model, count_trainable, train_child
 from lsmn_core.model import MultitaskNet
@@ -60,8 +61,8 @@ class AdaptPlan:
         chosen = next((t for t in tasks if t.name == source), None)
         if chosen is None:
             raise ConfigError(f"source: no task {source!r} in the run (tasks: {', '.join(t.name for t in tasks)})")
-        if chosen.dataset is None:
-            raise ConfigError(f"source {source!r}: only a built-in data set's tasks have input domains")
+        if chosen.dataset not in DOMAIN_DATASETS:
+            raise ConfigError(f"source {source!r}: only tasks of {', '.join(DOMAIN_DATASETS)} have input domains")
         if any(t.dataset == chosen.dataset and t.domain == self.target_domain for t in tasks):
             raise ConfigError(f"the run already trains on the {self.target_domain!r} domain of {chosen.dataset}; "
                               "adapt to a domain it has not seen")

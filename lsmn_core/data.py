@@ -78,6 +78,9 @@ DOMAINS = {
 }
 
 
+DOMAIN_DATASETS = ("digits", "position", "fashion_mnist")  # the built-in data sets whose images take a domain
+
+
 def _apply_domain(images: np.ndarray, domain: str, task: str) -> np.ndarray:
     if domain not in DOMAINS:
         raise DataError(f"task {task}: unknown domain '{domain}' (known: {', '.join(DOMAINS)})")

@@ -120,3 +120,33 @@ def test_the_adapt_study_tables_each_block(tmp_path):
     cells = table[2].split(" | ")
     assert cells[0] == "| mlp" and cells[1] == "`edges`" and "(6)" in cells[3]
     assert np.isfinite(float(cells[2].split(" ± ")[0]))
+
+
+def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_path):
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from helpers import APP_PATIENCE, REPO
+
+    monkeypatch.setenv("LSMN_RUNS", str(tmp_path))  # a sample run's children go to the user's runs folder
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(REPO / "sample_runs"))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    at.switch_page("views/edit.py").run()
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith("digits-mixture "))).run()
+    assert any(h.value == "Adapt to an unlabelled input domain" for h in at.subheader)
+    domain = next(s for s in at.selectbox if (s.key or "").startswith("adapt_domain_"))
+    assert "original" not in domain.options and "edges" in domain.options  # the run's own domain is not offered
+    domain.select("edges").run()
+    next(n for n in at.number_input if (n.key or "").startswith("adapt_steps_")).set_value(10).run()
+    next(b for b in at.button if b.label == "Adapt").click().run()
+    job = at.session_state["job"]
+    while job.running:  # until it exits, however loaded the machine
+        time.sleep(0.5)
+    assert job.returncode == 0, job.output()
+    at.run()
+    assert any(s.value.startswith("Adapted: new run") for s in at.success), [e.value for e in at.error]
+    (child,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert open_run(child).summary()["adapt"]["target"] == "digit_edges"

@@ -163,7 +163,7 @@ def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sampl
             page.get_by_role("button", name="Evaluate").click()
             page.wait_for_selector("text=Under the edit:", timeout=PATIENCE_MS)
             evaluated = page.inner_text("body")
-            steps = page.get_by_label("Steps")
+            steps = page.get_by_label("Steps", exact=True)
             steps.fill("20")
             steps.press("Enter")
             page.get_by_role("button", name="Retrain").click()
