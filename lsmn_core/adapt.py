@@ -150,7 +150,7 @@ def adapt(run: Run, plan: AdaptPlan, out_dir: str | Path | None = None, device: 
                             loss=lambda _: distance("train", config.train.batch_size, session.generator)))
         return {"adapt": {"parent": run.id, "target": target.name, "target_domain": plan.target_domain,
                           "source": source.name, "aligned_to": [names[i] for i in source_ids],
-                          "train": plan.train, "objective": f"moment matching, orders 1..{plan.moments}",
+                          "train": plan.train, "objective": f"moment matching of orders 1..{plan.moments}",
                           "target_test_before": before, **counts}}
 
     return train_child(run, config, make_model, make_trainable, work, out_dir, device, quiet)

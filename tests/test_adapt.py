@@ -150,3 +150,7 @@ def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_pa
     assert any(s.value.startswith("Adapted: new run") for s in at.success), [e.value for e in at.error]
     (child,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert open_run(child).summary()["adapt"]["target"] == "digit_edges"
+    next(b for b in at.button if b.label == "Open the new run").click().run()
+    assert any(h.value == "Adapted from digits-mixture" for h in at.subheader)
+    assert any("was adapted without its labels by moment matching" in m.value for m in at.markdown)
+    assert any("Dev metric during domain adaptation" in c.proto.spec for c in at.get("plotly_chart"))

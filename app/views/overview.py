@@ -58,10 +58,13 @@ def parent_section(run, summary) -> None:
     change against it, and what of the routing differs."""
     parent_id = run.meta.get("parent")
     parent = next((r for r in listed_runs() if r.id == parent_id), None)
-    st.subheader(f"Retrained from {plain(parent_id)}")
-    finetune = summary.get("finetune") if isinstance(summary.get("finetune"), dict) else {}
+    adapted = summary.get("adapt") if isinstance(summary.get("adapt"), dict) else None
+    st.subheader(f"{'Adapted' if adapted else 'Retrained'} from {plain(parent_id)}")
+    finetune = adapted or (summary.get("finetune") if isinstance(summary.get("finetune"), dict) else {})
     st.caption(f"trained: {plain(finetune.get('train', '?'))} · steps {plain(summary.get('steps', '?'))}"
                + ("" if parent else " · the parent is not listed in the sidebar, so there is nothing to compare"))
+    if adapted:
+        adaptation_note(adapted, summary)
     if parent is None:
         return
     try:
@@ -77,6 +80,22 @@ def parent_section(run, summary) -> None:
         right.dataframe(pd.DataFrame(changes), hide_index=True)
     else:
         right.info("The routing is the parent's: every mask, order, expert and hypermodule as it was.")
+
+
+def adaptation_note(adapted: dict, summary: dict) -> None:
+    """What `lsmn adapt` did: the target domain's task, where it started, what trained on which
+    objective, and its test metric before and after (its labels were read only for these)."""
+    target = adapted.get("target")
+    before = adapted.get("target_test_before")
+    after = summary["metrics"].get(target, {}).get("test") if isinstance(target, str) else None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
+    trainable = adapted.get("trainable")
+    st.markdown(
+        f"**{plain(target)}** (domain {plain(adapted.get('target_domain'))}) started as "
+        f"{plain(adapted.get('source'))} and was adapted without its labels by "
+        f"{plain(adapted.get('objective'))} towards {plain(', '.join(map(str, adapted.get('aligned_to') or [])))}, "
+        f"training {plain(f'{trainable:,}' if isinstance(trainable, int) else '?')} parameters"
+        + (f": test {before:.4f} before, {after:.4f} after ({after - before:+.4f})." if numbers else "."))
 
 
 if run.meta.get("parent"):
