@@ -12,8 +12,8 @@
   Fashion-MNIST tasks: test accuracy, parameters and training time.
 - domains: template mixtures on digits x input domains, with the mlp and the conv block: do tasks
   of one domain share early layers and tasks of one target late ones?
-- code_tokens: per-token tasks on the standard library's source under independent, hard and sparse
-  sharing, with the lstm and attention blocks: does sparse sharing spare the unrelated task?
+- code_tokens: per-token tasks on the standard library's source under independent, hard, soft,
+  hierarchical and sparse sharing, with the lstm and attention blocks: does sparse sharing spare the unrelated task?
 - sharing: the digits tasks under single-task learning, hard, soft, hierarchical and sparse sharing,
   the sparse-sharing slides' comparison (does sharing cost the unrelated task?).
 - adapt: a mixture model of digit tasks under three input domains adapted to a fourth, unlabelled,
@@ -257,7 +257,10 @@ def domains_study(seeds=(0, 1), device: str = "cpu", configs: Path = CONFIGS, bl
     return "\n".join(lines) + f"\n\nChance: about 1/{K} = {1 / K:.2f}."
 
 
-CODE_SCHEMES = {"independent": ["scheme={kind: independent}"], "hard": ["scheme={kind: hard}"], "sparse": []}
+CODE_SCHEMES = {"independent": ["scheme={kind: independent}"], "hard": ["scheme={kind: hard}"],
+                "soft": ["scheme={kind: soft}"],
+                # the unrelated task read out after the first of the two blocks
+                "hierarchical": ["scheme={kind: hierarchical, depths: {length_parity: 1}}"], "sparse": []}
 
 
 def code_tokens_study(seeds=(0,), device: str = "cpu", configs: Path = CONFIGS, blocks=("lstm", "attention")) -> str:
