@@ -2,6 +2,7 @@
 adapter) train, towards the sources' feature moments, and the target's labels never enter training."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -154,3 +155,30 @@ def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_pa
     assert any(h.value == "Adapted from digits-mixture" for h in at.subheader)
     assert any("was adapted without its labels by moment matching" in m.value for m in at.markdown)
     assert any("Dev metric during domain adaptation" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+@pytest.mark.parametrize("hostile", [
+    {"aligned_to": 5, "target": {"a": 1}, "trainable": "many", "target_test_before": "NaN"},
+    {"aligned_to": ["x" * 10**6], "target": "digit_edges", "trainable": 10**400, "source": None}, "not a dict"])
+def test_an_adapted_run_s_overview_survives_a_hostile_adapt_report(parent, tmp_path, monkeypatch, hostile):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from helpers import APP_PATIENCE, REPO
+
+    child = adapt(parent, AdaptPlan("edges", steps=3), tmp_path, "cpu")
+    shutil.copytree(parent.path, tmp_path / parent.path.name)
+    summary = json.loads((child / "summary.json").read_text())
+    summary["adapt"] = hostile
+    (child / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setenv("LSMN_RUNS", str(tmp_path))
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    picker = at.sidebar.selectbox(key="run_select")
+    picker.select(next(label for label in picker.options if label.startswith(child.name))).run()
+    assert not at.exception
+    headings = [h.value for h in at.subheader]
+    assert f"{'Adapted' if isinstance(hostile, dict) else 'Retrained'} from {parent.id}" in headings
+    assert all(len(m.value) < 2000 for m in at.markdown)

@@ -90,11 +90,16 @@ def adaptation_note(adapted: dict, summary: dict) -> None:
     after = summary["metrics"].get(target, {}).get("test") if isinstance(target, str) else None
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
     trainable = adapted.get("trainable")
+    aligned_to = adapted.get("aligned_to")
+    aligned_to = ", ".join(map(str, aligned_to[:20])) if isinstance(aligned_to, list) else "?"
+    def short(value) -> str:
+        return plain(str(value)[:200])
+
     st.markdown(
-        f"**{plain(target)}** (domain {plain(adapted.get('target_domain'))}) started as "
-        f"{plain(adapted.get('source'))} and was adapted without its labels by "
-        f"{plain(adapted.get('objective'))} towards {plain(', '.join(map(str, adapted.get('aligned_to') or [])))}, "
-        f"training {plain(f'{trainable:,}' if isinstance(trainable, int) else '?')} parameters"
+        f"**{short(target)}** (domain {short(adapted.get('target_domain'))}) started as "
+        f"{short(adapted.get('source'))} and was adapted without its labels by "
+        f"{short(adapted.get('objective'))} towards {short(aligned_to)}, "
+        f"training {short(f'{trainable:,}' if isinstance(trainable, int) else '?')} parameters"
         + (f": test {before:.4f} before, {after:.4f} after ({after - before:+.4f})." if numbers else "."))
 
 
