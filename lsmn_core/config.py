@@ -223,7 +223,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 def _resolve_task_files(data: dict, base: Path) -> None:
     """Make relative task file paths relative to the config file, so runs can be started anywhere."""
-    for task in data.get("tasks") or []:
+    tasks = data.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:  # another type is parse_config's to refuse
         for key in ("file", "dev_file", "test_file"):
             if isinstance(task, dict) and isinstance(task.get(key), str):
                 file = Path(task[key]).expanduser()

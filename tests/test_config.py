@@ -45,6 +45,8 @@ def test_overrides_reach_nested_keys_and_parse_yaml_values():
     ("name: x\ntasks: [{name: a, dataset: digits, target: digit}]\n", ["train.stepz=3"], "unknown key 'stepz'"),
     ("name: x\ntasks: [{name: a, file: nowhere.npz}]\n", [], "data file not found"),
     ("name: [unclosed\n", [], "not valid YAML"),
+    ("name: x\ntasks: true\n", [], "tasks: expected a list, got True"),  # found by a fresh fuzz seed
+    ("name: x\ntasks: 5\n", [], "tasks: expected a list, got 5"),
 ])
 def test_cli_bad_config_prints_one_line_and_exits_2(tmp_path, content, overrides, message):
     path = tmp_path / "bad.yaml"
