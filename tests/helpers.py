@@ -1,14 +1,28 @@
-"""What several tests share: the repository's root, a tiny config, random masks."""
+"""What several tests share: the repository's root, a tiny config, random masks, how many
+generated cases a family runs."""
 
+import os
 from pathlib import Path
 
 import torch
+from hypothesis import HealthCheck, settings
 
 from lsmn_core.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 APP_PATIENCE = 900  # seconds an AppTest script run may take: a guard against a hang, not a speed target
 PROCESS_PATIENCE = 1800  # seconds a child process may take to exit: a guard against a hang, not a speed target
+
+FRESH = int(os.environ.get("LSMN_FRESH_CASES") or 0)
+
+
+def generated(examples: int) -> settings:
+    """Hypothesis settings for a generated family: `examples` fixed cases per suite run (derandomized,
+    so CI is reproducible); with LSMN_FRESH_CASES=N, N times as many, drawn afresh (a rerun that
+    looks for what the fixed cases miss)."""
+    return settings(max_examples=examples * max(FRESH, 1), deadline=None, suppress_health_check=list(HealthCheck),
+                    derandomize=not FRESH)
+
 
 TINY = {
     "name": "tiny",

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import REPO
+from helpers import REPO, generated
 from lsmn.cli import main
 from lsmn_core import routing
 from lsmn_core.config import load_config
@@ -23,7 +23,7 @@ from lsmn_core.store import open_run
 
 SAMPLES = REPO / "sample_runs"
 ROUTED = ["digits-sparse", "digits-mann", "digits-mixture", "digits-moe", "kang-hyper"]
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = generated(250)
 CASES = {"count": 0}
 
 values = st.recursive(
@@ -134,7 +134,7 @@ def test_mutated_routing_edits_are_applied_or_refused(sample, data):
     routing.apply(copy.deepcopy(model), state)
 
 
-@settings(FUZZ, max_examples=25)
+@generated(25)
 @given(sample=st.sampled_from(ROUTED), data=st.data())
 def test_lsmn_eval_with_a_mutated_routing_file_evaluates_or_refuses(tmp_path_factory, capsys, sample, data):
     CASES["count"] += 1

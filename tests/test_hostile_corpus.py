@@ -3,8 +3,11 @@ past Python's 4,300 digits, negative counts, nesting thousands deep, NaN and inf
 strings, text that is a path, markup or a parameter name, the wrong type) written by hypothesis into
 one field of one file of a copy of a run, and tensors of the wrong size or number in its safetensors
 files; each case then goes through every CLI command that reads a run (list, show, eval, compare,
-export) and, in its own test, every app page. Each must end in a result or one short line with exit
-2: never a traceback, and never a change to the run beside it. `-s` prints the number of cases."""
+export) and, in its own test, every app page. The same values, and YAML's own (aliases, tags, bytes
+that are not UTF-8), go into one field of a config for `lsmn train`, and into one field of a routing
+edit for `lsmn eval --routing`. Each must end in a result or one short line with exit 2: never a
+traceback, never a change to the run beside it, never a run left marked running. `-s` prints the
+number of cases; LSMN_FRESH_CASES=N draws N times as many, afresh (tests/helpers.py)."""
 
 import json
 import shutil
@@ -14,18 +17,18 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, REPO
+from helpers import APP_PATIENCE, REPO, TINY, generated
 from lsmn.cli import main
 from lsmn_core.errors import LsmnError
 from lsmn_core.store import list_runs, open_run
 
-CORPUS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-CASES = {"cli": 0, "app": 0, "tensors": 0}
+CORPUS = generated(15)
+CASES = {"cli": 0, "app": 0, "tensors": 0, "configs": 0, "edits": 0}
 SAMPLES = REPO / "sample_runs"
 RUNS = ["digits-sparse", "digits-moe", "digits-mixture", "kang-hyper"]  # masks, experts, signatures, alignment
 FILES = ["run.json", "summary.json", "routing.json", "progress.json", "metrics.jsonl"]
@@ -99,7 +102,8 @@ def ends_well(code: int, err: str) -> None:
 def report():
     yield
     print(f"\nhostile corpus: {CASES['cli']} CLI cases (5 commands each), {CASES['app']} app cases "
-          f"({len(PAGES)} pages each), {CASES['tensors']} tensor cases")
+          f"({len(PAGES)} pages each), {CASES['tensors']} tensor cases, {CASES['configs']} configs (lsmn train), "
+          f"{CASES['edits']} routing edits (lsmn eval --routing)")
 
 
 @CORPUS
@@ -118,7 +122,7 @@ def test_a_hostile_field_in_any_run_file_meets_every_cli_command(tmp_path_factor
     assert sorted(p.name for p in folder.iterdir()) in (["bad", "good"], ["bad", "bad.export.safetensors", "good"])
 
 
-@settings(CORPUS, max_examples=6)
+@generated(6)
 @given(data=st.data())
 def test_a_hostile_field_in_any_run_file_meets_every_app_page(tmp_path_factory, data):
     CASES["app"] += 1
@@ -231,3 +235,53 @@ def test_found_cases_stay_errors_on_every_app_page(tmp_path, sample, file, path,
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
+
+
+YAML_HOSTILE = st.one_of(  # what YAML adds to JSON's values (a config is YAML)
+    HOSTILE,
+    st.sampled_from([".nan", ".inf", "-.inf", "~", "!!python/object/apply:os.system [echo pwned]", "!!binary AAAA",
+                     "*nowhere", "&a [*a]", "0x7fffffffffffffffff", "0o777", "1_000_000", "2001-12-14", "yes", "off"]),
+    st.integers(2, 9).map(lambda fan: "[" + ", ".join(["[" + ", ".join(["x"] * fan) + "]"] * fan) + "]"),
+)
+QUICK = {**TINY, "scheme": {"kind": "hard"}, "train": {"steps": 4, "eval_every": 4, "batch_size": 8, "device": "cpu"}}
+
+
+@CORPUS
+@given(data=st.data())
+def test_a_hostile_field_in_a_config_trains_or_gets_one_line(tmp_path_factory, capsys, data):
+    """One field of a small config (its tasks, model, scheme and train sections) holds a hostile value,
+    or the file holds bytes that are not UTF-8: `lsmn train` trains or refuses in one line; a refusal
+    after the run's folder exists leaves it marked failed, and nothing is written outside --out."""
+    CASES["configs"] += 1
+    folder = tmp_path_factory.mktemp("config")
+    path = data.draw(st.sampled_from(list(leaves(QUICK))[1:]), label="field")
+    text = with_hostile_value(json.loads(json.dumps(QUICK)), path, data.draw(YAML_HOSTILE, label="value"))
+    raw = text.encode()
+    if data.draw(st.booleans(), label="latin-1 byte"):
+        raw = raw.replace(b'"tiny"', b'"t\xe9"'.decode("unicode_escape").encode("latin-1"), 1)
+    (folder / "config.yaml").write_bytes(raw)
+    code = main(["train", str(folder / "config.yaml"), "--out", str(folder / "runs"), "--quiet"])
+    captured = capsys.readouterr()
+    ends_well(code, captured.err)
+    assert sorted(p.name for p in folder.iterdir()) in (["config.yaml"], ["config.yaml", "runs"])
+    runs, broken = list_runs(folder / "runs") if (folder / "runs").exists() else ([], [])
+    assert not broken and all(run.status == ("done" if code == 0 else "failed") for run in runs)
+
+
+ROUTED = ["digits-sparse", "digits-mann", "digits-mixture", "digits-moe", "kang-hyper"]
+
+
+@CORPUS
+@given(data=st.data())
+def test_a_hostile_field_in_a_routing_edit_is_evaluated_or_refused_in_one_line(tmp_path_factory, capsys, data):
+    """One field of a sample run's own routing.json holds a hostile value; `lsmn eval --routing`
+    evaluates it or refuses it in one line, and the run does not change."""
+    CASES["edits"] += 1
+    sample = SAMPLES / data.draw(st.sampled_from(ROUTED), label="run")
+    document = json.loads((sample / "routing.json").read_text())
+    path = data.draw(st.sampled_from(list(leaves(document))[1:]), label="field")
+    edit = tmp_path_factory.mktemp("edit") / "edit.json"
+    edit.write_text(with_hostile_value(document, path, data.draw(HOSTILE, label="value")))
+    before = fingerprint(sample)
+    ends_well(main(["eval", str(sample), "--routing", str(edit), "--json"]), capsys.readouterr().err)
+    assert fingerprint(sample) == before
