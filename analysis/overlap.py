@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.bitcount import packed_intersections
-from lsmn_core.blocks import block_index
+from lsmn_core.blocks import mask_layer
 
 
 def intersections(masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -88,7 +88,7 @@ def overlap_report(masks: dict[str, np.ndarray], task_names: list[str], top: int
     as tasks = []; with many tasks nearly every weight has a set of its own). Counted parameter by
     parameter, so 1,000 tasks' masks are never copied side by side."""
     rows = _rows(masks)
-    layers = np.array([block_index(name) for name in masks])
+    layers = np.array([mask_layer(name) for name in masks])
     sizes = np.array([r.shape[1] for r in rows])
     kept = np.stack([r.sum(1) for r in rows], axis=1)  # [T, P] weights each task keeps of each parameter
     by_all = np.array([np.logical_and.reduce(r, axis=0).sum() for r in rows])

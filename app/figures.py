@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from analysis.overlap import set_label
+from lsmn_core.blocks import layer_label
 
 # One colour per module index (template, expert, hypermodule), the same in every chart of every run.
 INDEX_COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
@@ -86,14 +87,15 @@ def task_rows_height(n_tasks: int) -> int:
 def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
     """Fraction of each block's weights that each task keeps (layer x task)."""
     z = [[layer["density"][t] for layer in report["per_layer"]] for t in range(len(tasks))]
-    layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
+    layers = [layer_label(layer["layer"]) for layer in report["per_layer"]]
     figure = go.Figure(go.Heatmap(z=z, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
                                   text=[[f"{v:.2f}" for v in row] for row in z],
                                   texttemplate=cell_labels(len(tasks)),
                                   colorbar={"title": "density"}))
     figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"},
                          height=task_rows_height(len(tasks)), meta={"caption": (
-                             "The share of each body block's prunable weights that each task's mask keeps.")})
+                             "The share of each body block's prunable weights (and the shared encoder's, where it "
+                             "is pruned too) that each task's mask keeps.")})
     return figure
 
 
@@ -207,11 +209,12 @@ def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
 def layer_overlap_chart(report: dict) -> go.Figure:
     """Overlap ratio of all tasks per body block, each bar labelled (so that disjoint masks read 0.00,
     not an empty chart)."""
-    layers = [f"block {layer['layer']}" for layer in report["per_layer"]]
+    layers = [layer_label(layer["layer"]) for layer in report["per_layer"]]
     figure = go.Figure(go.Bar(x=layers, y=[layer["global"] for layer in report["per_layer"]],
                               name="overlap ratio, all tasks", texttemplate="%{y:.2f}", textposition="outside"))
     figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320, meta={"caption": (
-        "Per body block, the weights every task's mask keeps over the weights any task's mask keeps.")})
+        "Per body block (and the shared encoder, where it is pruned too), the weights every task's mask keeps "
+        "over the weights any task's mask keeps.")})
     return figure
 
 

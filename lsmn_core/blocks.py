@@ -34,6 +34,19 @@ def block_index(name: str) -> int:
     return int(name.split("blocks.", 1)[1].split(".", 1)[0])
 
 
+ENCODER_LAYER = -1  # where an encoder's masks stand in per-layer reports: before block 0
+
+
+def mask_layer(name: str) -> int:
+    """The layer a mask belongs to: its block, or ENCODER_LAYER for a shared encoder's weight (a
+    scheme that prunes encoders names their masks 'encoders.<encoder>.<parameter>')."""
+    return ENCODER_LAYER if name.startswith("encoders.") else block_index(name)
+
+
+def layer_label(layer: int) -> str:
+    return "encoder" if layer == ENCODER_LAYER else f"block {layer}"
+
+
 def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x [T, B, in] times per-task weights [T, out, in] (or one shared weight [1, out, in])."""
     if weight.shape[0] == 1:

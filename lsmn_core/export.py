@@ -122,7 +122,7 @@ class SparseInference:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.model.specs[self.task]
-        h = self.model.encoders[self.model.encoder_key(spec)](x).unsqueeze(0)
+        h = self.model.encode(x, self.task).unsqueeze(0)
         for params in self.layers:
             h = residual_block(h, params, linear=_csr_linear)
         return self.model.heads[spec.name](h[0])

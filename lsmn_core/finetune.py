@@ -78,7 +78,7 @@ def count_trainable(model: MultitaskModel, trainable, task_ids: list[int]) -> di
     restricted = {}
     for t in task_ids:
         for name, mask in model.body.update_masks(t).items():
-            key = f"body.{name}"
+            key = model.model_name(name)
             restricted[key] = restricted.get(key, torch.zeros_like(mask)) | mask
     total = heads = 0
     for name, p in model.named_parameters():

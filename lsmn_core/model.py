@@ -75,9 +75,20 @@ class MultitaskModel(nn.Module, abc.ABC):
             "active": active,
         }
 
+    @staticmethod
+    def model_name(name: str) -> str:
+        """A scheme's name for a parameter or mask as the model names it: the body's own are under
+        'body.'; the shared encoders' ('encoders.<key>. ...', where a scheme prunes them) are the model's."""
+        return name if name.startswith("encoders.") else f"body.{name}"
+
     def masks(self) -> dict[str, torch.Tensor]:
-        """Per-task masks of the body's prunable weights, by full parameter name."""
-        return {f"body.{n}": m for n, m in self.body.masks().items()}
+        """Per-task masks of the prunable weights (the body's, and the encoders' where the scheme prunes
+        them), by full parameter name."""
+        return {self.model_name(n): m for n, m in self.body.masks().items()}
+
+    def scheme_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters a scheme's update masks may name, by the scheme's names."""
+        return dict(self.body.named_parameters())
 
 
 class MultitaskNet(MultitaskModel):
@@ -93,9 +104,24 @@ class MultitaskNet(MultitaskModel):
             if key not in self.encoders:
                 self.encoders[key] = body.block.encoder(spec)
         self.heads = nn.ModuleDict({s.name: body.block.head(s) for s in specs})
+        readers: dict[str, list[int]] = {}
+        for t, spec in enumerate(specs):
+            readers.setdefault(self.encoder_key(spec), []).append(t)
+        body.adopt_encoders(self.encoders, readers)
 
     def encoder_key(self, spec: TaskSpec) -> str:
         return f"task_{spec.name}" if self.body.per_task_encoders else spec.encoder_key
+
+    def scheme_parameters(self) -> dict[str, nn.Parameter]:
+        return {**super().scheme_parameters(), **{f"encoders.{n}": p for n, p in self.encoders.named_parameters()}}
+
+    def encode(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Task `task`'s encoding of x [B, ...]: its encoder, seen through the task's own masks where the
+        scheme prunes encoders (which name them by the shared encoder's key)."""
+        spec = self.specs[task]
+        encoder = self.encoders[self.encoder_key(spec)]
+        params = self.body.encoder_params(spec.encoder_key, encoder, task)
+        return encoder(x) if params is None else torch.func.functional_call(encoder, params, (x,))
 
     def forward_tasks(self, x: torch.Tensor, tasks: list[str | int] | None = None) -> list[torch.Tensor]:
         """Several tasks at once through one batched body; x is shared [B, ...] or per task [T', B, ...]."""
@@ -110,10 +136,10 @@ class MultitaskNet(MultitaskModel):
         specs = [self.specs[i] for i in indices]
         shared_input = x.dim() == len(specs[0].input_shape) + 1
         encoded, cache = [], {}
-        for i, spec in enumerate(specs):
+        for i, (index, spec) in enumerate(zip(indices, specs)):
             key = self.encoder_key(spec)
-            if not shared_input:
-                encoded.append(self.encoders[key](x[i]))
+            if not shared_input or self.body.prunes_encoders:
+                encoded.append(self.encode(x if shared_input else x[i], index))
             else:
                 if key not in cache:  # tasks that share an encoder encode a shared batch once
                     cache[key] = self.encoders[key](x)
@@ -139,12 +165,15 @@ class MultitaskNet(MultitaskModel):
     def usage(self, task: int) -> dict[str, torch.Tensor]:
         """For every parameter (full name), which elements task `task` uses."""
         spec = self.specs[task]
-        usage = {f"body.{n}": u for n, u in self.body.usage(task).items()}
+        usage = {}
         for name, p in self.named_parameters():
             if name.startswith("encoders."):
                 usage[name] = torch.full_like(p, name.split(".")[1] == self.encoder_key(spec), dtype=torch.bool)
             elif name.startswith("heads."):
                 usage[name] = torch.full_like(p, name.split(".")[1] == spec.name, dtype=torch.bool)
+        for scheme_name, used in self.body.usage(task).items():  # an encoder's weights: its masks, where it has them
+            name = self.model_name(scheme_name)
+            usage[name] = usage[name] & used if name in usage else used
         return usage
 
     def module_count(self, task: int) -> int:
@@ -153,7 +182,7 @@ class MultitaskNet(MultitaskModel):
     def forward_tapped(self, x: torch.Tensor, task: int, taps: nn.ModuleList) -> torch.Tensor:
         """The taps see each body block's residual update [B, *activation]."""
         spec = self.specs[task]
-        h = self.encoders[self.encoder_key(spec)](x).unsqueeze(0)
+        h = self.encode(x, task).unsqueeze(0)
         tasks = torch.tensor([task], device=x.device)
         padding = self.padding(x, [spec], True, [h[0]])
         h = self.body(h, tasks, padding, taps)

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from lsmn_core.blocks import block_index
+from lsmn_core.blocks import mask_layer
 from lsmn_core.errors import RoutingError, RunError
 from lsmn_core.files import checked_safetensors, read_json
 
@@ -115,8 +115,9 @@ MASK_ACTIONS = ("keep", "reset", "clear")  # and "copy:<task>"
 
 
 def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str, int], str]) -> dict:
-    """A routing's mask arrays with per (task, block) actions applied: keep, reset (every weight),
-    clear (no weight), or copy:<task> (that task's mask, as it was before any edit)."""
+    """A routing's mask arrays with per (task, layer) actions applied: keep, reset (every weight),
+    clear (no weight), or copy:<task> (that task's mask, as it was before any edit). A layer is a body
+    block, or ENCODER_LAYER for the shared encoders' masks (lsmn_core.blocks.mask_layer)."""
     tasks = doc.get("tasks", [])
     for (task, _), action in actions.items():
         source = action[len("copy:"):] if action.startswith("copy:") else None
@@ -124,7 +125,7 @@ def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str
             raise RoutingError(f"mask edit {task!r}: {action!r} is not keep, reset, clear or copy:<task>")
     edited = dict(arrays)
     for name, entry in doc["masks"].items():
-        layer = block_index(name)
+        layer = mask_layer(name)
         original = unpack(arrays[entry["key"]], entry["shape"])
         mask = original.copy()
         for (task, block), action in actions.items():

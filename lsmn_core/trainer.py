@@ -229,7 +229,7 @@ class TrainingSession:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.task_generators: dict[int, torch.Generator] = {}  # tasks that draw from their own generator
         self.step = 0  # global step over all phases, for metrics.jsonl
-        self.body_params = dict(model.body.named_parameters())
+        self.body_params = model.scheme_parameters()
 
     def fork(self, model: MultitaskModel, alone: bool = False) -> TrainingSession:
         """A session over `model` (private copies of this one's) with this one's data, config,

@@ -24,6 +24,7 @@ from lsmn_core.tasks import TaskSpec
 class SharingScheme(nn.Module, abc.ABC):
     kind: ClassVar[str]
     per_task_encoders: ClassVar[bool] = False  # True: each task also gets its own encoder
+    prunes_encoders: bool = False  # True: tasks see the shared encoders through masks of their own
     baseline: ClassVar[bool] = False  # a baseline's runs are shown beside other runs of the same tasks
     own_architectures: ClassVar[bool] = False  # True: each task's whole network, by its config's `architecture`
 
@@ -133,6 +134,15 @@ class IsometricScheme(SharingScheme):
     @property
     def width(self) -> int:
         return self.block.width
+
+    def adopt_encoders(self, encoders: nn.ModuleDict, readers: dict[str, list[int]]) -> None:
+        """The model's shared encoders (by key) and the tasks that read each, once they exist: a
+        scheme that prunes encoders masks their weights per task as it masks the body's."""
+
+    def encoder_params(self, key: str, encoder: nn.Module, task: int) -> dict[str, torch.Tensor] | None:
+        """Task `task`'s parameters of shared encoder `key` where the task sees it through masks of its
+        own; None: the encoder's own parameters, shared by every task that reads it."""
+        return None
 
     @abc.abstractmethod
     def block_params(self, layer: int, tasks: torch.Tensor) -> dict[str, torch.Tensor]:

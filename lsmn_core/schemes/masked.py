@@ -15,7 +15,7 @@ import abc
 import torch
 
 from lsmn_core import bitmasks
-from lsmn_core.blocks import block_index, stacked_linear
+from lsmn_core.blocks import ENCODER_LAYER, block_index, mask_layer, stacked_linear
 from lsmn_core.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
 
@@ -42,10 +42,38 @@ class MaskedScheme(IsometricScheme):
         self._mask_shapes = {}
         for name, p in self.named_parameters():
             if self.prunable(name):
-                self._mask_shapes[name] = p.shape
-                one_task = bitmasks.pack(torch.ones((1, p.numel()), dtype=torch.bool))  # packed once, not T times
-                self.register_buffer(self._buffer(name), one_task.repeat(self.n_tasks, 1), persistent=False)
+                self._register_mask(name, p.shape, [True] * self.n_tasks)
         self._float_masks = {}
+
+    def _register_mask(self, name: str, shape: torch.Size, rows: list[bool]) -> None:
+        """A mask of `shape` per task: every weight kept for the tasks whose row is True, none for the others."""
+        self._mask_shapes[name] = shape
+        one_row = {keep: bitmasks.pack(torch.full((1, shape.numel()), keep)) for keep in set(rows)}  # packed once
+        packed = one_row[rows[0]].repeat(len(rows), 1) if len(one_row) == 1 else torch.cat([one_row[k] for k in rows])
+        self.register_buffer(self._buffer(name), packed, persistent=False)
+
+    def adopt_encoders(self, encoders, readers):
+        """Where the scheme prunes encoders (prunes_encoders), every weight of two or more dimensions of
+        a shared encoder gets masks as the body's weights do: all of it for the tasks that read the
+        encoder, none of it for the others. The masks are named 'encoders.<key>.<parameter>'."""
+        if not self.prunes_encoders:
+            return
+        for key, encoder in encoders.items():
+            rows = [t in readers[key] for t in range(self.n_tasks)]
+            for name, p in encoder.named_parameters():
+                if p.dim() >= 2:
+                    self._register_mask(f"encoders.{key}.{name}", p.shape, rows)
+
+    def encoder_params(self, key, encoder, task):
+        """The encoder's parameters with each masked weight multiplied by the task's mask."""
+        if not self.prunes_encoders:
+            return None
+        params = dict(encoder.named_parameters())
+        for name, p in params.items():
+            full = f"encoders.{key}.{name}"
+            if full in self._mask_shapes:
+                params[name] = p * self._unpacked(full, self._packed(full)[task : task + 1])[0]
+        return params
 
     @staticmethod
     def _buffer(name: str) -> str:
@@ -118,6 +146,8 @@ class MaskedScheme(IsometricScheme):
         kept = torch.zeros(self.n_tasks, self.depth)
         total = torch.zeros(self.depth)
         for name, m in self.masks().items():
+            if mask_layer(name) == ENCODER_LAYER:  # per block; an encoder's density is in the overlap report
+                continue
             layer = block_index(name)
             kept[:, layer] += m.flatten(1).sum(1).cpu()
             total[layer] += m[0].numel()

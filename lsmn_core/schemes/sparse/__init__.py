@@ -22,6 +22,8 @@ class SparseOptions:
     warmup_steps: int = check(lambda v: v >= 0, "must be >= 0", 0)  # multi-task warm-up (MTW)
     # how many tasks' pruning rounds train side by side (each holds a copy of the body meanwhile)
     tasks_at_once: int = check(lambda v: v > 0, "must be > 0", 8)
+    # the shared encoders are part of the pruned base network too (the slides' E(x; M_t * theta_E))
+    prune_encoders: bool = False
 
 
 class Sparse(MaskedScheme):
@@ -30,6 +32,7 @@ class Sparse(MaskedScheme):
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)
         self.blocks = block.shared(depth)
+        self.prunes_encoders = options.prune_encoders
         self.register_masks()
 
     def unmasked(self, p, tasks):

@@ -29,6 +29,7 @@ from torch import nn
 
 from lsmn_core import routing
 from lsmn_core.magnitude import density, prune_by_magnitude
+from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes.base import IsometricScheme
 from lsmn_core.session import Phase, SearchReport, Session
 from lsmn_core.tasks import score
@@ -51,6 +52,9 @@ class TaskReplicas(IsometricScheme):
         rows = torch.full((body.n_tasks,), -1, dtype=torch.long)
         rows[tasks] = torch.arange(len(tasks))
         self.register_buffer("rows", rows.to(weight.device), persistent=False)
+        self.row_of = {t: row for row, t in enumerate(tasks)}  # on the host
+        self.prunes_encoders = body.prunes_encoders
+        self.row_encoders: list[tuple[str, nn.Module]] = []  # (shared key, the row's private copy); see _replica_model
         self.blocks = nn.ModuleList(
             nn.ParameterDict({n: nn.Parameter(p.detach().unsqueeze(0).repeat(len(tasks), *[1] * p.dim()))
                               for n, p in block.items()}) for block in body.blocks)
@@ -77,8 +81,22 @@ class TaskReplicas(IsometricScheme):
             stacked.copy_(torch.stack([m[name] for m in masks]))
 
     def row_weights(self, row: int) -> dict[str, torch.Tensor]:
-        """The prunable weights of one row's copy, by the shared body's parameter names."""
-        return {name: self.get_parameter(name)[row] for name in self.row_masks}
+        """The prunable weights of one row's copy (its encoder's too, where encoders are pruned), by the
+        shared scheme's names."""
+        weights = {name: self.get_parameter(name)[row] for name in self.row_masks if not name.startswith("encoders.")}
+        if self.row_encoders:
+            key, encoder = self.row_encoders[row]
+            weights.update({f"encoders.{key}.{n}": p for n, p in encoder.named_parameters()
+                            if f"encoders.{key}.{n}" in self.row_masks})
+        return weights
+
+    def encoder_params(self, key, encoder, task):
+        """A row's private encoder copy seen through the row's masks."""
+        if not self.prunes_encoders:
+            return None
+        row = self.row_of[task]
+        return {n: p * self.row_masks[f"encoders.{key}.{n}"][row] if f"encoders.{key}.{n}" in self.row_masks else p
+                for n, p in encoder.named_parameters()}
 
 
 def _replica_model(model, tasks: list[int]):
@@ -92,6 +110,7 @@ def _replica_model(model, tasks: list[int]):
         spec = model.specs[t]
         replica.encoders[replica.encoder_key(spec)] = copy.deepcopy(model.encoders[model.encoder_key(spec)])
         replica.heads[spec.name] = copy.deepcopy(model.heads[spec.name])
+        replica.body.row_encoders.append((spec.encoder_key, replica.encoders[replica.encoder_key(spec)]))
     return replica
 
 
@@ -133,8 +152,8 @@ def _prune_side_by_side(session: Session, options, group: list[int],
     theta_w = copy.deepcopy(replica.state_dict())
     side = session.fork(replica, alone=alone)
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
-    masks = [{name: torch.ones_like(m[0], dtype=torch.bool) for name, m in replica.body.row_masks.items()}
-             for _ in group]
+    # every weight the task can use: all of the body, and of the encoders only the one it reads
+    masks = [{name: m[row] > 0 for name, m in replica.body.row_masks.items()} for row in range(len(group))]
     rounds, kept = [[] for _ in group], [[] for _ in group]
     names = _group_name(specs, group)
     while True:
@@ -151,10 +170,14 @@ def _prune_side_by_side(session: Session, options, group: list[int],
         session.reporter.log(records)
         if max(r[-1]["density"] for r in rounds) <= options.min_density:
             break
-        masks = [prune_by_magnitude(replica.body.row_weights(row), masks[row], options.prune_rate)
-                 for row in range(len(group))]
+        masks = [_pruned(replica.body.row_weights(row), masks[row], options.prune_rate) for row in range(len(group))]
     session.step = side.step
     return list(zip(rounds, kept))
+
+
+def _pruned(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
+    """Global magnitude pruning over the weights a row holds; masks of encoders it does not read stay as they are."""
+    return {**masks, **prune_by_magnitude(weights, {n: masks[n] for n in weights}, rate)}
 
 
 def _search_plan(n_tasks: int, at_once: int, world: int) -> list[tuple[int, list[int]]]:
@@ -217,5 +240,5 @@ def _pack_rounds(round_masks: dict, specs) -> dict[str, np.ndarray]:
     for spec in specs:
         for name in round_masks[spec.name][0]:
             stacked = torch.stack([r[name] for r in round_masks[spec.name]]).cpu().numpy()
-            arrays[f"rounds.{spec.name}.body.{name}"] = routing.pack(stacked)
+            arrays[f"rounds.{spec.name}.{MultitaskModel.model_name(name)}"] = routing.pack(stacked)
     return arrays
