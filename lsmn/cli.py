@@ -170,8 +170,10 @@ def cmd_study(args) -> None:
         options["config"] = args.config
     if args.domains is not None:
         options["domains"] = tuple(d for d in args.domains.split(",") if d)
+    if args.set:
+        options["overrides"] = tuple(args.set)
     if options and args.name != "muir":
-        raise ConfigError("--config and --domains belong to the muir study")
+        raise ConfigError("--config, --domains and --set belong to the muir study")
     print(STUDIES[args.name](seeds=seeds, device=args.device, configs=Path(args.configs), **options))
 
 
@@ -274,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--configs", default="configs", help="the folder of the studies' configs (default: configs)")
     st.add_argument("--domains", help="muir: comma-separated domains to set on every task (default clean,noisy; "
                                       "'' keeps the config's)")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="muir: override a key of the task set's config for every run (e.g. scheme.generations=60)")
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     st.set_defaults(func=cmd_study)
 

@@ -286,29 +286,42 @@ def code_tokens(split_seed: int, dev_fraction: float, test_fraction: float):
 # ---- Kang et al.'s synthetic regression benchmark ---------------------------------------------
 
 KANG_TASKS, KANG_GROUPS, KANG_DIM = 30, 3, 20
-KANG_SIZES = {"train": 15, "dev": 10, "test": 50}
-KANG_NOISE_STD = 0.3
+KANG_TRAIN, KANG_VALIDATION, KANG_TEST = 15, 5, 50  # MUiR holds 5 of the 15 training samples out
+KANG_NOISE_STD = 0.1 ** 0.5  # noise variance 0.1
+
+
+def kang_weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The true weights of the 30 tasks [30, 20] and their groups' directions [3, 20] for a seed."""
+    rng = np.random.RandomState(seed)
+    directions = rng.randn(KANG_GROUPS, KANG_DIM)
+    scales = rng.randn(KANG_TASKS)
+    return scales[:, None] * directions[np.arange(KANG_TASKS) // (KANG_TASKS // KANG_GROUPS)], directions
 
 
 def kang_synthetic(task_index: int, noisy: bool, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One of 30 linear tasks in 3 groups of 10; weights are scalar multiples of a group direction.
+    """One of 30 linear tasks in 3 groups of 10: task t's weights are c_t * u_g, a scalar multiple of
+    its group's direction.
 
-    Inputs are uniform on [-1, 1]^20; 15 train, 10 dev and 50 test samples per task.
+    The distributions are those of the published set (MUiR's copy of Kang et al.'s, "Learning with
+    Whom to Share in Multi-task Feature Learning"), as measured on it: inputs uniform on [-1, 1]^20;
+    u_g ~ N(0, I) and c_t ~ N(0, 1), so a task's targets range from about 0.1 to 7 in scale; noisy
+    targets add N(0, 0.1), to training and test targets alike. 15 training samples per task, of which
+    5 (drawn per task) are the validation split, as MUiR splits them, and 50 test samples.
     """
-    rng = np.random.RandomState(seed)
-    directions = rng.randn(KANG_GROUPS, KANG_DIM)
-    scales = rng.uniform(0.5, 2.0, size=KANG_TASKS)
-    weights = scales[:, None] * directions[np.arange(KANG_TASKS) // (KANG_TASKS // KANG_GROUPS)]
+    weights = kang_weights(seed)[0]
     input_rng = np.random.RandomState(seed * 1000 + task_index + 1)
     noise_rng = np.random.RandomState(seed * 1000 + task_index + 500)  # clean and noisy share inputs
-    splits = {}
-    for split, n in KANG_SIZES.items():
+    samples = {}
+    for split, n in (("train", KANG_TRAIN), ("test", KANG_TEST)):
         x = input_rng.uniform(-1, 1, size=(n, KANG_DIM))
         y = x @ weights[task_index]
         if noisy:
             y = y + noise_rng.normal(0, KANG_NOISE_STD, size=n)
-        splits[split] = (x.astype(np.float32), y.astype(np.float32))
-    return splits
+        samples[split] = (x.astype(np.float32), y.astype(np.float32))
+    held_out = np.zeros(KANG_TRAIN, dtype=bool)
+    held_out[input_rng.choice(KANG_TRAIN, KANG_VALIDATION, replace=False)] = True
+    x, y = samples["train"]
+    return {"train": (x[~held_out], y[~held_out]), "dev": (x[held_out], y[held_out]), "test": samples["test"]}
 
 
 # ---- user files --------------------------------------------------------------------------------

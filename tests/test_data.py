@@ -56,22 +56,27 @@ def test_position_task_marks_the_target_cell():
 
 
 def test_kang_synthetic_is_linear_in_three_groups():
-    weights = []
+    """As the published set: 15 training samples per task (MUiR's 10 train and 5 validation) and 50
+    test samples, inputs uniform on [-1, 1]^20, weights c_t u_g with c_t of either sign and any scale."""
+    weights, scales = [], []
     for index in range(30):
         task = load_task(TaskConfig(name="k", dataset="kang_synthetic", target=str(index), domain="clean"),
                          DataConfig())
-        x, y = task.splits["train"]
-        assert x.shape == (15, 20) and task.splits["test"][0].shape == (50, 20)
-        assert x.min() >= -1 and x.max() <= 1
+        sizes = {split: x.shape for split, (x, _) in task.splits.items()}
+        assert sizes == {"train": (10, 20), "dev": (5, 20), "test": (50, 20)}
         x_all = np.concatenate([task.splits[s][0] for s in ("train", "dev", "test")]).astype(np.float64)
         y_all = np.concatenate([task.splits[s][1] for s in ("train", "dev", "test")]).astype(np.float64)
-        w, *_ = np.linalg.lstsq(x_all, y_all, rcond=None)  # 75 samples determine the 20 weights
+        assert x_all.min() >= -1 and x_all.max() <= 1
+        w, *_ = np.linalg.lstsq(x_all, y_all, rcond=None)  # 65 samples determine the 20 weights
         assert np.allclose(x_all @ w, y_all, atol=1e-4)  # clean targets are exactly linear
         weights.append(w / np.linalg.norm(w))
-    cosine = np.abs(np.array(weights) @ np.array(weights).T)
+        scales.append(np.linalg.norm(w))
+    cosine = np.array(weights) @ np.array(weights).T
     group = np.arange(30) // 10
-    assert np.all(cosine[group[:, None] == group[None, :]] > 0.999)
-    assert np.all(cosine[group[:, None] != group[None, :]] < 0.99)
+    assert np.all(np.abs(cosine[group[:, None] == group[None, :]]) > 0.999)
+    assert np.all(np.abs(cosine[group[:, None] != group[None, :]]) < 0.99)
+    assert (cosine[group[:, None] == group[None, :]] < 0).any()  # scales of both signs within a group
+    assert max(scales) / min(scales) > 10  # and of very different sizes (c_t ~ N(0, 1))
     noisy = load_task(TaskConfig(name="k", dataset="kang_synthetic", target="0", domain="noisy"), DataConfig())
     clean = load_task(TaskConfig(name="k", dataset="kang_synthetic", target="0", domain="clean"), DataConfig())
     residual = noisy.splits["test"][1] - clean.splits["test"][1]

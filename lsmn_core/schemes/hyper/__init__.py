@@ -34,6 +34,10 @@ class HyperOptions:
     generation_steps: int = check(lambda v: v > 0, "must be > 0", 100)
     optimize_fraction: float = check(lambda v: 0 < v <= 1, "must be in (0, 1]", 0.5)
     challengers: int = check(lambda v: v >= 1, "must be >= 1", 4)  # lambda
+    # the incumbent's share of a location's mix when a generation starts; None: an equal share with
+    # each challenger, 1 / (1 + lambda), as in the poster
+    incumbent_share: float | None = check(lambda v: v is None or 0 < v < 1, "must be between 0 and 1 (exclusive)",
+                                          None)
     new_probability: float = check(lambda v: 0 <= v <= 1, "must be in [0, 1]", 0.05)
     sampling: Literal["proportional", "uniform"] = "proportional"
     score_lr: float = check(lambda v: v > 0, "must be > 0", 0.1)  # s_l's own learning rate (Adam)

@@ -11,6 +11,13 @@ blocks stay with their task.
 While the alignment search (search.py beside this file) runs a generation, location l holds candidates
 psi^0(l) (the incumbent) .. psi^lambda(l) and uses the softmax(s_l)-weighted sum of their blocks
 (the poster's equation 4); each candidate column is one batched contraction over all locations.
+
+A hypermodule and its negation are the same module (B = H z = (-H)(-z)), but a location's candidates
+share its context, so a challenger pointing the other way from the incumbent could never show its
+worth: a task whose weights have the opposite sign to its group-mates' stayed off their hypermodule
+and the group split in two by sign. So each challenger enters in the orientation (+1 or -1) in which
+its block agrees with the location's current block, and one that wins in orientation -1 negates the
+location's context: the location's function is the same either way.
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ class Hypermodules(SharingScheme):
         self.register_buffer("alignment", self.initial_alignment(L, K), persistent=False)
         self.register_buffer("candidates", None, persistent=False)  # [L, 1 + lambda] during a generation
         self.register_buffer("candidate_active", None, persistent=False)
+        self.register_buffer("orientation", None, persistent=False)  # [L, 1 + lambda], +1 or -1
         self.scores: torch.Tensor | None = None  # s [L, 1 + lambda] during a generation; the search trains it
         self.history: list[dict] = []
         return slots
@@ -124,23 +132,37 @@ class Hypermodules(SharingScheme):
     # ---- soft-merged candidates (one generation of the search) ------------------------------------
 
     def begin_generation(self, candidates: torch.Tensor, active: torch.Tensor) -> None:
-        """Locations get candidates [L, 1 + lambda] (column 0 the incumbent); inactive ones are ignored."""
-        self.candidates = candidates.to(self.alignment.device)
-        self.candidate_active = active.to(self.alignment.device)
-        self.scores = torch.zeros(candidates.shape, device=self.alignment.device, requires_grad=True)
+        """Locations get candidates [L, 1 + lambda] (column 0 the incumbent); inactive ones are ignored.
+        The incumbent starts with `incumbent_share` of the weight (default: an equal part), its
+        challengers with equal parts of the rest, each in the orientation that agrees with the
+        location's current block."""
+        device = self.alignment.device
+        self.candidates, self.candidate_active = candidates.to(device), active.to(device)
+        with torch.no_grad():
+            blocks = torch.einsum("lkmnc,lc->lkmn", self.hypermodules[self.candidates], self.contexts)
+            agreement = (blocks * blocks[:, :1]).flatten(2).sum(-1)
+            self.orientation = torch.where(agreement < 0, -1.0, 1.0)
+            start = torch.zeros(candidates.shape, device=device)
+            share = self.options.incumbent_share
+            if share is not None:
+                challengers = (self.candidate_active.sum(1) - 1).clamp_min(1).float()
+                start[:, 0] = torch.log(challengers * share / (1 - share))
+        self.scores = start.requires_grad_(True)
 
     def candidate_weights(self) -> torch.Tensor:
         """softmax(s_l) over each location's active candidates, [L, 1 + lambda]."""
         return torch.softmax(self.scores.masked_fill(~self.candidate_active, -math.inf), dim=-1)
 
     def end_generation(self) -> int:
-        """Each location keeps the candidate with the highest weight; returns how many changed."""
+        """Each location keeps the candidate with the highest weight (a winner taken in orientation -1
+        negates the location's context); returns how many changed."""
         with torch.no_grad():
-            winner = self.candidate_weights().argmax(-1)
-            chosen = self.candidates.gather(1, winner[:, None])[:, 0]
+            winner = self.candidate_weights().argmax(-1)[:, None]
+            chosen = self.candidates.gather(1, winner)[:, 0]
             changed = int((chosen != self.alignment).sum())
             self.alignment.copy_(chosen)
-        self.candidates = self.candidate_active = self.scores = None
+            self.contexts.mul_(self.orientation.gather(1, winner))
+        self.candidates = self.candidate_active = self.scores = self.orientation = None
         return changed
 
     # ---- weights -----------------------------------------------------------------------------------
@@ -153,7 +175,7 @@ class Hypermodules(SharingScheme):
         # Candidate column by column, each one contraction over every location: on CPU this is twice
         # as fast as one einsum over all candidates, which gathers and scatters [l, 1 + lambda, m, n, c]
         # (lsmn bench, "MUiR generation").
-        weights = self.candidate_weights()[locations]
+        weights = self.candidate_weights()[locations] * self.orientation[locations]
         candidates = self.candidates[locations]
         return sum(torch.einsum("lmnc,lc->lmn", self.hypermodules[candidates[:, k]], z) * weights[:, k, None, None]
                    for k in range(candidates.shape[1])) * gain
