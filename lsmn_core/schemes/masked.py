@@ -59,7 +59,8 @@ class MaskedScheme(IsometricScheme):
         if not self.prunes_encoders:
             return
         for key, encoder in encoders.items():
-            rows = [t in readers[key] for t in range(self.n_tasks)]
+            reading = set(readers[key])
+            rows = [t in reading for t in range(self.n_tasks)]
             for name, p in encoder.named_parameters():
                 if p.dim() >= 2:
                     self._register_mask(f"encoders.{key}.{name}", p.shape, rows)
