@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from safetensors.numpy import load_file as load_safetensors
 
@@ -78,8 +79,9 @@ def test_multitask_step_changes_only_the_sampled_tasks_subnetwork():
             assert not torch.equal(p, snapshot[name])
 
 
-def _search(tasks_at_once):
-    config = tiny_config(scheme={**TINY["scheme"], "tasks_at_once": tasks_at_once, "warmup_steps": 5})
+def _search(tasks_at_once, prune_encoders=False):
+    config = tiny_config(scheme={**TINY["scheme"], "tasks_at_once": tasks_at_once, "warmup_steps": 5,
+                                 "prune_encoders": prune_encoders})
     data = load_tasks(config.tasks, config.data)
     model = build_model([d.spec for d in data], config)
     session = TrainingSession(model, DeviceTasks(data, torch.device("cpu")), config, Reporter(None, quiet=True))
@@ -87,9 +89,11 @@ def _search(tasks_at_once):
     return report, {n: m.clone() for n, m in model.body.masks().items()}, model.state_dict(), session.step
 
 
-def test_tasks_pruned_side_by_side_get_the_masks_they_get_one_after_another():
-    together, masks_together, weights_together, steps_together = _search(tasks_at_once=3)
-    alone, masks_alone, weights_alone, steps_alone = _search(tasks_at_once=1)
+@pytest.mark.parametrize("prune_encoders", [False, True])
+def test_tasks_pruned_side_by_side_get_the_masks_they_get_one_after_another(prune_encoders):
+    together, masks_together, weights_together, steps_together = _search(3, prune_encoders)
+    alone, masks_alone, weights_alone, steps_alone = _search(1, prune_encoders)
+    assert any(name.startswith("encoders.") for name in masks_alone) == prune_encoders
     assert steps_together < steps_alone  # side by side: one step trains every task
     for task, report in alone.summary["pruning"].items():
         other = together.summary["pruning"][task]
