@@ -352,8 +352,8 @@ SHARING_SCHEMES = {  # the sparse-sharing slides' table: single-task, the three 
 
 def sharing_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> str:
     """Markdown table: each digits task's test accuracy under single-task learning, hard, soft,
-    hierarchical and sparse sharing, with the parameters each task uses (mean over seeds: the
-    masks IMP finds differ) and each scheme's total."""
+    hierarchical and sparse sharing (the body pruned, or the encoders too), with the parameters each
+    task uses (mean over seeds: the masks IMP finds differ) and each scheme's total."""
     results: dict[str, dict[str, list[float]]] = {}
     active: dict[str, dict[str, list[int]]] = {}
     totals: dict[str, int] = {}

@@ -103,7 +103,7 @@ def test_every_app_page_shows_a_soft_run_and_the_overview_its_stitches(tmp_path,
     assert any("Cross-stitch weights" in c.proto.spec for c in at.get("plotly_chart"))
 
 
-def test_the_sharing_study_tables_every_task_under_the_five_schemes(tmp_path):
+def test_the_sharing_study_tables_every_task_under_the_five_schemes_and_the_encoder_variant(tmp_path):
     import yaml
 
     from helpers import TINY
@@ -112,7 +112,8 @@ def test_the_sharing_study_tables_every_task_under_the_five_schemes(tmp_path):
     (tmp_path / "digits.yaml").write_text(yaml.safe_dump(
         {**TINY, "train": {"steps": 10, "batch_size": 16, "eval_every": 10, "device": "cpu"}}))
     table = sharing_study(seeds=(0,), configs=tmp_path).splitlines()
-    assert table[0] == "| task | " + " | ".join(SHARING_SCHEMES) + " |" and len(SHARING_SCHEMES) == 5
+    assert table[0] == "| task | " + " | ".join(SHARING_SCHEMES) + " |"
+    assert list(SHARING_SCHEMES) == ["single-task", "hard", "soft", "hierarchical", "sparse", "sparse, encoder too"]
     assert [row.split(" | ")[0] for row in table[2:]] == ["| digit", "| parity", "| position", "| total parameters"]
     totals = [float(cell.rstrip("k |")) for cell in table[-1].split(" | ")[1:]]
     assert totals[0] > totals[1] and totals[2] > totals[1]  # a body per task, or one for all
