@@ -175,13 +175,24 @@ def check_meta(meta, where: Path) -> None:
         raise RunError(f"{where}: 'pid' must be a process id")
 
 
+EXACT_INTEGERS = 2**53  # past this an integer is no count or metric a run writes, and tables cannot hold it
+
+
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, float) or _integer(value) and abs(value) < EXACT_INTEGERS
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value) -> bool:
+    return _integer(value) and 0 <= value < EXACT_INTEGERS
 
 
 def _is_record(record) -> bool:
     """An evaluation record of the fields readers use, of their types (a damaged line is skipped)."""
-    return (isinstance(record, dict) and isinstance(record.get("step"), int) and _number(record.get("value"))
+    return (isinstance(record, dict) and _count(record.get("step")) and _number(record.get("value"))
             and all(isinstance(record.get(k), str) for k in ("task", "split", "metric"))
             and isinstance(record.get("phase", ""), str))
 
@@ -201,10 +212,10 @@ def check_summary(summary, tasks: list[str], where: Path) -> None:
         elif not all(isinstance(m, dict) and isinstance(m.get("metric"), str) and _number(m.get("dev"))
                      and _number(m.get("test")) for m in metrics.values()):
             problem = "every task's metrics need a metric name and numbers for dev and test"
-        elif not (all(isinstance(params.get(k), int) for k in ("total", "shared"))
+        elif not (all(_count(params.get(k)) for k in ("total", "shared"))
                   and isinstance(params.get("active"), dict) and set(params["active"]) == set(tasks)
-                  and all(isinstance(v, int) for v in params["active"].values())):
-            problem = "'params' needs integer total, shared and active counts for every task"
+                  and all(_count(v) for v in params["active"].values())):
+            problem = "'params' needs counts (integers from 0 to 2^53) of total, shared and active for every task"
         elif not all(_number(v) for v in density.values()):
             problem = "densities must be numbers"
     if problem:

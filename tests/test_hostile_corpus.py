@@ -224,14 +224,20 @@ def test_a_header_near_its_limit_costs_little_more_memory_than_a_good_run(sparse
 @pytest.mark.parametrize("sample, file, path, raw", [  # cases the corpus found, kept
     ("kang-hyper", "run.json", ("tasks", 16, "kind"), "9223372036854775808"),
     ("digits-sparse", "routing.json", ("masks",), "9223372036854775808"),
-    ("digits-sparse", "routing.json", ("masks", "body.blocks.0.w_out", "shape"), "9223372036854775808")])
+    ("digits-sparse", "routing.json", ("masks", "body.blocks.0.w_out", "shape"), "9223372036854775808"),
+    ("digits-sparse", "summary.json", ("params", "total"), "9" * 30),  # the Compare page's table
+    ("digits-moe", "summary.json", ("metrics", "digit", "test"), "9" * 30)])
 def test_found_cases_stay_errors_on_every_app_page(tmp_path, sample, file, path, raw):
     bad = tmp_path / "bad"
     shutil.copytree(SAMPLES / sample, bad)
+    shutil.copytree(SAMPLES / sample, tmp_path / "good")  # Compare needs two runs
     (bad / file).write_text(with_hostile_value(json.loads((bad / file).read_text()), path, raw))
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE)
     at.session_state["runs_folder"] = str(tmp_path)
     at.run()
+    picker = at.sidebar.selectbox(key="run_select")
+    if any(o.startswith("bad ") for o in picker.options):
+        picker.select(next(o for o in picker.options if o.startswith("bad "))).run()
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
