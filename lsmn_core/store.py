@@ -153,6 +153,21 @@ class RunWriter:
         self.set_status("done")
 
 
+EXACT_INTEGERS = 2**53  # past this an integer is no count or metric a run writes, and tables cannot hold it
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, float) or (_integer(value) and abs(value) < EXACT_INTEGERS)
+
+
+def _count(value) -> bool:
+    return _integer(value) and 0 <= value < EXACT_INTEGERS
+
+
 def check_meta(meta, where: Path) -> None:
     """run.json's schema: the keys readers use, of the types they expect (a hostile or damaged file
     is a RunError here, not a crash in whatever reads it next)."""
@@ -171,23 +186,8 @@ def check_meta(meta, where: Path) -> None:
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tasks):
         raise RunError(f"{where}: 'tasks' must be a list of tasks, each with a name")
     pid = meta.get("pid", 1)
-    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
+    if not (_integer(pid) and 0 < pid < 2**31):
         raise RunError(f"{where}: 'pid' must be a process id")
-
-
-EXACT_INTEGERS = 2**53  # past this an integer is no count or metric a run writes, and tables cannot hold it
-
-
-def _number(value) -> bool:
-    return isinstance(value, float) or _integer(value) and abs(value) < EXACT_INTEGERS
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _count(value) -> bool:
-    return _integer(value) and 0 <= value < EXACT_INTEGERS
 
 
 def _is_record(record) -> bool:
@@ -215,7 +215,7 @@ def check_summary(summary, tasks: list[str], where: Path) -> None:
         elif not (all(_count(params.get(k)) for k in ("total", "shared"))
                   and isinstance(params.get("active"), dict) and set(params["active"]) == set(tasks)
                   and all(_count(v) for v in params["active"].values())):
-            problem = "'params' needs counts (integers from 0 to 2^53) of total, shared and active for every task"
+            problem = "'params' needs counts (integers from 0 to below 2^53) of total, shared and active for every task"
         elif not all(_number(v) for v in density.values()):
             problem = "densities must be numbers"
     if problem:
