@@ -88,6 +88,14 @@ def hostile_copy(tmp_path_factory, data) -> tuple:
     return folder, good, bad
 
 
+def pick_the_hostile_run(at) -> None:
+    """Select the run named "bad" in the app's sidebar when it is listed (a run too broken to open is not)."""
+    picker = at.sidebar.selectbox(key="run_select")
+    hostile = [o for o in picker.options if o.startswith("bad ")]
+    if hostile:
+        picker.select(hostile[0]).run()
+
+
 def fingerprint(folder) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
@@ -131,11 +139,8 @@ def test_a_hostile_field_in_any_run_file_meets_every_app_page(tmp_path_factory, 
     at.session_state["runs_folder"] = str(folder)
     at.run()
     assert not at.exception, at.exception
-    picker = at.sidebar.selectbox(key="run_select")
-    assert any(o.startswith("good ") for o in picker.options)  # the run beside it is still listed
-    hostile = [o for o in picker.options if o.startswith("bad ")]
-    if hostile:
-        picker.select(hostile[0]).run()
+    assert any(o.startswith("good ") for o in at.sidebar.selectbox(key="run_select").options)  # still listed
+    pick_the_hostile_run(at)
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
@@ -235,9 +240,7 @@ def test_found_cases_stay_errors_on_every_app_page(tmp_path, sample, file, path,
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE)
     at.session_state["runs_folder"] = str(tmp_path)
     at.run()
-    picker = at.sidebar.selectbox(key="run_select")
-    if any(o.startswith("bad ") for o in picker.options):
-        picker.select(next(o for o in picker.options if o.startswith("bad "))).run()
+    pick_the_hostile_run(at)
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
