@@ -104,6 +104,11 @@ def read_json(path: Path, limit: int = JSON_LIMIT):
     return parse_json(read_text(path, limit), path)
 
 
+def json_integer(value) -> bool:
+    """Whether a parsed JSON value is an integer; Python's bool is an int, and `true` is no count or index."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def checked_safetensors(path: Path) -> Path:
     """`path` if it is a regular file whose safetensors header is of bounded size, read before the
     library parses (and allocates for) it."""

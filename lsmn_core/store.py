@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from lsmn_core import routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
-from lsmn_core.files import (atomic_write, checked_safetensors, os_reason, parse_json, read_json, read_text,
-                             write_json)
+from lsmn_core.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
+                             read_text, write_json)
 from lsmn_core.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.tasks import TaskSpec
@@ -156,16 +156,12 @@ class RunWriter:
 EXACT_INTEGERS = 2**53  # past this an integer is no count or metric a run writes, and tables cannot hold it
 
 
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _number(value) -> bool:
-    return isinstance(value, float) or (_integer(value) and abs(value) < EXACT_INTEGERS)
+    return isinstance(value, float) or (json_integer(value) and abs(value) < EXACT_INTEGERS)
 
 
 def _count(value) -> bool:
-    return _integer(value) and 0 <= value < EXACT_INTEGERS
+    return json_integer(value) and 0 <= value < EXACT_INTEGERS
 
 
 def check_meta(meta, where: Path) -> None:
@@ -186,7 +182,7 @@ def check_meta(meta, where: Path) -> None:
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tasks):
         raise RunError(f"{where}: 'tasks' must be a list of tasks, each with a name")
     pid = meta.get("pid", 1)
-    if not (_integer(pid) and 0 < pid < 2**31):
+    if not (json_integer(pid) and 0 < pid < 2**31):
         raise RunError(f"{where}: 'pid' must be a process id")
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from lsmn_core.files import json_integer
+
 METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse", "tagging": "accuracy"}  # tagging: per token
 PAD = 0  # the token id of padding; a tagging target is IGNORE there
 IGNORE = -1
@@ -68,7 +70,7 @@ class TaskSpec:
 
 
 def _count(value, limit: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit
+    return json_integer(value) and 1 <= value <= limit
 
 
 def task_loss(spec: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lsmn_core.errors import ConfigError, RoutingError
+from lsmn_core.files import json_integer
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hyper.search import evolve_alignment
 from lsmn_core.session import SearchReport
@@ -212,7 +213,7 @@ class Hypermodules(SharingScheme):
             entry, locations = alignment[task], self.task_locations(t)
             if not isinstance(entry, list) or len(entry) != len(locations):
                 raise RoutingError(f"alignment of {task}: expected a list of {len(locations)} hypermodule indices")
-            if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < K for k in entry):
+            if not all(json_integer(k) and 0 <= k < K for k in entry):
                 raise RoutingError(f"alignment of {task}: every entry must be a hypermodule index in 0..{K - 1}")
             psi[locations] = torch.tensor(entry, dtype=torch.long)
         history = doc.get("history", [])

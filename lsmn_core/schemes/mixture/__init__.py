@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lsmn_core.errors import RoutingError
+from lsmn_core.files import json_integer
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 
@@ -127,7 +128,7 @@ class Mixture(IsometricScheme):
         logits = []
         for task in task_names:
             entry = signatures[task]
-            if isinstance(entry, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in entry):
+            if isinstance(entry, list) and all(json_integer(v) for v in entry):
                 if len(entry) != L or not all(0 <= v < K for v in entry):
                     raise RoutingError(f"signature of {task}: a module order needs {L} template indices in 0..{K - 1}")
                 logits.append(one_hot_logits(entry, K))
