@@ -1,6 +1,6 @@
 """Sparse sharing over the whole shared network (`scheme.prune_encoders`): the slides' subnetworks
 E(x; M_t * theta_E) cover the shared encoders as well as the body, each task's encoder mask found by
-the same IMP rounds, ranked with the body's weights."""
+the same IMP rounds, at the body's rate but ranked by a threshold of their own."""
 
 import pytest
 import torch
@@ -67,9 +67,12 @@ def test_imp_prunes_the_encoder_with_the_body(encoder_run):
     arrays = load_file(encoder_run.path / "routing.safetensors")  # every round's masks, beside the chosen ones
     for t, task in enumerate(encoder_run.task_names):
         last = {n: routing.unpack(arrays[f"rounds.{task}.{n}"], [arrays[f"rounds.{task}.{n}"].shape[0],
-                                                                 *masks[n].shape[1:]])[-1] for n in encoder}
-        kept = sum(m.sum() for m in last.values()) / sum(m.size for m in last.values())
+                                                                 *masks[n].shape[1:]])[-1] for n in masks}
+        read = [n for n in encoder if masks[n][t].any()]  # the encoder this task reads
+        kept, body = (sum(last[n].sum() for n in part) / sum(last[n].size for n in part)
+                      for part in (read, [n for n in masks if not n.startswith("encoders.")]))
         assert 0 < kept < 1, (task, kept)  # the last round pruned the encoder too
+        assert abs(kept - body) < 0.01, (task, kept, body)  # at the body's rate, by a threshold of its own
         chosen = summary["search"]["pruning"][task]["chosen"]
         density = next(r["density"] for r in summary["search"]["pruning"][task]["rounds"] if r["round"] == chosen)
         every = sum(masks[n][t].sum() for n in masks) / sum(masks[n][t].size for n in masks)

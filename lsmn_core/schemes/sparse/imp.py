@@ -6,7 +6,8 @@ Multiple Tasks":
       M = 1
       repeat: rewind to theta_w; train k steps on t through theta * M; record dev metric of M;
               stop once density(M) <= S; else drop alpha of M's surviving weights with the lowest
-              magnitude, globally over the body's weight matrices (biases and norms are never pruned)
+              magnitude, globally over the body's weight matrices (biases and norms are never pruned),
+              and alpha of each pruned encoder's by its own threshold
       choose the round with the best dev metric (ties: the sparser)
   rewind to theta_w and install the chosen masks; multi-task training follows in the trainer.
 
@@ -176,8 +177,24 @@ def _prune_side_by_side(session: Session, options, group: list[int],
 
 
 def _pruned(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
-    """Global magnitude pruning over the weights a row holds; masks of encoders it does not read stay as they are."""
-    return {**masks, **prune_by_magnitude(weights, {n: masks[n] for n in weights}, rate)}
+    """Magnitude pruning of the weights a row holds, global within the body and within each encoder it
+    reads, each part losing `rate` of its survivors; masks of encoders it does not read stay as they are.
+
+    One threshold over all parts would empty the body first wherever an encoder's weights start at
+    another scale: a token embedding starts at 1, a block's matrices near 1/sqrt(width), and the
+    code_tokens tasks ended with 0 to 2% of the body and the embedding nearly whole."""
+    pruned = dict(masks)
+    for part in _parts(weights):
+        pruned.update(prune_by_magnitude({n: weights[n] for n in part}, {n: masks[n] for n in part}, rate))
+    return pruned
+
+
+def _parts(weights: dict[str, torch.Tensor]) -> list[list[str]]:
+    """The names of `weights` grouped into the body's and each encoder's (`encoders.<key>.…`)."""
+    parts: dict[str, list[str]] = {}
+    for name in weights:
+        parts.setdefault(".".join(name.split(".")[:2]) if name.startswith("encoders.") else "body", []).append(name)
+    return list(parts.values())
 
 
 def _search_plan(n_tasks: int, at_once: int, world: int) -> list[tuple[int, list[int]]]:
