@@ -6,8 +6,9 @@
   copied from an existing task) against full fine-tuning, with trainable parameter counts.
 - forgetting: add a task to MANN (weights no old task owns) against fine-tuning hard sharing.
 - pruning: MANN with 90% of the body removed against the dense model, on Fashion-MNIST + digits.
-- muir: the MUiR poster's synthetic table: single-task learning, random, oracle and optimised
-  alignments, test RMSE over seeds, and how well the optimised alignment recovers the true groups.
+- muir: the MUiR poster's synthetic table: single-task learning (trained, and in closed form),
+  random, oracle and optimised alignments, test RMSE over seeds, and how well the optimised
+  alignment recovers the true groups.
 - blocks: every block (mlp, conv, attention, a user's module) under every scheme on digits and
   Fashion-MNIST tasks: test accuracy, parameters and training time.
 - domains: template mixtures on digits x input domains, with the mlp and the conv block: do tasks
@@ -38,7 +39,7 @@ from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from analysis.signatures import pair_sharing
 from lsmn_core.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
-from lsmn_core.data import kang_synthetic, kang_weights
+from lsmn_core.data import TaskData, kang_synthetic, kang_weights, load_tasks
 from lsmn_core.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe import specialisation
 from lsmn_core.store import open_run
@@ -168,17 +169,15 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
     base = load_config(config, list(overrides))
     budget = base.train.steps + base.scheme.generations * base.scheme.generation_steps
     variants = {v: o for v, o in MUIR_VARIANTS.items() if base.scheme.groups or "groups" not in " ".join(o)}
-    results: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    rows = [*variants][:1] + [LEAST_SQUARES] + [*variants][1:]  # the closed form beside the trained single-task row
+    results: dict[str, dict[str, list[float]]] = {v: {} for v in rows}
     ari: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for domain in domains or [None]:
             for variant, fixed in variants.items():
                 for seed in seeds:
                     steps = [f"train.steps={budget}"] if fixed else []
-                    run_config = load_config(config, [*overrides, *fixed, *steps, f"seed={seed}",
-                                                      f"data.split_seed={seed}", f"name=muir-{seed}"])
-                    for task in run_config.tasks if domain else ():
-                        task.domain = domain
+                    run_config = seed_config(config, [*overrides, *fixed, *steps], seed, domain)
                     run = open_run(train(run_config, tmp, device=device, quiet=True))
                     metrics = run.summary()["metrics"]
                     mean_rmse = statistics.mean(m["test"] for m in metrics.values())
@@ -192,9 +191,15 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
                         labels = cluster_labels(run.routing()[0]["alignment"])
                         column = f"{domain} test RMSE" if domain else list(values)[-1]
                         ari.setdefault(column, []).append(adjusted_rand_index(labels, base.scheme.groups))
+            fits = [least_squares_rmse(load_tasks(c.tasks, c.data))
+                    for c in (seed_config(config, list(overrides), seed, domain) for seed in seeds)]
+            if None not in fits:
+                column = f"{domain} test RMSE" if domain else "mean test RMSE"
+                results[LEAST_SQUARES][column] = fits
     columns = list(next(iter(results.values())))
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {v} | " + " | ".join(_mean_std(r[c]) for c in columns) + " |" for v, r in results.items()]
+    lines += [f"| {v} | " + " | ".join(_mean_std(r[c]) if c in r else "" for c in columns) + " |"
+              for v, r in results.items() if r]
     if base.scheme.groups:
         lines.append("| adjusted Rand index, optimised clusters vs true groups | "
                      + " | ".join(_mean_std(ari[c]) if c in ari else "" for c in columns) + " |")
@@ -203,6 +208,35 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
                      + " | ".join(_mean_std([_kang_separable(seed, domain) for seed in seeds]) for domain in domains)
                      + " |")
     return "\n".join(lines)
+
+
+LEAST_SQUARES = "single-task least squares (closed form)"
+
+
+def seed_config(config, overrides: list[str], seed: int, domain: str | None):
+    """The study's config for one seed (which draws the data and the model) and domain."""
+    run_config = load_config(config, [*overrides, f"seed={seed}", f"data.split_seed={seed}", f"name=muir-{seed}"])
+    for task in run_config.tasks if domain else ():
+        task.domain = domain
+    return run_config
+
+
+def least_squares_rmse(data: list[TaskData]) -> float | None:
+    """Single-task learning in closed form: each task's weights are the minimum-norm least-squares fit
+    to its training split, without an intercept (Kang et al.'s tasks are y = x . w); the mean test
+    RMSE over the tasks, or None unless every task is a regression on vectors held in memory.
+
+    With fewer samples than weights (Kang's 10 for 20) every fit that passes through the samples is
+    one of many; this one is the smallest, which a network trained from a random start does not reach
+    (it keeps whatever part of its start the samples cannot see)."""
+    if not all(d.spec.kind == "regression" and d.spec.modality == "vector" and not d.streamed for d in data):
+        return None
+    errors = []
+    for task in data:
+        (x, y), (x_test, y_test) = task.splits["train"], task.splits["test"]
+        w = np.linalg.lstsq(x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64), rcond=None)[0]
+        errors.append(float(np.sqrt(np.mean((x_test.reshape(len(x_test), -1) @ w - y_test) ** 2))))
+    return statistics.mean(errors)
 
 
 def _kang_separable(seed: int, domain: str) -> float:

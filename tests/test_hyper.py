@@ -11,6 +11,7 @@ from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing
                                     usage_counts)
 from helpers import REPO
 from lsmn.cli import main
+from lsmn.studies import seed_config, least_squares_rmse
 from lsmn_core import routing
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.data import load_tasks
@@ -295,3 +296,32 @@ def test_search_finds_kang_s_groups_whatever_the_sign_of_each_task_s_scale(tmp_p
     run = open_run(train(config, tmp_path, quiet=True))
     assert adjusted_rand_index(cluster_labels(run.routing()[0]["alignment"]), config.scheme.groups) == 1.0
     assert np.mean([m["test"] for m in run.summary()["metrics"].values()]) < 0.02
+
+
+def test_the_closed_form_single_task_row_fits_each_task_s_own_training_split(tmp_path):
+    """The muir study's "single-task least squares" row: each task's minimum-norm least-squares fit
+    to its training split alone (10 of Kang's 15 samples, for 20 weights), which passes through those
+    samples and, where they are as many as the weights, recovers a clean linear task exactly; any
+    task that is no regression on vectors leaves the row out."""
+    config = seed_config(REPO / "configs" / "kang.yaml", [], 1, "noisy")
+    data = load_tasks(config.tasks, config.data)
+    fitted = []
+    for task in data:
+        (x, y), (x_test, y_test) = task.splits["train"], task.splits["test"]
+        assert len(x) == 10
+        w = np.linalg.pinv(x.astype(np.float64)) @ y
+        assert np.allclose(x @ w, y, atol=1e-4)  # fewer samples than weights: the fit passes through them
+        fitted.append(np.sqrt(np.mean((x_test @ w - y_test) ** 2)))
+    assert least_squares_rmse(data) == pytest.approx(np.mean(fitted), rel=1e-6)
+    assert least_squares_rmse(load_tasks(config.tasks, load_config(REPO / "configs" / "kang.yaml").data)) != \
+        pytest.approx(np.mean(fitted), rel=1e-3)  # another seed's draw is another data set
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (90, 5)).astype(np.float32)
+    y = x @ rng.normal(size=5).astype(np.float32)
+    np.savez(tmp_path / "line.npz", X=x[:30], y=y[:30], X_dev=x[30:60], y_dev=y[30:60], X_test=x[60:], y_test=y[60:])
+    line = parse_config({"name": "line", "tasks": [
+        {"name": "line", "file": str(tmp_path / "line.npz"), "kind": "regression", "standardise": False}]})
+    assert least_squares_rmse(load_tasks(line.tasks, line.data)) < 1e-4
+    digits = parse_config({"name": "d", "tasks": [{"name": "d", "dataset": "digits", "target": "digit"}]})
+    assert least_squares_rmse(load_tasks(digits.tasks, digits.data)) is None
