@@ -20,14 +20,19 @@ def index_colour(k: int) -> str:
     return INDEX_COLOURS[k % len(INDEX_COLOURS)]
 
 
-def categorical_scale(n: int, title: str, prefix: str) -> dict:
+COLOUR_BAR_MARGIN, TICK_PX = 180, 16  # px of a figure's height outside its colour bar; px per tick label
+
+
+def categorical_scale(n: int, title: str, prefix: str, height: int) -> dict:
     """Heatmap arguments that colour the integers 0..n-1 each by its own index colour (never a
     continuous ramp, whose 4.5 means nothing for an index), with a colour bar naming them
-    `prefix`k as every other chart does ("template 3", "H12")."""
+    `prefix`k as every other chart does ("template 3", "H12"): as many names as fit the bar of a
+    figure `height` px tall (at most 24), evenly spaced, so that they never overprint."""
     scale = []
     for k in range(n):
         scale += [[k / n, index_colour(k)], [(k + 1) / n, index_colour(k)]]
-    ticks = list(range(n)) if n <= 24 else list(range(0, n, math.ceil(n / 24)))
+    fit = min(24, max(2, (height - COLOUR_BAR_MARGIN) // TICK_PX))
+    ticks = list(range(n)) if n <= fit else list(range(0, n, math.ceil(n / fit)))
     return {"zmin": -0.5, "zmax": n - 0.5, "colorscale": scale,
             "colorbar": {"tickvals": ticks, "ticktext": [f"{prefix}{k}" for k in ticks], "title": title}}
 
@@ -158,12 +163,13 @@ def signature_heatmap(report: dict) -> go.Figure:
     hover = [[f"{t}, layer {l}: template {r['order'][l]} (weight {r['confidence'][l]:.3f}, "
               f"entropy {r['entropy'][l]:.2f})" for l in range(depth)] for t, r in zip(tasks, rows)]
     labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
+    height = 140 + 50 * len(tasks)
     figure = go.Figure(go.Heatmap(
         z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels,
-        **categorical_scale(report["templates"], "template", "template "), text=text, texttemplate="%{text}",
-        hovertext=hover, hoverinfo="text"))
+        **categorical_scale(report["templates"], "template", "template ", height), text=text,
+        texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
     figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
-                         yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks), meta={"caption": (
+                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
                              "Each cell: the template whose mixture weight is largest at that layer, and that "
                              "weight (1: the layer is that template alone). ★ marks a progressive signature, the "
                              "compositional paper's pattern: each template used in one unbroken run of layers, "
@@ -410,12 +416,12 @@ def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
     z = [v + [None] * (width - len(v)) for v in alignment.values()]
     hover = [[f"{t}, block {i}: H{k}" if k is not None else "" for i, k in enumerate(row)] for t, row in zip(tasks, z)]
     modules = 1 + max((k for row in z for k in row if k is not None), default=0)
+    height = max(300, 160 + 22 * len(tasks))  # a few tasks: rows tall enough to see, a colour bar to name them
     figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
-                                  **categorical_scale(modules, "hypermodule", "H")))
+                                  **categorical_scale(modules, "hypermodule", "H", height)))
     ticks = list(range(0, width, max(1, math.ceil(width / 30))))  # whole block locations only, never 0.5
     figure.update_layout(title=title, xaxis={"title": "block location", "tickvals": ticks},
-                         yaxis={"autorange": "reversed"},
-                         height=160 + 22 * len(tasks), meta={"caption": (
+                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
                              "The hypermodule each block location of each task draws its weights from, one colour "
                              "per hypermodule: tasks with the same colours share those weights.")})
     return figure

@@ -278,6 +278,21 @@ def test_a_retrained_run_s_curves_show_its_fine_tuning(sparse_run, tmp_path):
     assert training_curves(open_run(sparse_run).metrics()).layout.title.text == "Dev metric during multi-task training"
 
 
+@pytest.mark.parametrize("tasks", [3, 40])
+def test_the_hypermodule_colour_bar_names_only_as_many_hypermodules_as_it_has_room_for(tasks):
+    """64 hypermodules on a figure of 3 task rows once printed 22 names over one another on a colour
+    bar a hundred pixels tall; each name needs about 14 px of the bar (the figure's height less its
+    title and axes, about 180 px)."""
+    from app.figures import alignment_heatmap
+
+    alignment = {f"task{t}": [(t * 7 + i) % 64 for i in range(100)] for t in range(tasks)}
+    figure = alignment_heatmap(alignment, "Hypermodule of every block location")
+    bar = figure.data[0].colorbar
+    assert 2 <= len(bar.tickvals) <= (figure.layout.height - 180) / 14
+    assert bar.ticktext[0] == "H0" and len(bar.ticktext) == len(bar.tickvals)
+    assert figure.layout.height >= 300  # rows tall enough to tell the colours apart
+
+
 def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monkeypatch):
     at = start(monkeypatch, REPO / "sample_runs")
     assert at.sidebar.selectbox(key="run_select").value.startswith("crossmodal-hyper ")  # newest of <= 10 tasks
