@@ -243,6 +243,16 @@ class Run:
         return "interrupted" if status == "running" and not self._writer_alive() else status
 
     @property
+    def created(self) -> datetime:
+        """When the run was created, as an instant: its stored text compares correctly only within one
+        time zone. A missing or unreadable stamp reads as the earliest instant."""
+        try:
+            stamp = datetime.fromisoformat(self.meta.get("created", ""))
+        except ValueError:
+            return datetime.min.replace(tzinfo=timezone.utc)
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+    @property
     def label(self) -> str:
         """Unique per folder (the run id comes first), readable in a picker."""
         return f"{self.id} · {self.scheme} · {self.status} · {self.meta.get('created', '')[:10]}"
@@ -421,5 +431,5 @@ def list_runs(root) -> tuple[list[Run], list[tuple[Path, str]]]:
             runs.append(Run(folder))
         except LsmnError as exc:
             broken.append((folder, str(exc)))
-    runs.sort(key=lambda r: r.meta.get("created", ""), reverse=True)
+    runs.sort(key=lambda r: r.created, reverse=True)
     return runs, broken

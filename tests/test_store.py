@@ -99,6 +99,18 @@ def test_list_runs_reports_unreadable_folders(sparse_run, tmp_path):
     assert "starting" not in reasons
 
 
+def test_runs_are_listed_newest_first_by_instant_whatever_zone_stamped_them(sparse_run, tmp_path):
+    stamps = {"tokyo": "2026-12-03T09:00:00+09:00",  # midnight UTC: the earliest, though its text sorts last
+              "utc": "2026-12-03T01:00:00+00:00", "new-york": "2026-12-02T21:00:00-05:00",  # 02:00 UTC
+              "unreadable": "yesterday"}
+    for name, stamp in stamps.items():
+        path = shutil.copytree(sparse_run, tmp_path / name)
+        meta = json.loads((path / "run.json").read_text())
+        write_json(path / "run.json", {**meta, "created": stamp})
+    runs = [r.id for r in list_runs(tmp_path)[0]]
+    assert runs == ["new-york", "utc", "tokyo", "unreadable"]
+
+
 def test_reading_tolerates_a_run_in_progress(sparse_run, tmp_path):
     path = copy_run(sparse_run, tmp_path)
     with open(path / "metrics.jsonl", "a") as f:

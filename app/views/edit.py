@@ -133,8 +133,8 @@ def job_panel():
             open_when_listed(out, run.path)
         st.rerun()
     children = [r for r in list_runs(out)[0] if r.meta.get("parent") == st.session_state["job_parent"]
-                and r.meta.get("created", "") >= datetime.fromtimestamp(job.started - 5).astimezone().isoformat()]
-    child = max(children, key=lambda r: r.meta.get("created", ""), default=None)
+                and r.created.timestamp() >= job.started - 5]
+    child = max(children, key=lambda r: r.created, default=None)
     progress = child.progress() if child else None
     if job.running:
         elapsed = f"{time.time() - job.started:.0f} s elapsed"
@@ -154,6 +154,9 @@ def job_panel():
         if st.button("Open the new run", key="open_child"):
             open_when_listed(out, child.path)
             st.switch_page("views/overview.py")
+    elif job.returncode == 0:
+        st.error(f"{JOB_WORDS[job.args[0]][0]} ended, but no new run of {plain(st.session_state['job_parent'])} "
+                 f"appeared in {plain(out)}.")
     else:
         st.error(f"{JOB_WORDS[job.args[0]][0]} failed: "
                  + plain((job.output().strip().splitlines() or ["no output"])[-1]))
