@@ -147,9 +147,13 @@ def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_pa
     while job.running:  # until it exits, however loaded the machine
         time.sleep(0.5)
     assert job.returncode == 0, job.output()
+    (child,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    child.rename(tmp_path / ".moved")  # a job that ended well but whose new run is gone: said so, no success
+    at.run()
+    assert any("ended, but no new run of digits-mixture appeared" in e.value for e in at.error), at.error
+    (tmp_path / ".moved").rename(child)
     at.run()
     assert any(s.value.startswith("Adapted: new run") for s in at.success), [e.value for e in at.error]
-    (child,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert open_run(child).summary()["adapt"]["target"] == "digit_edges"
     next(b for b in at.button if b.label == "Open the new run").click().run()
     assert any(h.value == "Adapted from digits-mixture" for h in at.subheader)
