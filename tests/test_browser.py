@@ -64,6 +64,14 @@ PAGES = [  # (url path, run to pick, text that shows the page has real content)
 ]
 
 
+def shown(page, text: str) -> None:
+    """Until `text` (Playwright's text selector: a string, or /a regex/) is on the page; an exception
+    the app shows instead fails at once with its message, not after the guard."""
+    exception = page.get_by_test_id("stException")
+    page.locator(f"text={text}").or_(exception).first.wait_for(timeout=PATIENCE_MS)
+    assert not exception.count(), exception.first.inner_text()[:500]
+
+
 def pick_run(page, run):
     page.get_by_test_id("stSidebar").get_by_role("combobox").first.click()
     page.get_by_role("option", name=run).click()
@@ -76,17 +84,17 @@ def test_app_opens_on_the_sample_runs_and_every_page_shows_real_content(app_url)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         start = time.monotonic()
         page.goto(app_url)
-        page.wait_for_selector("text=Total parameters", timeout=PATIENCE_MS)  # the newest run: its numbers
+        shown(page, "Total parameters")  # the newest run: its numbers
         first_figure = time.monotonic() - start
-        page.wait_for_selector("text=Dev metric during multi-task training", timeout=PATIENCE_MS)  # its last figure
+        shown(page, "Dev metric during multi-task training")  # its last figure
         whole_page = time.monotonic() - start
         landing = page.inner_text("body")
         for path, run, marker in PAGES:
             page.goto(app_url + path)
-            page.wait_for_selector("text=Runs folder", timeout=PATIENCE_MS)
+            shown(page, "Runs folder")
             if run:
                 pick_run(page, run)
-            page.wait_for_selector(f"text={marker}", timeout=PATIENCE_MS)
+            shown(page, marker)
             page.wait_for_timeout(800)
             body = page.inner_text("body")
             assert "Traceback" not in body and "Error" not in body, path
@@ -157,18 +165,18 @@ def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sampl
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(url + "edit")
-            page.wait_for_selector("text=Runs folder", timeout=PATIENCE_MS)
+            shown(page, "Runs folder")
             pick_run(page, f"{sample} ")
-            page.wait_for_selector(f"text={editor_hint}", timeout=PATIENCE_MS)
+            shown(page, editor_hint)
             edit_first_row(page, keys)
             page.get_by_role("button", name="Evaluate").click()
-            page.wait_for_selector("text=Under the edit:", timeout=PATIENCE_MS)
+            shown(page, "Under the edit:")
             evaluated = page.inner_text("body")
             steps = page.get_by_label("Steps", exact=True)
             steps.fill("20")
             steps.press("Enter")
             page.get_by_role("button", name="Retrain").click()
-            page.wait_for_selector("text=/Retrained: new run|Retraining failed/", timeout=PATIENCE_MS)  # its end
+            shown(page, "/Retrained: new run|Retraining failed/")  # its end
             settle(page)
             retrained = page.inner_text("body")
             assert "Retrained: new run" in retrained, retrained[retrained.find("Retraining failed"):][:500]
@@ -179,7 +187,7 @@ def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sampl
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"retrained-{sample}.png"), full_page=True)
             page.get_by_role("button", name="Open the new run").click()
-            page.wait_for_selector(f"text=Retrained from {sample}", timeout=PATIENCE_MS)
+            shown(page, f"Retrained from {sample}")
             settle(page)
             child_page = page.inner_text("body")
             child_label = selected_run(page)
@@ -228,7 +236,7 @@ def test_markdown_and_html_in_a_run_s_name_stay_text_and_fetch_nothing(tmp_path)
             requests: list[str] = []
             page.on("request", lambda request, seen=requests: seen.append(request.url))
             page.goto(url)
-            page.wait_for_selector("text=Total parameters", timeout=PATIENCE_MS)
+            shown(page, "Total parameters")
             settle(page)
             body = page.inner_text("body")
             images = page.locator("img").count()
