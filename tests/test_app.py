@@ -57,7 +57,7 @@ def test_an_empty_runs_folder_lists_the_sample_runs_beside_it(monkeypatch, tmp_p
     assert any("No runs in" in c.value and "sample runs are listed" in c.value for c in at.sidebar.caption)
     options = at.sidebar.selectbox(key="run_select").options
     assert options and all(o.endswith(" · sample") for o in options)
-    assert at.sidebar.selectbox(key="run_select").value.startswith("crossmodal-hyper ")  # the samples' landing run
+    assert at.sidebar.selectbox(key="run_select").value.startswith("digits-sparse ")  # the samples' landing run
 
 
 def test_a_run_of_the_folder_hides_the_sample_of_the_same_id_and_is_listed_first(monkeypatch, tmp_path):
@@ -295,12 +295,12 @@ def test_the_hypermodule_colour_bar_names_only_as_many_hypermodules_as_it_has_ro
 
 def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monkeypatch):
     at = start(monkeypatch, REPO / "sample_runs")
-    assert at.sidebar.selectbox(key="run_select").value.startswith("crossmodal-hyper ")  # newest of <= 10 tasks
-    assert at.title[0].value == "crossmodal-hyper"  # not the 110-task scale-sparse, the newest of all
+    assert at.sidebar.selectbox(key="run_select").value.startswith("digits-sparse ")  # newest of <= 10 tasks
+    assert at.title[0].value == "digits-sparse"  # not the 110-task scale-sparse, the newest of all
     at.sidebar.selectbox(key="run_select").select(next(o for o in at.sidebar.selectbox(key="run_select").options
                                                        if o.startswith("digits-sparse "))).run()
     at.switch_page("views/compare.py").run()
-    assert at.multiselect(key="compare_runs").value == ["digits-mixture", "digits-moe", "digits-mann", "digits-sparse"]
+    assert at.multiselect(key="compare_runs").value == ["digits-sparse", "digits-mixture", "digits-moe", "digits-mann"]
 
 
 def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_change(sparse_run, tmp_path,
