@@ -134,7 +134,7 @@ def job_panel():
         st.rerun()
     children = [r for r in list_runs(out)[0] if r.meta.get("parent") == st.session_state["job_parent"]
                 and r.created.timestamp() >= job.started - 5]
-    child = max(children, key=lambda r: r.created, default=None)
+    child = next(iter(children), None)  # list_runs lists the newest first
     progress = child.progress() if child else None
     if job.running:
         elapsed = f"{time.time() - job.started:.0f} s elapsed"
