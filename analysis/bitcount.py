@@ -15,7 +15,7 @@ import torch
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from lsmn_core import bitmasks
+from lsmn_core.network import bitmasks
 
 CHUNK_WORDS = 1024  # 8 KB of every task's row at a time
 

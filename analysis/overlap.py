@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.bitcount import packed_intersections
-from lsmn_core.blocks import mask_layer
+from lsmn_core.network.layers import mask_layer
 
 
 def intersections(masks: dict[str, np.ndarray]) -> np.ndarray:

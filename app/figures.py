@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from analysis.overlap import set_label
-from lsmn_core.blocks import layer_label
+from lsmn_core.network.layers import layer_label
 
 # One colour per module index (template, expert, hypermodule), the same in every chart of every run.
 INDEX_COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet

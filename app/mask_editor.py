@@ -4,8 +4,8 @@ shared encoder, where the scheme prunes it), keep the mask, reset it, clear it o
 import pandas as pd
 import streamlit as st
 
-from lsmn_core import routing
-from lsmn_core.blocks import layer_label, mask_layer
+from lsmn_core.store import routing
+from lsmn_core.network.layers import layer_label, mask_layer
 
 
 def mask_editor(run, doc, arrays):

@@ -10,7 +10,7 @@ from app.text import plain
 
 from analysis.overlap import overlap_report
 from lsmn_core.errors import LsmnError
-from lsmn_core.store import Run, list_runs, open_run
+from lsmn_core.store.runs import Run, list_runs, open_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_runs"  # shipped with the app: listed beside the user's runs, never written to

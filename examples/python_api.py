@@ -12,7 +12,7 @@ import sys
 from sklearn.datasets import make_classification
 
 from lsmn_core import Task, train
-from lsmn_core.routing import edit_masks
+from lsmn_core.store.routing import edit_masks
 
 CONFIG = {
     "name": "python-api",

@@ -36,17 +36,17 @@ import torch.nn.utils.prune
 from safetensors.torch import save_file
 
 from analysis.bitcount import packed_intersections
-from lsmn_core.blocks import block_branch
+from lsmn_core.network.layers import block_branch
 from lsmn_core.config import load_config, load_yaml, parse_config
-from lsmn_core.data import load_tasks
-from lsmn_core.export import SparseInference, export_model, load_export
-from lsmn_core.magnitude import keep_largest
+from lsmn_core.data.loading import load_tasks
+from lsmn_core.store.export import SparseInference, export_model, load_export
+from lsmn_core.schemes.magnitude import keep_largest
 from lsmn_core.schemes import build_model
 from lsmn_core.schemes.hyper.search import sample_challengers
-from lsmn_core.store import list_runs, open_run
-from lsmn_core.tasks import TaskSpec
-from lsmn_core.session import Phase
-from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, train
+from lsmn_core.store.runs import list_runs, open_run
+from lsmn_core.data.tasks import TaskSpec
+from lsmn_core.training.session import Phase
+from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession, train
 
 
 def _median(values: list[float]) -> float:
@@ -459,7 +459,7 @@ def streaming_child(mode: str, folder: str, steps: str) -> dict:
     folder, steps = Path(folder), int(steps)
     files = {split: [str(folder / f"{split}-x.npy"), str(folder / f"{split}-y.npy")]
              for split in ("train", "dev", "test")}
-    task = ({"source": "lsmn_core.streaming:npy_files", "args": files, "classes": 10} if mode == "streamed" else
+    task = ({"source": "lsmn_core.data.streaming:npy_files", "args": files, "classes": 10} if mode == "streamed" else
             {"source": "lsmn.bench:npy_arrays", "args": {"files": files}, "standardise": False})
     config = parse_config({"name": "bench", "tasks": [{"name": "big", **task}], "model": {"width": 256, "depth": 2},
                            "scheme": {"kind": "hard"}, "train": {"batch_size": 256, "device": "cpu"}})

@@ -23,13 +23,13 @@ from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
 from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
-from lsmn_core.evaluation import evaluate_run
-from lsmn_core.export import export_run
-from lsmn_core.adapt import AdaptPlan, adapt
-from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.store.export import export_run
+from lsmn_core.training.adapt import AdaptPlan, adapt
+from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.options import build
-from lsmn_core.store import list_runs, open_run
-from lsmn_core.trainer import resolve_device, resume, train
+from lsmn_core.store.runs import list_runs, open_run
+from lsmn_core.training.trainer import resolve_device, resume, train
 
 
 def _print_json(data) -> None:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from lsmn_core.config import load_config
-from lsmn_core.trainer import train
+from lsmn_core.training.trainer import train
 
 SAMPLES = {  # folder: (config, overrides)
     "digits-independent": ("digits.yaml", ["scheme={kind: independent}"]),

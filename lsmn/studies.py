@@ -37,13 +37,13 @@ import numpy as np
 
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from analysis.signatures import pair_sharing
-from lsmn_core.adapt import AdaptPlan, adapt
+from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
-from lsmn_core.data import TaskData, kang_synthetic, kang_weights, load_tasks
-from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.data.loading import TaskData, kang_synthetic, kang_weights, load_tasks
+from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe import specialisation
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 CONFIGS = Path("configs")  # the studies' configs, as found from the checkout's root; `lsmn study --configs`
 

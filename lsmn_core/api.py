@@ -8,7 +8,7 @@
 A run trained here is the same run directory as the CLI's. Each Task's arrays are kept as an .npz
 (content-addressed) in the runs folder's `.data/`, and the run's config names that file, so the run
 can be evaluated, fine-tuned and retrained from the app later, in another process. A Task given
-torch Datasets is streamed (lsmn_core.streaming) and its Datasets stay in this process: to reopen
+torch Datasets is streamed (lsmn_core.data.streaming) and its Datasets stay in this process: to reopen
 its run elsewhere, give the data by a factory instead (`source: "package.module:function"`).
 """
 
@@ -26,11 +26,11 @@ from torch.utils.data import Dataset
 
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.errors import ConfigError, DataError
-from lsmn_core.evaluation import evaluate_run
-from lsmn_core.files import atomic_write
-from lsmn_core.store import Run
-from lsmn_core.streaming import is_dataset
-from lsmn_core.trainer import train as train_config
+from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.store.files import atomic_write
+from lsmn_core.store.runs import Run
+from lsmn_core.data.streaming import is_dataset
+from lsmn_core.training.trainer import train as train_config
 
 Split = tuple  # (X, y): numpy arrays or torch tensors; or a torch Dataset of (x, y) rows
 _HANDED: dict[str, dict] = {}  # Datasets handed to train() in this process, by key
@@ -103,7 +103,7 @@ class Task:
 
 
 class TrainedRun(Run):
-    """A run directory, as lsmn_core.store.Run, that can also be evaluated under an edited routing."""
+    """A run directory, as lsmn_core.store.runs.Run, that can also be evaluated under an edited routing."""
 
     def evaluate(self, routing=None, device: str = "auto") -> dict:
         """Dev and test metrics per task, and their change against the stored ones, under `routing`

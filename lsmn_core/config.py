@@ -16,7 +16,7 @@ import yaml
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
-from lsmn_core.tasks import TASK_NAME
+from lsmn_core.data.tasks import TASK_NAME
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -107,7 +107,7 @@ class ModelConfig:
     width: int = check(*between(1, 2**16), 64)
     depth: int = check(*between(1, 1024), 4)
     expansion: int = check(*between(1, 64), 2)  # a block's inner width is width * expansion
-    block: Literal["mlp", "conv", "attention", "lstm"] | UserBlock = "mlp"  # the body's blocks (lsmn_core.block_kinds)
+    block: Literal["mlp", "conv", "attention", "lstm"] | UserBlock = "mlp"  # the body's blocks (network/blocks.py)
     kernel: int = check(lambda v: 0 < v < 64 and v % 2 == 1, "must be an odd number in 1 .. 63", 3)  # conv: depthwise
     heads: int = check(*between(1, 1024), 4)  # attention: heads
     patch: int = check(*between(1, 1024), 2)  # conv and attention: an image enters as patch x patch patches

@@ -6,7 +6,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages, for tests and the app
 
 from helpers import tiny_config  # noqa: E402
-from lsmn_core.trainer import train  # noqa: E402
+from lsmn_core.training.trainer import train  # noqa: E402
 
 
 @pytest.fixture(scope="session")

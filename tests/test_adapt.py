@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import lsmn_core.finetune
+import lsmn_core.training.finetune
 from helpers import tiny_config
 from lsmn.cli import main
-from lsmn_core.adapt import AdaptPlan, adapt, moment_distance
+from lsmn_core.training.adapt import AdaptPlan, adapt, moment_distance
 from lsmn_core.errors import ConfigError
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 SOURCES = [{"name": f"digit_{d}", "dataset": "digits", "target": "digit", "domain": d}
            for d in ("original", "blurred")] + [{"name": "parity_original", "dataset": "digits", "target": "parity"}]
@@ -63,7 +63,7 @@ def test_the_encoder_baseline_changes_only_the_input_adapter(parent, tmp_path):
 
 def test_the_target_s_labels_never_enter_training(parent, tmp_path, monkeypatch):
     plain = open_run(adapt(parent, AdaptPlan("edges", steps=20), tmp_path / "plain", "cpu"))
-    load_tasks = lsmn_core.finetune.load_tasks
+    load_tasks = lsmn_core.training.finetune.load_tasks
 
     def wrong_labels(tasks, data):  # the target's labels shifted by one class in every split
         loaded = load_tasks(tasks, data)
@@ -71,7 +71,7 @@ def test_the_target_s_labels_never_enter_training(parent, tmp_path, monkeypatch)
         splits = {s: (x, (y + 1) % 10) for s, (x, y) in target.splits.items()}
         return [*loaded[:-1], dataclasses.replace(target, splits=splits)]
 
-    monkeypatch.setattr(lsmn_core.finetune, "load_tasks", wrong_labels)
+    monkeypatch.setattr(lsmn_core.training.finetune, "load_tasks", wrong_labels)
     shifted = open_run(adapt(parent, AdaptPlan("edges", steps=20), tmp_path / "shifted", "cpu"))
     weights = [load_file(r.path / "model.safetensors") for r in (plain, shifted)]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])

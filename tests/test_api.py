@@ -15,7 +15,7 @@ from lsmn.cli import main
 from lsmn_core import Task, open_run, train
 from lsmn_core.config import parse_config
 from lsmn_core.errors import ConfigError, DataError
-from lsmn_core.trainer import train as train_config
+from lsmn_core.training.trainer import train as train_config
 
 TINY = {"model": {"width": 16, "depth": 1}, "scheme": {"kind": "hard"},
         "train": {"steps": 30, "batch_size": 32, "eval_every": 15, "device": "cpu"}}

@@ -80,7 +80,7 @@ def test_nothing_to_list_explains_what_to_do(monkeypatch, tmp_path):
 
 def test_retrains_of_a_sample_run_go_to_the_user_runs_folder(monkeypatch, tmp_path):
     from app.state import writable_runs
-    from lsmn_core.store import open_run
+    from lsmn_core.store.runs import open_run
 
     monkeypatch.setenv("LSMN_RUNS", str(tmp_path / "mine"))
     assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (tmp_path / "mine").resolve()
@@ -268,8 +268,8 @@ def test_the_app_refuses_to_serve_beyond_this_machine_unless_told(monkeypatch, a
 
 def test_a_retrained_run_s_curves_show_its_fine_tuning(sparse_run, tmp_path):
     from app.figures import training_curves
-    from lsmn_core.finetune import FinetunePlan, finetune
-    from lsmn_core.store import open_run
+    from lsmn_core.training.finetune import FinetunePlan, finetune
+    from lsmn_core.store.runs import open_run
 
     child = open_run(finetune(open_run(sparse_run), FinetunePlan(10, "all"), tmp_path, device="cpu"))
     figure = training_curves(child.metrics())
@@ -305,9 +305,9 @@ def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monke
 
 def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_change(sparse_run, tmp_path,
                                                                                     monkeypatch):
-    from lsmn_core import routing
-    from lsmn_core.finetune import FinetunePlan, finetune
-    from lsmn_core.store import open_run
+    from lsmn_core.store import routing
+    from lsmn_core.training.finetune import FinetunePlan, finetune
+    from lsmn_core.store.runs import open_run
 
     parent_path = tmp_path / sparse_run.name
     shutil.copytree(sparse_run, parent_path)

@@ -7,7 +7,7 @@ from captum.attr import IntegratedGradients, LayerConductance, Saliency
 
 from analysis.attributions import TaskNetwork, explain
 from helpers import TINY, tiny_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.schemes import build_model
 
 KANG_REGRESSION = {"name": "kang0", "dataset": "kang_synthetic", "target": "0", "domain": "clean"}

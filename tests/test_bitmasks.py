@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lsmn_core import bitmasks
-from lsmn_core.data import load_tasks
+from lsmn_core.network import bitmasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.schemes import build_model
 
 

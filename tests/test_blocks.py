@@ -13,13 +13,13 @@ from analysis.overlap import group_density
 from app.text import plain
 from helpers import APP_PATIENCE, REPO, tiny_config
 from lsmn.cli import main
-from lsmn_core.block_kinds import AttentionBranch, ConvBranch, ModuleBlock, make_block
+from lsmn_core.network.blocks import AttentionBranch, ConvBranch, ModuleBlock, make_block
 from lsmn_core.config import ModelConfig, UserBlock, load_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import SCHEMES, build_model
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 from safetensors.numpy import load_file as load_safetensors
 
 BODY_SCHEMES = {"independent": {}, "hard": {}, "sparse": {"prune_rate": 0.5, "min_density": 0.5, "round_steps": 3},

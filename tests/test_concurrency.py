@@ -10,9 +10,9 @@ import tomllib
 
 from helpers import REPO
 from lsmn_core.config import load_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import LsmnError
-from lsmn_core.store import RunWriter, list_runs
+from lsmn_core.store.runs import RunWriter, list_runs
 
 
 def test_writers_starting_at_once_get_their_own_folders(tmp_path):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.schemes import build_model
-from lsmn_core.session import Phase
-from lsmn_core.store import open_run
-from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, train
+from lsmn_core.training.session import Phase
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

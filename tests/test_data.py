@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_config
-from lsmn_core import data as data_module
+from lsmn_core.data import loading as data_module
 from lsmn_core.config import DataConfig, TaskConfig, parse_config
-from lsmn_core.data import load_task, split_indices
+from lsmn_core.data.loading import load_task, split_indices
 from lsmn_core.errors import DataError
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 
 def digits_task(target, domain="original"):
@@ -202,7 +202,7 @@ def test_a_run_records_which_splits_were_given_and_which_drawn(tmp_path):
 
 
 def test_code_tokens_are_the_standard_library_s_own_source_split_by_file():
-    from lsmn_core.data import CODE_TARGETS, CODE_WINDOW, code_files
+    from lsmn_core.data.loading import CODE_TARGETS, CODE_WINDOW, code_files
 
     assert len(code_files()) > 50  # the running interpreter's top-level modules
     tasks = {t: load_task(TaskConfig(name=t, dataset="code_tokens", target=t), DataConfig()) for t in CODE_TARGETS}

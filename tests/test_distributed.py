@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import REPO
-from lsmn_core.store import open_run
+from lsmn_core.store.runs import open_run
 
 # 40 final steps: AdamW divides each update by the gradient's running RMS, so where gradients are
 # near zero (the first convolution's) the 1e-7 noise of a different summation order grows with

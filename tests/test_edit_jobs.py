@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from lsmn_core import jobs, routing
+from lsmn_core import jobs
+from lsmn_core.store import routing
 from lsmn_core.errors import RoutingError
-from lsmn_core.store import list_runs, open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import list_runs, open_run
+from lsmn_core.training.trainer import train
 
 
 def test_mask_actions(sparse_run):

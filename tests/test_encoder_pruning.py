@@ -8,13 +8,13 @@ from safetensors.numpy import load_file
 
 from helpers import TINY, tiny_config
 from lsmn.cli import main
-from lsmn_core import routing
-from lsmn_core.blocks import ENCODER_LAYER
-from lsmn_core.data import load_tasks
-from lsmn_core.export import load_export
+from lsmn_core.store import routing
+from lsmn_core.network.layers import ENCODER_LAYER
+from lsmn_core.data.loading import load_tasks
+from lsmn_core.store.export import load_export
 from lsmn_core.schemes import build_model
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 PRUNED = {**TINY["scheme"], "prune_encoders": True}
 MIXED = [*TINY["tasks"][:2], {"name": "kang0", "dataset": "kang_synthetic", "target": "0", "domain": "clean"}]

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from helpers import PROCESS_PATIENCE, REPO
 from lsmn.cli import main
 from lsmn_core.config import load_config
-from lsmn_core.store import open_run
+from lsmn_core.store.runs import open_run
 
 # Short sparse training (warm-up, pruning rounds, then the final phase with a checkpoint every 50 steps).
 SHORT = ["train.steps=600", "scheme.warmup_steps=50", "scheme.round_steps=30", "train.eval_every=50",

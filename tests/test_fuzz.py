@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from helpers import REPO, generated
 from lsmn.cli import main
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.config import load_config
 from lsmn_core.errors import LsmnError
-from lsmn_core.store import open_run
+from lsmn_core.store.runs import open_run
 
 SAMPLES = REPO / "sample_runs"
 ROUTED = ["digits-sparse", "digits-mann", "digits-mixture", "digits-moe", "kang-hyper"]

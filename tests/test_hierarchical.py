@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import build_model, check_config
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 SCHEME = {"kind": "hierarchical", "depths": {"digit": 1}}  # the tiny config's body has 2 blocks
 

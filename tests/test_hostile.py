@@ -17,9 +17,9 @@ import pytest
 from helpers import PROCESS_PATIENCE, REPO, TINY, tiny_config
 from lsmn.cli import main
 from lsmn_core.errors import ConfigError, RunError
-from lsmn_core.files import atomic_write, read_json
-from lsmn_core.store import RunWriter, list_runs, open_run
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.store.files import atomic_write, read_json
+from lsmn_core.store.runs import RunWriter, list_runs, open_run
+from lsmn_core.data.tasks import TaskSpec
 
 
 def copy_run(sparse_run, folder):
@@ -84,7 +84,7 @@ def test_when_the_status_write_fails_too_the_error_says_both(tmp_path, monkeypat
 
     def disk_full(path, data):
         raise RunError(f"cannot write {path}: No space left on device")
-    monkeypatch.setattr("lsmn_core.store.write_json", disk_full)
+    monkeypatch.setattr("lsmn_core.store.runs.write_json", disk_full)
     cause = RunError("cannot write metrics.jsonl: No space left on device")
     with pytest.raises(RunError) as raised:
         writer.end(cause)
@@ -178,7 +178,7 @@ def test_task_names_that_would_become_paths_or_parameter_names_are_refused(name)
 def test_a_very_long_run_name_trains_in_a_folder_of_bounded_name(tmp_path):
     config = tiny_config(train={"steps": 2, "eval_every": 2, "batch_size": 8, "device": "cpu"})
     config.name = "n" * 300
-    from lsmn_core.trainer import train
+    from lsmn_core.training.trainer import train
 
     run = open_run(train(config, tmp_path, quiet=True))
     assert run.status == "done" and len(run.path.name) <= 120
@@ -238,7 +238,7 @@ def test_stored_task_fields_that_would_size_the_model_wrongly_are_refused(sparse
 
 @pytest.fixture(scope="module")
 def mixture_run(tmp_path_factory):
-    from lsmn_core.trainer import train
+    from lsmn_core.training.trainer import train
 
     config = tiny_config(scheme={"kind": "mixture", "templates": 2},
                          train={"steps": 4, "eval_every": 4, "batch_size": 8, "device": "cpu"})

@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 from helpers import APP_PATIENCE, REPO, TINY, generated
 from lsmn.cli import main
 from lsmn_core.errors import LsmnError
-from lsmn_core.store import list_runs, open_run
+from lsmn_core.store.runs import list_runs, open_run
 
 CORPUS = generated(15)
 CASES = {"cli": 0, "app": 0, "tensors": 0, "configs": 0, "edits": 0}

@@ -12,16 +12,16 @@ from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing
 from helpers import REPO
 from lsmn.cli import main
 from lsmn.studies import seed_config, least_squares_rmse
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.config import load_config, parse_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
-from lsmn_core.evaluation import evaluate_run
+from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
 from lsmn_core.schemes.hyper.search import sample_challengers
 from lsmn_core.schemes.hyper.body import HyperBody
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 
 def mixed_config(**scheme):
@@ -245,7 +245,7 @@ def test_invalid_alignments_are_refused(hyper_run, value, message):
 
 
 def test_finetuning_contexts_only_keeps_hypermodules(hyper_run, tmp_path):
-    from lsmn_core.finetune import FinetunePlan, finetune
+    from lsmn_core.training.finetune import FinetunePlan, finetune
 
     child = open_run(finetune(hyper_run, FinetunePlan(10, "routing"), tmp_path, device="cpu"))
     parent, after = hyper_run.load_model().state_dict(), child.load_model().state_dict()

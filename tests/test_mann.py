@@ -9,10 +9,10 @@ from analysis.overlap import intersections, pairwise_overlap
 from helpers import REPO, tiny_config
 from lsmn_core.config import TaskConfig
 from lsmn_core.errors import ConfigError, RunError
-from lsmn_core.export import SparseInference, export_run, load_export
-from lsmn_core.finetune import FinetunePlan, finetune
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.export import SparseInference, export_run, load_export
+from lsmn_core.training.finetune import FinetunePlan, finetune
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 MANN = {"kind": "mann", "keep": 0.2, "rounds": 2, "round_steps": 40}
 
@@ -111,7 +111,7 @@ def test_cli_export(mann_run, tmp_path):
 
 
 def test_fastest_runner_picks_a_path_that_gives_the_same_outputs(mann_run):
-    from lsmn_core.export import fastest_runner
+    from lsmn_core.store.export import fastest_runner
 
     model = mann_run.load_model().eval()
     x = torch.rand(16, 8, 8)

@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 from helpers import APP_PATIENCE, REPO
 from lsmn.bench import THOUSAND_TASKS_BRIEFLY
 from lsmn_core.config import load_config
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
          "views/edit.py", "views/compare.py"]

@@ -6,17 +6,17 @@ import torch
 
 from analysis.signatures import is_progressive, pair_sharing, runs, shared_layers, signature_report, similarity
 from helpers import tiny_config
-from lsmn_core import routing
-from lsmn_core.blocks import residual_block
+from lsmn_core.store import routing
+from lsmn_core.network.layers import residual_block
 from lsmn_core.config import TaskConfig
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import RoutingError
-from lsmn_core.evaluation import evaluate_run
-from lsmn_core.finetune import FinetunePlan, finetune
+from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.schemes.mixture import hand_designed_order, one_hot_logits
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 MIXTURE = {"kind": "mixture", "templates": 3, "entropy_weight": 0.01}
 

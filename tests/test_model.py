@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from helpers import random_masks, tiny_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.schemes import build_model
 
 
@@ -89,7 +89,7 @@ def test_task_by_task_masked_linears_equal_the_stacked_masked_weights(specs, kin
     if not float_masks:
         monkeypatch.setattr("lsmn_core.schemes.masked.FLOAT_MASKS_LIMIT", 0)
     if not keep_masked:
-        monkeypatch.setattr("lsmn_core.masked_linear.KEEP_MASKED_LIMIT", 0)
+        monkeypatch.setattr("lsmn_core.network.masked_linear.KEEP_MASKED_LIMIT", 0)
 
     model = model_for(specs, kind)
     body = model.body

@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lsmn_core.blocks import block_branch
-from lsmn_core.data import load_tasks
+from lsmn_core.network.layers import block_branch
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
-from lsmn_core.evaluation import evaluate_run
+from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
 from lsmn_core.schemes.moe import cv_squared, specialisation
-from lsmn_core.store import open_run
-from lsmn_core.tasks import task_loss
-from lsmn_core.trainer import BatchLoss, train
+from lsmn_core.store.runs import open_run
+from lsmn_core.data.tasks import task_loss
+from lsmn_core.training.trainer import BatchLoss, train
 
 MOE = {"kind": "moe", "experts": 4, "top_k": 2}
 

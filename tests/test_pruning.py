@@ -5,12 +5,12 @@ import torch
 from safetensors.numpy import load_file as load_safetensors
 
 from helpers import TINY, random_masks, tiny_config
-from lsmn_core.data import load_tasks
-from lsmn_core.magnitude import density, prune_by_magnitude
+from lsmn_core.data.loading import load_tasks
+from lsmn_core.schemes.magnitude import density, prune_by_magnitude
 from lsmn_core.schemes import build_model
-from lsmn_core.session import Phase
-from lsmn_core.store import open_run
-from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession
+from lsmn_core.training.session import Phase
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession
 
 
 def test_prune_removes_the_smallest_surviving_weights_globally():
@@ -43,7 +43,7 @@ def test_imp_rounds_follow_the_schedule_and_the_best_round_is_installed(sparse_r
 
 
 def test_round_masks_are_nested(sparse_run):
-    from lsmn_core import routing
+    from lsmn_core.store import routing
 
     run = open_run(sparse_run)
     doc = run.routing()[0]

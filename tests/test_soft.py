@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import build_model, check_config
 from lsmn_core.schemes.base import IsometricScheme
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 
 TRAIN = {"steps": 20, "batch_size": 16, "eval_every": 20, "device": "cpu"}
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.errors import RunError
-from lsmn_core.store import list_runs, open_run, safe_name, write_json
+from lsmn_core.store.runs import list_runs, open_run, safe_name, write_json
 
 
 def test_packbits_round_trip_any_width():
@@ -46,7 +46,7 @@ def test_a_finished_run_has_every_contract_file(sparse_run):
 
 
 def test_a_loaded_run_reproduces_the_stored_metrics(sparse_run):
-    from lsmn_core.evaluation import evaluate_run
+    from lsmn_core.training.evaluation import evaluate_run
 
     run = open_run(sparse_run)
     result = evaluate_run(run, device="cpu")
@@ -137,7 +137,7 @@ def test_same_config_and_seed_give_identical_weights_on_cpu(tmp_path):
     from safetensors.torch import load_file as load_tensors
 
     from helpers import tiny_config
-    from lsmn_core.trainer import train
+    from lsmn_core.training.trainer import train
 
     config = tiny_config(train={"steps": 30, "batch_size": 16, "eval_every": 10, "device": "cpu"},
                          scheme={"kind": "sparse", "prune_rate": 0.5, "min_density": 0.3, "round_steps": 10})

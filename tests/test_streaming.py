@@ -17,8 +17,8 @@ from lsmn.cli import main
 from lsmn_core import Task, open_run, train
 from lsmn_core.config import parse_config
 from lsmn_core.errors import DataError
-from lsmn_core.streaming import ArrayFiles, LoaderOptions, StreamedSplit
-from lsmn_core.trainer import train as train_config
+from lsmn_core.data.streaming import ArrayFiles, LoaderOptions, StreamedSplit
+from lsmn_core.training.trainer import train as train_config
 
 TINY = {"model": {"width": 16, "depth": 1}, "scheme": {"kind": "sparse", "round_steps": 10, "warmup_steps": 5},
         "train": {"steps": 30, "batch_size": 32, "eval_every": 15, "device": "cpu"}}
@@ -85,7 +85,7 @@ def test_npy_files_stream_from_disk(tmp_path):
     rows = ArrayFiles(tmp_path / "x.npy", tmp_path / "y.npy")
     assert len(rows) == 300 and rows[5][1] == y[5]
     files = {"train": [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]}
-    config = parse_config({"name": "npy", "tasks": [{"name": "files", "source": "lsmn_core.streaming:npy_files",
+    config = parse_config({"name": "npy", "tasks": [{"name": "files", "source": "lsmn_core.data.streaming:npy_files",
                                                      "args": files, "classes": 3}], **TINY, "scheme": {"kind": "hard"},
                            "train": {**TINY["train"], "steps": 200}})
     run = open_run(train_config(config, tmp_path / "runs", quiet=True))
@@ -148,7 +148,7 @@ def test_a_stopped_streamed_run_resumes_to_the_weights_of_an_uninterrupted_one(t
     (run_dir,) = (tmp_path / "stopped").iterdir()
     assert open_run(run_dir).status == "interrupted" and (run_dir / "checkpoint.safetensors").is_file()
     monkeypatch.delenv("LSMN_TEST_STOP_AFTER")
-    from lsmn_core.trainer import resume
+    from lsmn_core.training.trainer import resume
 
     resume(run_dir, quiet=True)
     expected, got = load_file(reference.path / "model.safetensors"), load_file(run_dir / "model.safetensors")

@@ -10,13 +10,13 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import APP_PATIENCE, REPO, tiny_config
 from lsmn.cli import main
-from lsmn_core.data import load_tasks
+from lsmn_core.data.loading import load_tasks
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.errors import ConfigError, DataError
 from lsmn_core.schemes import build_model
-from lsmn_core.store import open_run
-from lsmn_core.tasks import task_loss
-from lsmn_core.trainer import train
+from lsmn_core.store.runs import open_run
+from lsmn_core.data.tasks import task_loss
+from lsmn_core.training.trainer import train
 
 TOKEN_TASKS = [{"name": "has3", "source": "toy_tokens:sequences", "tokens": True},
                {"name": "even", "source": "toy_tokens:sequences", "tokens": True, "args": {"tagging": True}}]

@@ -8,9 +8,10 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import APP_PATIENCE, REPO, tiny_config
 from lsmn.cli import main
-from lsmn_core import routing, schemes
-from lsmn_core.store import open_run
-from lsmn_core.trainer import train
+from lsmn_core import schemes
+from lsmn_core.store import routing
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.trainer import train
 from toy_scheme import Toy, ToyOptions
 
 PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lsmn_core.store import Run
+from lsmn_core.store.runs import Run
 
 
 @dataclass(frozen=True)

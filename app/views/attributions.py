@@ -9,7 +9,7 @@ from app.layout import chart
 from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
 from app.state import current_run, opened_at, run_stamp
 from app.text import plain
-from lsmn_core.data import load_task
+from lsmn_core.data.loading import load_task
 from lsmn_core.errors import LsmnError
 
 ROWS = 512  # dev rows offered to explain (a streamed task reads only these)

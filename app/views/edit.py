@@ -13,11 +13,12 @@ from app.layout import chart
 from app.schemes import kinds_with, view_of
 from app.state import same_folder, checked_routing_of, current_run, open_when_listed, writable_runs
 from app.text import plain
-from lsmn_core import jobs, routing
-from lsmn_core.data import DOMAIN_DATASETS, DOMAINS
+from lsmn_core import jobs
+from lsmn_core.store import routing
+from lsmn_core.data.loading import DOMAIN_DATASETS, DOMAINS
 from lsmn_core.errors import LsmnError
-from lsmn_core.evaluation import evaluate_run
-from lsmn_core.store import list_runs
+from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.store.runs import list_runs
 
 run = current_run()
 if run is None:

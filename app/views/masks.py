@@ -8,7 +8,7 @@ from app.figures import (density_heatmap, group_density_heatmap, layer_overlap_c
                          subset_chart)
 from app.layout import chart, task_columns
 from app.state import checked_routing_of, overlap_of, run_with_report
-from lsmn_core.block_kinds import make_block
+from lsmn_core.network.blocks import make_block
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
 from lsmn_core.schemes.masked import MaskedScheme

@@ -12,7 +12,7 @@ from app.state import current_run, drawn_safely, listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import SCHEMES
-from lsmn_core.store import list_runs
+from lsmn_core.store.runs import list_runs
 
 run = current_run()
 if run is None:

@@ -14,7 +14,7 @@ import os
 import torch
 
 from lsmn_core.errors import ConfigError
-from lsmn_core.model import MultitaskModel
+from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hard import Hard, HardOptions
 from lsmn_core.schemes.hierarchical import Hierarchical, HierarchicalOptions
@@ -25,7 +25,7 @@ from lsmn_core.schemes.mixture import Mixture, MixtureOptions
 from lsmn_core.schemes.moe import Moe, MoeOptions
 from lsmn_core.schemes.soft import Soft, SoftOptions
 from lsmn_core.schemes.sparse import Sparse, SparseOptions
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 
 SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
     scheme.kind: (scheme, options) for scheme, options in (

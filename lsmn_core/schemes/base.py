@@ -3,7 +3,7 @@ it, so adding a scheme never touches them.
 
 `SharingScheme` is what every scheme answers (usage, masks, routing, search); `IsometricScheme`
 adds the isometric body and its question "the weights of block l for task t". What a routing
-search may ask of the training that runs it is lsmn_core.session.
+search may ask of the training that runs it is lsmn_core.training.session.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lsmn_core.block_kinds import Block, make_block
+from lsmn_core.network.blocks import Block, make_block
 from lsmn_core.errors import ConfigError
-from lsmn_core.model import MultitaskModel, MultitaskNet
-from lsmn_core.session import SearchReport, Session
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.network.model import MultitaskModel, MultitaskNet
+from lsmn_core.training.session import SearchReport, Session
+from lsmn_core.data.tasks import TaskSpec
 
 
 class SharingScheme(nn.Module, abc.ABC):

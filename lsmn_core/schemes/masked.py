@@ -14,9 +14,9 @@ import abc
 
 import torch
 
-from lsmn_core import bitmasks
-from lsmn_core.blocks import ENCODER_LAYER, block_index, mask_layer, stacked_linear
-from lsmn_core.masked_linear import MaskedLinear
+from lsmn_core.network import bitmasks
+from lsmn_core.network.layers import ENCODER_LAYER, block_index, mask_layer, stacked_linear
+from lsmn_core.network.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
 
 FLOAT_MASKS_LIMIT = 2**30  # bytes: one weight's masks kept as floats up to this; past it, unpacked per step

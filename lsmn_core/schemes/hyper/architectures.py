@@ -20,7 +20,7 @@ from torch import nn
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes.hyper.hypermodules import Hypermodules, assemble
 from lsmn_core.schemes.hyper.network import HyperNet
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 
 ARCHITECTURES = ("linear", "mlp", "conv", "conv1d")
 

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from lsmn_core.errors import ConfigError, RoutingError
-from lsmn_core.files import json_integer
+from lsmn_core.store.files import json_integer
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.hyper.search import evolve_alignment
-from lsmn_core.session import SearchReport
+from lsmn_core.training.session import SearchReport
 
 Slot = tuple[int, int]  # a weight's (offset among its task's block locations, number of locations)
 

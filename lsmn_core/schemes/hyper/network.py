@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lsmn_core.model import MultitaskModel
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.network.model import MultitaskModel
+from lsmn_core.data.tasks import TaskSpec
 
 
 class HyperNet(MultitaskModel):

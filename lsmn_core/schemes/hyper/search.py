@@ -20,7 +20,7 @@ import copy
 import numpy as np
 import torch
 
-from lsmn_core.session import Phase, SearchReport, Session
+from lsmn_core.training.session import Phase, SearchReport, Session
 
 
 def sample_challengers(alignment: list[int], n_hypermodules: int, options, rng: np.random.RandomState):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from lsmn_core.magnitude import density, keep_largest
-from lsmn_core.session import Phase, SearchReport, Session
+from lsmn_core.schemes.magnitude import density, keep_largest
+from lsmn_core.training.session import Phase, SearchReport, Session
 
 
 def rsn2(session: Session, options, tasks: list[int]) -> SearchReport:

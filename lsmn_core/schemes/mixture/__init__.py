@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lsmn_core.errors import RoutingError
-from lsmn_core.files import json_integer
+from lsmn_core.store.files import json_integer
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsmn_core import routing
-from lsmn_core.magnitude import density, prune_by_magnitude
-from lsmn_core.model import MultitaskModel
+from lsmn_core.store import routing
+from lsmn_core.schemes.magnitude import density, prune_by_magnitude
+from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes.base import IsometricScheme
-from lsmn_core.session import Phase, SearchReport, Session
-from lsmn_core.tasks import score
+from lsmn_core.training.session import Phase, SearchReport, Session
+from lsmn_core.data.tasks import score
 
 
 class TaskReplicas(IsometricScheme):

@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from lsmn_core.blocks import mask_layer
+from lsmn_core.network.layers import mask_layer
 from lsmn_core.errors import RoutingError, RunError
-from lsmn_core.files import checked_safetensors, read_json
+from lsmn_core.store.files import checked_safetensors, read_json
 
 SCHEMA_VERSION = 1
 PACKBITS = "packbits-last-axis"
@@ -117,7 +117,7 @@ MASK_ACTIONS = ("keep", "reset", "clear")  # and "copy:<task>"
 def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str, int], str]) -> dict:
     """A routing's mask arrays with per (task, layer) actions applied: keep, reset (every weight),
     clear (no weight), or copy:<task> (that task's mask, as it was before any edit). A layer is a body
-    block, or ENCODER_LAYER for the shared encoders' masks (lsmn_core.blocks.mask_layer)."""
+    block, or ENCODER_LAYER for the shared encoders' masks (lsmn_core.network.layers.mask_layer)."""
     tasks = doc.get("tasks", [])
     for (task, _), action in actions.items():
         source = action[len("copy:"):] if action.startswith("copy:") else None

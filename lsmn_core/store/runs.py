@@ -1,5 +1,5 @@
 """The run directory (a contract of every reader and writer of runs): writing runs atomically and
-reading them safely (lsmn_core.files), and checking what run.json holds before anything trusts it.
+reading them safely (lsmn_core.store.files), and checking what run.json holds before anything trusts it.
 
 Reading never executes code: JSON and safetensors only.
 """
@@ -21,14 +21,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.config import parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
-from lsmn_core.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
+from lsmn_core.store.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
                              read_text, write_json)
-from lsmn_core.model import MultitaskModel
+from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 from lsmn_core.version import __version__
 
 SCHEMA_VERSION = 1

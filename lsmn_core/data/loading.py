@@ -27,8 +27,8 @@ from torch.utils.data import Dataset, Subset
 
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.errors import DataError
-from lsmn_core.streaming import checked_dataset, is_dataset
-from lsmn_core.tasks import IGNORE, PAD, TaskSpec
+from lsmn_core.data.streaming import checked_dataset, is_dataset
+from lsmn_core.data.tasks import IGNORE, PAD, TaskSpec
 
 FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
 
@@ -37,7 +37,7 @@ FASHION_DIRS = ["/usr/share/datasets/fashion-mnist"]
 class TaskData:
     spec: TaskSpec
     splits: dict[str, tuple[np.ndarray, np.ndarray] | Dataset]  # split -> (X float32, y int64 | float32), or
-    # a Dataset of (x, y) rows for a streamed task (lsmn_core.streaming)
+    # a Dataset of (x, y) rows for a streamed task (lsmn_core.data.streaming)
     vocabulary: list[str] | None = None  # token tasks: the text of each id, where the data set knows it
 
     @property

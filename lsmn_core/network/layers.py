@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 
 
 def init_block(width: int, hidden: int) -> dict[str, torch.Tensor]:

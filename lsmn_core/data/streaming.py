@@ -195,6 +195,6 @@ class ArrayFiles(Dataset):
 
 
 def npy_files(train: list[str], dev: list[str] | None = None, test: list[str] | None = None) -> dict:
-    """A dataset factory (`source: "lsmn_core.streaming:npy_files"`): streamed splits from .npy
+    """A dataset factory (`source: "lsmn_core.data.streaming:npy_files"`): streamed splits from .npy
     files, each split given as [x.npy, y.npy]; missing dev and test splits are drawn from train."""
     return {split: ArrayFiles(*files) for split, files in (("train", train), ("dev", dev), ("test", test)) if files}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lsmn_core import routing
-from lsmn_core.data import check_data_fits, load_tasks
-from lsmn_core.store import Run
-from lsmn_core.trainer import DeviceTasks, evaluate_task, evaluation_mode, resolve_device
+from lsmn_core.store import routing
+from lsmn_core.data.loading import check_data_fits, load_tasks
+from lsmn_core.store.runs import Run
+from lsmn_core.training.trainer import DeviceTasks, evaluate_task, evaluation_mode, resolve_device
 
 
 def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, device: str = "auto") -> dict:

@@ -22,15 +22,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from lsmn_core import routing
-from lsmn_core.blocks import residual_block
+from lsmn_core.store import routing
+from lsmn_core.network.layers import residual_block
 from lsmn_core.config import parse_config
 from lsmn_core.errors import ConfigError, RunError
-from lsmn_core.model import MultitaskNet
+from lsmn_core.network.model import MultitaskNet
 from lsmn_core.schemes import build_model
-from lsmn_core.files import atomic_write, checked_safetensors
-from lsmn_core.store import Run
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.store.files import atomic_write, checked_safetensors
+from lsmn_core.store.runs import Run
+from lsmn_core.data.tasks import TaskSpec
 
 FORMAT = "lsmn-export-1"
 

@@ -21,15 +21,15 @@ from typing import Literal
 
 import torch
 
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.config import TaskConfig
-from lsmn_core.data import check_data_fits, load_tasks
+from lsmn_core.data.loading import check_data_fits, load_tasks
 from lsmn_core.errors import ConfigError
-from lsmn_core.model import MultitaskModel
+from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_config
-from lsmn_core.session import Phase, SearchReport
-from lsmn_core.store import Run, RunWriter
-from lsmn_core.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
+from lsmn_core.training.session import Phase, SearchReport
+from lsmn_core.store.runs import Run, RunWriter
+from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
 
 
 @dataclass

@@ -21,10 +21,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lsmn_core import routing
+from lsmn_core.store import routing
 from lsmn_core.errors import RunError
-from lsmn_core.session import SearchReport
-from lsmn_core.files import atomic_write, checked_safetensors
+from lsmn_core.training.session import SearchReport
+from lsmn_core.store.files import atomic_write, checked_safetensors
 
 FILE = "checkpoint.safetensors"
 SEARCH_FILE = "checkpoint-search.safetensors"

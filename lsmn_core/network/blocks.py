@@ -4,7 +4,7 @@ task's input to the block's activations and back.
 
 A sharing scheme asks only this interface, so every scheme runs on every block: masks cover every
 parameter of two or more dimensions, templates and experts are copies of all of a block's
-parameters. `mlp` is the pre-norm residual MLP of lsmn_core.blocks, batched by hand (one `bmm` for
+parameters. `mlp` is the pre-norm residual MLP of lsmn_core.network.layers, batched by hand (one `bmm` for
 all tasks, and the masked schemes' CPU path through MaskedLinear). Any other block is an nn.Module
 computing the residual update of an activation (the body adds it); it runs functionally, its
 parameters handed in, over the task axis with torch.func.vmap, shared parameters unbatched:
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lsmn_core.blocks import Head, block_branch, init_block, make_encoder, stacked_linear
+from lsmn_core.network.layers import Head, block_branch, init_block, make_encoder, stacked_linear
 from lsmn_core.errors import ConfigError, MissingModuleError
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 
 
 class Block(abc.ABC):

@@ -9,7 +9,7 @@ import abc
 import torch
 from torch import nn
 
-from lsmn_core.tasks import TaskSpec
+from lsmn_core.data.tasks import TaskSpec
 
 
 class MultitaskModel(nn.Module, abc.ABC):

@@ -20,7 +20,7 @@ class Phase:
     With `early_stopping`, dev is evaluated every train.eval_every steps, the best state is kept and
     restored, and training stops after train.patience evaluations without a gain. `after_step` runs
     after every optimiser step (the alignment search learns its candidate weights there). With
-    `checkpointing` (lsmn_core.checkpoint.Checkpointing), every evaluation is followed by a
+    `checkpointing` (lsmn_core.training.checkpoint.Checkpointing), every evaluation is followed by a
     checkpoint, and a loaded one is continued from. `loss`, given the step's tasks, replaces their
     supervised loss with an objective of the phase's own (unsupervised domain adaptation: no label
     is read)."""
@@ -46,7 +46,7 @@ class SearchReport:
 
 class Session(Protocol):
     """What a routing search, or a scheme admitting new tasks, may use of the training session that
-    runs it (lsmn_core.trainer.TrainingSession)."""
+    runs it (lsmn_core.training.trainer.TrainingSession)."""
 
     model: torch.nn.Module  # the MultitaskModel
     tasks: object  # the training data on its device: .specs, .splits, .device

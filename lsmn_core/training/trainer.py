@@ -22,16 +22,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lsmn_core import checkpoint, distributed
-from lsmn_core.data import TaskData, load_tasks
-from lsmn_core.distributed import DataParallel
+from lsmn_core.training import checkpoint, distributed
+from lsmn_core.data.loading import TaskData, load_tasks
+from lsmn_core.training.distributed import DataParallel
 from lsmn_core.errors import ConfigError, RunError, TrainingError
-from lsmn_core.model import MultitaskModel
+from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
-from lsmn_core.session import Phase, SearchReport
-from lsmn_core.store import RunWriter, open_run
-from lsmn_core.streaming import LoaderOptions, StreamedSplit, TensorSplit
-from lsmn_core.tasks import TaskSpec, metric_value, score, task_loss
+from lsmn_core.training.session import Phase, SearchReport
+from lsmn_core.store.runs import RunWriter, open_run
+from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit
+from lsmn_core.data.tasks import TaskSpec, metric_value, score, task_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
 
 class DeviceTasks:
     """Every task's splits: array tasks as tensors on the training device, loaded once; streamed
-    tasks read in batches from their Datasets (lsmn_core.streaming)."""
+    tasks read in batches from their Datasets (lsmn_core.data.streaming)."""
 
     def __init__(self, data: list[TaskData], device: torch.device, config=None):
         self.device = device
@@ -283,7 +283,7 @@ class TrainingSession:
         return union
 
     def train(self, phase: Phase) -> int:
-        """Train phase.tasks for up to phase.steps steps, as lsmn_core.session.Phase describes;
+        """Train phase.tasks for up to phase.steps steps, as lsmn_core.training.session.Phase describes;
         returns the last step. Only the parameters the session's `trainable` picks are trained."""
         cfg = self.config.train
         sampler = TaskSampler(self.tasks, phase.tasks, phase.sampling or cfg.sampling, self.generator)

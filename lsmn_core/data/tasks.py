@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from lsmn_core.files import json_integer
+from lsmn_core.store.files import json_integer
 
 METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse", "tagging": "accuracy"}  # tagging: per token
 PAD = 0  # the token id of padding; a tagging target is IGNORE there

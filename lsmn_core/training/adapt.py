@@ -25,13 +25,13 @@ from typing import Literal
 import torch
 
 from lsmn_core.config import TaskConfig
-from lsmn_core.data import DOMAIN_DATASETS
+from lsmn_core.data.loading import DOMAIN_DATASETS
 from lsmn_core.errors import ConfigError
-from lsmn_core.finetune import FinetunePlan, child_config, child_model, count_trainable, train_child
-from lsmn_core.model import MultitaskNet
-from lsmn_core.session import Phase
-from lsmn_core.store import Run
-from lsmn_core.trainer import TrainingSession, evaluation_mode
+from lsmn_core.training.finetune import FinetunePlan, child_config, child_model, count_trainable, train_child
+from lsmn_core.network.model import MultitaskNet
+from lsmn_core.training.session import Phase
+from lsmn_core.store.runs import Run
+from lsmn_core.training.trainer import TrainingSession, evaluation_mode
 
 DEV_SAMPLES = 512  # inputs per domain the logged distance is measured on
 
