@@ -94,11 +94,13 @@ class TaskConfig:
 
 @dataclass
 class UserBlock:
-    """A block of the user's: `ClassName(width=model.width, **args)`, imported by name
-    ("package.module:ClassName"), an nn.Module mapping activations [..., width] to their residual
-    update of the same shape."""
+    """A block with arguments: a registered block by its `name` (lsmn.blocks), or a user's class
+    imported by its path (`class: "package.module:ClassName"`), an nn.Module built
+    `ClassName(width=model.width, **args)` that maps activations [..., width] to their residual
+    update of the same shape. Give one of `name` and `class`."""
 
-    cls: str = field(metadata={"key": "class"})
+    cls: str | None = field(default=None, metadata={"key": "class"})
+    name: str | None = None
     args: dict = field(default_factory=dict)
 
 
@@ -107,7 +109,7 @@ class ModelConfig:
     width: int = check(*between(1, 2**16), 64)
     depth: int = check(*between(1, 1024), 4)
     expansion: int = check(*between(1, 64), 2)  # a block's inner width is width * expansion
-    block: Literal["mlp", "conv", "attention", "lstm"] | UserBlock = "mlp"  # the body's blocks (network/blocks.py)
+    block: str | UserBlock = "mlp"  # the body's blocks by name (lsmn.blocks: mlp, conv, attention, lstm, plugins')
     kernel: int = check(lambda v: 0 < v < 64 and v % 2 == 1, "must be an odd number in 1 .. 63", 3)  # conv: depthwise
     heads: int = check(*between(1, 1024), 4)  # attention: heads
     patch: int = check(*between(1, 1024), 2)  # conv and attention: an image enters as patch x patch patches
@@ -194,6 +196,9 @@ def parse_config(data, where: str = "config") -> RunConfig:
             raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset', 'file' or 'source'")
         if task.file is None and (task.dev_file or task.test_file):
             raise ConfigError(f"tasks[{i}] ({task.name}): dev_file and test_file go with a 'file'")
+    block = config.model.block
+    if not isinstance(block, str) and (block.cls is None) == (block.name is None):
+        raise ConfigError("model.block: give one of 'name' (a registered block) or 'class' (package.module:ClassName)")
     if config.data.dev_fraction + config.data.test_fraction >= 1:
         raise ConfigError("data: dev_fraction + test_fraction must be below 1")
     check_config(config)

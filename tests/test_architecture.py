@@ -35,8 +35,9 @@ def imports(tree):
 
 
 def test_no_scheme_is_named_outside_its_package_and_view():
-    kinds = set(SCHEMES)
-    classes = {cls.__name__ for cls, _ in SCHEMES.values()} | {opts.__name__ for _, opts in SCHEMES.values()}
+    kinds = set(SCHEMES.names())
+    loaded = [SCHEMES.get(kind) for kind in kinds]
+    classes = {cls.__name__ for cls in loaded} | {cls.options_class.__name__ for cls in loaded}
     own = tuple(f"lsmn_core/schemes/{k}/" for k in kinds) + tuple(f"app/schemes/{k}.py" for k in kinds)
     found = []
     for name, text in sources(*PACKAGES):

@@ -45,7 +45,7 @@ def block_config(block, scheme, tasks=TASKS, **model):
 
 
 def test_every_scheme_is_tried_on_a_body_of_blocks():
-    assert set(BODY_SCHEMES) == set(SCHEMES)
+    assert set(BODY_SCHEMES) == set(SCHEMES.names())
 
 
 @pytest.mark.parametrize("scheme", sorted(BODY_SCHEMES))

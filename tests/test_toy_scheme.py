@@ -12,7 +12,7 @@ from lsmn_core import schemes
 from lsmn_core.store import routing
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.trainer import train
-from toy_scheme import Toy, ToyOptions
+from toy_scheme import Toy
 
 PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
          "views/edit.py", "views/compare.py"]
@@ -20,9 +20,13 @@ PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sh
 
 @pytest.fixture
 def toy_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(schemes.SCHEMES, Toy.kind, (Toy, ToyOptions))
-    return open_run(train(tiny_config(scheme={"kind": "toy"}, train={"steps": 60, "batch_size": 32, "eval_every": 30,
-                                                                      "device": "cpu"}), tmp_path / "runs", quiet=True))
+    schemes.register(Toy)
+    try:
+        yield open_run(train(tiny_config(scheme={"kind": "toy"}, train={"steps": 60, "batch_size": 32,
+                                                                          "eval_every": 30, "device": "cpu"}),
+                             tmp_path / "runs", quiet=True))
+    finally:
+        schemes.SCHEMES.unregister(Toy.kind)
 
 
 def test_a_scheme_from_outside_trains_and_is_stored(toy_run):

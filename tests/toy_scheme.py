@@ -21,6 +21,7 @@ class ToyOptions:
 
 class Toy(IsometricScheme):
     kind = "toy"
+    options_class = ToyOptions
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

@@ -10,10 +10,10 @@ from app.layout import chart, task_columns
 from app.state import checked_routing_of, overlap_of, run_with_report
 from lsmn_core.network.blocks import make_block
 from lsmn_core.errors import LsmnError
-from lsmn_core.schemes import SCHEMES
+from lsmn_core.schemes import kinds_where
 from lsmn_core.schemes.masked import MaskedScheme
 
-masked = " or ".join(kind for kind, (scheme, _) in SCHEMES.items() if issubclass(scheme, MaskedScheme))
+masked = " or ".join(kinds_where(lambda scheme: issubclass(scheme, MaskedScheme)))
 run, report = run_with_report("Masks and overlap", overlap_of, f"per-task masks. Pick a {masked} run in the sidebar")
 
 tasks = run.task_names

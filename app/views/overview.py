@@ -11,7 +11,7 @@ from app.schemes import view_of
 from app.state import current_run, drawn_safely, listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
-from lsmn_core.schemes import SCHEMES
+from lsmn_core.schemes import kinds_where
 from lsmn_core.store.runs import list_runs
 
 run = current_run()
@@ -38,8 +38,9 @@ table = pd.DataFrame([
      "active parameters": params["active"][task], "body density": summary["density"][task]}
     for task, m in summary["metrics"].items()])
 folder_runs = list_runs(run.path.parent)[0]
-baselines = [r for r in folder_runs if r.scheme in SCHEMES and SCHEMES[r.scheme][0].baseline
-             and r.id != run.id and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
+baseline_kinds = kinds_where(lambda scheme: scheme.baseline)
+baselines = [r for r in folder_runs if r.scheme in baseline_kinds and r.id != run.id
+             and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
 for baseline in baselines:  # same tasks in the same folder: show the test metric beside this run's
     try:
         other = baseline.summary()["metrics"]

@@ -16,7 +16,6 @@ transformer encoder block on token sequences [L, d].
 from __future__ import annotations
 
 import abc
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch.func import functional_call, vmap
 
 from lsmn_core.network.layers import Head, block_branch, init_block, make_encoder, stacked_linear
 from lsmn_core.errors import ConfigError, MissingModuleError
+from lsmn_core.plugins import Registry, load_named
 from lsmn_core.data.tasks import TaskSpec
 
 
@@ -41,6 +41,13 @@ class Block(abc.ABC):
         self.width, self.hidden = width, hidden
         with torch.random.fork_rng():  # the shapes, without moving the model's random stream
             self.shapes = {n: p.shape for n, p in self.init().items()}
+
+    @classmethod
+    def from_model(cls, model, args: dict) -> Block:
+        """The block a ModelConfig asks for (`args`: the config's arguments for it). A block whose
+        constructor takes more than (width, hidden) reads its other settings from the config here."""
+        refuse_arguments(cls, args)
+        return cls(model.width, model.width * model.expansion)
 
     @abc.abstractmethod
     def init(self) -> dict[str, torch.Tensor]:
@@ -204,6 +211,11 @@ class Conv(ModuleBlock):
         self.patch = patch
         super().__init__(width, hidden, lambda: ConvBranch(width, hidden, kernel))
 
+    @classmethod
+    def from_model(cls, model, args):
+        refuse_arguments(cls, args)
+        return cls(model.width, model.width * model.expansion, model.kernel, model.patch)
+
     def encoder(self, spec):
         refuse_tokens(spec, self.name)
         if spec.modality == "image":
@@ -295,6 +307,11 @@ class Attention(SequenceBlock):
         self.heads = heads
         super().__init__(width, hidden, patch, lambda: AttentionBranch(width, hidden, heads))
 
+    @classmethod
+    def from_model(cls, model, args):
+        refuse_arguments(cls, args)
+        return cls(model.width, model.width * model.expansion, model.heads, model.patch)
+
     def weight_groups(self, name):
         """The query, key and value rows of each head; the output projection's input columns per head."""
         heads = range(self.heads)
@@ -313,6 +330,11 @@ class Lstm(SequenceBlock):
     def __init__(self, width: int, hidden: int, patch: int):
         super().__init__(width, hidden, patch, lambda: LstmBranch(width))
 
+    @classmethod
+    def from_model(cls, model, args):
+        refuse_arguments(cls, args)
+        return cls(model.width, model.width * model.expansion, model.patch)
+
 
 class TokenHead(nn.Module):
     """A token task's head: per token (tagging, [B, L, C]), or on the mean of the real tokens."""
@@ -327,6 +349,13 @@ class TokenHead(nn.Module):
             return self.head(h)
         real = (~padding).unsqueeze(-1).to(h.dtype)
         return self.head((h * real).sum(-2) / real.sum(-2))
+
+
+def refuse_arguments(block: type[Block], args: dict) -> None:
+    """The built-in blocks read their settings from model.* (width, heads, kernel, patch), not from args."""
+    if args:
+        raise ConfigError(f"model.block: the {block.name} block takes no args (its settings are model.width, "
+                          f"model.heads, model.kernel, model.patch); got {', '.join(map(str, args))[:80]}")
 
 
 def refuse_tokens(spec: TaskSpec, block: str) -> None:
@@ -371,38 +400,47 @@ class Positions(nn.Module):
 
 
 class UserModuleBlock(ModuleBlock):
-    """A user's nn.Module on [..., width] activations, `ClassName(width=width, **args)`, imported by
-    its name "package.module:ClassName" (never unpickled); the mlp block's encoders and heads."""
+    """A user's nn.Module class on [..., width] activations, built `cls(width=width, **args)` (a
+    class, never unpickled weights); the mlp block's encoders and heads. `name` is what messages and
+    the run call it (its registered name, or its import path)."""
 
-    def __init__(self, width: int, hidden: int, path: str, args: dict):
-        self.name = path
-        module_name, _, class_name = path.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise MissingModuleError(f"model.block.class: cannot import {path!r} ({exc}); put its module on "
-                                     "PYTHONPATH") from None
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ConfigError(f"model.block.class: {path!r} is not an nn.Module class")
+    def __init__(self, width: int, hidden: int, cls: type[nn.Module], args: dict, name: str):
+        self.name = name
 
         def make() -> nn.Module:
             try:
                 return cls(width=width, **args)
             except TypeError as exc:
-                raise ConfigError(f"model.block: {path}(width={width}, **args) failed: {exc}") from None
+                raise ConfigError(f"model.block: {name}(width={width}, **args) failed: {exc}") from None
 
         super().__init__(width, hidden, make)
 
 
+def _check_block(name: str, obj) -> str | None:
+    """A block is a Block class (it brings its own adapters) or an nn.Module class with the user-block
+    contract: `Class(width=..., **args)` mapping [..., width] to a residual update of that shape."""
+    if isinstance(obj, type) and issubclass(obj, (Block, nn.Module)):
+        return None
+    return f"{obj!r:.80} is neither a Block nor an nn.Module class"
+
+
+# Unknown or unloadable blocks are missing modules: a stored run still shows what it holds without them.
+BLOCKS: Registry[type] = Registry("lsmn.blocks", "block", _check_block, error=MissingModuleError)
+
+
 def make_block(model) -> Block:
-    """The block a ModelConfig asks for."""
+    """The block a ModelConfig asks for: a registered name (with `args` when given as a mapping with
+    `name`), or a user's nn.Module class imported by its path (`class: "package.module:ClassName"`)."""
     hidden = model.width * model.expansion
-    if model.block == "conv":
-        return Conv(model.width, hidden, model.kernel, model.patch)
-    if model.block == "attention":
-        return Attention(model.width, hidden, model.heads, model.patch)
-    if model.block == "lstm":
-        return Lstm(model.width, hidden, model.patch)
-    if model.block == "mlp":
-        return Mlp(model.width, hidden)
-    return UserModuleBlock(model.width, hidden, model.block.cls, model.block.args)
+    choice = model.block
+    if isinstance(choice, str) or choice.name is not None:
+        name, args = (choice, {}) if isinstance(choice, str) else (choice.name, choice.args)
+        cls = BLOCKS.get(name, "model.block")
+    else:
+        name, args = choice.cls, choice.args
+        cls = load_named(choice.cls, "model.block.class")
+        if problem := _check_block(name, cls):
+            raise ConfigError(f"model.block.class: {problem}")
+    if issubclass(cls, Block):
+        return cls.from_model(model, args)
+    return UserModuleBlock(model.width, hidden, cls, args, name)

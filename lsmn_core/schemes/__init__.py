@@ -1,57 +1,69 @@
-"""Registry of sharing schemes: kind name -> (scheme class, options dataclass), and the model a
-config's scheme builds.
+"""The registry of sharing schemes (entry point group `lsmn.schemes`): kind -> scheme class, whose
+`options_class` is its options dataclass; and the model a config's scheme builds.
 
-A scheme is one package under lsmn_core/schemes/ (its options, parameterisation, routing search and
-routing-document part); adding one is a folder and a `register` line. Nothing outside a scheme's
-package names it: everything else reaches schemes through this registry and the interface in
-lsmn_core.schemes.base.
+A scheme is one package (its options, parameterisation, routing search and routing-document part);
+the built-in ones are under lsmn_core/schemes/ and registered as entry points of the Studio's own
+package, exactly as a plugin registers its own. Nothing outside a scheme's package names it:
+everything else reaches schemes through this registry and the interface in lsmn_core.schemes.base.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 
 import torch
 
 from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel
-from lsmn_core.schemes.base import SharingScheme
-from lsmn_core.schemes.hard import Hard, HardOptions
-from lsmn_core.schemes.hierarchical import Hierarchical, HierarchicalOptions
-from lsmn_core.schemes.hyper import Hyper, HyperOptions
-from lsmn_core.schemes.independent import Independent, IndependentOptions
-from lsmn_core.schemes.mann import Mann, MannOptions
-from lsmn_core.schemes.mixture import Mixture, MixtureOptions
-from lsmn_core.schemes.moe import Moe, MoeOptions
-from lsmn_core.schemes.soft import Soft, SoftOptions
-from lsmn_core.schemes.sparse import Sparse, SparseOptions
 from lsmn_core.data.tasks import TaskSpec
+from lsmn_core.plugins import Registry
+from lsmn_core.schemes.base import SharingScheme
 
-SCHEMES: dict[str, tuple[type[SharingScheme], type]] = {
-    scheme.kind: (scheme, options) for scheme, options in (
-        (Independent, IndependentOptions), (Hard, HardOptions), (Sparse, SparseOptions), (Mixture, MixtureOptions),
-        (Mann, MannOptions), (Moe, MoeOptions), (Hyper, HyperOptions), (Hierarchical, HierarchicalOptions),
-        (Soft, SoftOptions))}
-DEFAULT_KIND = Hard.kind  # a config without a scheme shares one body between all its tasks
+DEFAULT_KIND = "hard"  # a config without a scheme shares one body between all its tasks
 
 
-def register(scheme: type[SharingScheme], options: type) -> None:
-    """Make a scheme known by its `kind` (its options dataclass has a `kind` field of that value)."""
-    SCHEMES[scheme.kind] = (scheme, options)
+def _check_scheme(name: str, obj) -> str | None:
+    """What keeps `obj` from being the scheme `name` (None: nothing)."""
+    if not (isinstance(obj, type) and issubclass(obj, SharingScheme)):
+        return f"{obj!r:.80} is not a SharingScheme class"
+    if getattr(obj, "kind", None) != name:
+        return f"its kind is {getattr(obj, 'kind', None)!r:.40}, not {name!r}, the name it is registered as"
+    options = getattr(obj, "options_class", None)
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)
+            and "kind" in {f.name for f in dataclasses.fields(options)}):
+        return "its options_class must be a dataclass with a `kind` field"
+    return None
 
 
-def _lookup(kind) -> tuple[type[SharingScheme], type]:
-    if not isinstance(kind, str) or kind not in SCHEMES:
-        raise ConfigError(f"scheme.kind: unknown scheme {kind!r} (known: {', '.join(SCHEMES)})")
-    return SCHEMES[kind]
+SCHEMES: Registry[type[SharingScheme]] = Registry("lsmn.schemes", "scheme", _check_scheme)
 
 
-def scheme_options(kind) -> type:
-    return _lookup(kind)[1]
+def register(scheme: type[SharingScheme]) -> None:
+    """Make a scheme class known in this process by its `kind` (its options_class has a `kind` field
+    of that value); an installed package registers one through the `lsmn.schemes` entry point group."""
+    SCHEMES.register(scheme.kind, scheme)
 
 
 def scheme_class(kind) -> type[SharingScheme]:
-    return _lookup(kind)[0]
+    return SCHEMES.get(kind, "scheme.kind")
+
+
+def scheme_options(kind) -> type:
+    return scheme_class(kind).options_class
+
+
+def kinds_where(has: Callable[[type[SharingScheme]], bool]) -> list[str]:
+    """The kinds of the schemes that load and satisfy `has` (for messages and baseline lists)."""
+    kinds = []
+    for kind in SCHEMES.names():
+        try:
+            if has(SCHEMES.get(kind)):
+                kinds.append(kind)
+        except ConfigError:  # a plugin that fails to load, or a name two claim: listed by `lsmn plugins`
+            continue
+    return kinds
 
 
 def check_config(config) -> None:
@@ -60,7 +72,7 @@ def check_config(config) -> None:
     scheme = scheme_class(config.scheme.kind)
     for i, task in enumerate(config.tasks):
         if task.architecture is not None and not scheme.own_architectures:
-            takers = " or ".join(kind for kind, (s, _) in SCHEMES.items() if s.own_architectures)
+            takers = " or ".join(kinds_where(lambda s: s.own_architectures))
             raise ConfigError(f"tasks[{i}].architecture: only the {takers} scheme gives tasks their own architecture")
     scheme.check_config(config)
 

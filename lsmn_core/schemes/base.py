@@ -23,6 +23,7 @@ from lsmn_core.data.tasks import TaskSpec
 
 class SharingScheme(nn.Module, abc.ABC):
     kind: ClassVar[str]
+    options_class: ClassVar[type]  # its options dataclass, built from the config's `scheme` mapping
     per_task_encoders: ClassVar[bool] = False  # True: each task also gets its own encoder
     prunes_encoders: bool = False  # True: tasks see the shared encoders through masks of their own
     baseline: ClassVar[bool] = False  # a baseline's runs are shown beside other runs of the same tasks

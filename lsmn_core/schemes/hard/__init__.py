@@ -13,6 +13,7 @@ class HardOptions:
 
 class Hard(IsometricScheme):
     kind = "hard"
+    options_class = HardOptions
     baseline = True
 
     def __init__(self, options, n_tasks, depth, block):

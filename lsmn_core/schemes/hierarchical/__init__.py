@@ -24,6 +24,7 @@ class HierarchicalOptions:
 
 class Hierarchical(IsometricScheme):
     kind = "hierarchical"
+    options_class = HierarchicalOptions
     baseline = True
 
     def __init__(self, options, n_tasks, depth, block):

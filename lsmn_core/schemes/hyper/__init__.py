@@ -47,6 +47,8 @@ class HyperOptions:
 class Hyper(Hypermodules):
     """The registry's entry: checks a config and builds the network its options ask for."""
 
+    options_class = HyperOptions
+
     @classmethod
     def check_config(cls, config) -> None:
         """Per-task architectures (default by input) have no body; a body has no per-task architectures."""

@@ -15,6 +15,7 @@ class IndependentOptions:
 
 class Independent(IsometricScheme):
     kind = "independent"
+    options_class = IndependentOptions
     per_task_encoders = True
     baseline = True
 

@@ -29,6 +29,7 @@ class MannOptions:
 
 class Mann(MaskedScheme):
     kind = "mann"
+    options_class = MannOptions
 
     @classmethod
     def check_config(cls, config) -> None:

@@ -55,6 +55,7 @@ def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
 
 class Mixture(IsometricScheme):
     kind = "mixture"
+    options_class = MixtureOptions
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

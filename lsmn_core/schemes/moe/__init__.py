@@ -57,6 +57,7 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
 
 class Moe(IsometricScheme):
     kind = "moe"
+    options_class = MoeOptions
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

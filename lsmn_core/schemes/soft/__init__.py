@@ -37,6 +37,7 @@ class SoftOptions:
 
 class Soft(IsometricScheme):
     kind = "soft"
+    options_class = SoftOptions
     baseline = True
 
     def __init__(self, options, n_tasks, depth, block):

@@ -28,6 +28,7 @@ class SparseOptions:
 
 class Sparse(MaskedScheme):
     kind = "sparse"
+    options_class = SparseOptions
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)
