@@ -39,7 +39,8 @@ from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from analysis.signatures import pair_sharing
 from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
-from lsmn_core.data.loading import TaskData, kang_synthetic, kang_weights, load_tasks
+from lsmn_core.data.loading import TaskData, load_tasks
+from lsmn_core.datasets import kang
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe import specialisation
 from lsmn_core.store.runs import open_run
@@ -243,10 +244,10 @@ def _kang_separable(seed: int, domain: str) -> float:
     """What a Kang task's own 15 training samples say about its group: each task goes to the group
     whose true direction, scaled by least squares, fits them best. A task whose scale is near 0 is lost
     in the noisy targets' noise, and no alignment learned from these samples can place it reliably."""
-    directions = kang_weights(seed)[1]
+    directions = kang.weights(seed)[1]
     labels = []
     for index in range(len(directions) * 10):
-        splits = kang_synthetic(index, domain == "noisy", seed)
+        splits = kang.task_splits(index, domain == "noisy", seed)
         x = np.concatenate([splits["train"][0], splits["dev"][0]]).astype(np.float64)
         y = np.concatenate([splits["train"][1], splits["dev"][1]]).astype(np.float64)
         features = x @ directions.T  # [15, groups]: each group's direction as one feature

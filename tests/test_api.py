@@ -80,9 +80,9 @@ def test_a_dataset_factory_is_called_by_name_and_its_test_split_kept(tmp_path, f
 
 
 @pytest.mark.parametrize("source, args, message", [
-    ("nowhere:blobs", {}, "cannot import the factory 'nowhere:blobs'"),
-    ("toy_factory:missing", {}, "cannot import the factory"),
-    ("toy_factory:not_arrays", {}, "must return \\(X, y\\), a torch Dataset, or a dict"),
+    ("nowhere:blobs", {}, "source: cannot import 'nowhere:blobs'"),
+    ("toy_factory:missing", {}, "source: cannot import 'toy_factory:missing'"),
+    ("toy_factory:not_arrays", {}, "must return \\(X, y\\), a torch Dataset, a dict"),
     ("toy_factory:ragged", {}, "X and y must have the same length"),
     ("toy_factory:blobs", {"colour": 1}, "unexpected keyword argument 'colour'"),
 ])

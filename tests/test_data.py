@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from helpers import tiny_config
-from lsmn_core.data import loading as data_module
 from lsmn_core.config import DataConfig, TaskConfig, parse_config
-from lsmn_core.data.loading import load_task, split_indices
+from lsmn_core.data.loading import load_task
+from lsmn_core.data.splits import split_indices
+from lsmn_core.datasets import code_tokens, digits, fashion_mnist
 from lsmn_core.errors import DataError
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.trainer import train
@@ -91,7 +92,7 @@ def test_fashion_mnist_reads_the_idx_files():
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_module, "FASHION_DIRS", [str(tmp_path)])
+    monkeypatch.setattr(fashion_mnist, "FOLDERS", [str(tmp_path)])
     monkeypatch.delenv("LSMN_DATA", raising=False)
     with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
         load_task(TaskConfig(name="f", dataset="fashion_mnist", target="class"), DataConfig())
@@ -157,7 +158,7 @@ def test_user_file_problems_are_reported(tmp_path):
 def test_digits_reader_matches_scikit_learn():
     from sklearn.datasets import load_digits
 
-    images, target = data_module._digits()
+    images, target = digits.images()
     bunch = load_digits()
     assert np.array_equal(images, (bunch.images / 16.0).astype(np.float32))
     assert np.array_equal(target, bunch.target)
@@ -202,12 +203,12 @@ def test_a_run_records_which_splits_were_given_and_which_drawn(tmp_path):
 
 
 def test_code_tokens_are_the_standard_library_s_own_source_split_by_file():
-    from lsmn_core.data.loading import CODE_TARGETS, CODE_WINDOW, code_files
-
-    assert len(code_files()) > 50  # the running interpreter's top-level modules
-    tasks = {t: load_task(TaskConfig(name=t, dataset="code_tokens", target=t), DataConfig()) for t in CODE_TARGETS}
+    assert len(code_tokens.files()) > 50  # the running interpreter's top-level modules
+    tasks = {t: load_task(TaskConfig(name=t, dataset="code_tokens", target=t), DataConfig())
+             for t in code_tokens.TARGETS}
     kind, name_class, depth = tasks["kind"], tasks["name_class"], tasks["depth"]
-    assert kind.spec.kind == "tagging" and kind.spec.modality == "tokens" and kind.spec.input_shape == [CODE_WINDOW]
+    assert kind.spec.kind == "tagging" and kind.spec.modality == "tokens"
+    assert kind.spec.input_shape == [code_tokens.WINDOW]
     assert kind.spec.vocab == 4096 and kind.spec.sizes["train"] > 1000
     assert f"Python {platform.python_version()} standard library" in kind.spec.source
     x, y = kind.splits["train"]

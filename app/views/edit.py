@@ -15,7 +15,8 @@ from app.state import same_folder, checked_routing_of, current_run, open_when_li
 from app.text import plain
 from lsmn_core import jobs
 from lsmn_core.store import routing
-from lsmn_core.data.loading import DOMAIN_DATASETS, DOMAINS
+from lsmn_core.data.domains import DOMAINS
+from lsmn_core.training.adapt import domain_tasks
 from lsmn_core.errors import LsmnError
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.runs import list_runs
@@ -91,9 +92,9 @@ def adapt_to_a_domain() -> None:
     """lsmn adapt from the page: the target domain's task starts as a source task and only its
     mixture weights (or the input adapter) train, without its labels."""
     st.subheader("Adapt to an unlabelled input domain")
-    tasks = [t for t in run.config().tasks if t.dataset in DOMAIN_DATASETS]
+    tasks = domain_tasks(run)
     if not tasks:
-        st.caption("Only tasks of a built-in image data set (digits, Fashion-MNIST) have input domains to adapt to.")
+        st.caption("Only the image tasks of a data set (a task's `dataset:`) have input domains to adapt to.")
         return
     cols = st.columns(4)
     source = cols[0].selectbox("Source task", [t.name for t in tasks], key=f"adapt_source_{run.id}",

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lsmn_core.store.files import json_integer
 
 METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse", "tagging": "accuracy"}  # tagging: per token
+MODALITIES = ("image", "vector", "sequence", "tokens")  # [H, W], [features], a 1-D signal [L], token ids [L]
 PAD = 0  # the token id of padding; a tagging target is IGNORE there
 IGNORE = -1
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")  # parameters, heads and files are named after a task
@@ -51,7 +52,7 @@ class TaskSpec:
         spec = cls(**{k: v for k, v in data.items() if k != "metric"})
         if not isinstance(spec.name, str) or not TASK_NAME.fullmatch(spec.name):
             raise ValueError(f"task name {str(spec.name)[:40]!r} is not a valid task name")
-        if spec.kind not in METRIC_OF_KIND or spec.modality not in ("image", "vector", "sequence", "tokens"):
+        if spec.kind not in METRIC_OF_KIND or spec.modality not in MODALITIES:
             raise ValueError(f"task {spec.name}: unknown kind {str(spec.kind)[:20]!r} or modality "
                              f"{str(spec.modality)[:20]!r}")
         if not _count(spec.n_outputs, 2**20):

@@ -25,7 +25,6 @@ from typing import Literal
 import torch
 
 from lsmn_core.config import TaskConfig
-from lsmn_core.data.loading import DOMAIN_DATASETS
 from lsmn_core.errors import ConfigError
 from lsmn_core.training.finetune import FinetunePlan, child_config, child_model, count_trainable, train_child
 from lsmn_core.network.model import MultitaskNet
@@ -61,14 +60,22 @@ class AdaptPlan:
         chosen = next((t for t in tasks if t.name == source), None)
         if chosen is None:
             raise ConfigError(f"source: no task {source!r} in the run (tasks: {', '.join(t.name for t in tasks)})")
-        if chosen.dataset not in DOMAIN_DATASETS:
-            raise ConfigError(f"source {source!r}: only tasks of {', '.join(DOMAIN_DATASETS)} have input domains")
+        if chosen not in domain_tasks(run):
+            raise ConfigError(f"source {source!r}: only the image tasks of a data set (dataset: ...) have input "
+                              "domains to adapt to")
         if any(t.dataset == chosen.dataset and t.domain == self.target_domain for t in tasks):
             raise ConfigError(f"the run already trains on the {self.target_domain!r} domain of {chosen.dataset}; "
                               "adapt to a domain it has not seen")
         if target_task(chosen, self.target_domain).name in run.task_names:
             raise ConfigError(f"the run already has a task {target_task(chosen, self.target_domain).name!r}")
         return chosen
+
+
+def domain_tasks(run: Run) -> list[TaskConfig]:
+    """The run's tasks that take input domains, so that adaptation can make a target domain's task of
+    one: those of a registered data set whose inputs are images."""
+    images = {spec.name for spec in run.specs if spec.modality == "image"}
+    return [task for task in run.config().tasks if task.dataset is not None and task.name in images]
 
 
 def target_task(source: TaskConfig, domain: str) -> TaskConfig:
