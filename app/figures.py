@@ -154,64 +154,6 @@ def training_curves(records: list[dict], shown: list[str] = ()) -> go.Figure:
     return figure
 
 
-def signature_heatmap(report: dict) -> go.Figure:
-    """Task x layer: the template each task uses (colour) and how sure it is (cell text, hover)."""
-    tasks = report["task_names"]
-    rows = [report["tasks"][t] for t in tasks]
-    depth = len(rows[0]["order"])
-    text = [[f"{r['order'][l]}<br>{r['confidence'][l]:.2f}" for l in range(depth)] for r in rows]
-    hover = [[f"{t}, layer {l}: template {r['order'][l]} (weight {r['confidence'][l]:.3f}, "
-              f"entropy {r['entropy'][l]:.2f})" for l in range(depth)] for t, r in zip(tasks, rows)]
-    labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
-    height = 140 + 50 * len(tasks)
-    figure = go.Figure(go.Heatmap(
-        z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels,
-        **categorical_scale(report["templates"], "template", "template ", height), text=text,
-        texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
-    figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
-                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
-                             "Each cell: the template whose mixture weight is largest at that layer, and that "
-                             "weight (1: the layer is that template alone). ★ marks a progressive signature, the "
-                             "compositional paper's pattern: each template used in one unbroken run of layers, "
-                             "the runs never shorter with depth and longer at least once.")})
-    return figure
-
-
-def similarity_heatmap(report: dict) -> go.Figure:
-    """Expected share of layers at which two tasks use the same template."""
-    tasks = report["task_names"]
-    figure = go.Figure(go.Heatmap(z=report["similarity"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
-                                  text=[[f"{v:.2f}" for v in row] for row in report["similarity"]],
-                                  texttemplate="%{text}", colorbar={"title": "same template"}))
-    figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks),
-                         meta={"caption": (
-                             "The expected share of layers at which two tasks use the same template: the mean over "
-                             "layers of the dot product of their mixture weights. A task's own cell is 1 only where "
-                             "its weights are one-hot; mixed weights read below 1.")})
-    return figure
-
-
-def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
-    """Share of each task's samples routed to each expert, per layer (rows: task · layer)."""
-    rows, z, hover = [], [], []
-    for task, stats in gate_stats.items():
-        for layer, usage in enumerate(stats["usage"]):
-            rows.append(f"{task} · layer {layer}")
-            z.append(usage)
-            hover.append([f"{task}, layer {layer}, expert {e}: {u:.1%} of samples<br>gate entropy "
-                          f"{stats['entropy'][layer]:.2f}, overflow {stats['overflow'][layer]:.1%}"
-                          for e, u in enumerate(usage)])
-    figure = go.Figure(go.Heatmap(z=z, x=[f"expert {e}" for e in range(len(z[0]))], y=rows, zmin=0, zmax=1,
-                                  colorscale="Blues", text=[[f"{v:.2f}" for v in r] for r in z],
-                                  texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
-    figure.update_layout(title="Expert usage per task and layer", yaxis={"autorange": "reversed"},
-                         height=140 + 26 * len(rows), meta={"caption": (
-                             "The share of each task's samples that the gate sends to each expert, per layer: "
-                             "an even row is a task that uses every expert alike, a dark cell an expert it relies "
-                             "on.")})
-    return figure
-
-
 def layer_overlap_chart(report: dict) -> go.Figure:
     """Overlap ratio of all tasks per body block, each bar labelled (so that disjoint masks read 0.00,
     not an empty chart)."""
@@ -294,19 +236,6 @@ def group_density_heatmap(density, tasks: list[str], groups, name: str) -> go.Fi
     return figure
 
 
-def mixture_weights_chart(weights, task: str) -> go.Figure:
-    """One task's mixture weights: a stacked bar per layer, one colour per template."""
-    figure = go.Figure()
-    for k in range(len(weights[0])):
-        figure.add_bar(x=[f"layer {layer}" for layer in range(len(weights))], y=[row[k] for row in weights],
-                       name=f"template {k}", marker_color=index_colour(k))
-    figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
-                         height=340, meta={"caption": (
-                             "At each layer the task's block is the templates' weights mixed by these shares "
-                             "(they sum to 1).")})
-    return figure
-
-
 ATTRIBUTION_CAPTION = ("How much each input moves the task's output, by the method picked above (Integrated "
                        "Gradients: gradients summed along the path from an all-zero input, adding up to the "
                        "output's change). Red raises the prediction, blue lowers it; one scale for all tasks.")
@@ -379,87 +308,6 @@ def block_importance_chart(importance: dict) -> go.Figure:
     return figure
 
 
-NODE_STYLE = {"task": ("#d62728", 18), "hypermodule": ("#1f77b4", 11), "block": ("#aaaaaa", 5)}
-
-
-def network_figure(graph, title: str, caption: str, seed: int = 0) -> go.Figure:
-    """A networkx graph (nodes with "kind" and "label") drawn at its spring layout."""
-    import networkx as nx
-
-    pos = nx.spring_layout(graph, seed=seed, weight="weight")
-    ex, ey = [], []
-    for a, b in graph.edges:
-        ex += [pos[a][0], pos[b][0], None]
-        ey += [pos[a][1], pos[b][1], None]
-    figure = go.Figure(go.Scatter(x=ex, y=ey, mode="lines", line={"width": 0.6, "color": "#bbbbbb"},
-                                  hoverinfo="skip", showlegend=False))
-    for kind, (color, size) in NODE_STYLE.items():
-        nodes = [n for n, d in graph.nodes(data=True) if d["kind"] == kind]
-        if not nodes:
-            continue
-        figure.add_trace(go.Scatter(
-            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes],
-            mode="markers" if kind == "block" else "markers+text",
-            name=kind,
-            text=None if kind == "block" else [graph.nodes[n]["label"] for n in nodes], textposition="top center",
-            hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",
-            marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}}))
-    figure.update_layout(title=title, height=560, xaxis={"visible": False}, yaxis={"visible": False},
-                         legend={"orientation": "h"}, meta={"caption": caption})
-    return figure
-
-
-def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
-    """Which hypermodule each task's block locations use (rows: tasks; blank where a task has fewer)."""
-    tasks = list(alignment)
-    width = max(len(v) for v in alignment.values())
-    z = [v + [None] * (width - len(v)) for v in alignment.values()]
-    hover = [[f"{t}, block {i}: H{k}" if k is not None else "" for i, k in enumerate(row)] for t, row in zip(tasks, z)]
-    modules = 1 + max((k for row in z for k in row if k is not None), default=0)
-    height = max(300, 160 + 22 * len(tasks))  # a few tasks: rows tall enough to see, a colour bar to name them
-    figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
-                                  **categorical_scale(modules, "hypermodule", "H", height)))
-    ticks = list(range(0, width, max(1, math.ceil(width / 30))))  # whole block locations only, never 0.5
-    figure.update_layout(title=title, xaxis={"title": "block location", "tickvals": ticks},
-                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
-                             "The hypermodule each block location of each task draws its weights from, one colour "
-                             "per hypermodule: tasks with the same colours share those weights.")})
-    return figure
-
-
-def log_axis(values: list[float]) -> dict:
-    """A log axis ticked at 1, 2 and 5 times the powers of ten that the positive `values` span, each
-    written in full: plotly's own log ticks write 0.5 and 5 alike, as a bare "5"."""
-    positive = [v for v in values if v > 0]
-    if not positive:
-        return {"type": "log"}
-    low, high = min(positive), max(positive)
-    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-             for m in (1, 2, 5)]
-    below = max((t for t in ticks if t <= low), default=ticks[0])
-    above = min((t for t in ticks if t >= high), default=ticks[-1])
-    shown = [t for t in ticks if below <= t <= above]
-    return {"type": "log", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
-
-
-def search_timeline(history: list[dict]) -> go.Figure:
-    """Validation loss after each generation of the alignment search, and how many locations changed."""
-    generations = [h["generation"] for h in history]
-    losses = [h["dev_loss"] for h in history]
-    figure = go.Figure(go.Bar(x=generations, y=[h["changed"] for h in history], name="locations changed",
-                              marker_color="#c7c7c7", yaxis="y2"))
-    figure.add_trace(go.Scatter(x=generations, y=losses, name="validation loss", mode="lines+markers"))
-    figure.update_layout(title="Alignment search", xaxis={"title": "generation"},
-                         yaxis={"title": "validation loss", **log_axis(losses)},
-                         yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
-                                 "tickmode": "auto", "tickformat": "d", "rangemode": "tozero"},
-                         height=340, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
-                                             "yanchor": "bottom"}, meta={"caption": (
-                             "The validation loss after each generation of the alignment search (line), and how "
-                             "many block locations moved to another hypermodule in it (bars).")})
-    return figure
-
-
 def bar_chart(values: dict, title: str, x_title: str, y_title: str, caption: str, top: int = 30) -> go.Figure:
     """Horizontal bars for the `top` largest values, largest first."""
     items = list(values.items())[:top]
@@ -469,20 +317,3 @@ def bar_chart(values: dict, title: str, x_title: str, y_title: str, caption: str
     return figure
 
 
-def stitch_heatmap(stitches: dict, layer: int) -> go.Figure:
-    """Soft sharing's cross-stitch units after one block: how much each task's column (row) reads
-    from each task's column (column)."""
-    tasks = list(stitches)
-    z = [[stitches[reader][read][layer] for read in tasks] for reader in tasks]
-    labels = cell_labels(len(tasks))
-    figure = go.Figure(go.Heatmap(z=z, x=tasks, y=tasks, colorscale="RdBu", zmid=0,
-                                  text=[[f"{v:.2f}" for v in row] for row in z] if labels else None,
-                                  texttemplate=labels, colorbar={"title": "weight"},
-                                  hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>"))
-    figure.update_layout(title=f"Cross-stitch weights after block {layer}",
-                         xaxis={"title": "column read"}, yaxis={"title": "task's column", "autorange": "reversed"},
-                         height=task_rows_height(len(tasks)), meta={"caption": (
-                             "Soft sharing: after this block each task's column becomes the weighted sum of every "
-                             "column, with these learned weights (they start at the identity's neighbourhood: "
-                             "a strong diagonal). Off-diagonal weight is what a task takes from the others.")})
-    return figure

@@ -17,7 +17,6 @@ import yaml
 
 from analysis.compare import comparison_rows, markdown_table
 from analysis.overlap import overlap_report
-from analysis.signatures import signature_report
 from lsmn.bench import run_benchmarks
 from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
@@ -28,6 +27,7 @@ from lsmn_core.store.export import export_run
 from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.options import build
+from lsmn_core.schemes import scheme_class
 from lsmn_core.store.runs import list_runs, open_run
 from lsmn_core.training.trainer import resolve_device, resume, train
 
@@ -63,8 +63,9 @@ def cmd_eval(args) -> None:
         print(f"{task:<16}{m['metric']:<10}{m['dev']:>9.4f}{m['test']:>9.4f}{delta:>13}")
 
 
-def show_data(run) -> dict:
-    """What `lsmn show --json` prints: summary plus the overlap recomputed from the stored masks."""
+def show_data(run) -> tuple[dict, list[str]]:
+    """What `lsmn show --json` prints (summary, the scheme's own report of its routing under "routing",
+    the overlap recomputed from the stored masks), and the lines the scheme's report prints for people."""
     summary = run.summary()
     data = {
         "run": run.id, "name": run.name, "scheme": run.scheme, "status": run.status,
@@ -78,23 +79,20 @@ def show_data(run) -> dict:
         doc, _, masks = run.checked_routing()
     except MissingModuleError as exc:  # the stored metrics and counts need no model
         data["routing_unavailable"] = str(exc)
-        return data
-    if "signatures" in doc:
-        report = signature_report(doc["signatures"])
-        data["signatures"] = {t: {k: r[k] for k in ("order", "confidence", "progressive")}
-                              for t, r in report["tasks"].items()}
-        data["signature_similarity"] = report["similarity"]
-        data["shared_layers"] = [{str(k): v for k, v in layer["groups"].items()} for layer in report["shared_layers"]]
+        return data, []
+    own = scheme_class(run.scheme).routing_report(doc, run.task_names)
+    if own:
+        data["routing"] = own.data
     if masks:
         report = overlap_report(masks, run.task_names)
         data["density"] = report["density"]
         data["overlap"] = {"global": report["global"], "pairwise": report["pairwise"],
                            "per_layer": [{"layer": l["layer"], "global": l["global"]} for l in report["per_layer"]]}
-    return data
+    return data, own.lines if own else []
 
 
 def cmd_show(args) -> None:
-    data = show_data(open_run(args.run))
+    data, routing_lines = show_data(open_run(args.run))
     if args.json:
         return _print_json(data)
     print(f"run {data['run']}  scheme {data['scheme']}  status {data['status']}")
@@ -104,16 +102,8 @@ def cmd_show(args) -> None:
         m = data["metrics"][task]
         print(f"{task:<16}{m['metric']:<10}{m['dev']:>9.4f}{m['test']:>9.4f}"
               f"{data['params']['active'][task]:>15,}{data['density'][task]:>9.3f}")
-    if "signatures" in data:
-        print("signatures (template per layer; * = progressive; confidence = mean max weight):")
-        for task, sig in data["signatures"].items():
-            mark = "*" if sig["progressive"] else " "
-            mean_conf = sum(sig["confidence"]) / len(sig["confidence"])
-            print(f"  {task:<16}{mark} {' '.join(map(str, sig['order']))}   confidence {mean_conf:.2f}")
-        print("tasks sharing a template, per layer:")
-        for layer, groups in enumerate(data["shared_layers"]):
-            shared = [f"{k}: {', '.join(tasks)}" for k, tasks in groups.items() if len(tasks) > 1]
-            print(f"  layer {layer}: {' | '.join(shared) or '-'}")
+    for line in routing_lines:
+        print(line)
     if "routing_unavailable" in data:
         print(f"routing not shown: {data['routing_unavailable']}")
     if "overlap" in data:

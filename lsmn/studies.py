@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
-from analysis.signatures import pair_sharing
+from lsmn_core.schemes.mixture.signatures import pair_sharing
 from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
 from lsmn_core.data.loading import TaskData, load_tasks

@@ -283,7 +283,7 @@ def test_the_hypermodule_colour_bar_names_only_as_many_hypermodules_as_it_has_ro
     """64 hypermodules on a figure of 3 task rows once printed 22 names over one another on a colour
     bar a hundred pixels tall; each name needs about 14 px of the bar (the figure's height less its
     title and axes, about 180 px)."""
-    from app.figures import alignment_heatmap
+    from app.schemes.hyper import alignment_heatmap
 
     alignment = {f"task{t}": [(t * 7 + i) % 64 for i in range(100)] for t in range(tasks)}
     figure = alignment_heatmap(alignment, "Hypermodule of every block location")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.signatures import is_progressive, pair_sharing, runs, shared_layers, signature_report, similarity
+from lsmn_core.schemes.mixture.signatures import (is_progressive, pair_sharing, runs, shared_layers, signature_report,
+                                                 similarity)
 from helpers import tiny_config
 from lsmn_core.store import routing
 from lsmn_core.network.layers import residual_block
@@ -202,7 +203,7 @@ def test_cli_shows_signatures_and_evaluates_a_module_order(mixture_run, tmp_path
     shown = subprocess.run([sys.executable, "-m", "lsmn", "show", str(mixture_run.path), "--json"],
                            capture_output=True, text=True, cwd=REPO)
     data = json.loads(shown.stdout)
-    assert set(data["signatures"]) == set(mixture_run.task_names) and "overlap" not in data
+    assert set(data["routing"]["signatures"]) == set(mixture_run.task_names) and "overlap" not in data
     doc, _ = mixture_run.routing()
     doc["signatures"]["parity"] = [0, 0, 0, 0]
     (tmp_path / "routing.json").write_text(json.dumps(doc))  # signatures need no tensor file beside it

@@ -3,16 +3,100 @@ and its search on the Overview; on the Sharing graph page the hypermodule - bloc
 search over generations, and the subsets of tasks that share; an alignment editor; retraining the
 block contexts alone."""
 
+import math
+
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.overlap import set_label
 from analysis.sharing_graph import (hypermodule_users, sharing_graph, subset_proportions, task_clusters, task_graph,
                                     usage_counts)
 from app.layout import chart
-from app.figures import alignment_heatmap, bar_chart, network_figure, search_timeline
+from app.figures import bar_chart, categorical_scale
 from app.schemes.view import PageSection, SchemeView
 from app.state import checked_routing_at, run_stamp
+
+
+NODE_STYLE = {"task": ("#d62728", 18), "hypermodule": ("#1f77b4", 11), "block": ("#aaaaaa", 5)}
+
+
+def log_axis(values: list[float]) -> dict:
+    """A log axis ticked at 1, 2 and 5 times the powers of ten that the positive `values` span, each
+    written in full: plotly's own log ticks write 0.5 and 5 alike, as a bare "5"."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return {"type": "log"}
+    low, high = min(positive), max(positive)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    below = max((t for t in ticks if t <= low), default=ticks[0])
+    above = min((t for t in ticks if t >= high), default=ticks[-1])
+    shown = [t for t in ticks if below <= t <= above]
+    return {"type": "log", "tickvals": shown, "ticktext": [f"{t:g}" for t in shown]}
+
+
+def alignment_heatmap(alignment: dict[str, list[int]], title: str) -> go.Figure:
+    """Which hypermodule each task's block locations use (rows: tasks; blank where a task has fewer)."""
+    tasks = list(alignment)
+    width = max(len(v) for v in alignment.values())
+    z = [v + [None] * (width - len(v)) for v in alignment.values()]
+    hover = [[f"{t}, block {i}: H{k}" if k is not None else "" for i, k in enumerate(row)] for t, row in zip(tasks, z)]
+    modules = 1 + max((k for row in z for k in row if k is not None), default=0)
+    height = max(300, 160 + 22 * len(tasks))  # a few tasks: rows tall enough to see, a colour bar to name them
+    figure = go.Figure(go.Heatmap(z=z, y=tasks, x=list(range(width)), hovertext=hover, hoverinfo="text",
+                                  **categorical_scale(modules, "hypermodule", "H", height)))
+    ticks = list(range(0, width, max(1, math.ceil(width / 30))))  # whole block locations only, never 0.5
+    figure.update_layout(title=title, xaxis={"title": "block location", "tickvals": ticks},
+                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
+                             "The hypermodule each block location of each task draws its weights from, one colour "
+                             "per hypermodule: tasks with the same colours share those weights.")})
+    return figure
+
+
+def network_figure(graph, title: str, caption: str, seed: int = 0) -> go.Figure:
+    """A networkx graph (nodes with "kind" and "label") drawn at its spring layout."""
+    import networkx as nx
+
+    pos = nx.spring_layout(graph, seed=seed, weight="weight")
+    ex, ey = [], []
+    for a, b in graph.edges:
+        ex += [pos[a][0], pos[b][0], None]
+        ey += [pos[a][1], pos[b][1], None]
+    figure = go.Figure(go.Scatter(x=ex, y=ey, mode="lines", line={"width": 0.6, "color": "#bbbbbb"},
+                                  hoverinfo="skip", showlegend=False))
+    for kind, (color, size) in NODE_STYLE.items():
+        nodes = [n for n, d in graph.nodes(data=True) if d["kind"] == kind]
+        if not nodes:
+            continue
+        figure.add_trace(go.Scatter(
+            x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes],
+            mode="markers" if kind == "block" else "markers+text",
+            name=kind,
+            text=None if kind == "block" else [graph.nodes[n]["label"] for n in nodes], textposition="top center",
+            hovertext=[f"{graph.nodes[n]['label']} · {graph.degree(n)} links" for n in nodes], hoverinfo="text",
+            marker={"color": color, "size": size, "line": {"width": 0.5, "color": "white"}}))
+    figure.update_layout(title=title, height=560, xaxis={"visible": False}, yaxis={"visible": False},
+                         legend={"orientation": "h"}, meta={"caption": caption})
+    return figure
+
+
+def search_timeline(history: list[dict]) -> go.Figure:
+    """Validation loss after each generation of the alignment search, and how many locations changed."""
+    generations = [h["generation"] for h in history]
+    losses = [h["dev_loss"] for h in history]
+    figure = go.Figure(go.Bar(x=generations, y=[h["changed"] for h in history], name="locations changed",
+                              marker_color="#c7c7c7", yaxis="y2"))
+    figure.add_trace(go.Scatter(x=generations, y=losses, name="validation loss", mode="lines+markers"))
+    figure.update_layout(title="Alignment search", xaxis={"title": "generation"},
+                         yaxis={"title": "validation loss", **log_axis(losses)},
+                         yaxis2={"title": "changed", "overlaying": "y", "side": "right", "showgrid": False,
+                                 "tickmode": "auto", "tickformat": "d", "rangemode": "tozero"},
+                         height=340, legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02,
+                                             "yanchor": "bottom"}, meta={"caption": (
+                             "The validation loss after each generation of the alignment search (line), and how "
+                             "many block locations moved to another hypermodule in it (bars).")})
+    return figure
 
 
 @st.cache_data(show_spinner=False)

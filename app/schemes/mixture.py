@@ -2,13 +2,64 @@
 Overview and on the Signatures page, a module-order editor, and retraining the signatures alone."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.signatures import signature_report
+from lsmn_core.schemes.mixture.signatures import signature_report
 from app.layout import chart
-from app.figures import mixture_weights_chart, signature_heatmap, similarity_heatmap
+from app.figures import categorical_scale, index_colour
 from app.schemes.view import PageSection, SchemeView
 from app.state import checked_routing_at, checked_routing_of, run_stamp
+
+
+def signature_heatmap(report: dict) -> go.Figure:
+    """Task x layer: the template each task uses (colour) and how sure it is (cell text, hover)."""
+    tasks = report["task_names"]
+    rows = [report["tasks"][t] for t in tasks]
+    depth = len(rows[0]["order"])
+    text = [[f"{r['order'][l]}<br>{r['confidence'][l]:.2f}" for l in range(depth)] for r in rows]
+    hover = [[f"{t}, layer {l}: template {r['order'][l]} (weight {r['confidence'][l]:.3f}, "
+              f"entropy {r['entropy'][l]:.2f})" for l in range(depth)] for t, r in zip(tasks, rows)]
+    labels = [f"{t} ★" if r["progressive"] else t for t, r in zip(tasks, rows)]
+    height = 140 + 50 * len(tasks)
+    figure = go.Figure(go.Heatmap(
+        z=[r["order"] for r in rows], x=[f"layer {l}" for l in range(depth)], y=labels,
+        **categorical_scale(report["templates"], "template", "template ", height), text=text,
+        texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
+    figure.update_layout(title="Signatures: template per layer (its weight below; ★ = progressive)",
+                         yaxis={"autorange": "reversed"}, height=height, meta={"caption": (
+                             "Each cell: the template whose mixture weight is largest at that layer, and that "
+                             "weight (1: the layer is that template alone). ★ marks a progressive signature, the "
+                             "compositional paper's pattern: each template used in one unbroken run of layers, "
+                             "the runs never shorter with depth and longer at least once.")})
+    return figure
+
+
+def similarity_heatmap(report: dict) -> go.Figure:
+    """Expected share of layers at which two tasks use the same template."""
+    tasks = report["task_names"]
+    figure = go.Figure(go.Heatmap(z=report["similarity"], x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
+                                  text=[[f"{v:.2f}" for v in row] for row in report["similarity"]],
+                                  texttemplate="%{text}", colorbar={"title": "same template"}))
+    figure.update_layout(title="Signature similarity", yaxis={"autorange": "reversed"}, height=140 + 50 * len(tasks),
+                         meta={"caption": (
+                             "The expected share of layers at which two tasks use the same template: the mean over "
+                             "layers of the dot product of their mixture weights. A task's own cell is 1 only where "
+                             "its weights are one-hot; mixed weights read below 1.")})
+    return figure
+
+
+def mixture_weights_chart(weights, task: str) -> go.Figure:
+    """One task's mixture weights: a stacked bar per layer, one colour per template."""
+    figure = go.Figure()
+    for k in range(len(weights[0])):
+        figure.add_bar(x=[f"layer {layer}" for layer in range(len(weights))], y=[row[k] for row in weights],
+                       name=f"template {k}", marker_color=index_colour(k))
+    figure.update_layout(barmode="stack", title=f"{task}: mixture weights per layer", yaxis={"range": [0, 1]},
+                         height=340, meta={"caption": (
+                             "At each layer the task's block is the templates' weights mixed by these shares "
+                             "(they sum to 1).")})
+    return figure
 
 
 @st.cache_data(show_spinner=False)

@@ -3,12 +3,34 @@ and how specialised each layer's experts are, on the Overview and the Sharing gr
 editor of the experts each task may use."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from app.figures import bar_chart, expert_usage_heatmap
+from app.figures import bar_chart
 from app.layout import chart
 from app.schemes.view import PageSection, SchemeView
 from lsmn_core.schemes.moe import specialisation
+
+
+def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
+    """Share of each task's samples routed to each expert, per layer (rows: task · layer)."""
+    rows, z, hover = [], [], []
+    for task, stats in gate_stats.items():
+        for layer, usage in enumerate(stats["usage"]):
+            rows.append(f"{task} · layer {layer}")
+            z.append(usage)
+            hover.append([f"{task}, layer {layer}, expert {e}: {u:.1%} of samples<br>gate entropy "
+                          f"{stats['entropy'][layer]:.2f}, overflow {stats['overflow'][layer]:.1%}"
+                          for e, u in enumerate(usage)])
+    figure = go.Figure(go.Heatmap(z=z, x=[f"expert {e}" for e in range(len(z[0]))], y=rows, zmin=0, zmax=1,
+                                  colorscale="Blues", text=[[f"{v:.2f}" for v in r] for r in z],
+                                  texttemplate="%{text}", hovertext=hover, hoverinfo="text"))
+    figure.update_layout(title="Expert usage per task and layer", yaxis={"autorange": "reversed"},
+                         height=140 + 26 * len(rows), meta={"caption": (
+                             "The share of each task's samples that the gate sends to each expert, per layer: "
+                             "an even row is a task that uses every expert alike, a dark cell an expert it relies "
+                             "on.")})
+    return figure
 
 
 def gate_stats_of(run) -> dict | None:

@@ -3,11 +3,31 @@ others after each block), on the Overview and the Sharing graph page."""
 
 import math
 
+import plotly.graph_objects as go
 import streamlit as st
 
-from app.figures import stitch_heatmap
+from app.figures import cell_labels, task_rows_height
 from app.layout import chart
 from app.schemes.view import PageSection, SchemeView
+
+
+def stitch_heatmap(stitches: dict, layer: int) -> go.Figure:
+    """Soft sharing's cross-stitch units after one block: how much each task's column (row) reads
+    from each task's column (column)."""
+    tasks = list(stitches)
+    z = [[stitches[reader][read][layer] for read in tasks] for reader in tasks]
+    labels = cell_labels(len(tasks))
+    figure = go.Figure(go.Heatmap(z=z, x=tasks, y=tasks, colorscale="RdBu", zmid=0,
+                                  text=[[f"{v:.2f}" for v in row] for row in z] if labels else None,
+                                  texttemplate=labels, colorbar={"title": "weight"},
+                                  hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(title=f"Cross-stitch weights after block {layer}",
+                         xaxis={"title": "column read"}, yaxis={"title": "task's column", "autorange": "reversed"},
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "Soft sharing: after this block each task's column becomes the weighted sum of every "
+                             "column, with these learned weights (they start at the identity's neighbourhood: "
+                             "a strong diagonal). Off-diagonal weight is what a task takes from the others.")})
+    return figure
 
 
 def stitches_of(run) -> dict | None:

@@ -9,6 +9,7 @@ search may ask of the training that runs it is lsmn_core.training.session.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -19,6 +20,15 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel, MultitaskNet
 from lsmn_core.training.session import SearchReport, Session
 from lsmn_core.data.tasks import TaskSpec
+
+
+@dataclass
+class RoutingReport:
+    """What `lsmn show` says of a scheme's own routing, beyond what every run has (metrics, counts,
+    the masks' overlap): `data` goes under "routing" in its JSON, `lines` are printed for people."""
+
+    data: dict = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
 
 
 class SharingScheme(nn.Module, abc.ABC):
@@ -106,6 +116,17 @@ class SharingScheme(nn.Module, abc.ABC):
 
     def reset_statistics(self) -> None:
         """Forget statistics gathered while evaluating (the final evaluation gathers them afresh)."""
+
+    @classmethod
+    def routing_report(cls, doc: dict, task_names: list[str]) -> RoutingReport | None:
+        """The scheme's own report of a checked routing document (what `lsmn show` prints of it);
+        None: nothing beyond the generic summary."""
+        return None
+
+    def per_task_norms(self) -> list[str]:
+        """The per-task normalisation parameters (a task's own norms, by the scheme's names), which a
+        fine-tune of the routing may train with it (`with_norms`); none by default."""
+        return []
 
     def routing_summary(self, task_names: list[str]) -> dict:
         """A small JSON report of the learned routing for summary.json; {} when none."""

@@ -182,7 +182,7 @@ def _routing_params(model: MultitaskModel) -> set[str]:
 
 
 def _norm_params(model: MultitaskModel) -> set[str]:
-    return {n for n, _ in model.named_parameters() if n.startswith("body.norms.")}
+    return {f"body.{n}" for n in model.body.per_task_norms()}
 
 
 def _trainable(plan: FinetunePlan, model: MultitaskModel) -> Callable[[str], bool]:

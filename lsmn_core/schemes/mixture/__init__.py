@@ -20,7 +20,8 @@ from torch import nn
 from lsmn_core.errors import RoutingError
 from lsmn_core.store.files import json_integer
 from lsmn_core.options import check
-from lsmn_core.schemes.base import IsometricScheme
+from lsmn_core.schemes.base import IsometricScheme, RoutingReport
+from lsmn_core.schemes.mixture.signatures import signature_report
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Mixture(IsometricScheme):
 
     def routing_parameters(self):
         return ["xi"]
+
+    def per_task_norms(self):
+        return [] if self.options.mix_norm else [f"norms.{name}" for name in self.norms]
 
     def lr_scales(self):
         return {"xi": self.options.signature_lr_scale}
@@ -157,3 +161,23 @@ class Mixture(IsometricScheme):
         weights = self.mixture_weights().detach()
         return {"signatures": {t: weights[i].argmax(-1).tolist() for i, t in enumerate(task_names)},
                 "confidence": {t: weights[i].max(-1).values.tolist() for i, t in enumerate(task_names)}}
+
+    @classmethod
+    def routing_report(cls, doc, task_names):
+        """Each task's module order, how sure it is and whether it is progressive; the tasks that share
+        a template at each layer; how similar the signatures are."""
+        report = signature_report(doc["signatures"])
+        data = {"signatures": {t: {k: r[k] for k in ("order", "confidence", "progressive")}
+                               for t, r in report["tasks"].items()},
+                "signature_similarity": report["similarity"],
+                "shared_layers": [{str(k): v for k, v in layer["groups"].items()} for layer in report["shared_layers"]]}
+        lines = ["signatures (template per layer; * = progressive; confidence = mean max weight):"]
+        for task, signature in data["signatures"].items():
+            mark = "*" if signature["progressive"] else " "
+            mean = sum(signature["confidence"]) / len(signature["confidence"])
+            lines.append(f"  {task:<16}{mark} {' '.join(map(str, signature['order']))}   confidence {mean:.2f}")
+        lines.append("tasks sharing a template, per layer:")
+        for layer, groups in enumerate(data["shared_layers"]):
+            shared = [f"{k}: {', '.join(tasks)}" for k, tasks in groups.items() if len(tasks) > 1]
+            lines.append(f"  layer {layer}: {' | '.join(shared) or '-'}")
+        return RoutingReport(data, lines)
