@@ -16,7 +16,7 @@ import yaml
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
-from lsmn_core.data.tasks import TASK_NAME
+from lsmn_core.data.tasks import task_name_problem
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -189,9 +189,8 @@ def parse_config(data, where: str = "config") -> RunConfig:
     if duplicate:
         raise ConfigError(f"tasks: task name '{duplicate}' appears twice")
     for i, task in enumerate(config.tasks):
-        if not isinstance(task.name, str) or not TASK_NAME.fullmatch(task.name):
-            raise ConfigError(f"tasks[{i}].name: {str(task.name)[:40]!r} must be 1 to 100 characters, none of them "
-                              "'.', '/', '\\' or a control character (parameters and files are named after it)")
+        if problem := task_name_problem(task.name):
+            raise ConfigError(f"tasks[{i}].name: {str(task.name)[:40]!r} {problem}")
         if sum(v is not None for v in (task.dataset, task.file, task.source)) != 1:
             raise ConfigError(f"tasks[{i}] ({task.name}): give exactly one of 'dataset', 'file' or 'source'")
         if task.file is None and (task.dev_file or task.test_file):

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import PROCESS_PATIENCE, REPO, TINY, tiny_config
 from lsmn.cli import main
+from lsmn_core.config import TaskConfig
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.store.files import atomic_write, read_json
 from lsmn_core.store.runs import RunWriter, list_runs, open_run
@@ -173,6 +174,17 @@ def test_json_limits(tmp_path):
 def test_task_names_that_would_become_paths_or_parameter_names_are_refused(name):
     with pytest.raises(ConfigError, match=r"tasks\[0\].name: (.* must be 1 to 100 characters|expected a string)"):
         tiny_config(tasks=[{"name": name, "dataset": "digits", "target": "digit"}])
+
+
+@pytest.mark.parametrize("name", ["half", "keys", "train", "to", "__class__"])
+def test_task_names_that_are_attributes_of_the_heads_container_are_refused(name, tmp_path):
+    """A head per task lives in a ModuleDict under the task's name; `half` or `keys` crashed building it."""
+    with pytest.raises(ConfigError, match=rf"tasks\[0\].name: '{name}' is the name of an attribute of torch's module"):
+        tiny_config(tasks=[{"name": name, "dataset": "digits", "target": "digit"}])
+    from lsmn_core.training.finetune import FinetunePlan
+
+    with pytest.raises(ConfigError, match=rf"--add-task: '{name}' is the name of an attribute"):
+        FinetunePlan(5, "all", [TaskConfig(name=name, dataset="digits", target="mod3")]).check(["digit"])
 
 
 def test_a_very_long_run_name_trains_in_a_folder_of_bounded_name(tmp_path):

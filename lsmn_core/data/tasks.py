@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lsmn_core.store.files import json_integer
 
@@ -19,6 +20,18 @@ MODALITIES = ("image", "vector", "sequence", "tokens")  # [H, W], [features], a 
 PAD = 0  # the token id of padding; a tagging target is IGNORE there
 IGNORE = -1
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")  # parameters, heads and files are named after a task
+# a task's head is a module of a ModuleDict under the task's name, which cannot be one of its attributes
+RESERVED_NAMES = frozenset(dir(nn.ModuleDict()))
+
+
+def task_name_problem(name) -> str | None:
+    """Why `name` cannot name a task (None: it can)."""
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+        return ("must be 1 to 100 characters, none of them '.', '/', '\\' or a control character (parameters and "
+                "files are named after it)")
+    if name in RESERVED_NAMES:
+        return "is the name of an attribute of torch's module containers, which hold a head per task; pick another"
+    return None
 
 
 @dataclass
@@ -50,8 +63,8 @@ class TaskSpec:
         """A spec as stored (run.json, an export), checked: its values size the model's encoders and heads.
         Raises TypeError or ValueError naming what is wrong."""
         spec = cls(**{k: v for k, v in data.items() if k != "metric"})
-        if not isinstance(spec.name, str) or not TASK_NAME.fullmatch(spec.name):
-            raise ValueError(f"task name {str(spec.name)[:40]!r} is not a valid task name")
+        if task_name_problem(spec.name):
+            raise ValueError(f"task name {str(spec.name)[:40]!r} {task_name_problem(spec.name)}")
         if spec.kind not in METRIC_OF_KIND or spec.modality not in MODALITIES:
             raise ValueError(f"task {spec.name}: unknown kind {str(spec.kind)[:20]!r} or modality "
                              f"{str(spec.modality)[:20]!r}")

@@ -24,6 +24,7 @@ import torch
 from lsmn_core.store import routing
 from lsmn_core.config import TaskConfig
 from lsmn_core.data.loading import check_data_fits, load_tasks
+from lsmn_core.data.tasks import task_name_problem
 from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_config
@@ -52,6 +53,9 @@ class FinetunePlan:
             raise ConfigError(f"train must be 'routing', 'all' or 'new', got {self.train!r}")
         if self.train == "new" and not self.add_tasks:
             raise ConfigError("train='new' needs at least one new task")
+        for task in self.add_tasks:
+            if problem := task_name_problem(task.name):
+                raise ConfigError(f"--add-task: {str(task.name)[:40]!r} {problem}")
         clash = sorted(set(parent_tasks) & {t.name for t in self.add_tasks})
         if clash:
             raise ConfigError(f"task {clash[0]!r} is already in the run")
