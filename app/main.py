@@ -8,6 +8,9 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `app`, `lsmn_core`, `analysis` import
 
+from app.schemes import plugin_failures  # noqa: E402 (after the checkout is on the path)
+from app.text import plain  # noqa: E402
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 st.set_page_config(page_title="LSMN Studio", layout="wide")
@@ -17,6 +20,8 @@ if address not in LOOPBACK and os.environ.get("LSMN_ALLOW_REMOTE") != "1":
     st.error(f"LSMN Studio is bound to {address}, where anyone who can reach it may read your files. It serves "
              "127.0.0.1 only; to serve another address anyway, start it with LSMN_ALLOW_REMOTE=1.")
     st.stop()
+for line in plugin_failures():  # a broken plugin never stops the app: the rest works, and this says what is missing
+    st.sidebar.warning(f"Plugin not loaded: {plain(line)}")
 page = st.navigation([
     st.Page("views/overview.py", title="Overview", default=True),
     st.Page("views/masks.py", title="Masks and overlap"),

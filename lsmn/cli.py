@@ -1,5 +1,5 @@
 """The `lsmn` command (a contract of the run directory's readers and writers): train, eval, show,
-list, compare, finetune, adapt, study, export, bench, samples.
+list, compare, finetune, adapt, study, export, bench, plugins, samples.
 
 Problems with the input (config, data, run files, routing) print one line `lsmn: error: ...` and exit
 with status 2; only bugs produce a traceback.
@@ -22,6 +22,7 @@ from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
 from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
+from lsmn_core.installed import listings
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.export import export_run
 from lsmn_core.training.adapt import AdaptPlan, adapt
@@ -185,6 +186,26 @@ def cmd_bench(args) -> None:
               f"({verdict} target {r['target']}, {r['better']} is better)")
 
 
+def cmd_plugins(args) -> None:
+    os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # app views load outside a Streamlit runtime here
+    groups = listings()
+    if args.json:
+        return _print_json({group: [vars(row) for row in rows] for group, rows in groups.items()})
+    for group, rows in groups.items():
+        print(group)
+        if not rows:
+            print("  (none installed)")
+        width = max((len(row.name) for row in rows), default=0) + 2
+        for row in rows:
+            origin = f"{row.package} {row.version}".strip()
+            state = f"  FAILED: {row.problem}" if row.problem else ""
+            print(f"  {row.name:<{width}}{origin:<28}{row.target}{state}")
+    broken = sum(bool(row.problem) for rows in groups.values() for row in rows)
+    if broken:
+        print(f"{broken} entr{'y' if broken == 1 else 'ies'} failed to load; the rest of the Studio works without "
+              f"{'it' if broken == 1 else 'them'}")
+
+
 def cmd_samples(args) -> None:
     for path in build_samples(Path(args.out), Path(args.configs), device=args.device, quiet=args.quiet,
                               only=args.only):
@@ -283,6 +304,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--configs", default="configs", help="where the app-page runs' tasks come from (scale.yaml)")
     b.add_argument("--app", default="app/main.py", help="the app whose pages are timed (default: app/main.py)")
     b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("plugins", help="every registered scheme, block, data set, pretrained loader, merge method and "
+                        "app view, the package it comes from, and any that failed to load")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
 
     sm = sub.add_parser("samples", help="rebuild the shipped example runs")
     sm.add_argument("--out", default="sample_runs", help="where the sample runs go (default: sample_runs)")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import streamlit as st
+
 from app.schemes.view import SchemeView
 from app.state import drawn_safely, run_with_report
 from lsmn_core.errors import LsmnError
+from lsmn_core.installed import failures
 from lsmn_core.plugins import Registry
 
 
@@ -44,6 +47,14 @@ def view_of(kind: str) -> SchemeView:
         return VIEWS.get(kind)
     except LsmnError:
         return NO_VIEW
+
+
+@st.cache_resource(show_spinner=False)
+def plugin_failures() -> list[str]:
+    """One line per installed entry (engine registries and views) that failed to load, with its reason;
+    found once per server (each entry is imported once)."""
+    rows = [*failures(), *((VIEWS.group, row) for row in VIEWS.failures())]
+    return [f"{group} {row.name} ({row.package} {row.version}): {row.problem}" for group, row in rows]
 
 
 def kinds_with(has: Callable[[SchemeView], object]) -> str:

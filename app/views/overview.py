@@ -7,7 +7,7 @@ import streamlit as st
 from analysis.lineage import metric_changes, routing_changes
 from app.figures import MANY_LINES, density_heatmap, overlap_heatmap, training_curves
 from app.layout import chart, task_columns
-from app.schemes import view_of
+from app.schemes import has_view, view_of
 from app.state import current_run, drawn_safely, listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
@@ -108,6 +108,9 @@ if run.meta.get("parent"):
     parent_section(run, summary)
 
 scheme_overview = view_of(run.scheme).overview
+if not has_view(run.scheme):
+    st.caption(f"No app view is installed for the {plain(run.scheme)} scheme: these pages show what every run has "
+               "(metrics, parameters, curves, masks where it has them, attributions).")
 try:
     report = overlap_of(run)
     if report:
