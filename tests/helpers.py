@@ -2,6 +2,8 @@
 generated cases a family runs."""
 
 import os
+import shutil
+import tomllib
 from pathlib import Path
 
 import torch
@@ -48,3 +50,20 @@ def random_masks(model, seed=0, keep=0.4):
     generator = torch.Generator().manual_seed(seed)
     model.body.load_routing({"masks": {name: torch.rand(mask.shape, generator=generator) < keep
                                        for name, mask in model.body.masks().items()}})
+
+
+def install(site: Path, name: str, version: str, entry_points: dict, package: Path | None = None) -> None:
+    """What pip leaves for a package in `site`: its code, and a .dist-info naming it and its entry points."""
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{key} = {target}\n" for key, target in entries.items()) + "\n"
+        for group, entries in entry_points.items()))
+    if package is not None:
+        shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def project(folder: Path) -> dict:
+    """The [project] table of a folder's pyproject.toml (name, version, entry points)."""
+    return tomllib.loads((folder / "pyproject.toml").read_text())["project"]

@@ -11,11 +11,12 @@ import sys
 import tokenize
 from pathlib import Path
 
-from helpers import REPO
+from helpers import REPO, install, project
+from lsmn_core.datasets import DATASETS
 from lsmn_core.schemes import SCHEMES
 
 PACKAGES = ("lsmn_core", "analysis", "app", "lsmn")
-# registries, and experiment definitions that name schemes as data
+# registries, and experiment definitions that name schemes and data sets as data
 MAY_NAME_SCHEMES = {"lsmn_core/schemes/__init__.py", "app/schemes/__init__.py", "lsmn/studies.py",
                     "lsmn/samples.py", "lsmn/bench.py"}
 
@@ -47,6 +48,22 @@ def test_no_scheme_is_named_outside_its_package_and_view():
             literal = token.type == tokenize.STRING and token.string.strip("'\"") in kinds
             if literal or (token.type == tokenize.NAME and token.string in classes):
                 found.append(f"{name}:{token.start[0]}: {token.string}")
+    assert not found, found
+
+
+def test_no_data_set_is_named_outside_its_module():
+    """A data set's name appears as a string only in its own module (the one its entry point names) and
+    in experiment definitions; nothing in the engine, analysis or app branches on a data set's name."""
+    modules = {name: DATASETS.claims(name)[0].target.split(":")[0].replace(".", "/") + ".py"
+               for name in DATASETS.names()}
+    found = []
+    for source, text in sources(*PACKAGES):
+        if source in MAY_NAME_SCHEMES:
+            continue
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            name = token.string.strip("'\"")
+            if token.type == tokenize.STRING and name in modules and modules[name] != source:
+                found.append(f"{source}:{token.start[0]}: {token.string}")
     assert not found, found
 
 
@@ -91,7 +108,11 @@ def test_no_import_cycle_and_no_function_level_import_of_the_project():
 
 
 def test_the_packages_run_outside_a_checkout(tmp_path):
+    """Installed without the checkout (its packages and their metadata, as pip leaves them), the engine
+    and the command train and show a run; only the commands that read the checkout's files need it."""
     site = tmp_path / "site"
+    studio = project(REPO)
+    install(site, studio["name"], studio["version"], studio["entry-points"])
     for package in ("lsmn_core", "analysis", "lsmn"):
         shutil.copytree(REPO / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
     work = tmp_path / "work"

@@ -7,16 +7,14 @@ is an error naming both."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, PROCESS_PATIENCE, REPO
+from helpers import APP_PATIENCE, PROCESS_PATIENCE, REPO, install, project
 from lsmn_core import plugins
 from lsmn_core.datasets import DATASETS
 from lsmn_core.errors import DataError
@@ -28,24 +26,12 @@ PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sh
          "views/edit.py", "views/compare.py"]
 
 
-def install(site: Path, name: str, version: str, entry_points: dict, package: Path | None = None) -> None:
-    """What pip leaves for a package in `site`: its code, and a .dist-info naming it and its entry points."""
-    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (dist / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{key} = {target}\n" for key, target in entries.items()) + "\n"
-        for group, entries in entry_points.items()))
-    if package is not None:
-        shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """The example plugin as its pyproject.toml declares it, and a plugin whose module is missing."""
     site = tmp_path_factory.mktemp("site")
-    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    install(site, project["name"], project["version"], project["entry-points"], EXAMPLE / "lsmn_example_plugin")
+    example = project(EXAMPLE)
+    install(site, example["name"], example["version"], example["entry-points"], EXAMPLE / "lsmn_example_plugin")
     install(site, "broken-plugin", "0.1", {"lsmn.datasets": {"broken": "broken_plugin:load"}})
     return site
 
