@@ -29,6 +29,7 @@ test: $(STAMP) data
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 samples: $(STAMP)
 	$(BIN)/lsmn samples

@@ -64,7 +64,7 @@ def _picked(out: torch.Tensor, target, ids: torch.Tensor | None, position: int |
     if isinstance(target, int):
         return out[..., target]
     picked = out.gather(-1, target[..., None])[..., 0]
-    if picked.dim() == 2:  # tagging [B, L]
+    if picked.dim() == 2 and ids is not None:  # tagging [B, L]
         real = ids != 0
         if position is not None:
             real = real & (torch.arange(real.shape[1], device=real.device) == position)
@@ -91,7 +91,10 @@ def _tap_gradients(network: TaskNetwork, x: torch.Tensor, target,
         for hook in hooks:
             hook.remove()
     selected = _picked(out, target, x if network.tokens else None, position)
-    return list(torch.autograd.grad(selected.sum(), outputs)), outputs
+    tapped = [o for o in outputs if o is not None]
+    if len(tapped) != len(outputs):
+        raise RuntimeError("a module's tap saw no output in the forward pass")
+    return list(torch.autograd.grad(selected.sum(), tapped)), tapped
 
 
 def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradients",
@@ -126,13 +129,13 @@ def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradien
         conductance = ((output[n:] - output[:-n]) * gradient[:-n]).reshape(n_steps, n, *output.shape[1:]).sum(0)
         importance.append(conductance.abs().sum(dim=tuple(range(1, conductance.dim()))).mean().item())
     if network.tokens:
-        path = (weights, alphas, gradients[0], outputs[0].detach())
+        path = (weights, alphas, gradients[0], outputs[0].detach())  # the tokens' tap: their embeddings
         return _token_attributions(network, x, target, method, position, path), importance
     if method == "Integrated Gradients":
         along_path = gradients[0].reshape(n_steps + 1, *x.shape)
         attributions = x * sum(w * g for w, g in zip(weights, along_path))
     else:
-        kwargs = {"baselines": torch.zeros_like(x)} if method == "DeepLift" else {}
+        kwargs: dict[str, object] = {"baselines": torch.zeros_like(x)} if method == "DeepLift" else {}
         if method == "Saliency":
             kwargs["abs"] = True
         explainer = CAPTUM_METHODS[method](network)
@@ -141,7 +144,7 @@ def explain(model, task: int, x: torch.Tensor, method: str = "Integrated Gradien
 
 
 def _token_attributions(network: TaskNetwork, x: torch.Tensor, target, method: str, position: int | None,
-                        path: tuple[list[float], list[float], list[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                        path: tuple[list[float], list[float], torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Per-token attributions [B, L]: the embeddings times the path's weighted gradients there
     (Integrated Gradients), or the gradient at the sequence's own embeddings (Saliency: its size;
     Input x Gradient: times the embeddings), each summed over the embedding's dimensions."""

@@ -139,7 +139,7 @@ def weight_task_sets(mask: np.ndarray, task_names: list[str], top: int = 8) -> t
     """For one parameter's masks [T, *shape]: a category per weight (0 = no task, 1..top = the most
     common task sets, top + 1 = any other set) and each category's label."""
     distinct, inverse, counts = _task_sets(_rows({"mask": mask}))
-    empty = ~distinct.any(1)
+    empty = np.asarray(~distinct.any(1))
     ranked = [i for i in np.argsort(-counts) if not empty[i]][:top]
     category = np.full(len(distinct), top + 1)
     category[empty] = 0

@@ -26,7 +26,7 @@ import logging
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from lsmn_core.data.loading import load_tasks
 from lsmn_core.store.export import SparseInference, export_model, load_export
 from lsmn_core.schemes.magnitude import keep_largest
 from lsmn_core.schemes import build_model
+from lsmn_core.schemes.hyper.hypermodules import Hypermodules
 from lsmn_core.schemes.hyper.search import sample_challengers
 from lsmn_core.store.runs import list_runs, open_run
 from lsmn_core.data.tasks import TaskSpec
@@ -59,7 +60,7 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def _timed(calls: dict[str, Callable[[], object]], budget: float = 3.0, most: int = 25) -> dict[str, float]:
+def _timed(calls: Mapping[str, Callable[[], object]], budget: float = 3.0, most: int = 25) -> dict[str, float]:
     """Median seconds per call of each contender. After a warm-up round the contenders take turns,
     round after round, so that the shared machine's drift touches them all alike; as many rounds
     as fit in `budget` seconds, at least 3 and at most `most`."""
@@ -72,7 +73,7 @@ def _timed(calls: dict[str, Callable[[], object]], budget: float = 3.0, most: in
 
     warm_up = sum(once(fn) for fn in calls.values())
     rounds = max(3, min(most, int(budget / max(warm_up, 1e-9))))
-    times = {name: [] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
             times[name].append(once(fn))
@@ -136,7 +137,7 @@ def bench_sparse_inference(width: int = 1024, depth: int = 4, batch: int = 16) -
              "better": "higher"}]
 
 
-def _train_step(forward, params: list[torch.Tensor]) -> Callable[[], None]:
+def _train_step(forward, params: Sequence[torch.Tensor]) -> Callable[[], None]:
     """One forward + backward of `forward()` with fresh gradients, as a timed call."""
     def step():
         for p in params:
@@ -321,8 +322,8 @@ def bench_batched_imp(n_tasks: int = 8, width: int = 128, round_steps: int = 20,
             "train": {"batch_size": 64, "device": device}})
         data = load_tasks(config.tasks, config.data)
         model = build_model([d.spec for d in data], config).to(device)
-        tasks = DeviceTasks(data, torch.device(device), config)
-        session = TrainingSession(model, tasks, config, Reporter(None, quiet=True))
+        session = TrainingSession(model, DeviceTasks(data, torch.device(device), config), config,
+                                  Reporter(None, quiet=True))
         _synchronize()
         start = time.perf_counter()
         report = model.body.search_routing(session)
@@ -358,15 +359,18 @@ def bench_muir_generation(n_tasks: int = 16, width: int = 128, challengers: int 
                            "model": {"width": width, "depth": 2},
                            "scheme": {"kind": "hyper", "block": [16, 16], "challengers": challengers}})
     body = build_model(specs, config).body.to(device)
+    if not isinstance(body, Hypermodules):
+        raise TypeError(f"the hyper scheme built a {type(body).__name__}")
     candidates, active, _ = sample_challengers(body.alignment.tolist(), body.n_hypermodules, config.scheme,
                                                np.random.RandomState(0))
     body.begin_generation(candidates, active.fill_(True))
     locations = torch.arange(len(body.alignment), device=device)
-    params = [body.hypermodules, body.contexts, body.scores]
+    chosen, _, _, scores = body.generation()
+    params = [body.hypermodules, body.contexts, scores]
 
     def one_einsum():  # the same sum over a gathered [l, 1 + lambda, m, n, c] tensor
         z, gain = body.contexts[locations], body.gain[locations][:, None, None]
-        stacked = body.hypermodules[body.candidates[locations]]
+        stacked = body.hypermodules[chosen[locations]]
         return torch.einsum("lkmnc,lc,lk->lmn", stacked, z, body.candidate_weights()[locations]) * gain
 
     times = _timed({"columns": _train_step(lambda: body.blocks(locations), params),
@@ -449,14 +453,16 @@ def _write_streaming_task(folder: Path, gigabytes: float, features: int) -> None
         for start in range(0, n, 16384):
             chunk = generator.randn(min(16384, n - start), features).astype(np.float32)
             x[start : start + len(chunk)], y[start : start + len(chunk)] = chunk, (chunk @ projection).argmax(1)
-        x.flush(), y.flush()
+        x.flush()
+        y.flush()
         del x, y
 
 
-def streaming_child(mode: str, folder: str, steps: str) -> dict:
+def streaming_child(mode: str, where: str, count: str) -> dict:
     """One side of the streaming figure, run in its own process so that its peak resident memory is
-    its own: the task of `folder` streamed from its files, or loaded into memory as today's path."""
-    folder, steps = Path(folder), int(steps)
+    its own: the task of `where` streamed from its files, or loaded into memory as today's path; the
+    arguments are a child process's command-line words."""
+    folder, steps = Path(where), int(count)
     files = {split: [str(folder / f"{split}-x.npy"), str(folder / f"{split}-y.npy")]
              for split in ("train", "dev", "test")}
     task = ({"source": "lsmn_core.data.streaming:npy_files", "args": files, "classes": 10} if mode == "streamed" else
@@ -546,7 +552,7 @@ def _render_pages(app: Path, run) -> dict[str, float]:
         start = time.perf_counter()
         (test.run() if page == "overview" else test.switch_page(f"views/{page}.py").run())
         times[page] = time.perf_counter() - start
-        if test.exception or test.error or run.id not in test.sidebar.selectbox(key="run_select").value:
+        if test.exception or test.error or run.id not in str(test.sidebar.selectbox(key="run_select").value):
             raise RuntimeError(f"app page {page} failed on run {run.id}")
     return times
 
@@ -584,7 +590,8 @@ def bench_sample_pages(configs: Path, app: Path, samples: Path = SAMPLES, most_t
              if len(run.task_names) <= most_tasks and (run.path / "summary.json").is_file()}
     slowest = max(((run, page) for run in times for page in times[run]), key=lambda rp: times[rp[0]][rp[1]])
     value = times[slowest[0]][slowest[1]]
-    each = "; ".join(f"{run} {max(pages.values()):.2f} ({max(pages, key=pages.get)})" for run, pages in times.items())
+    each = "; ".join(f"{run} {max(pages.values()):.2f} ({max(pages, key=lambda p: pages[p])})"
+                     for run, pages in times.items())
     return [{"name": f"app pages, first render (s), every page of the {len(times)} sample runs of at most "
                      f"{most_tasks} tasks, slowest page of each: {each}",
              "value": value, "unit": "s", "baseline": f"target 2 s (slowest: {slowest[1]} of {slowest[0]})",
@@ -650,7 +657,7 @@ def bench_thousand_task_pages(configs: Path, app: Path, trained: Path = TRAINED_
             run = open_run(train(load_config(configs / "scale-1000.yaml", THOUSAND_TASKS_STEPS), tmp, quiet=True))
             which = f"a run of its shapes trained for 20 steps ({trained} is not built)"
         times = _render_pages(app, run)
-    slowest = max(times, key=times.get)
+    slowest = max(times, key=lambda page: times[page])
     each = ", ".join(f"{page} {seconds:.2f}" for page, seconds in times.items())
     return [{"name": f"app pages, first render (s), 1,000 tasks (configs/scale-1000.yaml), {which}: {each}",
              "value": times[slowest], "unit": "s", "baseline": f"target 2 s (slowest: {slowest})",

@@ -40,6 +40,7 @@ def _print_json(data) -> None:
 def cmd_train(args) -> None:
     if (args.config is None) == (args.resume is None):
         raise ConfigError("give a config to train, or --resume RUN to continue a run (not both)")
+    path: Path | None
     if args.resume:
         if args.set or args.tensorboard:
             raise ConfigError("--set and --tensorboard cannot change a resumed run; it continues with its own config")

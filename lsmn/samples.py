@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from lsmn_core.config import load_config
+from lsmn_core.errors import ConfigError
 from lsmn_core.training.trainer import train
 
 SAMPLES = {  # folder: (config, overrides)
@@ -44,6 +45,8 @@ def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = F
         config = load_config(Path(configs) / config_file, [f"name={folder}", *overrides])
         with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
             run = train(config, tmp, device=device, folder=folder, quiet=quiet)
+            if run is None:
+                raise ConfigError("sample runs are built in one process, not under torchrun")
             target = out / folder
             if target.exists():
                 shutil.rmtree(target)

@@ -31,6 +31,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +62,8 @@ def signature_study(seeds=(0, 1, 2), steps: int = 1500, task: str = "digit", dev
     lines = ["| signature | test accuracy (mean ± std) | module order (seed 0) |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("learned", "sequential", "cyclic", "random"):
-            accuracies, first_order = [], None
+            accuracies: list[float] = []
+            first_order: list[int] = []
             for seed in seeds:
                 config = load_config(Path(configs) / "mixture.yaml", [
                     f"tasks=[{{name: {task}, dataset: digits, target: {task}}}]", f"seed={seed}",
@@ -75,10 +78,10 @@ def signature_study(seeds=(0, 1, 2), steps: int = 1500, task: str = "digit", dev
 def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu",
                    configs: Path = CONFIGS) -> str:
     """Markdown table: a new digits task learned by signature alone versus full fine-tuning."""
-    variants = [("signature + head, random init", "routing", None),
-                ("signature + head, init from `digit`", "routing", "digit"),
-                ("full fine-tuning", "all", None)]
-    results = {name: {"new": [], "old": [], "params": None} for name, _, _ in variants}
+    variants: list[tuple[str, Literal["routing", "all"], str | None]] = [
+        ("signature + head, random init", "routing", None), ("signature + head, init from `digit`", "routing", "digit"),
+        ("full fine-tuning", "all", None)]
+    results: dict[str, dict] = {name: {"new": [], "old": [], "params": None} for name, _, _ in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             config = load_config(Path(configs) / "mixture.yaml", [f"seed={seed}", f"name=parent-{seed}"])
@@ -102,9 +105,9 @@ def transfer_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", de
 def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", device: str = "cpu",
                      configs: Path = CONFIGS) -> str:
     """Markdown table: adding a task to MANN (new weights only) against fine-tuning a hard-shared model."""
-    variants = [("mann, new task on weights no old task owns", "scheme={kind: mann, keep: 0.15, round_steps: 200}",
-                 "new"),
-                ("hard sharing, fine-tuned on the new task", "scheme={kind: hard}", "all")]
+    variants: list[tuple[str, str, Literal["new", "all"]]] = [
+        ("mann, new task on weights no old task owns", "scheme={kind: mann, keep: 0.15, round_steps: 200}", "new"),
+        ("hard sharing, fine-tuned on the new task", "scheme={kind: hard}", "all")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, scheme, mode in variants:
@@ -129,7 +132,7 @@ def forgetting_study(seeds=(0, 1, 2), steps: int = 600, new_task: str = "mod3", 
 def pruning_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS) -> str:
     """Markdown table: MANN with 90% of the body removed against the dense model, per task."""
     results: dict[str, dict[str, list[float]]] = {}
-    body_kept = None
+    body_kept = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for label, overrides in (("dense", ["scheme={kind: hard}"]), ("mann", [])):
             for seed in seeds:
@@ -194,9 +197,9 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
                         ari.setdefault(column, []).append(adjusted_rand_index(labels, base.scheme.groups))
             fits = [least_squares_rmse(load_tasks(c.tasks, c.data))
                     for c in (seed_config(config, list(overrides), seed, domain) for seed in seeds)]
-            if None not in fits:
+            if all(fit is not None for fit in fits):
                 column = f"{domain} test RMSE" if domain else "mean test RMSE"
-                results[LEAST_SQUARES][column] = fits
+                results[LEAST_SQUARES][column] = [float(fit or 0) for fit in fits]
     columns = list(next(iter(results.values())))
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {v} | " + " | ".join(_mean_std(r[c]) if c in r else "" for c in columns) + " |"
@@ -217,8 +220,8 @@ LEAST_SQUARES = "single-task least squares (closed form)"
 def seed_config(config, overrides: list[str], seed: int, domain: str | None):
     """The study's config for one seed (which draws the data and the model) and domain."""
     run_config = load_config(config, [*overrides, f"seed={seed}", f"data.split_seed={seed}", f"name=muir-{seed}"])
-    for task in run_config.tasks if domain else ():
-        task.domain = domain
+    for task in run_config.tasks:
+        task.domain = domain or task.domain
     return run_config
 
 
@@ -234,7 +237,7 @@ def least_squares_rmse(data: list[TaskData]) -> float | None:
         return None
     errors = []
     for task in data:
-        (x, y), (x_test, y_test) = task.splits["train"], task.splits["test"]
+        (x, y), (x_test, y_test) = (task.rows(split, task.spec.sizes[split]) for split in ("train", "test"))
         w = np.linalg.lstsq(x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64), rcond=None)[0]
         errors.append(float(np.sqrt(np.mean((x_test.reshape(len(x_test), -1) @ w - y_test) ** 2))))
     return statistics.mean(errors)
@@ -258,7 +261,7 @@ def _kang_separable(seed: int, domain: str) -> float:
 
 BLOCKS = {"mlp": "mlp", "conv": "conv", "attention": "attention",
           "user (`gated_block:GatedBlock`)": {"class": "gated_block:GatedBlock", "args": {"expansion": 2}}}
-BLOCK_SCHEMES = {  # each scheme's search kept short, so that the table fits in one sitting
+BLOCK_SCHEMES: dict[str, dict] = {  # each scheme's search kept short, so that the table fits in one sitting
     "independent": {}, "hard": {},
     "sparse": {"prune_rate": 0.3, "min_density": 0.3, "round_steps": 150, "warmup_steps": 100},
     "mann": {"keep": 0.3, "rounds": 1, "round_steps": 200},
@@ -311,7 +314,7 @@ def domains_study(seeds=(0, 1), device: str = "cpu", configs: Path = CONFIGS, bl
                 run = open_run(train(config, tmp, device=device, quiet=True))
                 signatures = run.routing()[0]["signatures"]
                 domain = {t.name: t.domain for t in config.tasks}
-                target = {t.name: t.target for t in config.tasks}
+                target = {t.name: str(t.target) for t in config.tasks}
                 cells = [f"{pair_sharing(signatures, domain, b):.2f} / {pair_sharing(signatures, target, b):.2f}"
                          for b in bands]
                 accuracy = statistics.mean(m["test"] for m in run.summary()["metrics"].values())
@@ -421,7 +424,9 @@ def adapt_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, b
     lines = ["| block | target | no adaptation | mixture weights only | input adapter only |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for block in blocks:
-            before, after, counts = [], {"routing": [], "encoder": []}, {}
+            before: list[float] = []
+            counts: dict[str, int] = {}
+            after: dict[Literal["routing", "encoder"], list[float]] = {"routing": [], "encoder": []}
             for seed in seeds:
                 config = load_config(Path(configs) / "adapt.yaml",
                                      [f"seed={seed}", f"name=adapt-{block}-{seed}", f"model.block={block}"])
@@ -437,7 +442,8 @@ def adapt_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, b
     return "\n".join(lines)
 
 
-STUDIES = {"signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
-           "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study,
-           "domains": domains_study, "code_tokens": code_tokens_study, "moe": moe_study,
-           "sharing": sharing_study, "adapt": adapt_study}
+STUDIES: dict[str, Callable[..., str]] = {
+    "signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
+    "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study, "domains": domains_study,
+    "code_tokens": code_tokens_study, "moe": moe_study, "sharing": sharing_study, "adapt": adapt_study
+}

@@ -19,6 +19,7 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -83,7 +84,7 @@ class Task:
     def config(self, folder: Path) -> dict:
         """Its config entry: the arrays saved under `folder` by their content's hash, or the Datasets
         kept in this process."""
-        kind = {"accuracy": "classification", "rmse": "regression"}.get(self.metric, self.kind)
+        kind = {"accuracy": "classification", "rmse": "regression"}[self.metric] if self.metric else self.kind
         if self.metric and self.kind and kind != self.kind:
             raise ConfigError(f"task {self.name}: metric {self.metric} does not go with kind {self.kind}")
         splits = {"train": self.train, "dev": self.dev, "test": self.test}
@@ -93,7 +94,7 @@ class Task:
             return {"name": self.name, "source": f"{__name__}:handed_data", "args": {"key": key}, "kind": kind,
                     "classes": self.classes}
         buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays())
+        np.savez(buffer, allow_pickle=False, **self.arrays())
         digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
         path = folder / f"{self.name}-{digest}.npz"
         if not path.is_file():
@@ -115,13 +116,14 @@ def open_run(path: str | Path) -> TrainedRun:
     return TrainedRun(Path(path))
 
 
-def train(config: dict | str | Path, tasks: list[Task] = (), out: str | Path = "runs", device: str | None = None,
-          quiet: bool = True) -> TrainedRun:
+def train(config: dict | str | Path, tasks: Sequence[Task] = (), out: str | Path = "runs", device: str | None = None,
+          quiet: bool = True) -> TrainedRun | None:
     """Train `config` (a dict as the YAML would hold, or a YAML file) on its own tasks plus `tasks`;
-    returns the run."""
+    returns the run (None in the processes of a torchrun job that do not write it, rank > 0)."""
     data = dict(config) if isinstance(config, dict) else load_config(config).to_dict()
     data.setdefault("name", "run")
     if not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks: expected lsmn_core.Task objects")
     data["tasks"] = list(data.get("tasks") or []) + [t.config(Path(out) / ".data") for t in tasks]
-    return open_run(train_config(parse_config(data), out, device=device, quiet=quiet))
+    path = train_config(parse_config(data), out, device=device, quiet=quiet)
+    return open_run(path) if path is not None else None

@@ -7,6 +7,7 @@ range raise ConfigError naming the key. `--set a.b=value` overrides go through t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,14 +62,15 @@ def _depth(value, level: int = 0) -> int:
     return max((_depth(v, level + 1) for v in children), default=level)
 
 
-positive = (lambda v: v > 0, "must be > 0")
-seed_range = (lambda v: 0 <= v < 2**32, "must be in 0 .. 2**32 - 1")
+Check = tuple[Callable[[Any], bool], str]  # a predicate and what it says a value must be
+positive: Check = (lambda v: v > 0, "must be > 0")
+seed_range: Check = (lambda v: 0 <= v < 2**32, "must be in 0 .. 2**32 - 1")
 
 
-def between(low: int, high: int):
+def between(low: int, high: int) -> Check:
     """A check of an integer's range (huge values would allocate terabytes or loop for hours)."""
     return lambda v: low <= v <= high, f"must be in {low} .. {high:,}"
-fraction = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+fraction: Check = (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
 
 
 @dataclass
@@ -204,7 +206,7 @@ def parse_config(data, where: str = "config") -> RunConfig:
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML config file, apply overrides and validate it."""
     path = Path(path)
     if not path.is_file():

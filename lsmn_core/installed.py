@@ -19,6 +19,9 @@ def listings(groups: tuple[str, ...] = GROUPS) -> dict[str, list[Listing]]:
     return {group: registry(group).listing() for group in groups}
 
 
-def failures(groups: tuple[str, ...] = tuple(r.group for r in ENGINE)) -> list[tuple[str, Listing]]:
+ENGINE_GROUPS = tuple(each.group for each in ENGINE)
+
+
+def failures(groups: tuple[str, ...] = ENGINE_GROUPS) -> list[tuple[str, Listing]]:
     """(group, listing) of every entry that does not work, with its reason."""
     return [(group, row) for group, rows in listings(groups).items() for row in rows if row.problem]

@@ -11,7 +11,11 @@ from lsmn_core.errors import DataError
 def _box_blur(images: np.ndarray) -> np.ndarray:
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
     h, w = images.shape[1:]
-    return sum(padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+    total = np.zeros_like(images)
+    for i in range(3):
+        for j in range(3):
+            total += padded[:, i : i + h, j : j + w]
+    return total / 9.0
 
 
 def _edges(images: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ here knows a data set by its name: a data set says what its rows are (lsmn_core.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from torch.utils.data import Dataset, Subset
 
 from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.data.domains import ORIGINAL, apply_domain
-from lsmn_core.data.sources import LoadedTask, applies_domain, call_source
-from lsmn_core.data.splits import assemble_splits
-from lsmn_core.data.streaming import is_dataset
+from lsmn_core.data.sources import LoadedTask, Rows, applies_domain, call_source, streamed
+from lsmn_core.data.splits import Arrays, assemble_splits, assemble_streams
+from lsmn_core.data.streaming import is_dataset, length
 from lsmn_core.data.tasks import IGNORE, PAD, TaskSpec
 from lsmn_core.data.user_files import read_user_file
 from lsmn_core.datasets import DATASETS
@@ -25,8 +26,8 @@ from lsmn_core.plugins import load_named
 @dataclass
 class TaskData:
     spec: TaskSpec
-    splits: dict[str, tuple[np.ndarray, np.ndarray] | Dataset]  # split -> (X float32, y int64 | float32), or
-    # a Dataset of (x, y) rows for a streamed task (lsmn_core.data.streaming)
+    splits: Mapping[str, Arrays | Dataset]  # split -> (X float32, y int64 | float32), or a Dataset of (x, y)
+    # rows for a streamed task (lsmn_core.data.streaming)
     vocabulary: list[str] | None = None  # token tasks: the text of each id, where the data set knows it
 
     @property
@@ -38,7 +39,7 @@ class TaskData:
         data = self.splits[split]
         if not is_dataset(data):
             return data[0][:count], data[1][:count]
-        items = [data[i] for i in range(min(count, len(data)))]
+        items = [data[i] for i in range(min(count, length(data)))]
         return (np.stack([np.asarray(x, dtype=np.float32) for x, _ in items]),
                 np.asarray([np.asarray(y) for _, y in items]))
 
@@ -48,7 +49,7 @@ class Described:
     """A task's splits with what the model needs to know of them: kind, outputs, modality, and per
     split whether it came as given ("given") or was drawn from the training rows ("drawn")."""
 
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    splits: dict[str, Arrays]
     kind: str
     n_outputs: int
     modality: str
@@ -58,28 +59,32 @@ class Described:
 def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
     """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
     vocabulary = None
+    rows: LoadedTask | Rows
     if task.file is not None:
-        rows, in_domain = read_user_file(task), False
+        rows, in_domain = read_user_file(task, task.file), False
         source = f"file {Path(task.file).name}, target {task.target or 'y'}"
     else:
         if task.source is not None:
             name, loader, source = task.source, load_named(task.source, f"task {task.name}: source", DataError), \
                 f"factory {task.source}"
-        else:
+        elif task.dataset is not None:
             name, loader = task.dataset, DATASETS.get(task.dataset, f"task {task.name}")
             source = f"{task.dataset}, target {task.target}, domain {task.domain}"
+        else:
+            raise DataError(f"task {task.name}: give one of 'dataset', 'file' or 'source'")
         rows, in_domain = call_source(loader, task, data, name, with_target=task.source is None), applies_domain(loader)
     if isinstance(rows, LoadedTask):
         described = _as_loaded(rows, data)
         source += f", {rows.description}" if rows.description else ""
         vocabulary = rows.vocabulary
-    elif is_dataset(rows["train"]):
+    elif streamed(rows):
         return _streamed_task(task, rows, data)
     else:
         described = _inferred(task, rows, data)
     splits = described.splits if in_domain else _in_domain(task, described.splits, described.modality)
     if task.limit:
-        splits["train"] = tuple(a[: task.limit] for a in splits["train"])
+        x, y = splits["train"]
+        splits["train"] = x[: task.limit], y[: task.limit]
     vocab = int(max(x.max() for x, _ in splits.values())) + 1 if described.modality == "tokens" else 0
     spec = TaskSpec(
         name=task.name, kind=described.kind, n_outputs=described.n_outputs, modality=described.modality,
@@ -97,7 +102,7 @@ def _as_loaded(loaded: LoadedTask, data: DataConfig) -> Described:
     return Described(assemble_splits(given, data), loaded.kind, loaded.n_outputs, loaded.modality, origin)
 
 
-def _inferred(task: TaskConfig, given: dict[str, tuple[np.ndarray, np.ndarray]], data: DataConfig) -> Described:
+def _inferred(task: TaskConfig, given: dict[str, Arrays], data: DataConfig) -> Described:
     """Arrays of a user's file or factory, described by inference: classes encoded 0 .. C-1 over every
     split (per token for tagging), regression targets as floats, vector features standardised by the
     training split's statistics (`standardise`)."""
@@ -182,12 +187,12 @@ def _streamed_task(task: TaskConfig, given: dict[str, Dataset], data: DataConfig
         if not classes:
             raise DataError(f"task {task.name}: a streamed classification task needs its number of classes: "
                             "set `classes: N` (labels 0 .. N-1) or give the Dataset a `classes` list")
-    splits = assemble_splits(given, data)
+    splits = assemble_streams(given, data)
     if task.limit:
-        splits["train"] = Subset(splits["train"], range(min(task.limit, len(splits["train"]))))
+        splits["train"] = Subset(splits["train"], range(min(task.limit, length(splits["train"]))))
     spec = TaskSpec(
         name=task.name, kind=kind, n_outputs=classes or 1, modality="vector" if len(shape) == 1 else "image",
-        input_shape=shape, sizes={k: len(v) for k, v in splits.items()},
+        input_shape=shape, sizes={k: length(v) for k, v in splits.items()},
         source=f"factory {task.source} (streamed)",
         splits={split: "given" if split in given else "drawn" for split in ("train", "dev", "test")},
     )

@@ -14,13 +14,15 @@ input domain and applies it itself (else the engine applies it to image inputs);
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from torch.utils.data import Dataset
+from typing_extensions import TypeIs
 
 from lsmn_core.config import DataConfig, TaskConfig
+from lsmn_core.data.splits import Arrays
 from lsmn_core.data.streaming import checked_dataset, is_dataset
 from lsmn_core.data.tasks import METRIC_OF_KIND, MODALITIES
 from lsmn_core.data.user_files import SPLIT_ARRAYS, checked_split
@@ -29,7 +31,12 @@ from lsmn_core.plugins import one_line
 
 CONTEXT = ("domain", "data")  # keyword parameters a source may declare to receive the task's context
 
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+Rows = dict[str, Arrays] | dict[str, Dataset]  # a plain source's splits: arrays, or Datasets to stream
+
+
+def streamed(rows: Rows) -> TypeIs[dict[str, Dataset]]:
+    """Whether a plain source's splits are Datasets (every split is, or _checked_rows refuses them)."""
+    return is_dataset(rows["train"])
 
 
 @dataclass
@@ -41,7 +48,7 @@ class LoadedTask:
     published (the others are drawn), what the run records about the rows beyond their data set,
     target and domain, and for token tasks the text of each id."""
 
-    splits: Splits
+    splits: dict[str, Arrays]
     kind: str
     n_outputs: int
     modality: str
@@ -51,11 +58,12 @@ class LoadedTask:
 
 
 def call_source(source: Callable, task: TaskConfig, data: DataConfig, name: str,
-                with_target: bool) -> LoadedTask | dict[str, tuple[np.ndarray, np.ndarray] | Dataset]:
+                with_target: bool) -> LoadedTask | Rows:
     """Call a data set (`with_target`) or factory for `task` and check what it returns; every problem
     is one DataError line naming the task (`name`: what the config calls the source)."""
     if not callable(source):
         raise DataError(f"task {task.name}: {name!r} is not a function")
+    parameters: Mapping[str, inspect.Parameter]
     try:
         parameters = inspect.signature(source).parameters
     except (TypeError, ValueError):  # a builtin without a signature takes no context
@@ -84,7 +92,7 @@ def applies_domain(source: Callable) -> bool:
         return False
 
 
-def _checked_rows(result, task: TaskConfig, name: str) -> dict[str, tuple[np.ndarray, np.ndarray] | Dataset]:
+def _checked_rows(result, task: TaskConfig, name: str) -> Rows:
     """A plain result: (X, y), a Dataset, or a dict of those by split; arrays checked, Datasets wrapped."""
     if isinstance(result, tuple) and len(result) == 2 or is_dataset(result):
         result = {"train": result}
@@ -100,7 +108,7 @@ def _checked_rows(result, task: TaskConfig, name: str) -> dict[str, tuple[np.nda
     return {split: _arrays(task, x, y, f"{name} ({split})", split, task.tokens) for split, (x, y) in result.items()}
 
 
-def _arrays(task: TaskConfig, x, y, where: str, split: str, tokens: bool) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(task: TaskConfig, x, y, where: str, split: str, tokens: bool) -> Arrays:
     try:
         x, y = np.asarray(x), np.asarray(y)
     except (TypeError, ValueError) as exc:

@@ -3,11 +3,15 @@ is missing drawn from its training rows."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from lsmn_core.config import DataConfig
-from lsmn_core.data.streaming import is_dataset
+from lsmn_core.data.streaming import length
+
+Arrays = tuple[np.ndarray, np.ndarray]  # a split's inputs and targets
 
 
 def split_indices(n: int, data: DataConfig) -> dict[str, np.ndarray]:
@@ -33,15 +37,18 @@ def _drawn_rows(n: int, given: set[str], data: DataConfig) -> dict[str, np.ndarr
     return {"train": np.arange(n)}
 
 
-def assemble_splits(given: dict[str, tuple[np.ndarray, np.ndarray] | Dataset],
-                    data: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray] | Dataset]:
+def assemble_splits(given: Mapping[str, Arrays], data: DataConfig) -> dict[str, Arrays]:
     """The given splits as given; a missing dev or test split drawn from the training rows."""
+    x, y = given["train"]
+    splits = {split: (x[i], y[i]) for split, i in _drawn_rows(len(y), set(given), data).items()}
+    splits.update({split: given[split] for split in ("dev", "test") if split in given})
+    return {split: splits[split] for split in ("train", "dev", "test")}
+
+
+def assemble_streams(given: Mapping[str, Dataset], data: DataConfig) -> dict[str, Dataset]:
+    """The same for a streamed task's Datasets: missing splits are Subsets of the training rows."""
     train = given["train"]
-    rows = _drawn_rows(len(train) if is_dataset(train) else len(train[1]), set(given), data)
-    splits: dict[str, tuple[np.ndarray, np.ndarray] | Dataset]
-    if is_dataset(train):
-        splits = {split: Subset(train, i.tolist()) for split, i in rows.items()}
-    else:
-        splits = {split: (train[0][i], train[1][i]) for split, i in rows.items()}
+    splits: dict[str, Dataset] = {split: Subset(train, i.tolist())
+                                  for split, i in _drawn_rows(length(train), set(given), data).items()}
     splits.update({split: given[split] for split in ("dev", "test") if split in given})
     return {split: splits[split] for split in ("train", "dev", "test")}

@@ -12,12 +12,14 @@ replayed on resume, and the same seed gives the same batches whatever the number
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import cast
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from typing_extensions import TypeIs
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lsmn_core.errors import DataError
@@ -40,7 +42,7 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.y)
 
-    def batch(self, size: int, generator: torch.Generator):
+    def batch(self, size: int, generator: torch.Generator | None):
         idx = torch.randint(len(self.y), (min(size, len(self.y)),), generator=generator).to(self.x.device,
                                                                                             non_blocking=True)
         return self.x[idx], self.y[idx]
@@ -77,7 +79,7 @@ class StreamedSplit:
         self._stream: Iterator | None = None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return length(self.dataset)
 
     def _loader(self, **sampling) -> DataLoader:
         workers = self.options.workers
@@ -88,7 +90,7 @@ class StreamedSplit:
     def batch(self, size: int, generator: torch.Generator | None = None):
         """The next training batch of the split's own stream (`generator` is the in-memory path's)."""
         if self._stream is None:
-            sampler = _IndexStream(len(self.dataset), min(size, len(self.dataset)), self.seed, skip=self.drawn)
+            sampler = _IndexStream(length(self.dataset), min(size, length(self.dataset)), self.seed, skip=self.drawn)
             self._stream = iter(self._loader(batch_sampler=sampler))
         batch = self._read(lambda: next(self._stream))
         self.drawn += 1
@@ -142,8 +144,13 @@ class StreamedSplit:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def is_dataset(value) -> bool:
+def is_dataset(value) -> TypeIs[Dataset]:
     return isinstance(value, Dataset)
+
+
+def length(dataset: Dataset) -> int:
+    """The rows of a map-style Dataset (checked_dataset makes sure that it has a length)."""
+    return len(cast(Sized, dataset))
 
 
 def checked_dataset(task: str, split: str, dataset) -> Dataset:

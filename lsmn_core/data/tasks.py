@@ -78,9 +78,9 @@ class TaskSpec:
             raise ValueError(f"task {spec.name}: a token task needs a vocab of 1 .. 2**24 ids")
         return spec
 
-    def padding(self, x: torch.Tensor) -> torch.Tensor | None:
-        """For token inputs [..., L], where the padding is (bool); None for any other input."""
-        return x == PAD if self.modality == "tokens" else None
+    def padding(self, x: torch.Tensor) -> torch.Tensor:
+        """Where a token task's inputs [..., L] are padding (bool)."""
+        return x == PAD
 
 
 def _count(value, limit: int) -> bool:

@@ -15,16 +15,16 @@ from lsmn_core.errors import DataError
 SPLIT_ARRAYS = {"train": ("X", "y"), "dev": ("X_dev", "y_dev"), "test": ("X_test", "y_test")}
 
 
-def read_user_file(task: TaskConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The splits a task's files give: always train; dev and test where the .npz holds X_dev, y_dev
-    or X_test, y_test, or the task names a dev_file or test_file (.csv or .npz)."""
-    given = read_split_file(task, Path(task.file), allow_splits=True)
-    for split, file in (("dev", task.dev_file), ("test", task.test_file)):
-        if file is not None:
+def read_user_file(task: TaskConfig, file: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits a task's files give (`file`, its training file): always train; dev and test where
+    the .npz holds X_dev, y_dev or X_test, y_test, or the task names a dev_file or test_file (.csv or .npz)."""
+    given = read_split_file(task, Path(file), allow_splits=True)
+    for split, other in (("dev", task.dev_file), ("test", task.test_file)):
+        if other is not None:
             if split in given:
-                raise DataError(f"task {task.name}: the {split} split is given twice ({Path(task.file).name} "
-                                f"holds it and {split}_file names {Path(file).name})")
-            given[split] = read_split_file(task, Path(file), allow_splits=False)["train"]
+                raise DataError(f"task {task.name}: the {split} split is given twice ({Path(file).name} "
+                                f"holds it and {split}_file names {Path(other).name})")
+            given[split] = read_split_file(task, Path(other), allow_splits=False)["train"]
     features = {x.shape[1:] for x, _ in given.values()}
     if len(features) > 1:
         raise DataError(f"task {task.name}: the splits' X have different feature shapes {sorted(features)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,14 @@ from lsmn_core.data.splits import split_indices
 from lsmn_core.datasets.subsets import subset_splits
 
 NAME = "digits"
-TARGETS = {
+TARGETS: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     "digit": (10, lambda d: d),
     "parity": (2, lambda d: d % 2),
     "ge5": (2, lambda d: (d >= 5).astype(np.int64)),
     "mod3": (3, lambda d: d % 3),
     "loops": (3, lambda d: np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1])[d]),  # closed loops in the glyph
-    **{f"is{k}": (2, lambda d, k=k: (d == k).astype(np.int64)) for k in range(10)},  # one digit against the rest
+    **{f"is{k}": (2, functools.partial(lambda d, k: (d == k).astype(np.int64), k=k))  # one digit against the rest
+       for k in range(10)},
 }
 
 
@@ -35,7 +37,8 @@ def images() -> tuple[np.ndarray, np.ndarray]:
     importing scikit-learn (about 1.5 s), which keeps `lsmn eval` and the app's first view quick.
     """
     spec = importlib.util.find_spec("sklearn")
-    csv = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    where = spec.submodule_search_locations if spec else None
+    csv = Path(where[0]) / "datasets" / "data" / "digits.csv.gz" if where else None
     if csv is not None and csv.is_file():
         table = np.loadtxt(csv, delimiter=",")
         pixels, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1]

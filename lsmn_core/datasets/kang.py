@@ -45,8 +45,9 @@ def task_splits(task_index: int, noisy: bool, seed: int) -> dict[str, tuple[np.n
         samples[name] = (x.astype(np.float32), y.astype(np.float32))
     held_out = np.zeros(TRAIN, dtype=bool)
     held_out[input_rng.choice(TRAIN, VALIDATION, replace=False)] = True
-    x, y = samples["train"]
-    return {"train": (x[~held_out], y[~held_out]), "dev": (x[held_out], y[held_out]), "test": samples["test"]}
+    inputs, targets = samples["train"]
+    return {"train": (inputs[~held_out], targets[~held_out]), "dev": (inputs[held_out], targets[held_out]),
+            "test": samples["test"]}
 
 
 def load(target, *, domain: str, data: DataConfig) -> LoadedTask:

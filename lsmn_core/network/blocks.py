@@ -258,7 +258,7 @@ class LstmBranch(nn.Module):
     def _run(cell: nn.Linear, x: torch.Tensor, pad: torch.Tensor, order) -> torch.Tensor:
         half = cell.out_features // 4
         state = cell_state = x.new_zeros(*x.shape[:-2], half)
-        outputs = [None] * x.shape[-2]
+        outputs: dict[int, torch.Tensor] = {}
         for t in order:
             i, f, g, o = cell(torch.cat([x[..., t, :], state], -1)).chunk(4, -1)
             new_cell = torch.sigmoid(f) * cell_state + torch.sigmoid(i) * torch.tanh(g)
@@ -266,7 +266,7 @@ class LstmBranch(nn.Module):
             keep = pad[..., t, None]
             cell_state, state = torch.where(keep, cell_state, new_cell), torch.where(keep, state, new_state)
             outputs[t] = state
-        return torch.stack(outputs, -2)
+        return torch.stack([outputs[t] for t in range(x.shape[-2])], -2)
 
 
 class SequenceBlock(ModuleBlock):
@@ -437,10 +437,12 @@ def make_block(model) -> Block:
         name, args = (choice, {}) if isinstance(choice, str) else (choice.name, choice.args)
         cls = BLOCKS.get(name, "model.block")
     else:
-        name, args = choice.cls, choice.args
-        cls = load_named(choice.cls, "model.block.class")
+        name, args = str(choice.cls), choice.args
+        cls = load_named(name, "model.block.class")
         if problem := _check_block(name, cls):
             raise ConfigError(f"model.block.class: {problem}")
     if issubclass(cls, Block):
         return cls.from_model(model, args)
-    return UserModuleBlock(model.width, hidden, cls, args, name)
+    if issubclass(cls, nn.Module):
+        return UserModuleBlock(model.width, hidden, cls, args, name)
+    raise ConfigError(f"model.block: {name} is neither a Block nor an nn.Module class")

@@ -5,15 +5,21 @@ A scheme that builds each task's whole network brings its own MultitaskModel."""
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lsmn_core.data.tasks import TaskSpec
 
+if TYPE_CHECKING:  # the scheme builds this model around itself: a type-only import, no cycle at run time
+    from lsmn_core.schemes.base import IsometricScheme, SharingScheme
+
 
 class MultitaskModel(nn.Module, abc.ABC):
     """What the trainer, store and app need from any model: tasks, forward, usage and counts."""
+
+    body: SharingScheme  # the sharing scheme: every model has one, whether it is a body of blocks or not
 
     def __init__(self, specs: list[TaskSpec]):
         super().__init__()
@@ -95,7 +101,9 @@ class MultitaskNet(MultitaskModel):
     """Encoders (shared by tasks with the same input, or per task when the body says so) -> `body`,
     an isometric sharing scheme -> one head per task; encoders and heads are its block's adapters."""
 
-    def __init__(self, specs: list[TaskSpec], body: nn.Module):
+    body: IsometricScheme
+
+    def __init__(self, specs: list[TaskSpec], body: IsometricScheme):
         super().__init__(specs)
         self.body = body
         self.encoders = nn.ModuleDict()

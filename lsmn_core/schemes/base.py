@@ -149,6 +149,8 @@ class IsometricScheme(SharingScheme):
     maps [T', B, width] to itself with per-task weights (a scheme that builds each task's whole
     network is not of this kind)."""
 
+    block: Block  # an isometric body always has its block
+
     @classmethod
     def build_network(cls, specs, config):
         return MultitaskNet(specs, cls(config.scheme, len(specs), config.model.depth, make_block(config.model)))

@@ -4,10 +4,12 @@ RSN2): masks are {parameter name: bool tensor}, and ranking is global over all t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
-def prune_by_magnitude(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+def prune_by_magnitude(weights: Mapping[str, torch.Tensor], masks: dict[str, torch.Tensor],
                        rate: float) -> dict[str, torch.Tensor]:
     """Drop `rate` of the surviving weights with the smallest magnitude, ranked over all matrices."""
     names = list(masks)
@@ -23,7 +25,7 @@ def prune_by_magnitude(weights: dict[str, torch.Tensor], masks: dict[str, torch.
     return {n: p.view_as(masks[n]) for n, p in zip(names, pieces)}
 
 
-def keep_largest(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], n_keep: int) -> dict:
+def keep_largest(weights: Mapping[str, torch.Tensor], masks: dict[str, torch.Tensor], n_keep: int) -> dict:
     """Narrow `masks` to their `n_keep` surviving weights of largest magnitude (RSN2's cut)."""
     alive = sum(int(m.sum()) for m in masks.values())
     return prune_by_magnitude(weights, masks, max(0.0, 1 - n_keep / alive))

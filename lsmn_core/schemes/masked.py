@@ -11,8 +11,10 @@ mask costs about 4x one by a float mask (bool to float on every element).
 """
 
 import abc
+from typing import cast
 
 import torch
+from torch import nn
 
 from lsmn_core.network import bitmasks
 from lsmn_core.network.layers import ENCODER_LAYER, block_index, mask_layer, stacked_linear
@@ -36,14 +38,16 @@ def masked_or_stacked_linear(x: torch.Tensor, weight, bias: torch.Tensor) -> tor
 
 
 class MaskedScheme(IsometricScheme):
+    blocks: nn.ModuleList  # the body's blocks, each a ParameterDict of its parameters
+
     def register_masks(self) -> None:
         """Call once the parameters exist: one all-True mask per prunable weight, bit-packed: a task's
         mask of an n-weight matrix takes ceil(n / 8) bytes of memory [T, ceil(n / 8)]."""
-        self._mask_shapes = {}
+        self._mask_shapes: dict[str, torch.Size] = {}
         for name, p in self.named_parameters():
             if self.prunable(name):
                 self._register_mask(name, p.shape, [True] * self.n_tasks)
-        self._float_masks = {}
+        self._float_masks: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
     def _register_mask(self, name: str, shape: torch.Size, rows: list[bool]) -> None:
         """A mask of `shape` per task: every weight kept for the tasks whose row is True, none for the others."""
@@ -104,10 +108,11 @@ class MaskedScheme(IsometricScheme):
         """Every task's mask of `name` in the weights' dtype, for the CPU path's multiplies; kept
         until the masks change (the packed buffer's version counter moves, or it is replaced)."""
         packed = self._packed(name)
-        source, version, floats = self._float_masks.get(name, (None, None, None))
-        if source is not packed or version != packed._version or floats.dtype != dtype:
-            floats = self.mask_of(name).to(dtype)
-            self._float_masks[name] = (packed, packed._version, floats)
+        kept = self._float_masks.get(name)
+        if kept is not None and kept[0] is packed and kept[1] == packed._version and kept[2].dtype == dtype:
+            return kept[2]
+        floats = self.mask_of(name).to(dtype)
+        self._float_masks[name] = (packed, packed._version, floats)
         return floats
 
     @abc.abstractmethod
@@ -117,7 +122,7 @@ class MaskedScheme(IsometricScheme):
     def _params(self, layer, tasks, through_masks) -> dict:
         """Block `layer`'s parameters for `tasks`: each prunable weight as `through_masks(weight, name)`."""
         params = {}
-        for name, p in self.blocks[layer].items():
+        for name, p in cast(nn.ParameterDict, self.blocks[layer]).items():
             full = f"blocks.{layer}.{name}"
             params[name] = through_masks(p, full) if self.prunable(full) else self.unmasked(p, tasks)
         return params

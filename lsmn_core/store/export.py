@@ -26,7 +26,7 @@ from lsmn_core.store import routing
 from lsmn_core.network.layers import residual_block
 from lsmn_core.config import parse_config
 from lsmn_core.errors import ConfigError, RunError
-from lsmn_core.network.model import MultitaskNet
+from lsmn_core.network.model import MultitaskModel, MultitaskNet
 from lsmn_core.schemes import build_model
 from lsmn_core.store.files import atomic_write, checked_safetensors
 from lsmn_core.store.runs import Run
@@ -44,17 +44,17 @@ def export_run(run: Run, out: str | Path) -> dict:
     return {"bytes": size, "dense_bytes": (run.path / "model.safetensors").stat().st_size}
 
 
-def export_model(model: MultitaskNet, meta: dict, out: str | Path) -> int:
+def export_model(model: MultitaskModel, meta: dict, out: str | Path) -> int:
     """Write `model` (with run.json's `config` and `tasks` in `meta`) compactly; returns the file size."""
     masks, state = model.masks(), model.state_dict()
     arrays = {f"dense.{name}": value.contiguous().numpy() for name, value in state.items() if name not in masks}
     for name, mask in masks.items():
-        mask = mask.numpy()
-        union = mask.any(0)
+        bits = mask.numpy()
+        union = np.asarray(bits.any(0))
         weight = state[name].numpy()
         arrays[f"union.{name}"] = routing.pack(union)
         arrays[f"values.{name}"] = np.ascontiguousarray(weight[union])
-        arrays[f"members.{name}"] = routing.pack(mask[:, union].T)  # [stored weights, ceil(T/8)]
+        arrays[f"members.{name}"] = routing.pack(bits[:, union].T)  # [stored weights, ceil(T/8)]
     metadata = {"format": FORMAT, "config": json.dumps(meta["config"]), "tasks": json.dumps(meta["tasks"]),
                 "shapes": json.dumps({n: list(m.shape[1:]) for n, m in masks.items()})}
     out = Path(out)
@@ -62,10 +62,10 @@ def export_model(model: MultitaskNet, meta: dict, out: str | Path) -> int:
     return out.stat().st_size
 
 
-def load_export(path: str | Path) -> MultitaskNet:
+def load_export(path: str | Path) -> MultitaskModel:
     """Rebuild the model from a compact file (no pickle, no data needed)."""
     try:
-        with safe_open(str(checked_safetensors(path)), framework="numpy") as f:
+        with safe_open(str(checked_safetensors(Path(path))), framework="numpy") as f:
             metadata = f.metadata() or {}
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:

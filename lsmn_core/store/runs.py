@@ -22,7 +22,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 
 from lsmn_core.store import routing
-from lsmn_core.config import parse_config
+from lsmn_core.config import RunConfig, parse_config
 from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.store.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
                              read_text, write_json)
@@ -96,7 +96,7 @@ class RunWriter:
         self.meta.update(status="running", pid=os.getpid(), host=platform.node())
         write_json(self.path / "run.json", self.meta)
         self._last_progress = 0.0
-        self._phase_start = {}
+        self._phase_start: dict[str, float] = {}
 
     def set_status(self, status: str, reason: str | None = None) -> None:
         self.meta["status"] = status
@@ -230,7 +230,9 @@ class Run:
             raise RunError(f"not a run directory (no run.json): {self.path}")
         self.meta = read_json(self.path / "run.json")
         check_meta(self.meta, self.path / "run.json")
-        self._config = self._skeleton = self._routing = None
+        self._config: RunConfig | None = None
+        self._skeleton: MultitaskModel | None = None
+        self._routing: tuple[tuple, tuple[dict, dict[str, np.ndarray], dict]] | None = None  # (file stamps, routing)
 
     id = property(lambda self: self.path.name)  # the folder's name, whatever run.json says: never a path to write to
     name = property(lambda self: self.meta["name"])
@@ -383,7 +385,7 @@ class Run:
                                    f"{list(stored_shape)[:8]}, the config makes it {list(shape)}")
             return {name: tensors.get_tensor(name) for name in expected}
 
-    def load_model(self, device: str = "cpu") -> MultitaskModel:
+    def load_model(self, device: str | torch.device = "cpu") -> MultitaskModel:
         """Rebuild the model from run.json and load weights and routing (no code is executed)."""
         specs, config = self.specs, self.config()
         with self._named_errors():
@@ -420,7 +422,8 @@ def open_run(path) -> Run:
 
 def list_runs(root) -> tuple[list[Run], list[tuple[Path, str]]]:
     """Runs under `root`, newest first, and the folders that could not be read (with the reason)."""
-    runs, broken = [], []
+    runs: list[Run] = []
+    broken: list[tuple[Path, str]] = []
     root = Path(root)
     if not root.is_dir():
         return runs, broken

@@ -125,6 +125,9 @@ def adapt(run: Run, plan: AdaptPlan, out_dir: str | Path | None = None, device: 
 
     def work(session: TrainingSession) -> dict:
         model = session.model
+        if not isinstance(model, MultitaskNet):
+            raise ConfigError(f"the {run.scheme} scheme builds each task's own network; adaptation aligns the "
+                              "features of a shared body")
         # the sources' features as the parent computes them: the encoder the target trains is the
         # sources' too, and aligning to features that move with it would let both collapse together
         reference = copy.deepcopy(model).requires_grad_(False)

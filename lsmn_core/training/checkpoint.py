@@ -113,7 +113,8 @@ def restore(state: dict, session, optimizer: torch.optim.Optimizer) -> dict:
     """Put the model, optimiser and generator back; returns the loop counters to continue from."""
     model = session.model
     model.load_weights(state["model"])
-    routing.apply_buffers(model, routing.decode(*state["routing"], model))
+    doc, arrays = state["routing"]
+    routing.apply_buffers(model, routing.decode(doc, arrays, model))
     moments: dict[int, dict] = {}
     for key, value in state["optim"].items():
         index, name = key.split(".", 1)

@@ -32,7 +32,7 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
     metrics = {}
     with evaluation_mode(model):  # switched once for all tasks
         for t, spec in enumerate(tasks.specs):
-            entry = {"metric": spec.metric}
+            entry: dict[str, str | float] = {"metric": spec.metric}
             for split in ("dev", "test"):
                 entry[split] = evaluate_task(model, tasks, t, split)[1]
                 if spec.name in stored:

@@ -79,7 +79,7 @@ def inherit_weights(parent: MultitaskModel, child: MultitaskModel) -> None:
 
 def count_trainable(model: MultitaskModel, trainable, task_ids: list[int]) -> dict:
     """Parameters that training `task_ids` can change: per-task tensors count only those tasks' rows."""
-    restricted = {}
+    restricted: dict[str, torch.Tensor] = {}
     for t in task_ids:
         for name, mask in model.body.update_masks(t).items():
             key = model.model_name(name)

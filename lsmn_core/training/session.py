@@ -6,10 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # what a session holds, named for the type checker only (the trainer imports the schemes)
+    from lsmn_core.config import RunConfig
+    from lsmn_core.network.model import MultitaskModel
+    from lsmn_core.training.distributed import DataParallel
+    from lsmn_core.training.trainer import DeviceTasks, Reporter
 
 
 @dataclass
@@ -31,7 +37,7 @@ class Phase:
     sampling: str | None = None
     early_stopping: bool = True
     after_step: Callable[[], None] | None = None
-    checkpointing: object | None = None
+    checkpointing: Checkpoints | None = None
     loss: Callable[[list[int]], torch.Tensor] | None = None
 
 
@@ -44,17 +50,27 @@ class SearchReport:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class Checkpoints(Protocol):
+    """What a phase asks of its checkpointing (lsmn_core.training.checkpoint.Checkpointing)."""
+
+    def resume(self, session, optimizer: torch.optim.Optimizer, stopping) -> int:
+        """The step to continue from (0: the start), with the session, optimiser and early stopping restored."""
+
+    def save(self, session, optimizer: torch.optim.Optimizer, step: int, stopping) -> None:
+        """Write a checkpoint after `step`."""
+
+
 class Session(Protocol):
     """What a routing search, or a scheme admitting new tasks, may use of the training session that
     runs it (lsmn_core.training.trainer.TrainingSession)."""
 
-    model: torch.nn.Module  # the MultitaskModel
-    tasks: object  # the training data on its device: .specs, .splits, .device
-    config: object  # the run's RunConfig
-    reporter: object  # .progress(phase, step, total, message, force) and .log(records)
+    model: MultitaskModel
+    tasks: DeviceTasks  # the training data on its device: .specs, .splits, .device
+    config: RunConfig
+    reporter: Reporter  # .progress(phase, step, total, message, force) and .log(records)
     step: int  # global step over all phases, for metrics.jsonl
     task_generators: dict[int, torch.Generator]  # tasks that draw their batches from their own generator
-    parallel: object  # under torchrun: this process's DataParallel (rank, world, share), else None
+    parallel: DataParallel | None  # under torchrun: this process's share of the data-parallel work
 
     def train(self, phase: Phase) -> int:
         """Run a phase; returns its last step."""
@@ -68,7 +84,7 @@ class Session(Protocol):
     def step_loss(self, step_tasks: list[int], split: str = "train") -> torch.Tensor:
         """The summed loss of one batch per task, in this process."""
 
-    def fork(self, model: torch.nn.Module, alone: bool = False) -> Session:
+    def fork(self, model: MultitaskModel, alone: bool = False) -> Session:
         """A session over another model (private copies of this one) with the same data, config,
         reporter and step; `alone`: trained by this process alone (under torchrun: no data
         parallelism, for work shared out between the processes)."""

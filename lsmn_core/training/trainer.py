@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.training.session import Phase, SearchReport
 from lsmn_core.store.runs import RunWriter, open_run
-from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit
+from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit, is_dataset
 from lsmn_core.data.tasks import TaskSpec, metric_value, score, task_loss
 
 
@@ -51,13 +52,16 @@ class DeviceTasks:
         self.specs = [d.spec for d in data]
         options = LoaderOptions(config.data.workers, config.data.pin_memory) if config else LoaderOptions()
         seed = config.seed if config else 0
-        self.splits = [{k: StreamedSplit(split, d.spec.name, device, options, seed * 1_000_003 + 3 * t + i,
-                                         {"input_shape": d.spec.input_shape,
-                                          "classes": d.spec.n_outputs if d.spec.kind == "classification" else 0})
-                        if d.streamed else TensorSplit(*split, device)
-                        for i, (k, split) in enumerate(d.splits.items())} for t, d in enumerate(data)]
+        self.splits: list[dict[str, StreamedSplit | TensorSplit]] = []
+        for t, d in enumerate(data):
+            checks = {"input_shape": d.spec.input_shape,
+                      "classes": d.spec.n_outputs if d.spec.kind == "classification" else 0}
+            self.splits.append({k: StreamedSplit(split, d.spec.name, device, options, seed * 1_000_003 + 3 * t + i,
+                                                 checks)
+                                if is_dataset(split) else TensorSplit(split[0], split[1], device)
+                                for i, (k, split) in enumerate(d.splits.items())})
 
-    def batch(self, task: int, size: int, generator: torch.Generator, split: str = "train"):
+    def batch(self, task: int, size: int, generator: torch.Generator | None, split: str = "train"):
         return self.splits[task][split].batch(size, generator)
 
     def stream_positions(self) -> dict[str, int]:
@@ -68,7 +72,9 @@ class DeviceTasks:
     def seek(self, positions: dict[str, int]) -> None:
         for key, drawn in positions.items():
             task, split = key.split("/")
-            self.splits[int(task)][split].seek(drawn)
+            stream = self.splits[int(task)][split]
+            if isinstance(stream, StreamedSplit):
+                stream.seek(drawn)
 
 
 @contextlib.contextmanager
@@ -91,8 +97,8 @@ def evaluate_task(model: MultitaskModel, tasks: DeviceTasks, task: int, split: s
     """(loss, metric) of one task on one split, in eval mode."""
     spec = tasks.specs[task]
     with evaluation_mode(model):
-        outputs, targets = zip(*((model(x, task), y) for x, y in tasks.splits[task][split].in_order(chunk)))
-    outputs, targets = torch.cat(outputs), torch.cat(targets)
+        chunks = [(model(x, task), y) for x, y in tasks.splits[task][split].in_order(chunk)]
+    outputs, targets = torch.cat([o for o, _ in chunks]), torch.cat([y for _, y in chunks])
     return task_loss(spec, outputs, targets).item(), metric_value(spec, outputs, targets)
 
 
@@ -110,7 +116,7 @@ class TaskSampler:
         if self.mode == "round_robin":
             self.i += 1
             return [self.task_ids[(self.i - 1) % len(self.task_ids)]]
-        return [self.task_ids[torch.multinomial(self.weights, 1, generator=self.generator).item()]]
+        return [self.task_ids[int(torch.multinomial(self.weights, 1, generator=self.generator))]]
 
 
 class EarlyStopping:
@@ -119,7 +125,8 @@ class EarlyStopping:
 
     def __init__(self, patience: int):
         self.patience = patience
-        self.best_score, self.best_state, self.evals_since_best = -math.inf, None, 0
+        self.best_score, self.evals_since_best = -math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     def observe(self, score: float, model: nn.Module) -> bool:
         """Record an evaluation's score; True when the phase should stop."""
@@ -205,16 +212,18 @@ class BatchLoss(nn.Module):
     def forward(self, step_tasks: list[int], batches: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
         xs = [x for x, _, _ in batches]
         body = self.model.body
+        auxiliary: torch.Tensor | float
         if len(xs) > 1 and all(x.shape == xs[0].shape for x in xs):
-            outputs = self.model.forward_tasks(torch.stack(xs), step_tasks)
+            outputs = self.model.forward_tasks(torch.stack(xs), list(step_tasks))
             auxiliary = body.auxiliary_loss()
         else:
             outputs, auxiliary = [], 0.0
             for x, t in zip(xs, step_tasks):
                 outputs.append(self.model(x, t))
                 auxiliary = auxiliary + body.auxiliary_loss()
-        return sum(weight * task_loss(self.specs[t], out, y) + body.penalty(t)
-                   for t, out, (_, y, weight) in zip(step_tasks, outputs, batches)) + auxiliary
+        losses = [weight * task_loss(self.specs[t], out, y) + body.penalty(t)
+                  for t, out, (_, y, weight) in zip(step_tasks, outputs, batches)]
+        return cast(torch.Tensor, sum(losses)) + auxiliary
 
 
 class TrainingSession:
@@ -362,7 +371,7 @@ def summarize(session: TrainingSession, search_summary: dict, seconds: float) ->
     """Final per-task metrics, parameter counts and densities, for summary.json."""
     model, specs = session.model, session.tasks.specs
     model.body.reset_statistics()
-    metrics = {spec.name: {"metric": spec.metric} for spec in specs}
+    metrics: dict[str, dict[str, str | float]] = {spec.name: {"metric": spec.metric} for spec in specs}
     for split in ("dev", "test"):
         for spec, (_, value) in zip(specs, session.evaluate_each(list(range(len(specs))), split)):
             metrics[spec.name][split] = value
@@ -385,16 +394,15 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
 
     Under torchrun (WORLD_SIZE > 1) the processes train data-parallel and rank 0 writes the run;
     the others return None."""
-    device = resolve_device(device or config.train.device)
     parallel = distributed.from_environment()
-    device = distributed.local_device(device)
+    where = distributed.local_device(resolve_device(device or config.train.device))
     data = load_tasks(config.tasks, config.data)
     # weights, gradients and Adam's two moments, in float32: refused before a folder or a tensor exists
     check_model_size([d.spec for d in data], config, 16, "train")
     writer = None
     if parallel is None or parallel.rank == 0:  # under torchrun, rank 0 alone writes the run
-        writer = RunWriter(out_dir, config, [d.spec for d in data], str(device), folder)
-    return _run(config, data, device, writer, None, quiet, parallel)
+        writer = RunWriter(Path(out_dir), config, [d.spec for d in data], str(where), folder)
+    return _run(config, data, where, writer, None, quiet, parallel)
 
 
 def resume(run_path: str | Path, device: str | None = None, quiet: bool = False) -> Path:
@@ -409,10 +417,11 @@ def resume(run_path: str | Path, device: str | None = None, quiet: bool = False)
     if run.status not in ("interrupted", "failed"):
         raise RunError(f"run {run.id} is {run.status}; only an interrupted or failed run can be resumed")
     config = run.config()
-    device = resolve_device(device or config.train.device)
+    where = resolve_device(device or config.train.device)
     state = checkpoint.load(run.path)
     writer = RunWriter.reopen(run.path, keep_steps=state["meta"]["loop"]["session_step"] if state else 0)
-    return _run(config, load_tasks(config.tasks, config.data), device, writer, state, quiet)
+    _run(config, load_tasks(config.tasks, config.data), where, writer, state, quiet)
+    return writer.path
 
 
 def _stop_on_sigterm(signum, frame):

@@ -125,9 +125,8 @@ class TaskNetworks(Hypermodules):
     def task_params(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Weights and biases of tasks that share an architecture, stacked [G, ...] layer by layer."""
         m, n = self.options.block
-        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)]).to(self.gain.device,
-                                                                                            non_blocking=True)
-        blocks = self.blocks(locations).reshape(len(tasks), -1, m, n) if len(locations) else None
+        locations = torch.tensor([loc for t in tasks for loc in self.task_locations(t)], dtype=torch.long)
+        blocks = self.blocks(locations.to(self.gain.device, non_blocking=True)).reshape(len(tasks), -1, m, n)
         params = []
         for i, layer in enumerate(self.layers[tasks[0]]):
             bias = torch.stack([self.own[f"{t}_{i}_bias"] for t in tasks])
@@ -142,7 +141,7 @@ class TaskNetworks(Hypermodules):
         """Outputs of `tasks` for x (shared [B, ...] or per task [T', B, ...]), batched per architecture;
         `taps` see each layer's output of a single task (see run_layers)."""
         shared_input = x.dim() == 1 + len(self.input_shapes[tasks[0]])
-        outputs: list[torch.Tensor | None] = [None] * len(tasks)
+        outputs: dict[int, torch.Tensor] = {}
         groups: dict[tuple, list[int]] = {}
         for position, t in enumerate(tasks):
             groups.setdefault(self.layers[t], []).append(position)
@@ -152,7 +151,7 @@ class TaskNetworks(Hypermodules):
             out = run_layers(layers, self.task_params(group_tasks), xs, taps)
             for i, p in enumerate(positions):
                 outputs[p] = out[i]
-        return outputs
+        return [outputs[p] for p in range(len(tasks))]
 
     def usage(self, task):
         used = super().usage(task)

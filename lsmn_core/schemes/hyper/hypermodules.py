@@ -51,6 +51,12 @@ class Hypermodules(SharingScheme):
 
     kind = "hyper"
     own_architectures = True
+    # buffers, registered in share(): the location gains, the alignment psi, and a generation's candidates
+    gain: torch.Tensor
+    alignment: torch.Tensor
+    candidates: torch.Tensor | None
+    candidate_active: torch.Tensor | None
+    orientation: torch.Tensor | None
 
     def share(self, weights: list[list[tuple[int, ...]]]) -> list[list[Slot | None]]:
         """Cut every task's weights (shapes per task, in order) into block locations and create the
@@ -138,31 +144,41 @@ class Hypermodules(SharingScheme):
         challengers with equal parts of the rest, each in the orientation that agrees with the
         location's current block."""
         device = self.alignment.device
-        self.candidates, self.candidate_active = candidates.to(device), active.to(device)
+        candidates, active = candidates.to(device), active.to(device)
+        self.candidates, self.candidate_active = candidates, active
         with torch.no_grad():
-            blocks = torch.einsum("lkmnc,lc->lkmn", self.hypermodules[self.candidates], self.contexts)
+            blocks = torch.einsum("lkmnc,lc->lkmn", self.hypermodules[candidates], self.contexts)
             agreement = (blocks * blocks[:, :1]).flatten(2).sum(-1)
             self.orientation = torch.where(agreement < 0, -1.0, 1.0)
             start = torch.zeros(candidates.shape, device=device)
             share = self.options.incumbent_share
             if share is not None:
-                challengers = (self.candidate_active.sum(1) - 1).clamp_min(1).float()
+                challengers = (active.sum(1) - 1).clamp_min(1).float()
                 start[:, 0] = torch.log(challengers * share / (1 - share))
         self.scores = start.requires_grad_(True)
 
+    def generation(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The running generation's candidates, which are active, their orientations and scores s."""
+        candidates, active, orientation, scores = self.candidates, self.candidate_active, self.orientation, self.scores
+        if candidates is None or active is None or orientation is None or scores is None:
+            raise RuntimeError("no generation of the alignment search is running")
+        return candidates, active, orientation, scores
+
     def candidate_weights(self) -> torch.Tensor:
         """softmax(s_l) over each location's active candidates, [L, 1 + lambda]."""
-        return torch.softmax(self.scores.masked_fill(~self.candidate_active, -math.inf), dim=-1)
+        _, active, _, scores = self.generation()
+        return torch.softmax(scores.masked_fill(~active, -math.inf), dim=-1)
 
     def end_generation(self) -> int:
         """Each location keeps the candidate with the highest weight (a winner taken in orientation -1
         negates the location's context); returns how many changed."""
+        candidates, _, orientation, _ = self.generation()
         with torch.no_grad():
             winner = self.candidate_weights().argmax(-1)[:, None]
-            chosen = self.candidates.gather(1, winner)[:, 0]
+            chosen = candidates.gather(1, winner)[:, 0]
             changed = int((chosen != self.alignment).sum())
             self.alignment.copy_(chosen)
-            self.contexts.mul_(self.orientation.gather(1, winner))
+            self.contexts.mul_(orientation.gather(1, winner))
         self.candidates = self.candidate_active = self.scores = self.orientation = None
         return changed
 
@@ -176,8 +192,9 @@ class Hypermodules(SharingScheme):
         # Candidate column by column, each one contraction over every location: on CPU this is twice
         # as fast as one einsum over all candidates, which gathers and scatters [l, 1 + lambda, m, n, c]
         # (lsmn bench, "MUiR generation").
-        weights = self.candidate_weights()[locations] * self.orientation[locations]
-        candidates = self.candidates[locations]
+        all_candidates, _, orientation, _ = self.generation()
+        weights = self.candidate_weights()[locations] * orientation[locations]
+        candidates = all_candidates[locations]
         return sum(torch.einsum("lmnc,lc->lmn", self.hypermodules[candidates[:, k]], z) * weights[:, k, None, None]
                    for k in range(candidates.shape[1])) * gain
 
@@ -192,7 +209,7 @@ class Hypermodules(SharingScheme):
         return used
 
     def search_routing(self, session):
-        return evolve_alignment(session) if self.options.generations else SearchReport()
+        return evolve_alignment(session, self) if self.options.generations else SearchReport()
 
     def routing_parameters(self):
         return ["contexts"]  # with the alignment fixed, a task adapts through its contexts alone

@@ -3,15 +3,22 @@ whose weight blocks the scheme generates from hypermodules shared by all tasks."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.data.tasks import TaskSpec
 
+if TYPE_CHECKING:
+    from lsmn_core.schemes.hyper.architectures import TaskNetworks
+
 
 class HyperNet(MultitaskModel):
-    def __init__(self, specs: list[TaskSpec], body: nn.Module):
+    body: TaskNetworks
+
+    def __init__(self, specs: list[TaskSpec], body: TaskNetworks):
         super().__init__(specs)
         self.body = body
 

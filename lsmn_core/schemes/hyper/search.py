@@ -16,11 +16,15 @@ loss is kept and reloaded (with its weights) before the final training phase.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lsmn_core.training.session import Phase, SearchReport, Session
+
+if TYPE_CHECKING:  # the hypermodules call this search
+    from lsmn_core.schemes.hyper.hypermodules import Hypermodules
 
 
 def sample_challengers(alignment: list[int], n_hypermodules: int, options, rng: np.random.RandomState):
@@ -55,10 +59,10 @@ def validation_loss(session) -> float:
     return float(np.mean([loss for loss, _ in session.evaluate_each(list(range(len(session.tasks.specs))), "dev")]))
 
 
-def evolve_alignment(session: Session) -> SearchReport:
-    """Run the generations, keep the best alignment by validation loss; returns the search report."""
-    model = session.model
-    body, options = model.body, model.body.options
+def evolve_alignment(session: Session, body: Hypermodules) -> SearchReport:
+    """Run the generations of `body` (the session's model's), keep the best alignment by validation
+    loss; returns the search report."""
+    model, options = session.model, body.options
     rng = np.random.RandomState(session.config.seed)
     tasks = list(range(len(session.tasks.specs)))
 
@@ -75,11 +79,12 @@ def evolve_alignment(session: Session) -> SearchReport:
         candidates, active, fresh = sample_challengers(body.alignment.tolist(), body.n_hypermodules, options, rng)
         body.reset_hypermodules(fresh)
         body.begin_generation(candidates, active)
-        score_optimizer = torch.optim.Adam([body.scores], lr=options.score_lr)
+        scores = body.generation()[3]
+        score_optimizer = torch.optim.Adam([scores], lr=options.score_lr)
 
-        def learn_scores(optimizer: torch.optim.Optimizer = score_optimizer) -> None:
+        def learn_scores(optimizer: torch.optim.Optimizer = score_optimizer, scores: torch.Tensor = scores) -> None:
             loss = session.step_loss(tasks, options.score_split)
-            (body.scores.grad,) = torch.autograd.grad(loss, [body.scores])
+            (scores.grad,) = torch.autograd.grad(loss, [scores])
             optimizer.step()
 
         session.train(Phase(f"search {generation}/{options.generations}", tasks, options.generation_steps,

@@ -57,8 +57,8 @@ class Mann(MaskedScheme):
         return self.usage(task)
 
     def search_routing(self, session):
-        return rsn2(session, self.options, list(range(self.n_tasks)))
+        return rsn2(session, self, list(range(self.n_tasks)))
 
     def admit_tasks(self, session, tasks):
         """Give new tasks subnetworks among the weights no other task owns (RSN2 on them alone)."""
-        return rsn2(session, self.options, tasks)
+        return rsn2(session, self, tasks)

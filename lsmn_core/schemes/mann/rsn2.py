@@ -8,17 +8,18 @@ from __future__ import annotations
 import torch
 
 from lsmn_core.schemes.magnitude import density, keep_largest
+from lsmn_core.schemes.masked import MaskedScheme
 from lsmn_core.training.session import Phase, SearchReport, Session
 
 
-def rsn2(session: Session, options, tasks: list[int]) -> SearchReport:
+def rsn2(session: Session, body: MaskedScheme, tasks: list[int]) -> SearchReport:
     """Reduction in Sub-Network Neuroplasticity (MANN): disjoint subnetworks, task by task.
 
     For each task: start from the weights no other task owns, train the task on them, then keep the
     `keep` fraction (of all body weights) with the largest magnitude, in one step or over `rounds`
     geometric steps, retraining after each cut. The task then owns its mask.
     """
-    body, specs = session.model.body, session.tasks.specs
+    specs, options = session.tasks.specs, body.options
     others = [t for t in range(len(specs)) if t not in tasks]
     owned = {n: m[others].any(0) if others else torch.zeros_like(m[0]) for n, m in body.masks().items()}
     weights = dict(body.named_parameters())

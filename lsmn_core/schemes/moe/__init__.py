@@ -58,6 +58,12 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
 class Moe(IsometricScheme):
     kind = "moe"
     options_class = MoeOptions
+    # buffers: the experts each task may use [T, L, E], and the gate statistics of the final evaluation
+    allowed: torch.Tensor
+    stats_usage: torch.Tensor
+    stats_entropy: torch.Tensor
+    stats_overflow: torch.Tensor
+    stats_samples: torch.Tensor
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

@@ -48,4 +48,4 @@ class Sparse(MaskedScheme):
         return self.task_masks(task)
 
     def search_routing(self, session):
-        return find_subnetworks(session, self.options)
+        return find_subnetworks(session, self)

@@ -32,6 +32,8 @@ from lsmn_core.store import routing
 from lsmn_core.schemes.magnitude import density, prune_by_magnitude
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes.base import IsometricScheme
+from lsmn_core.schemes.masked import MaskedScheme
+from lsmn_core.training.distributed import DataParallel
 from lsmn_core.training.session import Phase, SearchReport, Session
 from lsmn_core.data.tasks import score
 
@@ -115,13 +117,14 @@ def _replica_model(model, tasks: list[int]):
     return replica
 
 
-def find_subnetworks(session: Session, options) -> SearchReport:
-    """Run Algorithm 1 on session.model (a sparse scheme); returns the search report for the run.
+def find_subnetworks(session: Session, body: MaskedScheme) -> SearchReport:
+    """Run Algorithm 1 on session.model, whose body (a sparse scheme) is `body`; returns the search
+    report for the run.
 
     The report's summary lists every round per task (density, dev metric, chosen round); its arrays
     hold every round's masks, bit-packed, for routing.safetensors.
     """
-    model, specs = session.model, session.tasks.specs
+    specs, options = session.tasks.specs, body.options
     all_tasks = list(range(len(specs)))
     if options.warmup_steps:
         session.train(Phase("warm-up", all_tasks, options.warmup_steps))
@@ -131,7 +134,7 @@ def find_subnetworks(session: Session, options) -> SearchReport:
     searched = {index: _prune_side_by_side(session, options, group, alone=parallel is not None)
                 for index, (owner, group) in enumerate(plan) if owner == rank}
     if parallel is not None:
-        searched = _gathered(session, plan, searched)
+        searched = _gathered(session, parallel, plan, searched)
     summary, round_masks = {}, {}
     for index, (_, group) in enumerate(plan):
         for t, (rounds, kept) in zip(group, searched[index]):
@@ -139,7 +142,7 @@ def find_subnetworks(session: Session, options) -> SearchReport:
             best = max(range(len(rounds)), key=lambda i: (score(spec, rounds[i]["dev"]), -rounds[i]["density"]))
             summary[spec.name] = {"rounds": rounds, "chosen": rounds[best]["round"]}
             round_masks[spec.name] = kept
-            model.body.set_task_masks(t, kept[best])
+            body.set_task_masks(t, kept[best])
     return SearchReport({"pruning": summary}, _pack_rounds(round_masks, specs))
 
 
@@ -155,7 +158,8 @@ def _prune_side_by_side(session: Session, options, group: list[int],
     side.task_generators = {t: torch.Generator().manual_seed(session.config.seed * 100_003 + t) for t in group}
     # every weight the task can use: all of the body, and of the encoders only the one it reads
     masks = [{name: m[row] > 0 for name, m in replica.body.row_masks.items()} for row in range(len(group))]
-    rounds, kept = [[] for _ in group], [[] for _ in group]
+    rounds: list[list[dict]] = [[] for _ in group]
+    kept: list[list[dict[str, torch.Tensor]]] = [[] for _ in group]
     names = _group_name(specs, group)
     while True:
         replica.load_state_dict(theta_w)
@@ -217,12 +221,12 @@ def _round_record(spec, group_name: str, round_: dict) -> dict:
             "split": "dev", "metric": spec.metric, "value": round_["dev"], "density": round_["density"]}
 
 
-def _gathered(session: Session, plan: list[tuple[int, list[int]]], searched: dict) -> dict:
+def _gathered(session: Session, parallel: DataParallel, plan: list[tuple[int, list[int]]], searched: dict) -> dict:
     """Every group's search results in every process, each sent by the process that ran it (the
     rounds' density, dev metric and step as numbers, their masks as tensors); rank 0 logs the rounds
     it did not run itself. The global step and the streamed tasks' positions continue from the
     furthest process."""
-    parallel, specs = session.parallel, session.tasks.specs
+    specs = session.tasks.specs
     shapes = {name: m.shape[1:] for name, m in session.model.body.masks().items()}
     gathered = {}
     for index, (owner, group) in enumerate(plan):
@@ -246,8 +250,9 @@ def _gathered(session: Session, plan: list[tuple[int, list[int]]], searched: dic
         gathered[index] = results
     session.step = int(parallel.largest(torch.tensor([session.step])))
     positions = session.tasks.stream_positions()
-    furthest = parallel.largest(torch.tensor(list(positions.values()), dtype=torch.long)) if positions else []
-    session.tasks.seek(dict(zip(positions, map(int, furthest))))
+    if positions:
+        furthest = parallel.largest(torch.tensor(list(positions.values()), dtype=torch.long))
+        session.tasks.seek(dict(zip(positions, map(int, furthest))))
     return gathered
 
 
