@@ -280,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_adapt)
 
-    st = sub.add_parser("study", help="run an experiment behind a README table and print it (Markdown)")
+    st = sub.add_parser("study", help="run an experiment behind a table of docs/ and print it (Markdown)")
     st.add_argument("name", choices=list(STUDIES))
     st.add_argument("--seeds", type=int, default=3)
     st.add_argument("--config", help="muir: the task set (default kang.yaml in --configs; scheme.groups are the "

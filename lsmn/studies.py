@@ -1,4 +1,4 @@
-"""Experiments that produce the README's tables, each a plain loop over configs and seeds.
+"""Experiments that produce the tables of docs/, each a plain loop over configs and seeds.
 
 - signatures: learned mixture weights against the paper's hand-designed signatures (sequential,
   cyclic, random), single task, as in the paper's single-task study.

@@ -66,9 +66,9 @@ def test_cli_missing_config_file(tmp_path):
     assert result.returncode == 2 and "config file not found" in result.stderr
 
 
-def test_the_readme_config_example_is_valid():
-    text = (REPO / "README.md").read_text()
-    block = text.split("## Configs", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+def test_the_documented_config_example_is_valid():
+    text = (REPO / "docs" / "CONFIGS.md").read_text()
+    block = text.split("# Configs", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     import yaml
 
     config = parse_config(yaml.safe_load(block))
