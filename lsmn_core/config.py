@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from lsmn_core.errors import ConfigError
+from lsmn_core.network.blocks import BLOCKS
 from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
 from lsmn_core.data.tasks import task_name_problem
@@ -102,8 +103,8 @@ class UserBlock:
     update of the same shape. Give one of `name` and `class`."""
 
     cls: str | None = field(default=None, metadata={"key": "class"})
-    name: str | None = None
     args: dict = field(default_factory=dict)
+    name: str | None = None
 
 
 @dataclass
@@ -173,9 +174,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def parse_config(data, where: str = "config") -> RunConfig:
+def parse_config(data, where: str = "config", stored: bool = False) -> RunConfig:
     """Validate raw config data (a dict) into a RunConfig, including the scheme's own options and
-    the scheme's own checks of the whole config."""
+    the scheme's own checks of the whole config. A new config's block must be a registered name; a
+    `stored` one (a run's, read again) is taken as it is, since what it names may have been
+    uninstalled since, and only what needs the block (building its model) says so."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {describe(data)}")
     data = dict(data)
@@ -200,6 +203,10 @@ def parse_config(data, where: str = "config") -> RunConfig:
     block = config.model.block
     if not isinstance(block, str) and (block.cls is None) == (block.name is None):
         raise ConfigError("model.block: give one of 'name' (a registered block) or 'class' (package.module:ClassName)")
+    name = block if isinstance(block, str) else block.name
+    if not stored and name is not None and name not in BLOCKS:
+        raise ConfigError(f"model.block: unknown block {name[:60]!r} (known: {', '.join(BLOCKS.names())}; or give "
+                          "{class: \"package.module:ClassName\"})")
     if config.data.dev_fraction + config.data.test_fraction >= 1:
         raise ConfigError("data: dev_fraction + test_fraction must be below 1")
     check_config(config)

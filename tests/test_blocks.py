@@ -121,7 +121,7 @@ def test_bad_blocks_are_refused_in_one_line(examples_on_path):
         make_block(ModelConfig(block=UserBlock("gated_block:GatedBlock", {"depth": 3})))
     with pytest.raises(ConfigError, match="model.heads: 3 heads do not divide model.width 8"):
         make_block(ModelConfig(width=8, block="attention", heads=3))
-    with pytest.raises(ConfigError, match="model.block: must be one of mlp, conv, attention, lstm"):
+    with pytest.raises(ConfigError, match="model.block: unknown block 'gru' \\(known: attention, conv, lstm, mlp"):
         tiny_config(model={"block": "gru"})
     with pytest.raises(ConfigError, match="the lstm block needs an even width"):
         make_block(ModelConfig(width=7, block="lstm"))
@@ -131,7 +131,7 @@ def test_bad_blocks_are_refused_in_one_line(examples_on_path):
 
 def test_a_run_of_a_user_block_shows_without_its_module(tmp_path, examples_on_path, monkeypatch, capsys):
     run = open_run(train(block_config(USER_BLOCK, "sparse"), tmp_path / "runs", quiet=True))
-    assert json.loads((run.path / "run.json").read_text())["config"]["model"]["block"] == USER_BLOCK
+    assert json.loads((run.path / "run.json").read_text())["config"]["model"]["block"] == {**USER_BLOCK, "name": None}
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(REPO / "examples")])  # the module is gone
     monkeypatch.delitem(sys.modules, "gated_block")
     assert main(["show", str(run.path)]) == 0

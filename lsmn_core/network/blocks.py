@@ -439,8 +439,8 @@ def make_block(model) -> Block:
     else:
         name, args = str(choice.cls), choice.args
         cls = load_named(name, "model.block.class")
-        if problem := _check_block(name, cls):
-            raise ConfigError(f"model.block.class: {problem}")
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ConfigError(f"model.block.class: {name[:80]!r} is not an nn.Module class")
     if issubclass(cls, Block):
         return cls.from_model(model, args)
     if issubclass(cls, nn.Module):

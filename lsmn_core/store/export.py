@@ -72,7 +72,7 @@ def load_export(path: str | Path) -> MultitaskModel:
         raise RunError(f"{path}: not a readable export ({exc})") from None
     if metadata.get("format") != FORMAT:
         raise RunError(f"{path}: not an lsmn export (format {metadata.get('format')!r})")
-    config = parse_config(json.loads(metadata["config"]))
+    config = parse_config(json.loads(metadata["config"]), stored=True)
     specs = [TaskSpec.from_dict(t) for t in json.loads(metadata["tasks"])]
     shapes = json.loads(metadata["shapes"])
     model = build_model(specs, config)

@@ -289,7 +289,7 @@ class Run:
         """The run's parsed config, shared by every caller of this Run: copy it before changing it."""
         if self._config is None:
             try:
-                self._config = parse_config(self.meta["config"], where=f"{self.path.name}/run.json config")
+                self._config = parse_config(self.meta["config"], where=f"{self.path.name}/run.json config", stored=True)
             except LsmnError as exc:
                 raise RunError(str(exc)) from None
         return self._config
