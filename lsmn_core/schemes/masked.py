@@ -16,10 +16,10 @@ from typing import cast
 import torch
 from torch import nn
 
-from lsmn_core.network import bitmasks
-from lsmn_core.network.layers import ENCODER_LAYER, block_index, mask_layer, stacked_linear
+from lsmn_core.network.layers import ENCODER_LAYER, mask_layer, stacked_linear
 from lsmn_core.network.masked_linear import MaskedLinear
 from lsmn_core.schemes.base import IsometricScheme
+from lsmn_core.schemes.task_masks import TaskMasks
 
 FLOAT_MASKS_LIMIT = 2**30  # bytes: one weight's masks kept as floats up to this; past it, unpacked per step
 
@@ -37,24 +37,17 @@ def masked_or_stacked_linear(x: torch.Tensor, weight, bias: torch.Tensor) -> tor
     return stacked_linear(x, weight, bias)
 
 
-class MaskedScheme(IsometricScheme):
+class MaskedScheme(TaskMasks, IsometricScheme):
     blocks: nn.ModuleList  # the body's blocks, each a ParameterDict of its parameters
 
     def register_masks(self) -> None:
         """Call once the parameters exist: one all-True mask per prunable weight, bit-packed: a task's
         mask of an n-weight matrix takes ceil(n / 8) bytes of memory [T, ceil(n / 8)]."""
-        self._mask_shapes: dict[str, torch.Size] = {}
+        self.start_masks()
         for name, p in self.named_parameters():
             if self.prunable(name):
-                self._register_mask(name, p.shape, [True] * self.n_tasks)
+                self.register_mask(name, p.shape, [True] * self.n_tasks, mask_layer(name))
         self._float_masks: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
-
-    def _register_mask(self, name: str, shape: torch.Size, rows: list[bool]) -> None:
-        """A mask of `shape` per task: every weight kept for the tasks whose row is True, none for the others."""
-        self._mask_shapes[name] = shape
-        one_row = {keep: bitmasks.pack(torch.full((1, shape.numel()), keep)) for keep in set(rows)}  # packed once
-        packed = one_row[rows[0]].repeat(len(rows), 1) if len(one_row) == 1 else torch.cat([one_row[k] for k in rows])
-        self.register_buffer(self._buffer(name), packed, persistent=False)
 
     def adopt_encoders(self, encoders, readers):
         """Where the scheme prunes encoders (prunes_encoders), every weight of two or more dimensions of
@@ -67,7 +60,7 @@ class MaskedScheme(IsometricScheme):
             rows = [t in reading for t in range(self.n_tasks)]
             for name, p in encoder.named_parameters():
                 if p.dim() >= 2:
-                    self._register_mask(f"encoders.{key}.{name}", p.shape, rows)
+                    self.register_mask(f"encoders.{key}.{name}", p.shape, rows, ENCODER_LAYER)
 
     def encoder_params(self, key, encoder, task):
         """The encoder's parameters with each masked weight multiplied by the task's mask."""
@@ -79,30 +72,6 @@ class MaskedScheme(IsometricScheme):
             if full in self._mask_shapes:
                 params[name] = p * self._unpacked(full, self._packed(full)[task : task + 1])[0]
         return params
-
-    @staticmethod
-    def _buffer(name: str) -> str:
-        return "mask__" + name.replace(".", "__")
-
-    def _packed(self, name: str) -> torch.Tensor:
-        return getattr(self, self._buffer(name))
-
-    def mask_of(self, name: str, tasks: torch.Tensor | None = None) -> torch.Tensor:
-        """The bool masks of weight `name`, [T, *shape] (or those of `tasks`), unpacked: a copy;
-        masks change through set_task_masks and load_routing."""
-        return self._unpacked(name, self._packed(name) if tasks is None else self._packed(name).index_select(0, tasks))
-
-    def _unpacked(self, name: str, packed: torch.Tensor) -> torch.Tensor:
-        shape = self._mask_shapes[name]
-        return bitmasks.unpack(packed, shape.numel()).view(len(packed), *shape)
-
-    def task_masks(self, task: int) -> dict[str, torch.Tensor]:
-        """One task's bool mask of every prunable weight (read every training step: a slice, no index
-        tensor to send to the device)."""
-        return {name: self._unpacked(name, self._packed(name)[task : task + 1])[0] for name in self._mask_shapes}
-
-    def masks(self):
-        return {name: self.mask_of(name) for name in self._mask_shapes}
 
     def _as_floats(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """Every task's mask of `name` in the weights' dtype, for the CPU path's multiplies; kept
@@ -143,26 +112,3 @@ class MaskedScheme(IsometricScheme):
             return TaskMasked(p, self.mask_of(name, tasks).view(torch.uint8), list(range(len(task_list))))
 
         return self.block.branch(h, self._params(layer, tasks, through_masks), linear=masked_or_stacked_linear)
-
-    def set_task_masks(self, task: int, masks: dict[str, torch.Tensor]) -> None:
-        for name, mask in masks.items():
-            self._packed(name)[task] = bitmasks.pack(mask.flatten().to(self._packed(name).device))
-
-    def density(self):
-        kept = torch.zeros(self.n_tasks, self.depth)
-        total = torch.zeros(self.depth)
-        for name, m in self.masks().items():
-            if mask_layer(name) == ENCODER_LAYER:  # per block; an encoder's density is in the overlap report
-                continue
-            layer = block_index(name)
-            kept[:, layer] += m.flatten(1).sum(1).cpu()
-            total[layer] += m[0].numel()
-        return kept / total
-
-    def inherit_routing(self, parent):
-        for task in range(parent.n_tasks):
-            self.set_task_masks(task, parent.task_masks(task))
-
-    def load_routing(self, state):
-        for name, mask in state["masks"].items():
-            self._packed(name).copy_(bitmasks.pack(mask.flatten(1).to(self._packed(name).device)))
