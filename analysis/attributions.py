@@ -26,7 +26,7 @@ class TaskNetwork(nn.Module):
     def __init__(self, model, task: int):
         super().__init__()
         self.model, self.task = model, task
-        self.tokens = model.specs[task].modality == "tokens"
+        self.tokens = model.specs[task].reads_ids
         self.input_tap = nn.Identity()
         self.taps = nn.ModuleList(nn.Identity() for _ in range(model.module_count(task)))
         self.path: torch.Tensor | None = None  # token tasks: each row's point on the path (None: 1)
@@ -34,7 +34,7 @@ class TaskNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tokens:
             return self.model.forward_tapped(self.input_tap(x), self.task, self.taps)
-        hooks = [m.register_forward_hook(self._embedded) for m in self.model.modules() if isinstance(m, nn.Embedding)]
+        hooks = [m.register_forward_hook(self._embedded) for m in self.model.token_embeddings()]
         try:
             return self.model.forward_tapped(x, self.task, self.taps)
         finally:

@@ -3,6 +3,8 @@ subset of tasks uses. Pure functions of {parameter name: bool [T, *shape]} masks
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from analysis.bitcount import packed_intersections
@@ -82,13 +84,17 @@ def _ranked_subsets(sets: tuple, task_names: list[str], top: int | None) -> list
     return sorted(result, key=lambda r: (-r["count"], r["tasks"]))
 
 
-def overlap_report(masks: dict[str, np.ndarray], task_names: list[str], top: int | None = SUBSETS_KEPT) -> dict:
-    """Everything the CLI and app show about masks: global, pairwise, per layer, and how many weights
-    each exact subset of tasks uses and no other task (the `top` largest, with the empty subset
-    as tasks = []; with many tasks nearly every weight has a set of its own). Counted parameter by
-    parameter, so 1,000 tasks' masks are never copied side by side."""
+def overlap_report(masks: dict[str, np.ndarray], task_names: list[str], top: int | None = SUBSETS_KEPT,
+                   layers: Mapping[str, int] | None = None, groups: Mapping[str, str] | None = None) -> dict:
+    """Everything the CLI and app show about masks: global, pairwise, per layer (each mask's from
+    `layers`, else read from its name), per kind of module where `groups` names them (a
+    checkpoint's query, key, value, ...), and how many weights each exact subset of tasks uses and
+    no other task (the `top` largest, with the empty subset as tasks = []; with many tasks nearly
+    every weight has a set of its own). Counted parameter by parameter, so 1,000 tasks' masks are
+    never copied side by side."""
     rows = _rows(masks)
-    layers = np.array([mask_layer(name) for name in masks])
+    layers_of = np.array([layers[name] if layers is not None else mask_layer(name) for name in masks])
+    kinds = np.array([groups.get(name, "other") for name in masks]) if groups else None
     sizes = np.array([r.shape[1] for r in rows])
     kept = np.stack([r.sum(1) for r in rows], axis=1)  # [T, P] weights each task keeps of each parameter
     by_all = np.array([np.logical_and.reduce(r, axis=0).sum() for r in rows])
@@ -101,17 +107,22 @@ def overlap_report(masks: dict[str, np.ndarray], task_names: list[str], top: int
     inter = intersections(masks)
     sets = _task_sets(rows)
     every = np.ones(len(rows), bool)
-    return {
+
+    def part(of: np.ndarray) -> dict:
+        return {"global": ratio(of), "density": (kept[:, of].sum(1) / sizes[of].sum()).tolist()}
+
+    report = {
         "global": ratio(every),
         "pairwise": pairwise_overlap(inter).tolist(),
         "intersections": inter.tolist(),
         "density": dict(zip(task_names, (kept.sum(1) / sizes.sum()).tolist())),
-        "per_layer": [{"layer": int(layer), "global": ratio(layers == layer),
-                       "density": (kept[:, layers == layer].sum(1) / sizes[layers == layer].sum()).tolist()}
-                      for layer in np.unique(layers)],
+        "per_layer": [{"layer": int(layer), **part(layers_of == layer)} for layer in np.unique(layers_of)],
         "subsets": _ranked_subsets(sets, task_names, top),
         "subset_total": len(sets[2]),
     }
+    if kinds is not None:
+        report["per_group"] = [{"group": str(kind), **part(kinds == kind)} for kind in dict.fromkeys(kinds)]
+    return report
 
 
 def cluster_order(pairwise: np.ndarray) -> list[int]:

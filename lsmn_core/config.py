@@ -16,6 +16,8 @@ import yaml
 
 from lsmn_core.errors import ConfigError
 from lsmn_core.network.blocks import BLOCKS
+from lsmn_core.pretrained import LOADERS, loader_of
+from lsmn_core.pretrained.models import is_name
 from lsmn_core.options import as_data, build, check, describe
 from lsmn_core.schemes import DEFAULT_KIND, check_config, scheme_options
 from lsmn_core.data.tasks import task_name_problem
@@ -92,6 +94,7 @@ class TaskConfig:
     limit: int | None = check(lambda v: v is None or v > 0, "must be > 0", None)
     standardise: bool = True  # user vector features scaled by train statistics
     tokens: bool = False  # X holds integer token ids (0 the padding); y per sequence, or per token [N, L] (tagging)
+    text: str | None = None  # a .csv task's column of text (read through the checkpoint's tokenizer)
     architecture: str | None = None  # the task's own network, for schemes that build one per task
 
 
@@ -116,6 +119,14 @@ class ModelConfig:
     kernel: int = check(lambda v: 0 < v < 64 and v % 2 == 1, "must be an odd number in 1 .. 63", 3)  # conv: depthwise
     heads: int = check(*between(1, 1024), 4)  # attention: heads
     patch: int = check(*between(1, 1024), 2)  # conv and attention: an image enters as patch x patch patches
+    # a checkpoint to open instead of the Studio's own body: {hf: FOLDER} or {class: "package.module:Class",
+    # args: {...}, weights: FILE} (lsmn.pretrained); its repeated blocks (a module list's dotted path,
+    # detected when omitted), the weights in them that the scheme acts on (default: every linear and
+    # convolution weight), and how a sentence task reads the tokens
+    pretrained: dict | None = None
+    layers: str | None = None
+    targets: list[str] | None = None
+    pool: Literal["mean", "cls"] = "mean"
 
 
 @dataclass
@@ -139,6 +150,8 @@ class DataConfig:
     test_fraction: float = check(*fraction, 0.2)
     workers: int = check(*between(0, 64), 0)  # DataLoader worker processes for streamed tasks
     pin_memory: bool = False  # streamed batches in pinned host memory (CUDA only)
+    max_length: int = check(*between(2, 65536), 128)  # text: tokens per sequence at most
+    tokenizer: str | None = None  # text without a checkpoint: a folder holding the tokenizer to read it with
 
 
 @dataclass
@@ -203,6 +216,8 @@ def parse_config(data, where: str = "config", stored: bool = False) -> RunConfig
     block = config.model.block
     if not isinstance(block, str) and (block.cls is None) == (block.name is None):
         raise ConfigError("model.block: give one of 'name' (a registered block) or 'class' (package.module:ClassName)")
+    if not stored and config.model.pretrained is not None:
+        loader_of(config.model.pretrained)  # its options, checked before anything loads
     name = block if isinstance(block, str) else block.name
     if not stored and name is not None and name not in BLOCKS:
         raise ConfigError(f"model.block: unknown block {name[:60]!r} (known: {', '.join(BLOCKS.names())}; or give "
@@ -235,10 +250,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
 
 
 def _resolve_task_files(data: dict, base: Path) -> None:
-    """Make relative task file paths relative to the config file, so runs can be started anywhere."""
+    """Make relative paths relative to the config file, so runs can be started anywhere: task files,
+    a checkpoint's (the keys its loader names as paths; a bare name that is no file beside the
+    config is a checkpoint of the models folder, and stays a name) and a tokenizer's folder."""
     tasks = data.get("tasks")
-    for task in tasks if isinstance(tasks, list) else []:  # another type is parse_config's to refuse
-        for key in ("file", "dev_file", "test_file"):
-            if isinstance(task, dict) and isinstance(task.get(key), str):
-                file = Path(task[key]).expanduser()
-                task[key] = str(file if file.is_absolute() else (base / file).resolve())
+    places = [(task, key, True) for task in (tasks if isinstance(tasks, list) else []) if isinstance(task, dict)
+              for key in ("file", "dev_file", "test_file")]  # another type is parse_config's to refuse
+    model, settings = data.get("model"), data.get("data")
+    pretrained = model.get("pretrained") if isinstance(model, dict) else None
+    if isinstance(pretrained, dict):
+        places += [(pretrained, key, False) for name in pretrained if name in LOADERS
+                   for key in getattr(LOADERS.get(name), "path_keys", ())]
+    if isinstance(settings, dict):
+        places.append((settings, "tokenizer", False))
+    for holder, key, always in places:
+        value = holder.get(key)
+        if isinstance(value, str) and (always or not is_name(value) or (base / value).exists()):
+            file = Path(value).expanduser()
+            holder[key] = str(file if file.is_absolute() else (base / file).resolve())

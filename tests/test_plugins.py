@@ -71,7 +71,9 @@ def test_lsmn_plugins_lists_the_built_ins_the_plugin_and_the_broken_one(site, tm
     groups = {group: {row["name"]: row for row in rows} for group, rows in json.loads(listed.stdout).items()}
     assert set(groups) == set(plugins.GROUPS)
     assert groups["lsmn.schemes"]["sparse"]["package"] == "lsmn-studio"
-    assert groups["lsmn.datasets"]["digits"]["package"] == "lsmn-studio" and groups["lsmn.pretrained"] == {}
+    assert groups["lsmn.datasets"]["digits"]["package"] == "lsmn-studio" and groups["lsmn.merges"] == {}
+    assert {name: row["package"] for name, row in groups["lsmn.pretrained"].items()} == {"hf": "lsmn-studio",
+                                                                                         "class": "lsmn-studio"}
     for group, name in (("lsmn.schemes", "task_gains"), ("lsmn.blocks", "rezero"), ("lsmn.datasets", "rings"),
                         ("lsmn.app_views", "task_gains")):
         row = groups[group][name]

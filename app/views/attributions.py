@@ -44,7 +44,7 @@ def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tu
     progress = st.progress(0.0, text="Attributing...")
     for i, t in enumerate(tasks):
         spec = model.specs[t]
-        steps = TOKEN_STEPS if spec.modality == "tokens" else 24
+        steps = TOKEN_STEPS if spec.reads_ids else 24
         attributions, importance[spec.name] = explain(model, t, x, method, n_steps=steps,
                                                       position=position if spec.kind == "tagging" else None)
         maps[spec.name] = attributions.mean(0).numpy()
@@ -76,7 +76,7 @@ except LsmnError as exc:  # a damaged task list: said on the page, the other run
     st.error(plain(exc))
     st.stop()
 source = names.index(st.selectbox("Inputs from the dev split of", names, key=f"attr_source_{run.id}"))
-tokens = specs[source].modality == "tokens"
+tokens = specs[source].reads_ids
 try:
     _model(str(run.path), stamp)
     dev, _, vocabulary = _dev_inputs(str(run.path), stamp, source)

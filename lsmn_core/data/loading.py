@@ -17,6 +17,7 @@ from lsmn_core.data.sources import LoadedTask, Rows, applies_domain, call_source
 from lsmn_core.data.splits import Arrays, assemble_splits, assemble_streams
 from lsmn_core.data.streaming import is_dataset, length
 from lsmn_core.data.tasks import IGNORE, PAD, TaskSpec
+from lsmn_core.data.text import Tokenization, is_text
 from lsmn_core.data.user_files import read_user_file
 from lsmn_core.datasets import DATASETS
 from lsmn_core.errors import DataError
@@ -56,8 +57,9 @@ class Described:
     origin: dict[str, str]
 
 
-def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
-    """Load one task's splits and describe it; raises DataError with a fix when data is missing."""
+def load_task(task: TaskConfig, data: DataConfig, text: Tokenization | None = None) -> TaskData:
+    """Load one task's splits and describe it; raises DataError with a fix when data is missing.
+    Text goes through `text`, the run's tokenizer (that of its checkpoint, or data.tokenizer's)."""
     vocabulary = None
     rows: LoadedTask | Rows
     if task.file is not None:
@@ -72,7 +74,8 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
             source = f"{task.dataset}, target {task.target}, domain {task.domain}"
         else:
             raise DataError(f"task {task.name}: give one of 'dataset', 'file' or 'source'")
-        rows, in_domain = call_source(loader, task, data, name, with_target=task.source is None), applies_domain(loader)
+        rows = call_source(loader, task, data, name, with_target=task.source is None, text=text is not None)
+        in_domain = applies_domain(loader)
     if isinstance(rows, LoadedTask):
         described = _as_loaded(rows, data)
         source += f", {rows.description}" if rows.description else ""
@@ -86,18 +89,41 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         x, y = splits["train"]
         splits["train"] = x[: task.limit], y[: task.limit]
     vocab = int(max(x.max() for x, _ in splits.values())) + 1 if described.modality == "tokens" else 0
+    pad = PAD
+    if described.modality == "text":
+        if text is None:
+            raise DataError(f"task {task.name}: its inputs are text: give the run a tokenizer, a checkpoint's "
+                            "(model.pretrained) or a folder's (data.tokenizer)")
+        splits, vocab, pad = _tokenized(splits, described.kind, text), text.vocab, text.pad
     spec = TaskSpec(
         name=task.name, kind=described.kind, n_outputs=described.n_outputs, modality=described.modality,
         input_shape=list(splits["train"][0].shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()},
-        source=source, splits=described.origin, vocab=vocab,
+        source=source, splits=described.origin, vocab=vocab, pad=pad,
     )
     return TaskData(spec, splits, vocabulary)
+
+
+def _tokenized(splits: dict[str, Arrays], kind: str, text: Tokenization) -> dict[str, Arrays]:
+    """Text splits as token ids of one length (the longest of any split, at most data.max_length),
+    a tagging task's word labels moved to their first sub-words."""
+    encoded = {k: text.encode(x, y if kind == "tagging" else None) for k, (x, y) in splits.items()}
+    length = max(ids.shape[1] for ids, _ in encoded.values())
+    padded = {}
+    for k, (ids, labels) in encoded.items():
+        y = _pad(labels, length, IGNORE) if kind == "tagging" and labels is not None else splits[k][1]
+        padded[k] = (_pad(ids, length, text.pad), y)
+    return padded
+
+
+def _pad(rows: np.ndarray, length: int, value: int) -> np.ndarray:
+    return np.pad(rows, ((0, 0), (0, length - rows.shape[1])), constant_values=value)
 
 
 def _as_loaded(loaded: LoadedTask, data: DataConfig) -> Described:
     """A data set's described rows: its splits as given, the ones it lacks drawn."""
     targets = np.float32 if loaded.kind == "regression" else np.int64
-    given = {k: (x, y.astype(targets, copy=False)) for k, (x, y) in loaded.splits.items()}
+    words = loaded.modality == "text" and loaded.kind == "tagging"  # labels per word, tokenized later
+    given = {k: (x, y if words else y.astype(targets, copy=False)) for k, (x, y) in loaded.splits.items()}
     origin = {split: "given" if split in loaded.published else "drawn" for split in ("train", "dev", "test")}
     return Described(assemble_splits(given, data), loaded.kind, loaded.n_outputs, loaded.modality, origin)
 
@@ -129,7 +155,7 @@ def _inferred(task: TaskConfig, given: dict[str, Arrays], data: DataConfig) -> D
     x = splits["train"][0]
     if x.ndim == 2 and task.standardise and not task.tokens:
         splits = _standardise_vectors(splits)
-    modality = "tokens" if task.tokens else "vector" if x.ndim == 2 else "image"
+    modality = "text" if is_text(x) else "tokens" if task.tokens else "vector" if x.ndim == 2 else "image"
     return Described(splits, kind, n_out, modality, origin)
 
 
@@ -199,8 +225,8 @@ def _streamed_task(task: TaskConfig, given: dict[str, Dataset], data: DataConfig
     return TaskData(spec, splits)
 
 
-def load_tasks(tasks: list[TaskConfig], data: DataConfig) -> list[TaskData]:
-    return [load_task(t, data) for t in tasks]
+def load_tasks(tasks: list[TaskConfig], data: DataConfig, text: Tokenization | None = None) -> list[TaskData]:
+    return [load_task(t, data, text) for t in tasks]
 
 
 def check_data_fits(trained: list[TaskSpec], data: list[TaskData]) -> None:

@@ -8,7 +8,8 @@ are used as given, missing ones drawn from the training rows); or a `LoadedTask`
 what the rows are (kind, classes, modality, which splits are published) where arrays alone would
 leave it to be guessed. A callable that declares a keyword parameter `domain` receives the task's
 input domain and applies it itself (else the engine applies it to image inputs); one that declares
-`data` receives the run's DataConfig (to split its rows its own way).
+`data` receives the run's DataConfig (to split its rows its own way); `text`, whether the run reads
+text through a tokenizer (a data set of tokens can then give their text instead of its own ids).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from lsmn_core.config import DataConfig, TaskConfig
 from lsmn_core.data.splits import Arrays
 from lsmn_core.data.streaming import checked_dataset, is_dataset
 from lsmn_core.data.tasks import METRIC_OF_KIND, MODALITIES
+from lsmn_core.data.text import is_text
 from lsmn_core.data.user_files import SPLIT_ARRAYS, checked_split
 from lsmn_core.errors import DataError
 from lsmn_core.plugins import one_line
 
-CONTEXT = ("domain", "data")  # keyword parameters a source may declare to receive the task's context
+CONTEXT = ("domain", "data", "text")  # keyword parameters a source may declare to receive the task's context
 
 Rows = dict[str, Arrays] | dict[str, Dataset]  # a plain source's splits: arrays, or Datasets to stream
 
@@ -57,8 +59,8 @@ class LoadedTask:
     vocabulary: list[str] | None = None
 
 
-def call_source(source: Callable, task: TaskConfig, data: DataConfig, name: str,
-                with_target: bool) -> LoadedTask | Rows:
+def call_source(source: Callable, task: TaskConfig, data: DataConfig, name: str, with_target: bool,
+                text: bool = False) -> LoadedTask | Rows:
     """Call a data set (`with_target`) or factory for `task` and check what it returns; every problem
     is one DataError line naming the task (`name`: what the config calls the source)."""
     if not callable(source):
@@ -71,7 +73,7 @@ def call_source(source: Callable, task: TaskConfig, data: DataConfig, name: str,
     taken = sorted(set(task.args) & set(CONTEXT) & set(parameters))
     if taken:
         raise DataError(f"task {task.name}: args may not set {taken[0]!r}: {name} receives the task's own")
-    context = {"domain": task.domain, "data": data}
+    context = {"domain": task.domain, "data": data, "text": text}
     kwargs = {**task.args, **{key: context[key] for key in CONTEXT if key in parameters}}
     try:
         result = source(task.target, **kwargs) if with_target else source(**kwargs)
@@ -110,7 +112,12 @@ def _checked_rows(result, task: TaskConfig, name: str) -> Rows:
 
 def _arrays(task: TaskConfig, x, y, where: str, split: str, tokens: bool) -> Arrays:
     try:
-        x, y = np.asarray(x), np.asarray(y)
+        if is_text(x) and len(y) and np.ndim(y[0]) == 1:  # tagged text: a list of labels per text, of its words
+            labels = np.empty(len(y), dtype=object)
+            for i, row in enumerate(y):
+                labels[i] = np.asarray(row, dtype=np.int64)
+            return checked_split(task.name, x, labels, where, split, tokens)
+        x, y = (x if is_text(x) else np.asarray(x)), np.asarray(y)
     except (TypeError, ValueError) as exc:
         raise DataError(f"task {task.name}: {where} is not arrays ({exc})") from None
     return checked_split(task.name, x, y, where, split, tokens)
@@ -128,6 +135,9 @@ def _checked_loaded(loaded: LoadedTask, task: TaskConfig, name: str) -> LoadedTa
         raise DataError(f"task {task.name}: {name} must give its rows under 'train' (and optionally 'dev', 'test')")
     tokens = loaded.modality == "tokens"
     checked = {split: _arrays(task, x, y, f"{name} ({split})", split, tokens) for split, (x, y) in splits.items()}
+    if loaded.modality == "text" and loaded.kind == "tagging":  # labels per word: checked once tokenized
+        loaded.splits = checked
+        return loaded
     if loaded.kind != "regression":
         labels = np.concatenate([y[y >= 0] if loaded.kind == "tagging" else y for _, y in checked.values()])
         if not (isinstance(loaded.n_outputs, int) and loaded.n_outputs >= 1 and labels.min(initial=0) >= 0

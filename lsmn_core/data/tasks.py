@@ -16,7 +16,9 @@ from torch import nn
 from lsmn_core.store.files import json_integer
 
 METRIC_OF_KIND = {"classification": "accuracy", "regression": "rmse", "tagging": "accuracy"}  # tagging: per token
-MODALITIES = ("image", "vector", "sequence", "tokens")  # [H, W], [features], a 1-D signal [L], token ids [L]
+# [H, W], [features], a 1-D signal [L], token ids of the task's own vocabulary [L], or text as a checkpoint's
+# tokenizer's ids [L]
+MODALITIES = ("image", "vector", "sequence", "tokens", "text")
 PAD = 0  # the token id of padding; a tagging target is IGNORE there
 IGNORE = -1
 TASK_NAME = re.compile(r"[^./\\\x00-\x1f]{1,100}")  # parameters, heads and files are named after a task
@@ -44,11 +46,17 @@ class TaskSpec:
     sizes: dict[str, int] = field(default_factory=dict)  # samples per split
     source: str = ""  # human-readable origin (data set, target, domain)
     splits: dict[str, str] = field(default_factory=dict)  # per split: "given" (as the data came) or "drawn"
-    vocab: int = 0  # token tasks: ids 0 .. vocab - 1, 0 the padding
+    vocab: int = 0  # token and text tasks: ids 0 .. vocab - 1
+    pad: int = PAD  # the id of padding (a text task's: its tokenizer's)
 
     @property
     def metric(self) -> str:
         return METRIC_OF_KIND[self.kind]
+
+    @property
+    def reads_ids(self) -> bool:
+        """Whether its inputs are token ids (its own vocabulary's, or a tokenizer's for text)."""
+        return self.modality in ("tokens", "text")
 
     @property
     def encoder_key(self) -> str:
@@ -63,8 +71,8 @@ class TaskSpec:
         """A spec as stored (run.json, an export), checked: its values size the model's encoders and heads.
         Raises TypeError or ValueError naming what is wrong."""
         spec = cls(**{k: v for k, v in data.items() if k != "metric"})
-        if task_name_problem(spec.name):
-            raise ValueError(f"task name {str(spec.name)[:40]!r} {task_name_problem(spec.name)}")
+        if problem := task_name_problem(spec.name):
+            raise ValueError(f"task name {str(spec.name)[:40]!r} is not a valid task name: it {problem}")
         if spec.kind not in METRIC_OF_KIND or spec.modality not in MODALITIES:
             raise ValueError(f"task {spec.name}: unknown kind {str(spec.kind)[:20]!r} or modality "
                              f"{str(spec.modality)[:20]!r}")
@@ -74,13 +82,15 @@ class TaskSpec:
         if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_count(n, 2**16) for n in shape)
                 and math.prod(shape) <= 2**26):
             raise ValueError(f"task {spec.name}: input_shape must be 1 to 4 sizes of at most 2**26 values in all")
-        if spec.modality == "tokens" and not _count(spec.vocab, 2**24):
+        if spec.modality in ("tokens", "text") and not _count(spec.vocab, 2**24):
             raise ValueError(f"task {spec.name}: a token task needs a vocab of 1 .. 2**24 ids")
+        if not (json_integer(spec.pad) and 0 <= spec.pad < max(spec.vocab, 1)):
+            raise ValueError(f"task {spec.name}: its padding id must be an id of its vocabulary")
         return spec
 
     def padding(self, x: torch.Tensor) -> torch.Tensor:
-        """Where a token task's inputs [..., L] are padding (bool)."""
-        return x == PAD
+        """Where a token or text task's inputs [..., L] are padding (bool)."""
+        return x == self.pad
 
 
 def _count(value, limit: int) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 
 from lsmn_core.config import TaskConfig
 from lsmn_core.data.tasks import PAD
+from lsmn_core.data.text import is_text
 from lsmn_core.errors import DataError
 
 SPLIT_ARRAYS = {"train": ("X", "y"), "dev": ("X_dev", "y_dev"), "test": ("X_test", "y_test")}
@@ -34,10 +35,20 @@ def read_user_file(task: TaskConfig, file: str) -> dict[str, tuple[np.ndarray, n
 def checked_split(task: str, x: np.ndarray, y: np.ndarray, where: str, split: str, tokens: bool):
     """One split's X and y of task `task`, checked: equal lengths, numeric X of 2 or 3 dimensions,
     finite (`tokens`: ids, integers >= 0, at least one real token per sequence; y per sequence or
-    per token). X comes back as float32 (ids as int64), copied only when it is not already."""
+    per token), or text (strings, or lists of words with a label each). X comes back as float32
+    (ids as int64, text as an object array), copied only when it is not already."""
     if len(x) != len(y) or len(x) < (5 if split == "train" else 1):
         raise DataError(f"task {task}: {where}: X and y must have the same length"
                         + (" of at least 5 samples" if split == "train" else ""))
+    if is_text(x):
+        texts = np.empty(len(x), dtype=object)
+        for i, text in enumerate(x):  # one by one: lists of words of one length must not become a 2-D array
+            texts[i] = str(text) if isinstance(text, str) else [str(w) for w in text]
+        if not all(len(t) for t in texts):
+            raise DataError(f"task {task}: {where}: every text needs at least one character or word")
+        if not isinstance(texts[0], str) and any(len(words) != len(labels) for words, labels in zip(texts, y)):
+            raise DataError(f"task {task}: {where}: a tagged text needs one label per word")
+        return texts, y
     if tokens:
         if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer) or (x < 0).any():
             raise DataError(f"task {task}: {where}: token ids must be integers >= 0 of shape [N, length] "
@@ -84,9 +95,14 @@ def read_split_file(task: TaskConfig, path: Path, allow_splits: bool) -> dict[st
             frame = pd.read_csv(path)
         except Exception as exc:  # pandas raises many parser error types
             raise DataError(f"task {task.name}: cannot read {path}: {exc}") from None
-        if task.target not in frame.columns:
-            raise DataError(f"task {task.name}: column '{task.target}' not in {path.name} "
-                            f"(columns: {', '.join(map(str, frame.columns))})")
+        for column in (task.target, task.text):
+            if column is not None and column not in frame.columns:
+                raise DataError(f"task {task.name}: column '{column}' not in {path.name} "
+                                f"(columns: {', '.join(map(str, frame.columns))})")
+        if task.text is not None:  # a text column, read through the checkpoint's tokenizer; other columns unused
+            given = {"train": (frame[task.text].fillna("").astype(str).to_numpy(dtype=object),
+                               frame[task.target].to_numpy())}
+            return {"train": checked_split(task.name, *given["train"], f"{path.name} (train)", "train", False)}
         features = frame.drop(columns=[task.target])
         non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
         if non_numeric:

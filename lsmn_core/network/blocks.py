@@ -279,8 +279,8 @@ class SequenceBlock(ModuleBlock):
         super().__init__(width, hidden, make)
 
     def encoder(self, spec):
-        if spec.modality == "tokens":  # ids [B, L] -> embeddings with positions; 0 embeds as the padding
-            return nn.Sequential(nn.Embedding(spec.vocab, self.width, padding_idx=0),
+        if spec.reads_ids:  # ids [B, L] -> embeddings with positions; the padding id embeds as zeros
+            return nn.Sequential(nn.Embedding(spec.vocab, self.width, padding_idx=spec.pad),
                                  Positions(spec.input_shape[0], self.width))
         if spec.modality == "image":
             rows, cols = (n // self.patch for n in spec.input_shape)
@@ -290,7 +290,7 @@ class SequenceBlock(ModuleBlock):
                              Positions(math.prod(spec.input_shape), self.width))
 
     def head(self, spec):
-        if spec.modality != "tokens":
+        if not spec.reads_ids:
             return nn.Sequential(Mean(-2), Head(self.width, spec.n_outputs))
         return TokenHead(self.width, spec.n_outputs, per_token=spec.kind == "tagging")
 
@@ -359,7 +359,7 @@ def refuse_arguments(block: type[Block], args: dict) -> None:
 
 
 def refuse_tokens(spec: TaskSpec, block: str) -> None:
-    if spec.modality == "tokens":
+    if spec.reads_ids:
         raise ConfigError(f"task {spec.name}: token tasks need model.block attention or lstm, not {block}")
 
 

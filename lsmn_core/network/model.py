@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lsmn_core.data.tasks import TaskSpec
+from lsmn_core.network.layers import mask_layer
 
 if TYPE_CHECKING:  # the scheme builds this model around itself: a type-only import, no cycle at run time
     from lsmn_core.schemes.base import IsometricScheme, SharingScheme
@@ -66,6 +67,10 @@ class MultitaskModel(nn.Module, abc.ABC):
         """One task's outputs for x [B, ...], with taps[i] applied to module i's output [B, ...] on the
         way (identity taps give the plain outputs; attribution methods hook them)."""
 
+    def token_embeddings(self) -> list[nn.Module]:
+        """The embeddings of token inputs (where an attribution's path starts for a token task)."""
+        return [m for m in self.modules() if isinstance(m, nn.Embedding)]
+
     def parameter_counts(self) -> dict:
         """Total parameters, those used by two or more tasks, and those each task uses."""
         users = {name: torch.zeros_like(p, dtype=torch.int32) for name, p in self.named_parameters()}
@@ -95,6 +100,14 @@ class MultitaskModel(nn.Module, abc.ABC):
     def scheme_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters a scheme's update masks may name, by the scheme's names."""
         return dict(self.body.named_parameters())
+
+    def mask_layer(self, name: str) -> int:
+        """The layer a mask (by its name in masks()) belongs to: a body block, or ENCODER_LAYER."""
+        return mask_layer(name)
+
+    def mask_groups(self) -> dict[str, str]:
+        """The kind of module of each mask, where the model knows it (a checkpoint's query, key, ...)."""
+        return {}
 
 
 class MultitaskNet(MultitaskModel):
@@ -161,14 +174,14 @@ class MultitaskNet(MultitaskModel):
                 encoded: list[torch.Tensor]) -> torch.Tensor | None:
         """[T', B, L]: where token inputs are padding (none in the other tasks' L positions of their
         encoded activations [B, L, d]); None when no task reads tokens."""
-        if not any(s.modality == "tokens" for s in specs):
+        if not any(s.reads_ids for s in specs):
             return None
-        return torch.stack([s.padding(x if shared_input else x[i]) if s.modality == "tokens" else
+        return torch.stack([s.padding(x if shared_input else x[i]) if s.reads_ids else
                             torch.zeros(e.shape[:2], dtype=torch.bool, device=e.device)
                             for i, (s, e) in enumerate(zip(specs, encoded))])
 
     def head(self, spec: TaskSpec, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
-        return self.heads[spec.name](h) if spec.modality != "tokens" else self.heads[spec.name](h, padding)
+        return self.heads[spec.name](h, padding) if spec.reads_ids else self.heads[spec.name](h)
 
     def usage(self, task: int) -> dict[str, torch.Tensor]:
         """For every parameter (full name), which elements task `task` uses."""

@@ -19,6 +19,7 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.data.tasks import TaskSpec
 from lsmn_core.plugins import Registry
+from lsmn_core.pretrained.network import build_pretrained
 from lsmn_core.schemes.base import SharingScheme
 
 DEFAULT_KIND = "hard"  # a config without a scheme shares one body between all its tasks
@@ -67,9 +68,14 @@ def kinds_where(has: Callable[[type[SharingScheme]], bool]) -> list[str]:
 
 
 def check_config(config) -> None:
-    """A parsed run config against its scheme: a task's own `architecture` only where the scheme
-    builds per-task networks, then the scheme's own checks."""
+    """A parsed run config against its scheme: a checkpoint only where the scheme works on one, a
+    task's own `architecture` only where the scheme builds per-task networks, then the scheme's own
+    checks."""
     scheme = scheme_class(config.scheme.kind)
+    if config.model.pretrained is not None and scheme.on_checkpoint is None:
+        takers = ", ".join(kinds_where(lambda s: s.on_checkpoint is not None))
+        raise ConfigError(f"scheme.kind: the {scheme.kind} scheme does not work on a pretrained network yet "
+                          f"(model.pretrained); these do: {takers}")
     for i, task in enumerate(config.tasks):
         if task.architecture is not None and not scheme.own_architectures:
             takers = " or ".join(kinds_where(lambda s: s.own_architectures))
@@ -77,11 +83,18 @@ def check_config(config) -> None:
     scheme.check_config(config)
 
 
-def build_model(specs: list[TaskSpec], config) -> MultitaskModel:
+def build_model(specs: list[TaskSpec], config, pretrained: dict | None = None) -> MultitaskModel:
     """A freshly initialised model of `config`, built by its scheme; seeded by config.seed, so equal
-    configs give equal weights."""
+    configs give equal weights. A config with a checkpoint builds the network over it: `pretrained`
+    is a stored run's record of it (run.json's "pretrained"), which its checkpoint must match, and
+    which alone builds the run's skeleton on the meta device."""
     torch.manual_seed(config.seed)
-    return scheme_class(config.scheme.kind).build_network(specs, config)
+    scheme = scheme_class(config.scheme.kind)
+    if config.model.pretrained is None:
+        return scheme.build_network(specs, config)
+    if scheme.on_checkpoint is None:
+        raise ConfigError(f"the {scheme.kind} scheme does not work on a pretrained network yet")
+    return build_pretrained(scheme.on_checkpoint, specs, config, pretrained)
 
 
 def check_model_size(specs: list[TaskSpec], config, bytes_per_parameter: int, purpose: str,

@@ -38,6 +38,9 @@ class SharingScheme(nn.Module, abc.ABC):
     prunes_encoders: bool = False  # True: tasks see the shared encoders through masks of their own
     baseline: ClassVar[bool] = False  # a baseline's runs are shown beside other runs of the same tasks
     own_architectures: ClassVar[bool] = False  # True: each task's whole network, by its config's `architecture`
+    # its counterpart over a pretrained checkpoint's target weights (lsmn_core.pretrained.network.TargetScheme);
+    # None: the scheme works on the Studio's own networks only
+    on_checkpoint: ClassVar[type | None] = None
 
     def __init__(self, options, n_tasks: int, depth: int, block: Block | None):
         super().__init__()

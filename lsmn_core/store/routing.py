@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +42,14 @@ def encode(model) -> tuple[dict, dict[str, np.ndarray]]:
     """The model's routing as (routing.json document, arrays for routing.safetensors)."""
     doc = {"schema_version": SCHEMA_VERSION, "scheme": model.body.kind, "tasks": model.task_names}
     arrays = {}
-    masks = model.masks()
+    masks, groups = model.masks(), model.mask_groups()
     if masks:
         doc["mask_encoding"], doc["masks"] = PACKBITS, {}
         for name, mask in masks.items():
             key = f"masks.{name}"
             arrays[key] = pack(mask.cpu().numpy())
-            doc["masks"][name] = {"key": key, "shape": list(mask.shape)}
+            doc["masks"][name] = {"key": key, "shape": list(mask.shape), "layer": model.mask_layer(name),
+                                  **({"group": groups[name]} if name in groups else {})}
     doc.update(model.body.routing_document(model.task_names))
     return doc, arrays
 
@@ -114,10 +116,12 @@ def _decode_masks(doc: dict, arrays: dict[str, np.ndarray], expected: dict[str, 
 MASK_ACTIONS = ("keep", "reset", "clear")  # and "copy:<task>"
 
 
-def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str, int], str]) -> dict:
+def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str, int], str],
+               layers: Mapping[str, int] | None = None) -> dict:
     """A routing's mask arrays with per (task, layer) actions applied: keep, reset (every weight),
     clear (no weight), or copy:<task> (that task's mask, as it was before any edit). A layer is a body
-    block, or ENCODER_LAYER for the shared encoders' masks (lsmn_core.network.layers.mask_layer)."""
+    block, or ENCODER_LAYER for the shared encoders' masks; `layers` gives each mask's (the run's
+    model knows them, Run.mask_layers), else it is read from the mask's name (mask_layer)."""
     tasks = doc.get("tasks", [])
     for (task, _), action in actions.items():
         source = action[len("copy:"):] if action.startswith("copy:") else None
@@ -125,7 +129,7 @@ def edit_masks(doc: dict, arrays: dict[str, np.ndarray], actions: dict[tuple[str
             raise RoutingError(f"mask edit {task!r}: {action!r} is not keep, reset, clear or copy:<task>")
     edited = dict(arrays)
     for name, entry in doc["masks"].items():
-        layer = mask_layer(name)
+        layer = layers[name] if layers is not None else mask_layer(name)
         original = unpack(arrays[entry["key"]], entry["shape"])
         mask = original.copy()
         for (task, block), action in actions.items():

@@ -32,6 +32,7 @@ from lsmn_core.data.tasks import TaskSpec
 from lsmn_core.version import __version__
 
 SCHEMA_VERSION = 1
+DATA_CACHE = ".data"  # a runs folder's cache of data made for its runs (the Python API's arrays, tokenized text)
 METRICS_LIMIT = 512 * 2**20  # bytes of metrics.jsonl (a long 1,000-task run logs a few hundred MB at most)
 REASON_LIMIT = 1000  # characters of a stored failure reason (run.json allows 4,096 per field)
 STALE_AFTER = 600  # seconds without a progress update after which a run on another host reads as dead
@@ -148,6 +149,14 @@ class RunWriter:
         atomic_write(self.path / "routing.safetensors", lambda tmp: save_numpy(arrays, tmp))
         write_json(self.path / "routing.json", doc)
 
+    def record_source(self, model: MultitaskModel) -> None:
+        """Record the checkpoint a model of a pretrained network was built over (its source, each
+        weights file's sha256, the layers and targets: never the weights), in run.json's "pretrained"."""
+        source = getattr(model, "source", None)
+        if source is not None and self.meta.get("pretrained") != source.to_dict():
+            self.meta["pretrained"] = source.to_dict()
+            write_json(self.path / "run.json", self.meta)
+
     def finish(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)
         self.set_status("done")
@@ -172,6 +181,8 @@ def check_meta(meta, where: Path) -> None:
     for key in ("id", "name", "status", "scheme", "config", "tasks"):
         if key not in meta:
             raise RunError(f"{where}: missing key '{key}'")
+    if not isinstance(meta.get("pretrained", {}), dict):
+        raise RunError(f"{where}: 'pretrained' must be a record of the checkpoint")
     for key in ("id", "name", "status", "scheme", "created", "host", "reason", "parent"):
         value = meta.get(key, "")
         if not (value is None and key == "parent") and not (isinstance(value, str) and len(value) <= 4096):
@@ -299,7 +310,7 @@ class Run:
         of the routing and of the model's size need)."""
         if self._skeleton is None:
             with torch.device("meta"):
-                self._skeleton = build_model(self.specs, self.config())
+                self._skeleton = build_model(self.specs, self.config(), self.meta.get("pretrained"))
         return self._skeleton
 
     def summary(self) -> dict:
@@ -344,6 +355,15 @@ class Run:
 
     def masks(self) -> dict[str, np.ndarray]:
         return self.checked_routing()[2]
+
+    def mask_layers(self) -> dict[str, int]:
+        """The layer of each of the run's masks, as its model knows it (no file's word is taken for it)."""
+        skeleton = self.skeleton()
+        return {name: skeleton.mask_layer(name) for name in skeleton.masks()}
+
+    def mask_groups(self) -> dict[str, str]:
+        """The kind of module of each mask, where its model knows it (a checkpoint's query, key, ...)."""
+        return self.skeleton().mask_groups()
 
     def _checked_routing(self) -> tuple[dict, dict[str, np.ndarray], dict]:
         """routing.json and its arrays, and the state they decode to against the run's skeleton;
@@ -399,7 +419,8 @@ class Run:
             raise RunError(f"run {self.id}: {exc}") from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise RunError(f"run {self.id}: model.safetensors is corrupt ({exc})") from None
-        model = build_model(specs, config)
+        with self._named_errors():
+            model = build_model(specs, config, self.meta.get("pretrained"))
         try:
             model.load_weights(state)
         except RuntimeError as exc:

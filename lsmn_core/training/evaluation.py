@@ -6,7 +6,8 @@ from pathlib import Path
 
 from lsmn_core.store import routing
 from lsmn_core.data.loading import check_data_fits, load_tasks
-from lsmn_core.store.runs import Run
+from lsmn_core.pretrained.text import tokenization
+from lsmn_core.store.runs import DATA_CACHE, Run
 from lsmn_core.training.trainer import DeviceTasks, evaluate_task, evaluation_mode, resolve_device
 
 
@@ -25,7 +26,7 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
         doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
         routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
-    data = load_tasks(config.tasks, config.data)
+    data = load_tasks(config.tasks, config.data, tokenization(config, run.path.parent / DATA_CACHE))
     check_data_fits(model.specs, data)
     tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}

@@ -29,7 +29,8 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_config
 from lsmn_core.training.session import Phase, SearchReport
-from lsmn_core.store.runs import Run, RunWriter
+from lsmn_core.pretrained.text import tokenization
+from lsmn_core.store.runs import DATA_CACHE, Run, RunWriter
 from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
 
 
@@ -130,11 +131,12 @@ def train_child(run: Run, config, make_model: Callable, make_trainable: Callable
     `make_model(specs)` builds, trained by `work(session)`, whose returned keys join the summary
     ("search": the report's summary); a failure marks the run failed. Returns its path."""
     torch_device = resolve_device(device)
-    data = load_tasks(config.tasks, config.data)
+    folder = Path(out_dir) if out_dir else run.path.parent
+    data = load_tasks(config.tasks, config.data, tokenization(config, folder / DATA_CACHE))
     check_data_fits(run.specs, data)
     model = make_model([d.spec for d in data]).to(torch_device)
-    writer = RunWriter(Path(out_dir) if out_dir else run.path.parent, config, [d.spec for d in data],
-                       str(torch_device), parent=run.id)
+    writer = RunWriter(folder, config, [d.spec for d in data], str(torch_device), parent=run.id)
+    writer.record_source(model)
     start = time.monotonic()
     reporter = None
     try:

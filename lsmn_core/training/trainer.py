@@ -30,7 +30,8 @@ from lsmn_core.errors import ConfigError, RunError, TrainingError
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.training.session import Phase, SearchReport
-from lsmn_core.store.runs import RunWriter, open_run
+from lsmn_core.pretrained.text import tokenization
+from lsmn_core.store.runs import DATA_CACHE, RunWriter, open_run
 from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit, is_dataset
 from lsmn_core.data.tasks import TaskSpec, metric_value, score, task_loss
 
@@ -396,7 +397,7 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
     the others return None."""
     parallel = distributed.from_environment()
     where = distributed.local_device(resolve_device(device or config.train.device))
-    data = load_tasks(config.tasks, config.data)
+    data = load_tasks(config.tasks, config.data, tokenization(config, Path(out_dir) / DATA_CACHE))
     # weights, gradients and Adam's two moments, in float32: refused before a folder or a tensor exists
     check_model_size([d.spec for d in data], config, 16, "train")
     writer = None
@@ -420,7 +421,8 @@ def resume(run_path: str | Path, device: str | None = None, quiet: bool = False)
     where = resolve_device(device or config.train.device)
     state = checkpoint.load(run.path)
     writer = RunWriter.reopen(run.path, keep_steps=state["meta"]["loop"]["session_step"] if state else 0)
-    _run(config, load_tasks(config.tasks, config.data), where, writer, state, quiet)
+    data = load_tasks(config.tasks, config.data, tokenization(config, run.path.parent / DATA_CACHE))
+    _run(config, data, where, writer, state, quiet)
     return writer.path
 
 
@@ -436,7 +438,10 @@ def _run(config, data: list[TaskData], device: torch.device, writer: RunWriter |
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
     reporter = None
     try:
-        model = build_model([d.spec for d in data], config).to(device)
+        model = build_model([d.spec for d in data], config, writer.meta.get("pretrained") if writer else None)
+        model = model.to(device)
+        if writer:
+            writer.record_source(model)
         reporter = Reporter(writer, quiet or not writer, config.train.tensorboard)
         session = TrainingSession(model, DeviceTasks(data, device, config), config, reporter, parallel=parallel)
         report: SearchReport = state["report"] if state else model.body.search_routing(session)

@@ -46,7 +46,7 @@ def default_architecture(spec: TaskSpec) -> str:
 
 def build_layers(architecture: str, spec: TaskSpec, width: int, depth: int) -> tuple[Layer, ...]:
     """The layers of `architecture` for a task's input shape and output size."""
-    if spec.modality == "tokens":
+    if spec.reads_ids:
         raise ConfigError(f"task {spec.name}: token tasks need a body of attention blocks (scheme.network: body)")
     features, outputs = math.prod(spec.input_shape), spec.n_outputs
     if architecture == "linear":

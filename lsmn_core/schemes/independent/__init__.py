@@ -1,10 +1,12 @@
-"""Single-task baseline: every task has its own copy of every block (and its own encoder)."""
+"""Single-task baseline: every task has its own copy of every block (and its own encoder); on a
+pretrained checkpoint, a full fine-tune per task (its own delta of every target weight)."""
 
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
 
+from lsmn_core.pretrained.deltas import Deltas
 from lsmn_core.schemes.base import IsometricScheme
 
 
@@ -13,11 +15,21 @@ class IndependentOptions:
     kind: Literal["independent"] = "independent"
 
 
+class IndependentDeltas(Deltas):
+    """A fine-tune of the checkpoint per task."""
+
+    kind = "independent"
+
+    def __init__(self, options, n_tasks, source, config):
+        super().__init__(options, n_tasks, source, config, copies=n_tasks)
+
+
 class Independent(IsometricScheme):
     kind = "independent"
     options_class = IndependentOptions
     per_task_encoders = True
     baseline = True
+    on_checkpoint = IndependentDeltas
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

@@ -2,15 +2,18 @@
 base body; task t uses theta * M_t, and the masks of different tasks may overlap.
 
 Masks come from iterative magnitude pruning with rewinding (imp.py beside this file); the masked
-body they act through is lsmn_core.schemes.masked.
+body they act through is lsmn_core.schemes.masked. On a pretrained checkpoint (pretrained.py), each
+task's mask over the target weights, by IMP rewound to the pretrained values, or learned (Piggyback).
 """
 
 from dataclasses import dataclass
 from typing import Literal
 
+from lsmn_core.errors import ConfigError
 from lsmn_core.options import check
 from lsmn_core.schemes.masked import MaskedScheme
 from lsmn_core.schemes.sparse.imp import find_subnetworks
+from lsmn_core.schemes.sparse.pretrained import SparseTargets
 
 
 @dataclass
@@ -24,10 +27,18 @@ class SparseOptions:
     tasks_at_once: int = check(lambda v: v > 0, "must be > 0", 8)
     # the shared encoders are part of the pruned base network too (the slides' E(x; M_t * theta_E))
     prune_encoders: bool = False
+    # on a pretrained checkpoint: masks by magnitude pruning, or learned (Piggyback: scores thresholded at
+    # `threshold`, starting at `score_init`, learned for mask_steps per task at train.lr * score_lr_scale)
+    masks: Literal["magnitude", "learned"] = "magnitude"
+    threshold: float = check(lambda v: v > 0, "must be > 0", 5e-3)
+    score_init: float = check(lambda v: v > 0, "must be > 0", 1e-2)
+    score_lr_scale: float = check(lambda v: v > 0, "must be > 0", 0.05)
+    mask_steps: int = check(lambda v: 0 < v <= 10**9, "must be in 1 .. 1,000,000,000", 1000)
 
 
 class Sparse(MaskedScheme):
     kind = "sparse"
+    on_checkpoint = SparseTargets
     options_class = SparseOptions
 
     def __init__(self, options, n_tasks, depth, block):
@@ -46,6 +57,11 @@ class Sparse(MaskedScheme):
 
     def update_masks(self, task):
         return self.task_masks(task)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.scheme.masks == "learned" and config.model.pretrained is None:
+            raise ConfigError("scheme.masks: learned masks (Piggyback) are for a pretrained network (model.pretrained)")
 
     def search_routing(self, session):
         return find_subnetworks(session, self)

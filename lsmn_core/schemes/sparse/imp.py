@@ -170,7 +170,7 @@ def _prune_side_by_side(session: Session, options, group: list[int],
         for row, (t, (_, dev)) in enumerate(zip(group, side.evaluate_each(group, "dev"))):
             rounds[row].append({"round": len(rounds[row]) + 1, "density": density(masks[row]), "dev": dev,
                                 "step": side.step})
-            records.append(_round_record(specs[t], names, rounds[row][-1]))
+            records.append(round_record(specs[t], names, rounds[row][-1]))
             kept[row].append({n: m.clone() for n, m in masks[row].items()})
         session.reporter.log(records)
         if max(r[-1]["density"] for r in rounds) <= options.min_density:
@@ -215,7 +215,7 @@ def _group_name(specs, group: list[int]) -> str:
     return specs[group[0]].name if len(group) == 1 else f"{specs[group[0]].name}..{specs[group[-1]].name}"
 
 
-def _round_record(spec, group_name: str, round_: dict) -> dict:
+def round_record(spec, group_name: str, round_: dict) -> dict:
     """A pruning round of one task as metrics.jsonl logs it."""
     return {"step": round_["step"], "phase": f"prune {group_name} r{round_['round']}", "task": spec.name,
             "split": "dev", "metric": spec.metric, "value": round_["dev"], "density": round_["density"]}
@@ -245,7 +245,7 @@ def _gathered(session: Session, parallel: DataParallel, plan: list[tuple[int, li
                 rounds = [{"round": i + 1, "density": float(d), "dev": float(dev), "step": int(step)}
                           for i, (d, dev, step) in enumerate(numbers.tolist())]
                 kept = [{name: m[i].to(session.tasks.device) for name, m in stacked.items()} for i in range(count)]
-                session.reporter.log([_round_record(specs[t], _group_name(specs, group), r) for r in rounds])
+                session.reporter.log([round_record(specs[t], _group_name(specs, group), r) for r in rounds])
             results.append((rounds, kept))
         gathered[index] = results
     session.step = int(parallel.largest(torch.tensor([session.step])))
