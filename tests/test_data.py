@@ -221,3 +221,28 @@ def test_code_tokens_are_the_standard_library_s_own_source_split_by_file():
     assert again.spec.sizes != kind.spec.sizes or not np.array_equal(again.splits["test"][0], kind.splits["test"][0])
     with pytest.raises(DataError, match="code_tokens has no target 'pos'"):
         load_task(TaskConfig(name="x", dataset="code_tokens", target="pos"), DataConfig())
+
+
+def test_wordnet_glosses_give_four_targets_with_their_classes(monkeypatch, tmp_path):
+    from lsmn_core.datasets import wordnet
+
+    glosses, pos, lexnames = wordnet.synsets()
+    assert len(glosses) == 117_659 and set(pos.tolist()) == {0, 1, 2, 3}  # WordNet 3.0's synsets, all four parts
+    expected = {"pos": 4, "noun_lexname": 26, "verb_lexname": 15, "gloss_parity": 2}
+    for target, classes in expected.items():
+        task = wordnet.load(target, data=DataConfig(), size=500)
+        texts, labels = task.splits["train"]
+        assert (task.n_outputs, task.modality, len(texts)) == (classes, "text", 500)
+        assert labels.min() >= 0 and labels.max() < classes and isinstance(texts[0], str)
+    verbs = wordnet.load("verb_lexname", data=DataConfig(), size=100).splits["train"][0]
+    assert all(glosses.index(t) >= sum(pos == 0) for t in verbs[:5])  # verb glosses come after the nouns' in file order
+    parity = wordnet.load("gloss_parity", data=DataConfig(), size=50).splits["train"]
+    assert all((len(t.split()) % 2 == 0) == bool(y) for t, y in zip(*parity))
+    monkeypatch.setattr(wordnet, "FOLDERS", [str(tmp_path)])
+    monkeypatch.delenv("LSMN_WORDNET", raising=False)
+    wordnet.synsets.cache_clear()
+    try:
+        with pytest.raises(DataError, match="apt-get install -y wordnet-base"):
+            wordnet.load("pos", data=DataConfig())
+    finally:
+        wordnet.synsets.cache_clear()

@@ -7,10 +7,12 @@ import torch
 from analysis.attributions import METHODS, TOKEN_METHODS, explain
 from app.layout import chart
 from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
-from app.state import current_run, opened_at, run_stamp
+from app.state import current_run, opened_at, run_stamp, writable_runs
 from app.text import plain
 from lsmn_core.data.loading import load_task
 from lsmn_core.errors import LsmnError
+from lsmn_core.pretrained.text import tokenization
+from lsmn_core.store.runs import DATA_CACHE
 
 ROWS = 512  # dev rows offered to explain (a streamed task reads only these)
 TOKEN_STEPS = 64  # points on a token task's path: its outputs change sharply near zero embeddings
@@ -25,8 +27,9 @@ def _model(run_path: str, stamp: float):
 def _dev_inputs(run_path: str, stamp: float, source: int):
     """The first dev inputs and targets of one task (the others' data is not needed to explain them),
     and the text of its token ids where the data set knows it."""
-    config = opened_at(run_path, stamp).config()
-    data = load_task(config.tasks[source], config.data)
+    run = opened_at(run_path, stamp)
+    config = run.config()
+    data = load_task(config.tasks[source], config.data, tokenization(config, writable_runs(run) / DATA_CACHE))
     return (*data.rows("dev", ROWS), data.vocabulary)
 
 
@@ -99,7 +102,7 @@ if not chosen:
 indices = tuple(range(int(first), min(int(first) + (1 if tokens else int(count)), n_dev)))
 position = None
 if tokens:
-    real = [i for i, token in enumerate(dev[int(first)]) if token != 0]
+    real = [i for i, token in enumerate(dev[int(first)]) if token != specs[source].pad]
     text = _token_text(dev[int(first)], vocabulary)
     if any(specs[names.index(t)].kind == "tagging" for t in chosen):
         choices = [None, *real]

@@ -19,7 +19,7 @@ from lsmn_core.data.domains import DOMAINS
 from lsmn_core.training.adapt import domain_tasks
 from lsmn_core.errors import LsmnError
 from lsmn_core.training.evaluation import evaluate_run
-from lsmn_core.store.runs import list_runs
+from lsmn_core.store.runs import DATA_CACHE, list_runs
 
 run = current_run()
 if run is None:
@@ -50,7 +50,8 @@ def edit_and_retrain() -> None:
     if st.button("Evaluate", type="primary"):
         with st.spinner("Evaluating every task under the edit..."):
             try:
-                st.session_state["evaluation"] = (run.id, evaluate_run(run, edited, device="cpu"))
+                st.session_state["evaluation"] = (run.id, evaluate_run(run, edited, device="cpu",
+                                                                       cache=writable_runs(run) / DATA_CACHE))
             except LsmnError as exc:
                 st.session_state["evaluation"] = (run.id, None)
                 st.error(plain(exc))

@@ -40,6 +40,12 @@ chart(right, density_heatmap(ordered, names), "layer_density")
 left, right = st.columns(2)
 chart(left, layer_overlap_chart(report), "layer_overlap")
 chart(right, subset_chart(report), "subsets")
+if report.get("per_group"):  # a checkpoint's targets: by kind of module too
+    ordered_groups = {**ordered, "per_group": [{**g, "density": [g["density"][i] for i in order]}
+                                              for g in report["per_group"]]}
+    left, right = task_columns(len(names))
+    chart(left, layer_overlap_chart(report, by="group"), "group_overlap")
+    chart(right, density_heatmap(ordered_groups, names, by="group"), "group_density")
 
 
 

@@ -66,8 +66,8 @@ class Tokenization:
 
     def _key(self, texts, labels) -> str:
         digest = hashlib.sha256(json.dumps([self.fingerprint, self.max_length, texts]).encode())
-        if labels is not None:
-            digest.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
+        for row in labels if labels is not None else ():  # a tagged text's labels, row by row (rows differ in length)
+            digest.update(np.ascontiguousarray(np.asarray(row, dtype=np.int64)).tobytes())
         return digest.hexdigest()[:24]
 
     def _cached(self, key: str) -> dict | None:
@@ -91,8 +91,11 @@ class Tokenization:
 
 
 def _fingerprint(tokenizer) -> str:
-    """What identifies a tokenizer's behaviour: its full serialised form where it has one (a fast
-    tokenizer), else its vocabulary."""
+    """What identifies a tokenizer's behaviour: its serialised form where it has one (a fast
+    tokenizer), without the truncation and padding settings that each call sets (those are the
+    cache key's own), else its vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    if backend is None:
+        return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    settings = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

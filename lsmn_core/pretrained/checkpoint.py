@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from lsmn_core.errors import ConfigError, MissingModuleError
+from lsmn_core.plugins import one_line
 
 LINEAR_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1D")  # Conv1D: GPT-2's linear layer, weight [in, out]
 
@@ -89,6 +91,22 @@ def check_fits_memory(files: list[Path], purpose: str, factor: float = 2.0) -> N
         raise ConfigError(f"model.pretrained: its weights files hold {size / 2**30:,.1f} GiB, about "
                           f"{size * factor / 2**30:,.1f} GiB to {purpose}, more than this machine's "
                           f"{memory / 2**30:,.1f} GiB")
+
+
+def refuse_pickled_code(files: list[Path], where: str) -> None:
+    """A state dict that is not safetensors is read with weights_only=True (on the meta device, so
+    nothing is allocated): one that needs code unpickled (a whole pickled module) is refused, naming
+    the file, before anything loads."""
+    for file in files:
+        if file.suffix == ".safetensors":
+            continue
+        try:
+            state = torch.load(file, map_location="meta", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise ConfigError(f"{where}: {file.name} needs code unpickled to load ({one_line(exc)[:160]}); give "
+                              "safetensors or a plain state dict") from None
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise ConfigError(f"{where}: {file.name} holds a {type(state).__name__}, not a state dict of tensors")
 
 
 def find_layers(module: nn.Module, path: str | None) -> tuple[str, nn.ModuleList]:

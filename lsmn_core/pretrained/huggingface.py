@@ -18,7 +18,8 @@ from torch import nn
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import build
 from lsmn_core.plugins import one_line
-from lsmn_core.pretrained.checkpoint import Checkpoint, MissingSourceError, check_fits_memory, sha256
+from lsmn_core.pretrained.checkpoint import (Checkpoint, MissingSourceError, check_fits_memory, refuse_pickled_code,
+                                              sha256)
 from lsmn_core.pretrained.models import is_name, models_folder, named
 from lsmn_core.store.files import read_json
 
@@ -74,6 +75,7 @@ class HuggingFace:
         for pattern in ("model.safetensors", "model-*-of-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin"):
             found = sorted(self.folder.glob(pattern))
             if found:
+                refuse_pickled_code(found, "model.pretrained.hf")
                 return found
         raise ConfigError(f"model.pretrained.hf: {self.folder} holds no weights (model.safetensors or "
                           "pytorch_model.bin)")
@@ -96,8 +98,6 @@ class HuggingFace:
             return Checkpoint(module.eval(), hf_inputs, last_hidden_state, width, tokenizer)
         files = self.weight_files()
         check_fits_memory(files, "load")
-        if files[0].suffix == ".bin":
-            self._refuse_pickled_code(files)
         try:
             module, info = transformers.AutoModel.from_pretrained(
                 self.folder, local_files_only=True, trust_remote_code=False, output_loading_info=True,
@@ -116,19 +116,6 @@ class HuggingFace:
 
     def _tokenizer(self, transformers):
         return tokenizer_in(self.folder, "model.pretrained.hf") if has_tokenizer(self.folder) else None
-
-    @staticmethod
-    def _refuse_pickled_code(files: list[Path]) -> None:
-        """A .bin state dict is read with weights_only=True: one that needs code unpickled (a whole
-        pickled module) is refused, naming the file."""
-        for file in files:
-            try:
-                state = torch.load(file, map_location="meta", weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-                raise ConfigError(f"model.pretrained.hf: {file.name} needs code unpickled to load "
-                                  f"({one_line(exc)[:160]}); give safetensors or a plain state dict") from None
-            if not isinstance(state, dict):
-                raise ConfigError(f"model.pretrained.hf: {file.name} holds a {type(state).__name__}, not a state dict")
 
     def save(self, module: nn.Module, folder: Path, tokenizer) -> None:
         cast(Any, module).save_pretrained(folder, safe_serialization=True)  # a transformers model

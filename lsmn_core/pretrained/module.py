@@ -8,7 +8,6 @@ its `width` (or `hidden_size`) attribute says how wide.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torch import nn
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import build
 from lsmn_core.plugins import load_named, one_line
-from lsmn_core.pretrained.checkpoint import Checkpoint, check_fits_memory, sha256
+from lsmn_core.pretrained.checkpoint import Checkpoint, check_fits_memory, refuse_pickled_code, sha256
 
 WIDTH_ATTRIBUTES = ("width", "hidden_size", "embed_dim")
 
@@ -47,6 +46,7 @@ class UserModule:
     def weight_files(self) -> list[Path]:
         if not self.weights.is_file():
             raise ConfigError(f"model.pretrained.weights: no such file: {self.weights}")
+        refuse_pickled_code([self.weights], "model.pretrained.weights")
         return [self.weights]
 
     def _build(self) -> nn.Module:
@@ -90,15 +90,7 @@ class UserModule:
             except (SafetensorError, OSError) as exc:
                 raise ConfigError(f"model.pretrained.weights: {path.name} is not a readable safetensors file "
                                   f"({one_line(exc)})") from None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise ConfigError(f"model.pretrained.weights: {path.name} needs code unpickled to load "
-                              f"({one_line(exc)[:160]}); give safetensors or a plain state dict") from None
-        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
-            raise ConfigError(f"model.pretrained.weights: {path.name} holds a {type(state).__name__}, not a state dict "
-                              "of tensors")
-        return state
+        return torch.load(path, map_location="cpu", weights_only=True)  # checked by weight_files
 
     def _width(self, module: nn.Module) -> int:
         width = next((getattr(module, a) for a in WIDTH_ATTRIBUTES if isinstance(getattr(module, a, None), int)), None)

@@ -25,7 +25,8 @@ from lsmn_core.errors import RunError
 from lsmn_core.network.layers import Head
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.pretrained import loader_of
-from lsmn_core.pretrained.checkpoint import Checkpoint, MissingSourceError, find_targets, module_kind
+from lsmn_core.pretrained.checkpoint import (Checkpoint, MissingSourceError, check_fits_memory, find_targets,
+                                              module_kind)
 from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.store.files import json_integer
 
@@ -239,6 +240,12 @@ class PretrainedNet(MultitaskModel):
                 "shared": own["shared"] + (self.source.parameters - targets + shared_targets if several else 0),
                 "active": {s.name: self.source.parameters - targets + kept[t] + own["active"][s.name]
                            for t, s in enumerate(self.specs)}}
+
+
+def check_source(config) -> None:
+    """A config's checkpoint, checked before a run exists: its weights files are there, of a size
+    this machine can load."""
+    check_fits_memory(loader_of(config.model.pretrained).weight_files(), "load")
 
 
 def open_source(config, weights: bool) -> tuple[Checkpoint, Source]:

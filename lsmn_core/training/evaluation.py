@@ -11,12 +11,14 @@ from lsmn_core.store.runs import DATA_CACHE, Run
 from lsmn_core.training.trainer import DeviceTasks, evaluate_task, evaluation_mode, resolve_device
 
 
-def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, device: str = "auto") -> dict:
+def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, device: str = "auto",
+                 cache: Path | None = None) -> dict:
     """Per-task dev/test metrics of `run`, with the change against the stored metrics.
 
     `edited` is an edited routing: a path to a routing pair, a (document, arrays) pair, or a
     routing.json document alone (masks, if any, then come from the run's routing.safetensors).
-    The run is not changed.
+    The run is not changed; text tokenized for it is cached in `cache` (default: the runs folder's
+    data cache).
     """
     torch_device = resolve_device(device)
     model = run.load_model(torch_device)
@@ -26,7 +28,7 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
         doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
         routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
-    data = load_tasks(config.tasks, config.data, tokenization(config, run.path.parent / DATA_CACHE))
+    data = load_tasks(config.tasks, config.data, tokenization(config, cache or run.path.parent / DATA_CACHE))
     check_data_fits(model.specs, data)
     tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}

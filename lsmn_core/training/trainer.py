@@ -30,6 +30,7 @@ from lsmn_core.errors import ConfigError, RunError, TrainingError
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.training.session import Phase, SearchReport
+from lsmn_core.pretrained.network import check_source
 from lsmn_core.pretrained.text import tokenization
 from lsmn_core.store.runs import DATA_CACHE, RunWriter, open_run
 from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit, is_dataset
@@ -400,6 +401,8 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
     data = load_tasks(config.tasks, config.data, tokenization(config, Path(out_dir) / DATA_CACHE))
     # weights, gradients and Adam's two moments, in float32: refused before a folder or a tensor exists
     check_model_size([d.spec for d in data], config, 16, "train")
+    if config.model.pretrained is not None:
+        check_source(config)
     writer = None
     if parallel is None or parallel.rank == 0:  # under torchrun, rank 0 alone writes the run
         writer = RunWriter(Path(out_dir), config, [d.spec for d in data], str(where), folder)
