@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -43,6 +44,7 @@ from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
 from lsmn_core.data.loading import TaskData, load_tasks
 from lsmn_core.datasets import kang
+from lsmn_core.pretrained.models import named
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe import specialisation
 from lsmn_core.store.runs import open_run
@@ -415,6 +417,55 @@ def sharing_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS)
     return "\n".join(lines)
 
 
+PRETRAINED_VARIANTS = {  # the methods on a checkpoint, over the config's own targets
+    "per-task fine-tune": ["scheme={kind: independent}"],
+    "hard sharing": ["scheme={kind: hard}"],
+    "sparse sharing (IMP)": [],
+    "learned masks (Piggyback)": ["scheme={kind: sparse, masks: learned, mask_steps: 300}"],
+}
+FROM_SCRATCH = {  # a network of the Studio's own of the checkpoint's width, on the same inputs
+    "wordnet-minilm.yaml": ["model.pretrained=null", "model.block=attention", "model.width=384", "model.depth=2",
+                            "model.heads=6", "scheme={kind: hard}", "data.tokenizer=all-MiniLM-L6-v2"],
+    "digits-fashion-conv.yaml": ["model.pretrained=null", "model.block=conv", "model.width=32", "model.depth=3",
+                                 "scheme={kind: hard}"],
+}
+
+
+def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS,
+                     config: str = "wordnet-minilm.yaml") -> str:
+    """Markdown table: each task's test accuracy on a checkpoint under a fine-tune per task, hard
+    sharing, sparse sharing and learned masks, and of the Studio's own network from scratch; with
+    what each run stores per task (its files' bytes over the tasks, and bits per target weight)."""
+    variants = {**PRETRAINED_VARIANTS, "from scratch": FROM_SCRATCH[config]}
+    results: dict[str, dict[str, list[float]]] = {}
+    stored: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, overrides in variants.items():
+            for seed in seeds:
+                run_config = load_config(Path(configs) / config, [f"seed={seed}", f"data.split_seed={seed}",
+                                                                  f"name=pretrained-{seed}", *overrides])
+                if run_config.data.tokenizer is not None:  # a checkpoint's tokenizer, by its name in the models folder
+                    run_config.data.tokenizer = str(named(Path(run_config.data.tokenizer).name))
+                run = open_run(train(run_config, tmp, device=device, quiet=True))
+                for task, m in run.summary()["metrics"].items():
+                    results.setdefault(task, {}).setdefault(label, []).append(m["test"])
+                targets = sum(math.prod(s) for s in run.meta.get("pretrained", {}).get("targets", {}).values())
+                size = sum((run.path / f).stat().st_size for f in ("model.safetensors", "routing.safetensors")
+                           if (run.path / f).is_file())
+                stored.setdefault(label, []).append(size / len(run.task_names))
+                if targets:
+                    stored.setdefault(f"{label} bits", []).append(8 * size / len(run.task_names) / targets)
+    lines = ["| task | " + " | ".join(variants) + " |", "|---" * (1 + len(variants)) + "|"]
+    lines += [f"| {task} | " + " | ".join(_mean_std(by[label]) for label in variants) + " |"
+              for task, by in results.items()]
+    lines.append("| stored per task (MB) | " + " | ".join(f"{statistics.mean(stored[label]) / 1e6:.2f}"
+                                                          for label in variants) + " |")
+    lines.append("| bits per target weight per task | " + " | ".join(
+        f"{statistics.mean(stored[f'{label} bits']):.2f}" if f"{label} bits" in stored else "-"
+        for label in variants) + " |")
+    return "\n".join(lines)
+
+
 def adapt_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, blocks=("mlp", "conv"),
                 target_domain: str = "edges", steps: int = 1000) -> str:
     """Markdown table, as the compositional paper's Table 3: the digit task's test accuracy on an
@@ -445,5 +496,6 @@ def adapt_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, b
 STUDIES: dict[str, Callable[..., str]] = {
     "signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
     "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study, "domains": domains_study,
-    "code_tokens": code_tokens_study, "moe": moe_study, "sharing": sharing_study, "adapt": adapt_study
+    "code_tokens": code_tokens_study, "moe": moe_study, "sharing": sharing_study, "adapt": adapt_study,
+    "pretrained": pretrained_study
 }

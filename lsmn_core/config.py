@@ -127,6 +127,8 @@ class ModelConfig:
     layers: str | None = None
     targets: list[str] | None = None
     pool: Literal["mean", "cls"] = "mean"
+    # the checkpoint's weights fine-tune at train.lr times this (its heads, new, at train.lr)
+    finetune_lr_scale: float = check(*positive, 0.05)
 
 
 @dataclass

@@ -228,7 +228,7 @@ def test_wordnet_glosses_give_four_targets_with_their_classes(monkeypatch, tmp_p
 
     glosses, pos, lexnames = wordnet.synsets()
     assert len(glosses) == 117_659 and set(pos.tolist()) == {0, 1, 2, 3}  # WordNet 3.0's synsets, all four parts
-    expected = {"pos": 4, "noun_lexname": 26, "verb_lexname": 15, "gloss_parity": 2}
+    expected = {"pos": 4, "noun_lexname": 26, "verb_lexname": 15, "has_example": 2, "gloss_parity": 2}
     for target, classes in expected.items():
         task = wordnet.load(target, data=DataConfig(), size=500)
         texts, labels = task.splits["train"]
@@ -238,6 +238,8 @@ def test_wordnet_glosses_give_four_targets_with_their_classes(monkeypatch, tmp_p
     assert all(glosses.index(t) >= sum(pos == 0) for t in verbs[:5])  # verb glosses come after the nouns' in file order
     parity = wordnet.load("gloss_parity", data=DataConfig(), size=50).splits["train"]
     assert all((len(t.split()) % 2 == 0) == bool(y) for t, y in zip(*parity))
+    examples = wordnet.load("has_example", data=DataConfig(), size=200).splits["train"]
+    assert all(('"' in t) == bool(y) for t, y in zip(*examples)) and 0 < examples[1].sum() < 200
     monkeypatch.setattr(wordnet, "FOLDERS", [str(tmp_path)])
     monkeypatch.delenv("LSMN_WORDNET", raising=False)
     wordnet.synsets.cache_clear()

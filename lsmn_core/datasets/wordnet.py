@@ -1,9 +1,10 @@
 """`wordnet`: WordNet 3.0's glosses (the definition and examples of each synset), read from the
 dictionary files of Debian's wordnet-base (data.noun, data.verb, data.adj, data.adv), as text tasks:
 `pos` (noun, verb, adjective, adverb), `noun_lexname` (the 26 noun lexicographer files:
-noun.animal, noun.artifact, ...), `verb_lexname` (the 15 verb files), and an unrelated target,
-`gloss_parity` (whether the gloss has an even number of words: its form, not its meaning), as the
-sparse-sharing slides set an unrelated task beside related ones. `size` synsets are drawn (seeded by
+noun.animal, noun.artifact, ...), `verb_lexname` (the 15 verb files), and two targets of the
+gloss's form, not its meaning, unrelated to the others as the sparse-sharing slides set an
+unrelated task beside related ones: `has_example` (whether the gloss quotes an example of use) and
+`gloss_parity` (whether it has an even number of words; mean-pooled features barely see it). `size` synsets are drawn (seeded by
 the split seed) from those the target covers; nothing is downloaded.
 """
 
@@ -31,7 +32,7 @@ LEXNAMES = [  # WordNet's lexicographer files, by number (lexnames(5WN))
     "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl"]
 NOUNS = [i for i, name in enumerate(LEXNAMES) if name.startswith("noun.")]
 VERBS = [i for i, name in enumerate(LEXNAMES) if name.startswith("verb.")]
-TARGETS = ("pos", "noun_lexname", "verb_lexname", "gloss_parity")
+TARGETS = ("pos", "noun_lexname", "verb_lexname", "has_example", "gloss_parity")
 
 
 def folder() -> Path:
@@ -76,7 +77,8 @@ def load(target, *, data: DataConfig, size: int = 4000) -> LoadedTask:
         labels[rows] = np.searchsorted(files, lexnames[rows])
     else:
         rows, classes = np.arange(len(glosses)), 2
-        labels = np.asarray([len(g.split()) % 2 == 0 for g in glosses], dtype=np.int64)
+        form = (lambda g: '"' in g) if target == "has_example" else (lambda g: len(g.split()) % 2 == 0)
+        labels = np.asarray([form(g) for g in glosses], dtype=np.int64)
     picked = np.random.RandomState(data.split_seed).permutation(rows)[:size]
     texts = np.empty(len(picked), dtype=object)
     texts[:] = [glosses[i] for i in picked]

@@ -31,3 +31,6 @@ class Deltas(TargetScheme):
 
     def update_masks(self, task):
         return self.usage(task) if self.copies > 1 else {}
+
+    def lr_scales(self):
+        return {f"deltas.{key}": self.finetune_lr_scale for key in self.deltas}

@@ -75,6 +75,7 @@ class TargetScheme(SharingScheme):
         super().__init__(options, n_tasks, source.depth, None)
         self.targets = {name: torch.Size(shape) for name, shape in source.targets.items()}
         self.target_layers = dict(source.target_layers)
+        self.finetune_lr_scale = config.model.finetune_lr_scale
 
     @classmethod
     def build_network(cls, specs, config):

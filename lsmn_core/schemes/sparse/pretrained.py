@@ -72,8 +72,9 @@ class SparseTargets(TaskMasks, TargetScheme):
         return {f"deltas.{self.key(name)}": masks[name] for name in self.targets}
 
     def lr_scales(self):
-        return {f"scores.{self.key(name)}": self.options.score_lr_scale for name in self.targets} \
-            if self.searching is not None else {}
+        if self.searching is not None:
+            return {f"scores.{self.key(name)}": self.options.score_lr_scale for name in self.targets}
+        return {} if self.learned else {f"deltas.{key}": self.finetune_lr_scale for key in self.deltas}
 
     def search_routing(self, session: Session) -> SearchReport:
         return self._learn_masks(session) if self.learned else self._prune(session)
