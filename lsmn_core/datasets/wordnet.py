@@ -4,8 +4,9 @@ dictionary files of Debian's wordnet-base (data.noun, data.verb, data.adj, data.
 noun.animal, noun.artifact, ...), `verb_lexname` (the 15 verb files), and two targets of the
 gloss's form, not its meaning, unrelated to the others as the sparse-sharing slides set an
 unrelated task beside related ones: `has_example` (whether the gloss quotes an example of use) and
-`gloss_parity` (whether it has an even number of words; mean-pooled features barely see it). `size` synsets are drawn (seeded by
-the split seed) from those the target covers; nothing is downloaded.
+`gloss_parity` (whether it has an even number of words; mean-pooled features barely see it).
+`size` synsets are drawn (seeded by the split seed) from those the target covers; nothing is
+downloaded.
 """
 
 from __future__ import annotations
