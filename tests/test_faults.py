@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,3 +120,18 @@ def test_only_interrupted_or_failed_runs_resume(capsys):
 def test_train_without_a_config_or_a_run_is_one_clear_error(args, capsys):
     assert main(args) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_run_folder_is_never_taken_for_a_folder_of_runs(tmp_path, capsys):
+    """New runs never nest inside a run (nor inside a folder inside one), and a fine-tune of fewer
+    than one step is refused: one line each, and nothing written."""
+    run = tmp_path / "runs" / "digits-sparse"
+    shutil.copytree(REPO / "sample_runs" / "digits-sparse", run)
+    before = sorted(p.name for p in run.rglob("*"))
+    for out in (run, run / "inner" / "deeper"):
+        assert main(["train", "configs/quickstart.yaml", "--out", str(out), "--quiet"]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "not a folder of runs" in error
+    assert main(["finetune", str(run), "--train", "all", "--steps", "-5", "--out", str(tmp_path / "children")]) == 2
+    assert "steps must be a whole number >= 1" in capsys.readouterr().err
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "children").exists()

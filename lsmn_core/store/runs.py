@@ -44,12 +44,23 @@ def safe_name(name: str) -> str:
     return cleaned or "run"
 
 
+def check_runs_folder(root: str | Path) -> Path:
+    """A folder new runs may go into: not a run's own folder, nor inside one (a run nested in a run
+    would be read as one of its files, and the app would list neither right)."""
+    root = Path(root)
+    for folder in (root, *root.resolve().parents):
+        if (folder / "run.json").is_file():
+            where = "is a run's folder" if folder == root.resolve() else f"is inside the run folder {folder}"
+            raise RunError(f"{root} {where}, not a folder of runs: give a folder that holds runs (outside any run)")
+    return root
+
+
 class RunWriter:
     """Creates a run directory and keeps it consistent while training writes into it."""
 
     def __init__(self, root: Path, config, specs: list[TaskSpec], device: str, folder: str | None = None,
                  parent: str | None = None):
-        root = Path(root)
+        root = check_runs_folder(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

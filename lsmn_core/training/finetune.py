@@ -30,7 +30,7 @@ from lsmn_core.network.model import MultitaskModel
 from lsmn_core.schemes import build_model, check_config
 from lsmn_core.training.session import Phase, SearchReport
 from lsmn_core.pretrained.text import tokenization
-from lsmn_core.store.runs import DATA_CACHE, Run, RunWriter
+from lsmn_core.store.runs import DATA_CACHE, Run, RunWriter, check_runs_folder
 from lsmn_core.training.trainer import DeviceTasks, Reporter, TrainingSession, resolve_device, summarize
 
 
@@ -50,6 +50,8 @@ class FinetunePlan:
 
     def check(self, parent_tasks: list[str]) -> None:
         """Refuse a plan that cannot apply to a run of `parent_tasks` (ConfigError)."""
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be a whole number >= 1, got {self.steps!r:.20}")
         if self.train not in ("routing", "all", "new"):
             raise ConfigError(f"train must be 'routing', 'all' or 'new', got {self.train!r}")
         if self.train == "new" and not self.add_tasks:
@@ -131,7 +133,7 @@ def train_child(run: Run, config, make_model: Callable, make_trainable: Callable
     `make_model(specs)` builds, trained by `work(session)`, whose returned keys join the summary
     ("search": the report's summary); a failure marks the run failed. Returns its path."""
     torch_device = resolve_device(device)
-    folder = Path(out_dir) if out_dir else run.path.parent
+    folder = check_runs_folder(Path(out_dir) if out_dir else run.path.parent)
     data = load_tasks(config.tasks, config.data, tokenization(config, folder / DATA_CACHE))
     check_data_fits(run.specs, data)
     model = make_model([d.spec for d in data]).to(torch_device)

@@ -32,7 +32,7 @@ from lsmn_core.schemes import build_model, check_model_size
 from lsmn_core.training.session import Phase, SearchReport
 from lsmn_core.pretrained.network import check_source
 from lsmn_core.pretrained.text import tokenization
-from lsmn_core.store.runs import DATA_CACHE, RunWriter, open_run
+from lsmn_core.store.runs import DATA_CACHE, RunWriter, check_runs_folder, open_run
 from lsmn_core.data.streaming import LoaderOptions, StreamedSplit, TensorSplit, is_dataset
 from lsmn_core.data.tasks import TaskSpec, metric_value, score, task_loss
 
@@ -396,6 +396,7 @@ def train(config, out_dir: str | Path = "runs", device: str | None = None, folde
 
     Under torchrun (WORLD_SIZE > 1) the processes train data-parallel and rank 0 writes the run;
     the others return None."""
+    check_runs_folder(out_dir)
     parallel = distributed.from_environment()
     where = distributed.local_device(resolve_device(device or config.train.device))
     data = load_tasks(config.tasks, config.data, tokenization(config, Path(out_dir) / DATA_CACHE))
