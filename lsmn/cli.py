@@ -28,6 +28,7 @@ from lsmn_core.pretrained.export import export_task
 from lsmn_core.pretrained.models import KNOWN, install, installed, models_folder
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.export import export_run
+from lsmn_core.store.files import occupied
 from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.options import build
@@ -178,7 +179,7 @@ def cmd_export(args) -> None:
         print(export_task(run, args.task, args.out))
         return
     out = Path(args.out)
-    if (out.exists() or out.is_symlink()) and not args.force:
+    if occupied(out) and not args.force:
         raise ConfigError(f"--out {out}: exists; it is not replaced unless you say so (--force)")
     sizes = export_run(run, out)
     print(f"{args.out}: {sizes['bytes']:,} bytes, {sizes['bytes'] / sizes['dense_bytes']:.1%} of the dense "

@@ -118,3 +118,15 @@ def test_fastest_runner_picks_a_path_that_gives_the_same_outputs(mann_run):
     runner, path = fastest_runner(model, 1, x)
     assert path in ("csr", "dense")
     assert torch.allclose(runner(x), model(x, 1), atol=1e-5)
+
+
+def test_cli_export_never_replaces_a_file_unasked(mann_run, tmp_path, capsys):
+    from lsmn.cli import main
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("a user's config\n")
+    assert main(["export", str(mann_run.path), "--out", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--force" in error and config.read_text() == "a user's config\n"
+    assert main(["export", str(mann_run.path), "--out", str(config), "--force"]) == 0
+    assert load_export(config) is not None

@@ -47,8 +47,10 @@ def folder() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def synsets() -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every synset's gloss, part of speech (0..3) and lexicographer file number, in file order."""
+    """Every synset's gloss, part of speech (0..3) and lexicographer file number, in file order; read
+    once per process (every task of the data set draws from them). Callers do not change them."""
     glosses, pos, lexnames = [], [], []
     where = folder()
     for part, label in PARTS.items():

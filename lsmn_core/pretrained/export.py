@@ -17,13 +17,14 @@ from safetensors.torch import save_file
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.network import PretrainedNet
+from lsmn_core.store.files import occupied
 from lsmn_core.store.runs import Run
 
 
 def export_task(run: Run, task: str, out: str | Path) -> Path:
     """Write task `task`'s network into the new folder `out` (never an existing one); returns it."""
     out = Path(out)
-    if os_exists(out):
+    if occupied(out):
         raise ConfigError(f"--out {out}: exists; give a new folder (an existing one is never overwritten)")
     if task not in run.task_names:
         raise ConfigError(f"--task: no task {task!r} in the run (tasks: {', '.join(run.task_names)[:300]})")
@@ -52,8 +53,3 @@ def export_task(run: Run, task: str, out: str | Path) -> Path:
         if model.body.read_depth(index) else "the network's output"}, indent=1))
     partial.rename(out)
     return out
-
-
-def os_exists(path: Path) -> bool:
-    """Whether anything, even a broken link, is at `path`."""
-    return path.exists() or path.is_symlink()

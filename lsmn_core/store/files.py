@@ -30,6 +30,11 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def occupied(path: Path) -> bool:
+    """Whether anything, even a broken link, is at `path` (what an export must not replace unasked)."""
+    return path.exists() or path.is_symlink()
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(temp_path), then rename the temporary file over `path`, which must be absent or a
     regular file."""
