@@ -37,6 +37,7 @@ from typing import Literal
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 
 from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from lsmn_core.schemes.mixture.signatures import pair_sharing
@@ -431,6 +432,21 @@ FROM_SCRATCH = {  # a network of the Studio's own of the checkpoint's width, on 
 }
 
 
+BITS = {"F32": 32, "F16": 16, "BF16": 16, "F64": 64, "BOOL": 8, "U8": 8, "I64": 64}  # safetensors dtypes
+
+
+def bits_per_target_weight(run) -> float:
+    """What a pretrained run keeps per task of its checkpoint's target weights, in bits per target
+    weight: its masks (one bit per weight per task) and its float tensors other than the heads
+    (deltas), over the tasks and the targets' elements. The heads are counted in the stored MB."""
+    targets = sum(math.prod(shape) for shape in run.meta["pretrained"]["targets"].values())
+    mask_bits = sum(mask.size for mask in run.masks().values())
+    with safe_open(str(run.path / "model.safetensors"), "pt") as stored:
+        slices = [stored.get_slice(key) for key in stored.keys() if not key.startswith("heads.")]
+        tensor_bits = sum(math.prod(s.get_shape()) * BITS[s.get_dtype()] for s in slices)
+    return (mask_bits + tensor_bits) / len(run.task_names) / targets
+
+
 def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS,
                      config: str = "wordnet-minilm.yaml") -> str:
     """Markdown table: each task's test accuracy on a checkpoint under a fine-tune per task, hard
@@ -449,12 +465,11 @@ def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFI
                 run = open_run(train(run_config, tmp, device=device, quiet=True))
                 for task, m in run.summary()["metrics"].items():
                     results.setdefault(task, {}).setdefault(label, []).append(m["test"])
-                targets = sum(math.prod(s) for s in run.meta.get("pretrained", {}).get("targets", {}).values())
                 size = sum((run.path / f).stat().st_size for f in ("model.safetensors", "routing.safetensors")
                            if (run.path / f).is_file())
                 stored.setdefault(label, []).append(size / len(run.task_names))
-                if targets:
-                    stored.setdefault(f"{label} bits", []).append(8 * size / len(run.task_names) / targets)
+                if "pretrained" in run.meta:
+                    stored.setdefault(f"{label} bits", []).append(bits_per_target_weight(run))
     lines = ["| task | " + " | ".join(variants) + " |", "|---" * (1 + len(variants)) + "|"]
     lines += [f"| {task} | " + " | ".join(_mean_std(by[label]) for label in variants) + " |"
               for task, by in results.items()]

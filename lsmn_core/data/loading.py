@@ -95,7 +95,7 @@ def load_task(task: TaskConfig, data: DataConfig, text: Tokenization | None = No
             raise DataError(f"task {task.name}: its inputs are text: give the run a tokenizer, a checkpoint's "
                             "(model.pretrained) or a folder's (data.tokenizer)")
         splits, vocab, pad = _tokenized(splits, described.kind, text), text.vocab, text.pad
-        vocabulary = text.tokenizer.convert_ids_to_tokens(list(range(vocab)))
+        vocabulary = text.tokens
     spec = TaskSpec(
         name=task.name, kind=described.kind, n_outputs=described.n_outputs, modality=described.modality,
         input_shape=list(splits["train"][0].shape[1:]), sizes={k: len(v[1]) for k, v in splits.items()},

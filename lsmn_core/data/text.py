@@ -7,6 +7,7 @@ labels' shape, the tokenizer and the length, so a second run does not tokenize a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -37,6 +38,11 @@ class Tokenization:
         self.pad = int(tokenizer.pad_token_id)
         self.vocab = len(tokenizer)
         self.fingerprint = _fingerprint(tokenizer)
+
+    @functools.cached_property
+    def tokens(self) -> list[str]:
+        """Each id's token, as the app labels attributions (once per tokenizer: every text task shares it)."""
+        return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab)))
 
     def encode(self, texts, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Token ids [N, L] of `texts` (strings, or lists of words), and for lists of words their
