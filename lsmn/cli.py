@@ -21,6 +21,7 @@ from lsmn.bench import run_benchmarks
 from lsmn.pretraining import pretrain_fashion_conv
 from lsmn.samples import build_samples
 from lsmn.studies import STUDIES
+from lsmn_core.commands import COMMANDS
 from lsmn_core.config import TaskConfig, load_config, load_yaml
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
 from lsmn_core.installed import listings
@@ -240,6 +241,19 @@ def cmd_samples(args) -> None:
         print(path)
 
 
+def add_plugin_commands(sub) -> None:
+    """The commands packages add (registry lsmn.commands: the task vectors' vectors and merge); one
+    that fails to load is left out, and `lsmn plugins` says why."""
+    for name in COMMANDS.names():
+        try:
+            command = COMMANDS.get(name)
+        except LsmnError:
+            continue
+        p = sub.add_parser(name, help=command.help)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsmn", description="Large, sparse, multitask networks: train, inspect, compare.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -355,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--quiet", action="store_true")
     sm.add_argument("--only", nargs="+", metavar="NAME", help="rebuild only these sample runs")
     sm.set_defaults(func=cmd_samples)
+    add_plugin_commands(sub)
     return p
 
 

@@ -4,6 +4,7 @@ engine (the app's views) is listed by a plain registry of its entry points."""
 
 from __future__ import annotations
 
+from lsmn_core.commands import COMMANDS
 from lsmn_core.datasets import DATASETS
 from lsmn_core.merges import MERGES
 from lsmn_core.network.blocks import BLOCKS
@@ -11,7 +12,7 @@ from lsmn_core.plugins import GROUPS, Listing, Registry, registry
 from lsmn_core.pretrained import LOADERS
 from lsmn_core.schemes import SCHEMES
 
-ENGINE: tuple[Registry, ...] = (SCHEMES, BLOCKS, DATASETS, LOADERS, MERGES)
+ENGINE: tuple[Registry, ...] = (SCHEMES, BLOCKS, DATASETS, LOADERS, MERGES, COMMANDS)
 
 
 def listings(groups: tuple[str, ...] = GROUPS) -> dict[str, list[Listing]]:

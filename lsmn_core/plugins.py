@@ -1,5 +1,5 @@
 """Plugins: one registry shape for every extensible concept (schemes, blocks, data sets, pretrained
-loaders, merge methods, app views).
+loaders, merge methods, commands, app views).
 
 A registry maps names to the objects of one concept. Its names come from the entry points of its
 group (`lsmn.schemes`, `lsmn.blocks`, ...), read from the installed packages' metadata, as pytest
@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 
 from lsmn_core.errors import ConfigError, LsmnError, MissingModuleError
 
-GROUPS = ("lsmn.schemes", "lsmn.blocks", "lsmn.datasets", "lsmn.pretrained", "lsmn.merges", "lsmn.app_views")
+GROUPS = ("lsmn.schemes", "lsmn.blocks", "lsmn.datasets", "lsmn.pretrained", "lsmn.merges", "lsmn.commands",
+          "lsmn.app_views")
 IN_PROCESS = "this process"  # the package named for objects given to register()
 
 T = TypeVar("T")

@@ -71,7 +71,10 @@ def test_lsmn_plugins_lists_the_built_ins_the_plugin_and_the_broken_one(site, tm
     groups = {group: {row["name"]: row for row in rows} for group, rows in json.loads(listed.stdout).items()}
     assert set(groups) == set(plugins.GROUPS)
     assert groups["lsmn.schemes"]["sparse"]["package"] == "lsmn-studio"
-    assert groups["lsmn.datasets"]["digits"]["package"] == "lsmn-studio" and groups["lsmn.merges"] == {}
+    assert groups["lsmn.datasets"]["digits"]["package"] == "lsmn-studio"
+    assert {name: row["package"] for name, row in groups["lsmn.merges"].items()} == dict.fromkeys(
+        ["task_arithmetic", "ties", "dare", "dare_ties", "tall", "consensus"], "lsmn-studio")
+    assert {name for name, row in groups["lsmn.commands"].items() if row["problem"] is None} == {"vectors", "merge"}
     assert {name: row["package"] for name, row in groups["lsmn.pretrained"].items()} == {"hf": "lsmn-studio",
                                                                                          "class": "lsmn-studio"}
     for group, name in (("lsmn.schemes", "task_gains"), ("lsmn.blocks", "rezero"), ("lsmn.datasets", "rings"),

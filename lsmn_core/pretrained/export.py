@@ -49,7 +49,7 @@ def export_task(run: Run, task: str, out: str | Path) -> Path:
     spec = model.specs[index]
     (partial / "lsmn-head.json").write_text(json.dumps({
         "run": run.id, "task": task, "kind": spec.kind, "outputs": spec.n_outputs, "metric": spec.metric,
-        "pool": run.config().model.pool, "reads": f"layer {model.body.read_depth(index)}"
+        "pool": run.config().model.pool, "spec": spec.to_dict(), "reads": f"layer {model.body.read_depth(index)}"
         if model.body.read_depth(index) else "the network's output"}, indent=1))
     partial.rename(out)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import torch
@@ -80,6 +81,11 @@ class TargetScheme(SharingScheme):
     @classmethod
     def build_network(cls, specs, config):
         return build_pretrained(cls, specs, config, None)
+
+    @classmethod
+    def choose_targets(cls, module: nn.Module, layers_path: str, layers: nn.ModuleList, config) -> dict[str, int]:
+        """The weights the scheme acts on, each with its layer: the config's targets in the layers."""
+        return find_targets(layers_path, layers, config.model.targets)
 
     @staticmethod
     def key(name: str) -> str:
@@ -249,11 +255,13 @@ def check_source(config) -> None:
     check_fits_memory(loader_of(config.model.pretrained).weight_files(), "load")
 
 
-def open_source(config, weights: bool) -> tuple[Checkpoint, Source]:
-    """A config's checkpoint (with its weights, or a skeleton of its shapes) and its record."""
+def open_source(config, weights: bool,
+                target_scheme: type[TargetScheme] = TargetScheme) -> tuple[Checkpoint, Source]:
+    """A config's checkpoint (with its weights, or a skeleton of its shapes) and its record, with the
+    targets the scheme acts on."""
     checkpoint = loader_of(config.model.pretrained).open(weights)
     path, layers = checkpoint.layers(config.model.layers)
-    targets = find_targets(path, layers, config.model.targets)
+    targets = target_scheme.choose_targets(checkpoint.module, path, layers, config)
     parameters = dict(checkpoint.module.named_parameters())
     return checkpoint, Source(source=loader_of(config.model.pretrained).source(), files=checkpoint.files, layers=path,
                               depth=len(layers), width=checkpoint.width,
@@ -264,9 +272,9 @@ def open_source(config, weights: bool) -> tuple[Checkpoint, Source]:
 def verified(checkpoint: Checkpoint, source: Source, recorded: Source) -> None:
     """A stored run's checkpoint must be the one it was made from: the same weights files, byte for
     byte (sha256), and the same targets; MissingSourceError otherwise, naming what differs."""
-    if source.files != recorded.files:
-        changed = sorted(set(recorded.files) ^ set(source.files)) or \
-            [f for f in recorded.files if recorded.files[f] != source.files.get(f)]
+    found, made = ({Path(f).name: digest for f, digest in files.items()} for files in (source.files, recorded.files))
+    if found != made:  # by file name: a models folder is elsewhere on another machine
+        changed = sorted(set(made) ^ set(found)) or [f for f in made if made[f] != found.get(f)]
         raise MissingSourceError(f"the checkpoint {recorded.source} is not the one this run was made from: "
                                  f"{changed[0]} differs (sha256)")
     if source.targets != recorded.targets:
@@ -282,7 +290,7 @@ def build_pretrained(target_scheme: type[TargetScheme], specs: list[TaskSpec], c
     if meta and record is not None:
         checkpoint, source = None, Source.from_dict(record, "run.json")
     else:
-        checkpoint, source = open_source(config, weights=not meta)
+        checkpoint, source = open_source(config, not meta, target_scheme)
         if record is not None:
             verified(checkpoint, source, Source.from_dict(record, "run.json"))
     return PretrainedNet(specs, target_scheme(config.scheme, len(specs), source, config), checkpoint, source,

@@ -18,7 +18,7 @@ from torch import nn
 from lsmn_core.network.blocks import Block, make_block
 from lsmn_core.errors import ConfigError
 from lsmn_core.network.model import MultitaskModel, MultitaskNet
-from lsmn_core.training.session import SearchReport, Session
+from lsmn_core.training.session import Phase, SearchReport, Session
 from lsmn_core.data.tasks import TaskSpec
 
 
@@ -130,6 +130,11 @@ class SharingScheme(nn.Module, abc.ABC):
         """The per-task normalisation parameters (a task's own norms, by the scheme's names), which a
         fine-tune of the routing may train with it (`with_norms`); none by default."""
         return []
+
+    def finetune_phase(self, session: Session, tasks: list[int], steps: int) -> Phase | None:
+        """How retraining the routing trains (`lsmn finetune --train routing`), where it is not the
+        tasks' supervised loss (task vectors: AdaMerging's entropy); None: the supervised loss."""
+        return None
 
     def routing_summary(self, task_names: list[str]) -> dict:
         """A small JSON report of the learned routing for summary.json; {} when none."""

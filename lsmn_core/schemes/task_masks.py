@@ -75,6 +75,10 @@ class TaskMasks(nn.Module):
         for task in range(parent.n_tasks):
             self.set_task_masks(task, parent.task_masks(task))
 
+    def set_masks(self, name: str, masks: torch.Tensor) -> None:
+        """Every task's mask [T, *shape] of weight `name`."""
+        self._packed(name).copy_(bitmasks.pack(masks.flatten(1).to(self._packed(name).device)))
+
     def load_routing(self, state):
         for name, mask in state["masks"].items():
-            self._packed(name).copy_(bitmasks.pack(mask.flatten(1).to(self._packed(name).device)))
+            self.set_masks(name, torch.as_tensor(mask))

@@ -108,7 +108,8 @@ def finetune(run: Run, plan: FinetunePlan, out_dir: str | Path | None = None, de
     def work(session: TrainingSession) -> dict:
         report = session.model.body.admit_tasks(session, task_ids) if plan.train == "new" else SearchReport()
         counts = count_trainable(session.model, session.trainable, task_ids)
-        session.train(Phase("finetune", task_ids, plan.steps))
+        own = session.model.body.finetune_phase(session, task_ids, plan.steps) if plan.train == "routing" else None
+        session.train(own or Phase("finetune", task_ids, plan.steps))
         return {"search": report.summary, "finetune": {
             "parent": run.id, "train": plan.train, "tasks": [config.tasks[t].name for t in task_ids],
             "init_from": plan.init_from, **counts}}

@@ -1,0 +1,116 @@
+"""The vectors scheme in the app: how the imported fine-tunes interfere (sign conflicts, cosine
+similarity and magnitudes, per layer) on the Overview, and the merge recipe on the Edit page:
+method, lambda, density, seed, the per-task per-layer coefficients and TALL's per-task lambda;
+Evaluate scores the merge on every task, Retrain learns the coefficients (AdaMerging), Export writes
+the merged network."""
+
+from datetime import datetime
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.figures import bar_chart, cell_labels, task_rows_height
+from app.layout import chart
+from app.schemes.view import SchemeView
+from app.state import writable_runs
+from app.text import plain
+from lsmn_core.errors import LsmnError
+from lsmn_core.merges import MERGES
+from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, recipe_from
+from lsmn_core.schemes.vectors.writer import write_merge
+
+
+def cosine_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=matrix, x=tasks, y=tasks, zmin=-1, zmax=1, colorscale="RdBu",
+                                  texttemplate=cell_labels(len(tasks)),
+                                  hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(title=f"Cosine similarity of the task vectors ({where})", yaxis={"autorange": "reversed"},
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "1: two tasks moved the weights the same way; 0: their changes are orthogonal (merging "
+                             "them adds without interfering); below 0: they pull against each other.")})
+    return figure
+
+
+def norms_heatmap(norms: list[list[float]], tasks: list[str], layers: list[str]) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=norms, x=layers, y=tasks, colorscale="Viridis",
+                                  hovertemplate="%{y}, %{x}: %{z:.4g}<extra></extra>"))
+    figure.update_layout(title="How far each task moved each layer (L2 norm of its delta)",
+                         yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)), meta={"caption": (
+                             "The size of each task's change per layer: where a task's fine-tune did its work.")})
+    return figure
+
+
+def overview(run) -> bool:
+    stats = run.summary().get("vectors")
+    if not stats:
+        return False
+    tasks, layers = run.task_names, stats["layers"]
+    left, right = st.columns(2)
+    chart(left, bar_chart(dict(zip(layers, stats["sign_conflicts"])), "Sign conflicts per layer",
+                          "share of shared weights", "", (
+                              "Of the weights two or more tasks' masks keep (their largest deltas), the share whose "
+                              "kept deltas disagree in sign: the interference TIES resolves by electing a sign.")),
+          "conflicts")
+    where = right.selectbox("Cosine similarity over", ["the whole network", *layers], key=f"cosine_{run.id}")
+    matrix = stats["cosine"] if where == "the whole network" else stats["cosine_per_layer"][layers.index(where)]
+    chart(right, cosine_heatmap(matrix, tasks, where), "cosine")
+    chart(st, norms_heatmap(stats["norms"], tasks, layers), "norms")
+    return True
+
+
+def recipe_editor(run, doc, arrays):
+    """The merge recipe, edited; Export writes the merge of the recipe as it stands."""
+    tasks, layers = run.task_names, doc.get("layers", [])
+    recipe = doc.get("recipe", {})
+    methods = [INDIVIDUAL, *MERGES.names()]
+    cols = st.columns(4)
+    method = cols[0].selectbox("Method", methods, index=methods.index(recipe.get("method", INDIVIDUAL)),
+                               key=f"method_{run.id}", help="individual: each task its own fine-tune (the run's "
+                               "metrics); the others merge the fine-tunes into one network (tall: one per task)")
+    default = 1.0 if method == INDIVIDUAL else MERGES.get(method).default_lambda
+    same = method == recipe.get("method")
+    lam = cols[1].number_input("Lambda", value=float(recipe.get("lambda", default) if same else default),
+                               step=0.05, format="%.3f", key=f"lambda_{run.id}_{method}")
+    density = cols[2].number_input("Density", min_value=0.001, max_value=1.0, value=float(recipe.get("density", 0.2)),
+                                   step=0.05, key=f"density_{run.id}", help="ties and dare: the share of each task "
+                                   "vector kept")
+    seed = cols[3].number_input("Seed", min_value=0, value=int(recipe.get("seed", 0)), step=1, key=f"seed_{run.id}",
+                                help="dare's random drops")
+    st.caption("Coefficients: each task's weight in the merge, per layer (1: as the method says; AdaMerging learns "
+               "them when you retrain).")
+    stored = recipe.get("coefficients") or [[1.0] * len(layers) for _ in tasks]
+    table = st.data_editor(pd.DataFrame(stored, index=tasks, columns=layers), key=f"coefficients_{run.id}")
+    tall = recipe.get("tall_lambdas") or [0.4] * len(tasks)
+    if method != INDIVIDUAL and MERGES.get(method).uses_tall_lambdas:
+        edited_tall = st.data_editor(pd.DataFrame({"TALL lambda": tall}, index=tasks), key=f"tall_{run.id}")
+        tall = list(edited_tall["TALL lambda"])
+    coefficients = [[float(v) for v in row] for row in table.to_numpy()]
+    plain_table = all(v == 1.0 for row in coefficients for v in row)
+    edited = {**doc, "recipe": {"method": method, "lambda": lam, "density": density, "seed": int(seed),
+                                "coefficients": [] if plain_table else coefficients,
+                                "tall_lambdas": [float(v) for v in tall], "consensus_k": recipe.get("consensus_k", 2)}}
+    export(run, edited, method)
+    return edited, arrays
+
+
+def export(run, edited: dict, method: str) -> None:
+    """Write the edited recipe's merge as a folder in the checkpoint's format, in the user's runs folder."""
+    if method == INDIVIDUAL:
+        return
+    task = None
+    if MERGES.get(method).per_task:
+        task = st.selectbox("Task to export", run.task_names, key=f"export_task_{run.id}")
+    if st.button("Export the merge", key=f"export_{run.id}"):
+        out = writable_runs(run) / ".merges" / f"{run.id}-{method}-{datetime.now():%Y%m%d-%H%M%S}"  # not a run
+        try:
+            recipe = recipe_from(edited["recipe"], len(run.task_names), len(edited.get("layers", [])))
+            with st.spinner("Writing the merged network, a tensor at a time..."):
+                st.success(f"Written: {plain(write_merge(run, recipe, out, task))}")
+        except LsmnError as exc:
+            st.error(plain(exc))
+
+
+VIEW = SchemeView(overview=overview, editor=recipe_editor, retrain_modes=("routing",),
+                  routing_help="the merge's coefficients, by AdaMerging (the entropy of each task's predictions on "
+                               "its unlabelled inputs)")

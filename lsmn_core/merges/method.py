@@ -1,0 +1,93 @@
+"""What a merge method is: a way of combining the task vectors (fine-tuned minus pretrained weights)
+of one checkpoint's fine-tunes into one network, or one per task, applied one tensor at a time so
+that a merge never holds more than a tensor of each fine-tune.
+
+Every built-in method has one shape: each task's vector is turned into its part (trimmed, dropped,
+kept where its sign agrees with the others', ...), the parts are summed with per-task, per-layer
+coefficients (1 unless learned, as AdaMerging learns them), scaled by lambda, and optionally masked
+per task (TALL) or for all (consensus):
+
+    merged_t = lambda * mask_t * sum_s c[s, layer] * part_s
+
+Parts are elementwise once a task's level over its whole tensor is known (`level`: the magnitude
+TIES keeps), so a tensor too large to hold T times is merged in chunks of rows.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from lsmn_core.errors import ConfigError
+
+
+@dataclass
+class Recipe:
+    """A merge's settings: the method, lambda, the density a method keeps, the seed of a random one,
+    per-task coefficients by layer (rows: tasks; columns: the checkpoint's layers, with one before
+    and one after them), TALL's per-task lambda and consensus's minimum of tasks."""
+
+    method: str
+    lam: float
+    density: float = 0.2
+    seed: int = 0
+    coefficients: list[list[float]] = field(default_factory=list)
+    tall_lambdas: list[float] = field(default_factory=list)
+    consensus_k: int = 2
+
+    def check(self, tasks: int, columns: int) -> Recipe:
+        """Refuse settings no merge can use (ConfigError naming the setting)."""
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam)):
+            raise ConfigError(f"lambda must be a finite number, got {self.lam!r:.40}")
+        if not (isinstance(self.density, (int, float)) and 0 < self.density <= 1):
+            raise ConfigError(f"density must be in (0, 1], got {self.density!r:.40}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r:.40}")
+        if isinstance(self.consensus_k, bool) or not isinstance(self.consensus_k, int) or self.consensus_k < 1:
+            raise ConfigError(f"consensus_k must be a whole number >= 1, got {self.consensus_k!r:.40}")
+        table = torch.as_tensor(self.coefficients, dtype=torch.float64) if self.coefficients else None
+        if table is not None and (tuple(table.shape) != (tasks, columns) or not torch.isfinite(table).all()):
+            finite = "" if torch.isfinite(table).all() else ", not finite"
+            raise ConfigError(f"coefficients must be a table of {tasks} tasks x {columns} layers of finite numbers "
+                              f"(got {'x'.join(map(str, table.shape))}{finite})")
+        if self.tall_lambdas and (len(self.tall_lambdas) != tasks
+                                  or not all(isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)
+                                             for v in self.tall_lambdas)):
+            raise ConfigError(f"tall_lambdas must be {tasks} finite numbers >= 0, one per task")
+        return self
+
+    def table(self, tasks: int, columns: int) -> torch.Tensor:
+        """The coefficients [tasks, columns] (all 1 when none are given)."""
+        if not self.coefficients:
+            return torch.ones(tasks, columns)
+        return torch.tensor(self.coefficients, dtype=torch.float32)
+
+
+class MergeMethod(abc.ABC):
+    """One merge method. `parts` and the masks see a chunk of one tensor's task vectors [T, ...] in
+    float32; `level` sees one task's whole vector of that tensor first."""
+
+    name: ClassVar[str]
+    default_lambda: ClassVar[float]  # the scale its paper's merges use
+    uses_density: ClassVar[bool] = False
+    random: ClassVar[bool] = False  # uses the recipe's seed
+    per_task: ClassVar[bool] = False  # each task gets its own masked merge (evaluated task by task)
+    uses_tall_lambdas: ClassVar[bool] = False  # reads the recipe's per-task TALL lambdas
+
+    def level(self, delta: torch.Tensor, recipe: Recipe) -> float | None:
+        """Whatever the method needs of one task's whole tensor before its chunks (None: nothing)."""
+        return None
+
+    @abc.abstractmethod
+    def parts(self, deltas: torch.Tensor, levels: list[float | None], recipe: Recipe,
+              generator: torch.Generator) -> torch.Tensor:
+        """Each task's part [T, ...] of the merged delta, before coefficients and lambda."""
+
+    def masks(self, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor | None:
+        """Where each task's merge is kept [T, ...] (per_task methods) or where the merge is kept [1, ...];
+        None: everywhere."""
+        return None

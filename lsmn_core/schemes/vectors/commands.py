@@ -1,0 +1,94 @@
+"""`lsmn vectors` and `lsmn merge`, the task vectors' commands (registry lsmn.commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lsmn_core.commands import Command
+from lsmn_core.errors import ConfigError
+from lsmn_core.merges import MERGES
+from lsmn_core.merges.method import Recipe
+from lsmn_core.schemes.vectors.evaluation import evaluate_merge, table_lines
+from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
+from lsmn_core.schemes.vectors.scheme import INDIVIDUAL
+from lsmn_core.schemes.vectors.writer import check_out, vectors_body, write_merge
+from lsmn_core.store.runs import open_run
+
+
+def _vectors_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", metavar="RUN | BASE FINETUNE...",
+                   help="a pretrained run with a fine-tune per task, or a checkpoint and two or more fine-tunes of it "
+                        "(model folders, or weights files with --class)")
+    p.add_argument("--names", help="the tasks' names, comma-separated (default: the fine-tunes' folder names)")
+    p.add_argument("--data", help="fine-tunes: a config whose tasks of those names give each task's data")
+    p.add_argument("--class", dest="module_class", metavar="PACKAGE.MODULE:CLASS",
+                   help="BASE and the fine-tunes are weights files of this module")
+    p.add_argument("--density", type=float, default=0.1,
+                   help="each task's mask: this share of its largest deltas per tensor (default 0.1)")
+    p.add_argument("--out", help="the folder of runs to put the run in (default: beside RUN, else runs)")
+
+
+def _run_vectors(args: argparse.Namespace) -> None:
+    if not 0 < args.density <= 1:
+        raise ConfigError(f"--density must be in (0, 1], got {args.density}")
+    if len(args.sources) == 1:
+        if args.names or args.data or args.module_class:
+            raise ConfigError("--names, --data and --class belong to fine-tunes; a run names its own tasks")
+        path = from_run(open_run(args.sources[0]), args.out, args.density)
+    else:
+        if args.data is None:
+            raise ConfigError("--data: give a config whose tasks give the fine-tunes' data (by their names)")
+        names = args.names.split(",") if args.names else None
+        path = from_finetunes(args.sources[0], args.sources[1:], args.data, args.out or "runs", names, args.density,
+                              args.module_class)
+    print(path)
+
+
+def _merge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a task vectors run (lsmn vectors)")
+    p.add_argument("--method", help=f"one of {', '.join(MERGES.names())} (default: the run's recipe's)")
+    p.add_argument("--lambda", dest="lam", type=float, help="the scale of the merged delta (default: the method's)")
+    p.add_argument("--density", type=float, help="what ties and dare keep (default 0.2)")
+    p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
+    p.add_argument("--task", help="tall: the task whose own network to write")
+    p.add_argument("--out", required=True, help="a new folder for the merged network")
+    p.add_argument("--no-eval", action="store_true", help="write the merge without evaluating it")
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+
+
+def merge_recipe(run, args: argparse.Namespace) -> Recipe:
+    """The run's recipe, with what the command line gives in its place (a new method starts from
+    its own lambda and plain coefficients)."""
+    stored = run.routing_state()["recipe"]
+    method = args.method or stored.method
+    if method == INDIVIDUAL:
+        raise ConfigError(f"--method: give one of {', '.join(MERGES.names())} (the run holds the individual "
+                          "fine-tunes)")
+    changed = method != stored.method
+    default = MERGES.get(method, "--method").default_lambda
+    recipe = Recipe(method, args.lam if args.lam is not None else default if changed else stored.lam,
+                    args.density if args.density is not None else stored.density,
+                    args.seed if args.seed is not None else stored.seed,
+                    [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k)
+    return recipe.check(len(run.task_names), vectors_body(run).columns)
+
+
+def _run_merge(args: argparse.Namespace) -> None:
+    run = open_run(args.run)
+    recipe = merge_recipe(run, args)
+    check_out(Path(args.out), run, vectors_body(run).inputs)
+    result = None if args.no_eval else evaluate_merge(run, recipe)  # before anything is written
+    out = write_merge(run, recipe, args.out, args.task)
+    if result is not None:
+        (out / "lsmn-evaluation.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result) if args.json else "\n".join(table_lines(recipe.method, result)))
+    print(out)
+
+
+VECTORS = Command("import the fine-tunes of one checkpoint as a task vectors run: masks of what each task "
+                  "changed, how the tasks interfere; prints the run's path last", _vectors_arguments, _run_vectors)
+MERGE = Command("merge a task vectors run's fine-tunes (task arithmetic, TIES, DARE, TALL, consensus) into a "
+                "new folder in the checkpoint's format, evaluated on every task; prints its path last",
+                _merge_arguments, _run_merge)

@@ -1,0 +1,167 @@
+"""Where a task vectors run's vectors come from, and reading them. Each task's vector is read from
+its input when it is needed, a tensor (or a chunk of its rows) at a time, and never stored in the
+run: either a Studio run with a delta per task of its checkpoint's targets (its model.safetensors,
+`body.deltas.<name>` [tasks, ...]; the task's row), or a fine-tune (a model folder or a weights
+file) whose weights minus the checkpoint's are the vector. The run records every file's sha256, and
+a file that is gone or changed is named in one line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lsmn_core.data.tasks import TaskSpec
+from lsmn_core.errors import ConfigError, RunError
+from lsmn_core.pretrained.checkpoint import MissingSourceError, sha256
+from lsmn_core.schemes.vectors.tensors import TensorFiles, name_map
+from lsmn_core.store.files import json_integer, read_json
+
+HEAD_WEIGHTS, HEAD_RECORD = "lsmn-head.safetensors", "lsmn-head.json"  # what `lsmn export --task` writes beside
+
+
+@dataclass
+class VectorInput:
+    """One task's vector as the run records it: its files (path -> sha256), and either the run it is
+    a row of (`run`, `index`) or the fine-tune it is the difference of (`finetune`)."""
+
+    task: str
+    files: dict[str, str]
+    run: str | None = None
+    index: int | None = None
+    finetune: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> VectorInput:
+        try:
+            made = cls(**data) if isinstance(data, dict) else None
+        except TypeError:
+            made = None
+        if made is None or not (isinstance(made.task, str) and isinstance(made.files, dict)
+                                and all(isinstance(k, str) and isinstance(v, str) for k, v in made.files.items())
+                                and (made.run is None) != (made.finetune is None)
+                                and (made.run is None or (isinstance(made.run, str) and json_integer(made.index)))
+                                and (made.finetune is None or isinstance(made.finetune, str))):
+            raise ConfigError(f"{where}: not a task vector's record (task, files, and run with index or finetune)")
+        return made
+
+    def verify(self) -> None:
+        """Each file is where the run recorded it, byte for byte (MissingSourceError naming it)."""
+        for path, digest in self.files.items():
+            if not Path(path).is_file():
+                raise MissingSourceError(f"task {self.task}'s vector: {path} is gone")
+            if sha256(Path(path)) != digest:
+                raise MissingSourceError(f"task {self.task}'s vector: {path} is not the file it was imported from "
+                                         "(sha256 differs)")
+
+
+class TaskVectorSet:
+    """The task vectors of `inputs` over the checkpoint's tensors `names` (its parameter names), read
+    from the checkpoint's weights files `base` and the inputs' files; `key(name)` is how a Studio run
+    names a target's delta."""
+
+    def __init__(self, base: list[Path], names: list[str], inputs: list[VectorInput], key=None):
+        self.names, self.inputs, self.key = names, inputs, key or (lambda name: name.replace(".", "__"))
+        self.base = TensorFiles(base, "the checkpoint")
+        self.base_keys, _ = name_map(self.base, names, "the checkpoint")
+        self.readers: list[TensorFiles] = []
+        self.keys: list[dict[str, str] | None] = []
+        for item in inputs:
+            where = f"task {item.task}'s vector ({item.run or item.finetune})"
+            reader = TensorFiles([Path(f) for f in item.files if Path(f).name not in (HEAD_WEIGHTS, HEAD_RECORD)],
+                                 where)
+            if item.run is not None:
+                self._check_rows(reader, item, where)
+                self.keys.append(None)
+            else:
+                keys = name_map(reader, names, where)[0]
+                self._check_shapes(reader, keys, where)
+                self.keys.append(keys)
+            self.readers.append(reader)
+
+    def _check_rows(self, reader: TensorFiles, item: VectorInput, where: str) -> None:
+        for name in self.names:
+            key = f"body.deltas.{self.key(name)}"
+            if key not in reader.keys:
+                raise ConfigError(f"{where}: holds no delta of {name!r}: a run with a delta per task of the same "
+                                  "checkpoint's targets is needed")
+            shape, base = reader.shape(key), self.base.shape(self.base_keys[name])
+            if shape[1:] != base or item.index is None or not 0 <= item.index < shape[0]:
+                raise ConfigError(f"{where}: its delta of {name!r} is {list(shape)}, not one row per task of the "
+                                  f"checkpoint's {list(base)}")
+
+    def _check_shapes(self, reader: TensorFiles, keys: dict[str, str], where: str) -> None:
+        for name in self.names:
+            mine, base = (reader.shape(keys[name]), reader.dtype(keys[name])), \
+                (self.base.shape(self.base_keys[name]), self.base.dtype(self.base_keys[name]))
+            if mine != base:
+                raise ConfigError(f"{where}: {name!r} is {list(mine[0])} {str(mine[1]).removeprefix('torch.')}, the "
+                                  f"checkpoint's is {list(base[0])} {str(base[1]).removeprefix('torch.')}: a fine-tune "
+                                  "of another checkpoint")
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.base.shape(self.base_keys[name])
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self.base.dtype(self.base_keys[name])
+
+    def pretrained(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        return self.base.read(self.base_keys[name], rows).float()
+
+    def delta(self, task: int, name: str, rows: slice | None = None) -> torch.Tensor:
+        """Task `task`'s vector of tensor `name` (its `rows`), in float32."""
+        reader, keys, item = self.readers[task], self.keys[task], self.inputs[task]
+        if keys is None:
+            return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float()
+        return reader.read(keys[name], rows).float() - self.pretrained(name, rows)
+
+    def task_delta(self, name: str):
+        """Tensor `name`'s vector of one task at a time, as merge_tensor reads it."""
+        return lambda task: self.delta(task, name)
+
+    def chunk_deltas(self, name: str):
+        """Tensor `name`'s vectors of every task, a chunk of rows at a time (a tensor of one number: all)."""
+        return lambda rows: self.deltas(name, rows if self.shape(name) else None)
+
+    def deltas(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        """Every task's vector of `name` [T, ...], float32, each checked to be finite."""
+        stacked = torch.stack([self.delta(t, name, rows) for t in range(len(self.inputs))])
+        if not torch.isfinite(stacked).all():
+            task = next(t for t in range(len(stacked)) if not torch.isfinite(stacked[t]).all())
+            raise ConfigError(f"task {self.inputs[task].task}'s vector has NaN or infinite values in {name!r}")
+        return stacked
+
+
+def head_of(item: VectorInput) -> tuple[dict[str, torch.Tensor], TaskSpec]:
+    """A task's head (its state, as a pretrained run's head names it) and its spec: the row of a
+    run, or the files `lsmn export --task` writes beside a fine-tune."""
+    from safetensors.torch import load_file
+
+    if item.run is not None:
+        run = Path(item.run)
+        meta = read_json(run / "run.json")
+        prefix = f"heads.{meta['tasks'][item.index]['name']}."
+        with_heads = TensorFiles([run / "model.safetensors"], f"run {run.name}")
+        state = {key.removeprefix(prefix): with_heads.read(key) for key in with_heads.keys if key.startswith(prefix)}
+        return state, TaskSpec.from_dict(meta["tasks"][item.index])
+    folder = Path(item.finetune or "")
+    record = read_json(folder / HEAD_RECORD)
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise RunError(f"{folder / HEAD_RECORD}: names no task spec")
+    try:
+        spec = TaskSpec.from_dict(record["spec"])
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{folder / HEAD_RECORD}: {exc}") from None
+    return load_file(str(folder / HEAD_WEIGHTS)), spec
+
+
+def has_head(folder: Path) -> bool:
+    return (folder / HEAD_WEIGHTS).is_file() and (folder / HEAD_RECORD).is_file()
+
+
+def head_files(folder: Path) -> list[Path]:
+    return [folder / HEAD_WEIGHTS, folder / HEAD_RECORD]

@@ -1,0 +1,141 @@
+"""`lsmn merge`: a task vectors run's merge written in its checkpoint's own format, streamed: each
+tensor is merged a chunk of rows at a time and appended to the safetensors file as it comes, so the
+merge holds one tensor of the checkpoint and a chunk of every fine-tune, never the merged network.
+A Hugging Face checkpoint gives a folder that transformers loads without the Studio (its config and
+tokenizer copied beside the merged weights); a user's module gives its weights file. The tasks'
+heads (never merged) and the recipe go beside, in lsmn-heads.safetensors and lsmn-merge.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lsmn_core.errors import ConfigError, RunError
+from lsmn_core.merges import MERGES
+from lsmn_core.merges.combine import merge_tensor, weighted
+from lsmn_core.merges.method import Recipe
+from lsmn_core.pretrained import loader_of
+from lsmn_core.pretrained.huggingface import HuggingFace
+from lsmn_core.schemes.vectors.inputs import TaskVectorSet, VectorInput
+from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, TaskVectors, recipe_document
+from lsmn_core.schemes.vectors.tensors import DTYPES, TensorFiles
+from lsmn_core.store.files import occupied
+from lsmn_core.store.runs import Run
+
+SAFETENSORS_DTYPES = {dtype: name for name, dtype in DTYPES.items()}
+WEIGHTS_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+                    "pytorch_model.bin.index.json", "lsmn-*")
+
+
+class StreamedSafetensors:
+    """A safetensors file written tensor by tensor, chunk by chunk, in the order of its header."""
+
+    def __init__(self, path: Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]]):
+        header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for key, dtype, shape in entries:
+            size = torch.empty((), dtype=dtype).element_size() * int(torch.Size(shape).numel())
+            header[key] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                           "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        self.file = open(path, "wb")
+        self.file.write(len(text).to_bytes(8, "little") + text)
+
+    def write(self, tensor: torch.Tensor) -> None:
+        self.file.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def check_out(out: Path, run: Run, inputs: list[VectorInput]) -> None:
+    """A new folder, outside the run and every input (none is ever written into or replaced)."""
+    if occupied(out):
+        raise ConfigError(f"--out {out}: exists; give a new folder (an existing one is never replaced)")
+    resolved = out.resolve()
+    for place in [run.path, *(Path(i.run or i.finetune or "") for i in inputs)]:
+        place = place.resolve()
+        if resolved == place or place in resolved.parents:
+            raise ConfigError(f"--out {out}: inside {place}, which the merge reads; give a folder elsewhere")
+
+
+def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = None, progress=None) -> Path:
+    """The merge `recipe` of `run` into the new folder `out` (for a per-task method, task `task`'s
+    network); returns the folder."""
+    out = Path(out)
+    body = vectors_body(run)
+    inputs = body.inputs
+    check_out(out, run, inputs)
+    if recipe.method == INDIVIDUAL:
+        raise ConfigError("--method: give a merge method (individual fine-tunes are the run's inputs)")
+    method = MERGES.get(recipe.method, "--method")()
+    if method.per_task and task not in run.task_names:
+        raise ConfigError(f"--task: the {recipe.method} merge gives each task its own network; name one of "
+                          f"{', '.join(run.task_names)[:200]}")
+    index = run.task_names.index(task) if method.per_task and task is not None else 0
+    loader = loader_of(run.config().model.pretrained)
+    files = loader.weight_files()
+    for item in inputs:
+        item.verify()
+    vectors = TaskVectorSet(files, list(body.targets), inputs)
+    coefficients = recipe.table(len(inputs), body.columns)
+    base = TensorFiles(files, "the checkpoint")
+    keys = list(base.keys)
+    target_of = {key: name for name, key in vectors.base_keys.items()}
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
+    stream = StreamedSafetensors(weights, [(k, base.dtype(k), base.shape(k)) for k in keys])
+    try:
+        for step, key in enumerate(keys):
+            if progress:
+                progress(step, len(keys), key)
+            name = target_of.get(key)
+            if name is None:
+                stream.write(base.read(key))
+                continue
+            shape, dtype = vectors.shape(name), base.dtype(key)
+            column = coefficients[:, body.target_layers[name] + 1]
+            for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
+                                                   vectors.chunk_deltas(name), len(inputs)):
+                merged = weighted(parts, masks, column, recipe.lam)
+                chunk = rows if shape else None
+                stream.write((vectors.pretrained(name, chunk) + merged[index if len(merged) > 1 else 0]).to(dtype))
+    finally:
+        stream.close()
+    if isinstance(loader, HuggingFace):
+        for file in sorted(loader.folder.iterdir()):
+            if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
+                shutil.copy2(file, partial / file.name)
+    save_file(run_heads(run), str(partial / "lsmn-heads.safetensors"))
+    (partial / "lsmn-merge.json").write_text(json.dumps({
+        "run": run.id, "tasks": run.task_names, "task": task if method.per_task else None,
+        "recipe": recipe_document(recipe) | {"coefficients": coefficients.tolist()},
+        "source": str(loader.source())}, indent=1))
+    partial.rename(out)
+    return out
+
+
+def vectors_body(run: Run) -> TaskVectors:
+    """A task vectors run's network body (RunError for a run of another scheme)."""
+    body = run.skeleton().body
+    if not isinstance(body, TaskVectors):
+        raise RunError(f"run {run.id} is not a task vectors run (lsmn vectors makes them); its scheme is {run.scheme}")
+    return body
+
+
+def run_heads(run: Run) -> dict[str, torch.Tensor]:
+    """The tasks' heads, as the run stores them (heads.<task>.*)."""
+    from safetensors.torch import load_file
+
+    try:
+        return {k: v for k, v in load_file(str(run.path / "model.safetensors")).items() if k.startswith("heads.")}
+    except OSError as exc:
+        raise RunError(f"run {run.id}: cannot read its heads ({exc})") from None

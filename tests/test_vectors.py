@@ -1,0 +1,235 @@
+"""Task vectors end to end on a tiny random BERT: a Studio run of per-task fine-tunes imported
+(`lsmn vectors RUN`) and the same fine-tunes as exported folders (`lsmn vectors BASE FT...`); what the
+run stores, its masks and statistics against their definitions, a merge written by `lsmn merge`
+that transformers loads and that equals its definition, the merge evaluated as the Studio evaluates
+it, AdaMerging's learned coefficients, the app's pages, and bad input refused in one line."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from peft.utils import merge_utils
+from safetensors.torch import load_file, save_file
+
+from helpers import REPO
+from lsmn.cli import main
+from lsmn_core.config import parse_config
+from lsmn_core.errors import RoutingError
+from lsmn_core.merges.ties import magnitude_level
+from lsmn_core.store import routing
+from lsmn_core.store.runs import open_run
+from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.training.trainer import train
+from tiny_models import hf_model
+
+TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
+         {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}},
+         {"name": "dog", "source": "tiny_models:sentences", "args": {"target": "has_dog", "seed": 2}}]
+
+
+@pytest.fixture(scope="module")
+def finetunes(tmp_path_factory):
+    """A tiny BERT, a run of a fine-tune per task over it, and that run imported as task vectors."""
+    folder = tmp_path_factory.mktemp("vectors")
+    bert = hf_model(folder / "bert")
+    config = {"name": "tiny", "seed": 0, "tasks": TASKS,
+              "model": {"pretrained": {"hf": str(bert)}, "finetune_lr_scale": 1.0},
+              "scheme": {"kind": "independent"},
+              "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "lr": 0.003, "device": "cpu"}}
+    parent = open_run(train(parse_config(config), folder / "runs", quiet=True))
+    assert main(["vectors", str(parent.path), "--density", "0.2"]) == 0
+    vectors = open_run(next(p for p in (folder / "runs").iterdir() if p.name.startswith("tiny-vectors")))
+    return bert, parent, vectors
+
+
+def parent_deltas(parent) -> dict[str, torch.Tensor]:
+    """The parent run's deltas by target name, [tasks, ...]."""
+    stored = load_file(str(parent.path / "model.safetensors"))
+    return {name: stored[f"body.deltas.{name.replace('.', '__')}"] for name in parent.meta["pretrained"]["targets"]}
+
+
+def test_the_run_stores_masks_and_statistics_never_the_weights(finetunes):
+    _, parent, vectors = finetunes
+    assert vectors.scheme == "vectors" and vectors.task_names == ["cat", "parity", "dog"]
+    stored = load_file(str(vectors.path / "model.safetensors"))
+    assert all(k.startswith("heads.") or k == "body.coefficients" for k in stored)  # no delta, no checkpoint weight
+    inputs = vectors.config().scheme.inputs
+    assert [i["index"] for i in inputs] == [0, 1, 2] and all(len(i["files"]) == 1 for i in inputs)
+    deltas, masks = parent_deltas(parent), vectors.masks()
+    assert set(masks) == set(deltas)
+    for name, delta in deltas.items():
+        for t in range(3):
+            level = magnitude_level(delta[t], 0.2)
+            assert torch.equal(torch.from_numpy(masks[name][t]), (delta[t].abs() >= level) & (delta[t] != 0))
+    stats = vectors.summary()["vectors"]
+    flat = torch.cat([d.flatten(1) for d in deltas.values()], 1).double()
+    expected = torch.nn.functional.cosine_similarity(flat[:, None], flat[None, :], dim=-1)
+    assert torch.allclose(torch.tensor(stats["cosine"], dtype=torch.float64), expected, atol=1e-6)
+    name = next(iter(deltas))  # sign conflicts of one tensor, written out
+    kept = torch.from_numpy(masks[name]).flatten(1)
+    signs = torch.sign(deltas[name].flatten(1)) * kept
+    shared = kept.sum(0) >= 2
+    conflict = shared & (signs > 0).any(0) & (signs < 0).any(0)
+    assert math.isclose(stats["sign_conflicts_per_tensor"][name], conflict.sum().item() / max(1, shared.sum().item()))
+    assert len(stats["norms"]) == 3 and len(stats["sign_conflicts"]) == len(stats["layers"])
+
+
+def test_the_individual_fine_tunes_evaluate_to_their_run_s_metrics(finetunes):
+    _, parent, vectors = finetunes
+    again = evaluate_run(vectors)["metrics"]
+    for task, m in parent.summary()["metrics"].items():
+        assert again[task]["test"] == pytest.approx(m["test"], abs=1e-6)
+        assert vectors.summary()["metrics"][task]["test"] == m["test"]
+
+
+def test_a_merge_is_written_as_its_definition_and_transformers_loads_it(finetunes, tmp_path, capsys):
+    from transformers import AutoModel
+
+    bert, parent, vectors = finetunes
+    out = tmp_path / "ties"
+    assert main(["merge", str(vectors.path), "--method", "ties", "--density", "0.3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == str(out) and printed[0].split()[:3] == ["task", "metric", "individual"]
+    evaluation = json.loads((out / "lsmn-evaluation.json").read_text())
+    assert set(evaluation["tasks"]) == {"cat", "parity", "dog"}
+    merged = AutoModel.from_pretrained(out, local_files_only=True)
+    base = dict(AutoModel.from_pretrained(bert, local_files_only=True).named_parameters())
+    for name, delta in parent_deltas(parent).items():
+        expected = base[name] + merge_utils.ties(list(delta), torch.ones(3), 0.3)
+        assert torch.allclose(dict(merged.named_parameters())[name], expected, atol=1e-6), name
+    untouched = "embeddings.word_embeddings.weight"  # not a target: the checkpoint's own
+    assert torch.equal(dict(merged.named_parameters())[untouched], base[untouched])
+    assert set(load_file(str(out / "lsmn-heads.safetensors"))) == {k for k in load_file(
+        str(vectors.path / "model.safetensors")) if k.startswith("heads.")}
+    # the Studio's own evaluation of the recipe is the written network's
+    doc = {**vectors.routing()[0], "recipe": {"method": "ties", "lambda": 1.0, "density": 0.3}}
+    model = vectors.load_model()
+    routing.apply(model, routing.decode(doc, vectors.routing()[1], model))
+    with torch.no_grad():
+        ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 8, 3, 0, 0, 0]])
+        ours, _ = model.eval().features(ids, 2)
+        theirs = merged.eval()(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, capsys):
+    """The same fine-tunes, exported as folders (`lsmn export --task`) and imported with the checkpoint:
+    every tensor's vector (zero off the targets), each task's metrics as its run's."""
+    bert, parent, _ = finetunes
+    folders = []
+    for task in parent.task_names:
+        folders.append(tmp_path / task)
+        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
+    data = tmp_path / "data.yaml"
+    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    capsys.readouterr()
+    assert main(["vectors", str(bert), *map(str, folders), "--data", str(data), "--out", str(tmp_path / "runs")]) == 0
+    run = open_run(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.config().scheme.everywhere and "embeddings.word_embeddings.weight" in run.masks()
+    for task, m in parent.summary()["metrics"].items():
+        assert run.summary()["metrics"][task]["test"] == pytest.approx(m["test"], abs=1e-6)
+
+
+def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finetunes, tmp_path):
+    from lsmn_core.schemes.vectors.scheme import prediction_entropy
+    from lsmn_core.training.finetune import FinetunePlan, finetune
+
+    _, _, vectors = finetunes
+    doc = {**vectors.routing()[0], "recipe": {"method": "task_arithmetic", "lambda": 0.3}}
+    child = open_run(finetune(vectors, FinetunePlan(30, "routing", routing=(doc, vectors.routing()[1])),
+                              tmp_path, device="cpu"))
+    learned = child.routing()[0]["recipe"]
+    assert learned["method"] == "task_arithmetic" and learned["coefficients"]  # no longer all 1
+    assert child.meta["parent"] == vectors.id
+
+    def entropy(run, recipe) -> float:
+        model = run.load_model().eval()
+        routing.apply(model, routing.decode({**run.routing()[0], "recipe": recipe}, run.routing()[1], model))
+        config = run.config()
+        from lsmn_core.data.loading import load_tasks
+        from lsmn_core.pretrained.text import tokenization
+        data = load_tasks(config.tasks, config.data, tokenization(config, None))
+        with torch.no_grad():
+            return sum(float(prediction_entropy(model.forward_tasks(torch.as_tensor(d.splits["train"][0]), [t])[0],
+                                                d.spec)) for t, d in enumerate(data))
+
+    assert entropy(child, learned) < entropy(vectors, doc["recipe"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "unknown merge method 'nope'"), (["--method", "ties", "--density", "0"], "density must"),
+    (["--method", "tall"], "--task: the tall merge gives each task its own network")])
+def test_bad_merges_are_refused_in_one_line_and_write_nothing(finetunes, tmp_path, capsys, args, message):
+    _, _, vectors = finetunes
+    assert main(["merge", str(vectors.path), *args, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error and not (tmp_path / "out").exists()
+
+
+def test_merge_never_writes_over_or_into_what_it_reads(finetunes, tmp_path, capsys):
+    _, parent, vectors = finetunes
+    (tmp_path / "mine.txt").write_text("keep")
+    for out in (tmp_path / "mine.txt", vectors.path / "inner", parent.path):
+        assert main(["merge", str(vectors.path), "--method", "ties", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert (tmp_path / "mine.txt").read_text() == "keep" and not (vectors.path / "inner").exists()
+
+
+def test_an_edited_coefficient_table_of_the_wrong_shape_is_refused(finetunes):
+    _, _, vectors = finetunes
+    doc = {**vectors.routing()[0], "recipe": {"method": "ties", "coefficients": [[1.0, 2.0]]}}
+    with pytest.raises(RoutingError, match="coefficients must be a table of 3 tasks x 4 layers"):
+        routing.decode(doc, vectors.routing()[1], vectors.skeleton())
+
+
+def test_fine_tunes_of_another_checkpoint_or_with_nan_are_refused(finetunes, tmp_path, capsys):
+    bert, parent, _ = finetunes
+    folders = []
+    for task in parent.task_names[:2]:
+        folders.append(tmp_path / task)
+        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
+    data = tmp_path / "data.yaml"
+    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    weights = folders[1] / "model.safetensors"
+    state = load_file(str(weights))
+    state["encoder.layer.0.attention.self.query.weight"][0, 0] = float("nan")
+    save_file(state, str(weights))
+    capsys.readouterr()
+    assert main(["vectors", str(bert), *map(str, folders), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert "NaN or infinite values in 'encoder.layer.0.attention.self.query.weight'" in capsys.readouterr().err
+    other = hf_model(tmp_path / "other-bert", family="distilbert")
+    shutil.copy(other / "model.safetensors", weights)
+    assert main(["vectors", str(bert), *map(str, folders), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "a fine-tune of another" in error
+    assert not list(tmp_path.glob("r/*/run.json"))  # no run made (the data cache may hold the tokenized text)
+
+
+def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from helpers import APP_PATIENCE
+
+    _, _, vectors = finetunes
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(vectors.path.parent))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    run_box = next(s for s in at.sidebar.selectbox if s.label == "Run")
+    run_box.set_value(next(o for o in run_box.options if o.startswith(vectors.id))).run()
+    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert "Sign conflicts per layer" in specs and "Cosine similarity of the task vectors" in specs
+    for page in ["views/masks.py", "views/edit.py"]:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+    at.selectbox(key=f"method_{vectors.id}").set_value("ties").run()
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception and not at.error
+    tables = [d.value for d in at.dataframe if "test change" in d.value.columns]
+    assert tables and set(tables[0]["task"]) == {"cat", "parity", "dog"}
+    next(b for b in at.button if b.label == "Export the merge").click().run()
+    assert not at.exception and not at.error and any("Written:" in s.value for s in at.success)
+    (written,) = (vectors.path.parent / ".merges").iterdir()
+    assert (written / "model.safetensors").is_file() and json.loads((written / "lsmn-merge.json").read_text())[
+        "recipe"]["method"] == "ties"
