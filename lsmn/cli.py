@@ -169,8 +169,10 @@ def cmd_study(args) -> None:
         options["domains"] = tuple(d for d in args.domains.split(",") if d)
     if args.set:
         options["overrides"] = tuple(args.set)
-    if options and args.name not in ("muir", "pretrained") or args.name == "pretrained" and set(options) - {"config"}:
-        raise ConfigError("--config, --domains and --set belong to the muir study (--config to the pretrained one)")
+    with_config = ("pretrained", "merges")
+    if options and args.name not in ("muir", *with_config) or args.name in with_config and set(options) - {"config"}:
+        raise ConfigError("--config, --domains and --set belong to the muir study (--config to the pretrained and "
+                          "merges ones)")
     print(STUDIES[args.name](seeds=seeds, device=args.device, configs=Path(args.configs), **options))
 
 

@@ -1,7 +1,9 @@
 """The shipped example runs: one digits task set under every scheme (independent, hard, sparse,
 mann, moe, mixture), the digits x input-domains task set under the mixture scheme, and two hyper
-(MUiR) runs: Kang's 30 synthetic tasks and a cross-modal set (2-D conv, MLP, 1-D conv); and, built
-only when named, the 1,000-task run of configs/scale-1000.yaml.
+(MUiR) runs: Kang's 30 synthetic tasks and a cross-modal set (2-D conv, MLP, 1-D conv); pretrained
+checkpoints: WordNet's tasks with masks learned over MiniLM, a fine-tune per task of the Studio's
+Fashion-MNIST conv network, and both task sets' fine-tunes as task vectors; and, built only when
+named, the 1,000-task run of configs/scale-1000.yaml.
 
 `lsmn samples` rebuilds them. Each run is trained into a temporary folder and then swapped in,
 so an interrupted rebuild leaves the previous sample runs intact.
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from lsmn_core.config import load_config
 from lsmn_core.errors import ConfigError
+from lsmn_core.schemes.vectors.importing import from_run
+from lsmn_core.store.runs import open_run
 from lsmn_core.training.trainer import train
 
 SAMPLES = {  # folder: (config, overrides)
@@ -29,6 +33,16 @@ SAMPLES = {  # folder: (config, overrides)
     "crossmodal-hyper": ("crossmodal.yaml", ["scheme.generations=6", "train.steps=800"]),
     "scale-sparse": ("scale.yaml", []),
     "scale-1000": ("scale-1000.yaml", []),
+    # pretrained checkpoints: MiniLM's masks learned per task (Piggyback; make models first), and a fine-tune
+    # per task of the Studio's own image checkpoint
+    "wordnet-minilm": ("wordnet-minilm.yaml", ["scheme={kind: sparse, masks: learned, mask_steps: 300}"]),
+    "fashion-independent": ("digits-fashion-conv.yaml", ["scheme={kind: independent}"]),
+}
+# task vectors runs: the sample of fine-tunes each imports (shipped beside it, so it evaluates and merges on a
+# fresh clone), or a config of fine-tunes built aside and not shipped (its masks and statistics only)
+VECTORS: dict[str, str | tuple[str, list[str]]] = {
+    "fashion-vectors": "fashion-independent",
+    "wordnet-vectors": ("wordnet-minilm.yaml", ["scheme={kind: independent}"]),
 }
 BUILT_ON_REQUEST = {"scale-1000"}  # too large to ship (its every pruning round's masks): `--only scale-1000`
 
@@ -38,18 +52,38 @@ def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = F
     """Rebuild the sample runs (or only the named ones) into `out`, from the configs in `configs`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    chosen = only or set(SAMPLES) - BUILT_ON_REQUEST | set(VECTORS)
+    if unknown := sorted(set(chosen) - set(SAMPLES) - set(VECTORS)):
+        raise ConfigError(f"--only: no sample {unknown[0]!r} (samples: {', '.join([*SAMPLES, *VECTORS])})")
     built = []
     for folder, (config_file, overrides) in SAMPLES.items():
-        if folder not in (only or set(SAMPLES) - BUILT_ON_REQUEST):
+        if folder in chosen:
+            with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
+                built.append(swap_in(_trained(configs, config_file, [f"name={folder}", *overrides], tmp, device,
+                                              quiet, folder), out / folder))
+    for folder, parent in VECTORS.items():
+        if folder not in chosen:
             continue
-        config = load_config(Path(configs) / config_file, [f"name={folder}", *overrides])
         with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
-            run = train(config, tmp, device=device, folder=folder, quiet=quiet)
-            if run is None:
-                raise ConfigError("sample runs are built in one process, not under torchrun")
-            target = out / folder
-            if target.exists():
-                shutil.rmtree(target)
-            run.rename(target)
-        built.append(target)
+            fine_tunes = out / parent if isinstance(parent, str) else \
+                _trained(configs, parent[0], [f"name={folder}-finetunes", *parent[1]], tmp, device, quiet, None)
+            # built beside the runs it records by a relative path, then swapped in under its own name
+            made = from_run(open_run(fine_tunes), out, quiet=quiet, folder=f".{folder}-building")
+            built.append(swap_in(made, out / folder))
     return built
+
+
+def _trained(configs: Path, config_file: str, overrides: list[str], tmp: str, device: str, quiet: bool,
+             folder: str | None) -> Path:
+    run = train(load_config(Path(configs) / config_file, overrides), tmp, device=device, folder=folder, quiet=quiet)
+    if run is None:
+        raise ConfigError("sample runs are built in one process, not under torchrun")
+    return run
+
+
+def swap_in(run: Path, target: Path) -> Path:
+    """A finished sample run in place of the previous one (which stays until this one is whole)."""
+    if target.exists():
+        shutil.rmtree(target)
+    run.rename(target)
+    return target

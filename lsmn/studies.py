@@ -23,6 +23,10 @@
   by its mixture weights alone or by its input adapter (the compositional paper's Table 3).
 - moe: the digits tasks under a mixture of experts whose gate sees the sample, the sample and a
   task offset, or the task alone: accuracy per task and expert specialisation per layer.
+- pretrained: a checkpoint's tasks under a fine-tune per task, hard sharing, sparse sharing and
+  learned masks, beside the Studio's own network from scratch, with what each stores per task.
+- merges: the per-task fine-tunes of a checkpoint imported as task vectors and merged by every
+  method (lambda picked on dev), beside AdaMerging's learned coefficients: normalised accuracy.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ from lsmn_core.datasets import kang
 from lsmn_core.pretrained.models import named
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe import specialisation
+from lsmn_core.schemes.vectors.importing import from_run
 from lsmn_core.store.runs import open_run
+from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
 
 CONFIGS = Path("configs")  # the studies' configs, as found from the checkout's root; `lsmn study --configs`
@@ -508,9 +514,69 @@ def adapt_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, b
     return "\n".join(lines)
 
 
+LAMBDAS = [round(0.1 * i, 1) for i in range(1, 16)]  # the grid a merge's lambda is picked from, on dev
+TALL_LAMBDAS = [0.2, 0.3, 0.4, 0.5, 0.6]  # the TALL paper's grid of each task's lambda
+
+
+def merges_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, config: str = "wordnet-minilm.yaml",
+                 adamerging_steps: int = 300) -> str:
+    """Markdown table: each task's test accuracy as a share of its own fine-tune's (normalised) under
+    task arithmetic, TIES, DARE-TIES (over `seeds`), TALL masks, consensus and AdaMerging, every
+    lambda picked by the mean normalised dev accuracy (as the papers pick theirs); the fine-tunes are
+    the config's tasks under a fine-tune per task (seed 0), imported as task vectors."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_config = load_config(Path(configs) / config, ["scheme={kind: independent}", "name=finetunes"])
+        if run_config.data.tokenizer is not None:
+            run_config.data.tokenizer = str(named(Path(run_config.data.tokenizer).name))
+        vectors = open_run(from_run(open_run(train(run_config, tmp, device=device, quiet=True)), tmp, quiet=True))
+        individual = vectors.summary()["metrics"]
+
+        def normalised(metrics: dict) -> dict[str, dict[str, float]]:
+            return {t: {split: m[split] / individual[t][split] for split in ("dev", "test")}
+                    for t, m in metrics.items()}
+
+        def scores(recipe: dict) -> dict[str, dict[str, float]]:
+            metrics = evaluate_run(vectors, {**vectors.routing()[0], "recipe": recipe}, device)["metrics"]
+            return normalised(metrics)
+
+        def best(recipes: list[dict]) -> tuple[dict, dict[str, dict[str, float]]]:
+            """Of the recipes, the one of highest mean normalised dev accuracy, and its scores."""
+            scored = [(r, scores(r)) for r in recipes]
+            return max(scored, key=lambda pair: statistics.mean(v["dev"] for v in pair[1].values()))
+
+        columns: dict[str, list[dict[str, dict[str, float]]]] = {}
+        chosen = {}
+        for method in ("task_arithmetic", "ties", "consensus"):
+            recipe, scored = best([{"method": method, "lambda": lam} for lam in LAMBDAS])
+            columns[method], chosen[method] = [scored], recipe["lambda"]
+        columns["dare_ties"] = [best([{"method": "dare_ties", "lambda": lam, "seed": seed} for lam in LAMBDAS])[1]
+                                for seed in seeds]
+        arithmetic, tasks = chosen["task_arithmetic"], vectors.task_names
+        uniform = {lam: scores({"method": "tall", "lambda": arithmetic, "tall_lambdas": [lam] * len(tasks)})
+                   for lam in TALL_LAMBDAS}  # a task's mask depends on its own lambda alone
+        tall_lambdas = [max(TALL_LAMBDAS, key=lambda lam: uniform[lam][task]["dev"]) for task in tasks]
+        columns["tall"] = [scores({"method": "tall", "lambda": arithmetic, "tall_lambdas": tall_lambdas})]
+        start = {**vectors.routing()[0], "recipe": {"method": "task_arithmetic", "lambda": arithmetic}}
+        plan = FinetunePlan(adamerging_steps, "routing", routing=(start, vectors.routing()[1]))
+        child = open_run(finetune(vectors, plan, tmp, device))
+        columns["AdaMerging"] = [normalised(child.summary()["metrics"])]
+        learned = child.routing()[0]["recipe"]["coefficients"]
+    names = list(columns)
+    lines = ["| task | individual | " + " | ".join(names) + " |", "|---" * (2 + len(names)) + "|"]
+    for task in vectors.task_names:
+        lines.append(f"| {task} | {individual[task]['test']:.3f} | "
+                     + " | ".join(_mean_std([c[task]["test"] for c in columns[n]]) for n in names) + " |")
+    lines.append("| mean | 1 | " + " | ".join(_mean_std([statistics.mean(c[t]["test"] for t in c) for c in columns[n]])
+                                              for n in names) + " |")
+    picked = ", ".join(f"{m} {lam}" for m, lam in chosen.items())
+    spread = f"{min(map(min, learned)):.2f} .. {max(map(max, learned)):.2f}" if learned else "all 1"
+    return "\n".join(lines) + (f"\n\nlambda picked on dev: {picked}; TALL's lambdas {tall_lambdas}; AdaMerging's "
+                               f"coefficients after {adamerging_steps} steps: {spread}")
+
+
 STUDIES: dict[str, Callable[..., str]] = {
     "signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
     "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study, "domains": domains_study,
     "code_tokens": code_tokens_study, "moe": moe_study, "sharing": sharing_study, "adapt": adapt_study,
-    "pretrained": pretrained_study
+    "pretrained": pretrained_study, "merges": merges_study
 }

@@ -233,3 +233,16 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     (written,) = (vectors.path.parent / ".merges").iterdir()
     assert (written / "model.safetensors").is_file() and json.loads((written / "lsmn-merge.json").read_text())[
         "recipe"]["method"] == "ties"
+
+
+def test_a_vectors_run_moves_with_the_run_beside_it(finetunes, tmp_path):
+    """Its inputs are recorded from its own folder when they lie beside it, as the shipped samples do."""
+    _, parent, vectors = finetunes
+    for run in (parent, vectors):
+        shutil.copytree(run.path, tmp_path / "moved" / run.id)
+    moved = open_run(tmp_path / "moved" / vectors.id)
+    assert moved.config().scheme.inputs[0]["run"] == str((tmp_path / "moved" / parent.id).resolve())
+    assert moved.meta["config"]["scheme"]["inputs"][0]["run"] == f"../{parent.id}"
+    metrics = evaluate_run(moved)["metrics"]
+    assert {t: m["test"] for t, m in metrics.items()} == pytest.approx(
+        {t: m["test"] for t, m in parent.summary()["metrics"].items()}, abs=1e-6)

@@ -1,9 +1,9 @@
 """The Studio's own image checkpoint: a small convolutional network pretrained on Fashion-MNIST's
 60,000 training images (its ten classes), its weights in fashion_conv.safetensors beside this file
-(`lsmn models pretrain fashion-conv` makes them again). A config opens it as any user's module:
+(`lsmn models pretrain fashion-conv` makes them again). A config opens it as any user's module,
+its weights found beside the class (its WEIGHTS):
 
-    model: {pretrained: {class: "lsmn_core.pretrained.fashion_conv:FashionConv",
-                         weights: ../lsmn_core/pretrained/fashion_conv.safetensors}}   # from configs/
+    model: {pretrained: {class: "lsmn_core.pretrained.fashion_conv:FashionConv"}}
 
 for low-data image tasks (digits with a few labels per class). Any image size works: the features
 are pooled over the last map.
@@ -36,6 +36,8 @@ class Residual(nn.Module):
 class FashionConv(nn.Module):
     """Grey images [B, H, W] -> features [B, width]: a 3 x 3 stem, `depth` residual blocks (the
     layers), halving the map after the first two, and average pooling."""
+
+    WEIGHTS = WEIGHTS  # the pretrained weights, shipped beside this file
 
     def __init__(self, width: int = 32, depth: int = 4):
         super().__init__()

@@ -1,7 +1,8 @@
 """`class`: a user's nn.Module with a weights file, `model.pretrained: {class: "package.module:Class",
 args: {...}, weights: FILE}`. The class is imported by its name (as user blocks are), built with
 `args`, and its weights read from `.safetensors`, or from a state dict read with `weights_only=True`
-(no code is unpickled). Its forward maps a batch of inputs to features [B, width] or [B, L, width];
+(no code is unpickled); a class that ships its weights names them (its `WEIGHTS` attribute), and
+then `weights` may be left out. Its forward maps a batch of inputs to features [B, width] or [B, L, width];
 its `width` (or `hidden_size`) attribute says how wide.
 """
 
@@ -27,7 +28,8 @@ WIDTH_ATTRIBUTES = ("width", "hidden_size", "embed_dim")
 @dataclass
 class ModuleOptions:
     cls: str = field(metadata={"key": "class"})  # "package.module:Class"
-    weights: str  # .safetensors, or a state dict (.pt, .pth, .bin) read with weights_only=True
+    # .safetensors, or a state dict (.pt, .pth, .bin) read with weights_only=True; none: the class's own (WEIGHTS)
+    weights: str | None = None
     args: dict = field(default_factory=dict)
 
 
@@ -38,7 +40,17 @@ class UserModule:
 
     def __init__(self, options: dict):
         self.options = build(ModuleOptions, options, "model.pretrained")
-        self.weights = Path(self.options.weights).expanduser()
+
+    @property
+    def weights(self) -> Path:
+        """The weights file: the config's, or the one a class that ships its weights names (WEIGHTS)."""
+        if self.options.weights is not None:
+            return Path(self.options.weights).expanduser()
+        own = getattr(self._class(), "WEIGHTS", None)
+        if not isinstance(own, (str, Path)):
+            raise ConfigError(f"model.pretrained.weights: give the weights file ({self.options.cls} names none of "
+                              "its own)")
+        return Path(own)
 
     def source(self) -> str:
         return str(self.weights)
@@ -49,10 +61,14 @@ class UserModule:
         refuse_pickled_code([self.weights], "model.pretrained.weights")
         return [self.weights]
 
-    def _build(self) -> nn.Module:
+    def _class(self) -> type[nn.Module]:
         cls = load_named(self.options.cls, "model.pretrained.class")
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise ConfigError(f"model.pretrained.class: {self.options.cls!r} is not an nn.Module class")
+        return cls
+
+    def _build(self) -> nn.Module:
+        cls = self._class()
         try:
             return cls(**self.options.args)
         except TypeError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -49,6 +50,11 @@ class SharingScheme(nn.Module, abc.ABC):
     @classmethod
     def check_config(cls, config) -> None:
         """Refuse (ConfigError) a run config this scheme cannot serve; called once it is parsed."""
+
+    @classmethod
+    def stored_paths(cls, config, folder: Path) -> None:
+        """Make the paths a stored run's options give relative to its folder absolute (a run that refers
+        to runs beside it, as a task vectors run does, moves with them); none by default."""
 
     @classmethod
     @abc.abstractmethod

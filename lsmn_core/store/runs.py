@@ -27,7 +27,7 @@ from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.store.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
                              read_text, write_json)
 from lsmn_core.network.model import MultitaskModel
-from lsmn_core.schemes import build_model, check_model_size
+from lsmn_core.schemes import build_model, check_model_size, scheme_class
 from lsmn_core.data.tasks import TaskSpec
 from lsmn_core.version import __version__
 
@@ -311,7 +311,9 @@ class Run:
         """The run's parsed config, shared by every caller of this Run: copy it before changing it."""
         if self._config is None:
             try:
-                self._config = parse_config(self.meta["config"], where=f"{self.path.name}/run.json config", stored=True)
+                config = parse_config(self.meta["config"], where=f"{self.path.name}/run.json config", stored=True)
+                scheme_class(config.scheme.kind).stored_paths(config, self.path)
+                self._config = config
             except LsmnError as exc:
                 raise RunError(str(exc)) from None
         return self._config

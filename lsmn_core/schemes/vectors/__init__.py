@@ -43,5 +43,22 @@ class Vectors(SharingScheme):
             raise ConfigError(f"scheme.inputs: {len(config.scheme.inputs)} task vectors for {len(config.tasks)} tasks")
 
     @classmethod
+    def stored_paths(cls, config, folder) -> None:
+        """A vector's run or fine-tune given relative to the run's folder (a run beside it); new records,
+        so run.json's own stay as they are."""
+        def resolved(item):
+            if not isinstance(item, dict):
+                return item  # VectorInput.from_dict refuses it, naming it
+            item = dict(item)
+            for key in ("run", "finetune"):
+                if isinstance(item.get(key), str):
+                    item[key] = str((folder / item[key]).resolve())
+            if isinstance(item.get("files"), dict):
+                item["files"] = {str((folder / str(path)).resolve()): digest for path, digest in item["files"].items()}
+            return item
+
+        config.scheme.inputs = [resolved(item) for item in config.scheme.inputs]
+
+    @classmethod
     def build_network(cls, specs, config):
         raise ConfigError("the vectors scheme holds the fine-tunes of a checkpoint: `lsmn vectors` makes its runs")

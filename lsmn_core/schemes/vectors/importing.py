@@ -30,21 +30,27 @@ from lsmn_core.training.evaluation import evaluate_run
 ADAMERGING = {"steps": 500, "batch_size": 16, "lr": 1e-3, "eval_every": 100, "device": "auto"}  # the paper's
 
 
-def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: bool = False) -> Path:
+def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: bool = False,
+             folder: str | None = None) -> Path:
     """A run of the task vectors of `run`, a pretrained run with a delta per task (a fine-tune per
-    task); beside it unless `out_dir` says where."""
+    task); beside it unless `out_dir` says where, in the folder `folder` if one is named."""
     config = run.config()
     meta = run.meta.get("pretrained")
     if meta is None:
         raise ConfigError(f"run {run.id} is not of a pretrained checkpoint: its tasks have no task vectors")
+    out_dir = Path(out_dir or run.path.parent)
     weights = run.path / "model.safetensors"
-    inputs = [VectorInput(task, {str(weights.resolve()): sha256(weights)}, run=str(run.path.resolve()), index=t)
+    digest = sha256(weights)
+    inputs = [VectorInput(task, {str(weights.resolve()): digest}, run=str(run.path.resolve()), index=t)
               for t, task in enumerate(run.task_names)]
+    beside = out_dir.resolve() == run.path.parent.resolve()  # recorded from the new run's folder: they move together
+    place = f"../{run.path.name}" if beside else str(run.path.resolve())
+    recorded = [VectorInput(i.task, {f"{place}/model.safetensors": digest}, run=place, index=i.index) for i in inputs]
     data = config.to_dict()
     data.update(name=f"{config.name}-vectors", scheme={"kind": "vectors", "density": density,
-                                                        "inputs": [i.to_dict() for i in inputs]}, train=ADAMERGING)
+                                                        "inputs": [i.to_dict() for i in recorded]}, train=ADAMERGING)
     individual = {name: {k: m[k] for k in ("metric", "dev", "test")} for name, m in run.summary()["metrics"].items()}
-    return _make(parse_config(data), inputs, out_dir or run.path.parent, individual, quiet)
+    return _make(parse_config(data), inputs, out_dir, individual, quiet, folder)
 
 
 def from_finetunes(base: str, finetunes: list[str], data: str | Path, out_dir: str | Path, names: list[str] | None,
@@ -82,7 +88,8 @@ def from_finetunes(base: str, finetunes: list[str], data: str | Path, out_dir: s
     return _make(parse_config(raw), inputs, out_dir, None, quiet)
 
 
-def _make(config, inputs: list[VectorInput], out_dir: str | Path, individual: dict | None, quiet: bool) -> Path:
+def _make(config, inputs: list[VectorInput], out_dir: str | Path, individual: dict | None, quiet: bool,
+          folder: str | None = None) -> Path:
     out_dir = check_runs_folder(out_dir)
     _, source = open_source(config, False, TaskVectors)
     source.files = {str(f): sha256(f) for f in loader_of(config.model.pretrained).weight_files()}
@@ -100,7 +107,7 @@ def _make(config, inputs: list[VectorInput], out_dir: str | Path, individual: di
         masks = _masks_and_statistics(vectors, name, source.target_layers[name] + 1, config.scheme.density,
                                       statistics)
         body.set_masks(name, masks)
-    writer = RunWriter(out_dir, config, specs, "cpu")
+    writer = RunWriter(out_dir, config, specs, "cpu", folder)
     try:
         writer.record_source(model)
         writer.save_model(model)

@@ -53,7 +53,11 @@ class VectorInput:
         """Each file is where the run recorded it, byte for byte (MissingSourceError naming it)."""
         for path, digest in self.files.items():
             if not Path(path).is_file():
-                raise MissingSourceError(f"task {self.task}'s vector: {path} is gone")
+                made = f"{path} is gone"
+                if self.run:
+                    made = (f"the run of fine-tunes {Path(self.run).name} it was imported from is gone (train this "
+                            "run's config with a fine-tune per task, then lsmn vectors that run)")
+                raise MissingSourceError(f"task {self.task}'s vector: {made}")
             if sha256(Path(path)) != digest:
                 raise MissingSourceError(f"task {self.task}'s vector: {path} is not the file it was imported from "
                                          "(sha256 differs)")
