@@ -65,8 +65,8 @@ def test_the_target_s_labels_never_enter_training(parent, tmp_path, monkeypatch)
     plain = open_run(adapt(parent, AdaptPlan("edges", steps=20), tmp_path / "plain", "cpu"))
     load_tasks = lsmn_core.training.finetune.load_tasks
 
-    def wrong_labels(tasks, data):  # the target's labels shifted by one class in every split
-        loaded = load_tasks(tasks, data)
+    def wrong_labels(tasks, data, *cache):  # the target's labels shifted by one class in every split
+        loaded = load_tasks(tasks, data, *cache)
         target = loaded[-1]
         splits = {s: (x, (y + 1) % 10) for s, (x, y) in target.splits.items()}
         return [*loaded[:-1], dataclasses.replace(target, splits=splits)]

@@ -42,6 +42,8 @@ def test_an_output_that_is_not_a_regular_file_is_left_alone(sparse_run, tmp_path
     {"fifo": lambda: os.mkfifo(target), "symlink": lambda: target.symlink_to(elsewhere),
      "folder": target.mkdir}[make]()
     assert main(["export", str(sparse_run), "--out", str(target)]) == 2
+    assert "not replaced unless you say so (--force)" in one_error_line(capsys)
+    assert main(["export", str(sparse_run), "--out", str(target), "--force"]) == 2  # not even then
     assert "will not replace" in one_error_line(capsys)
     assert elsewhere.read_text() == "keep me"
     assert {"fifo": target.is_fifo, "symlink": target.is_symlink, "folder": target.is_dir}[make]()
