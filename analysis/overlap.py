@@ -56,9 +56,34 @@ def _distinct_rows(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return distinct, inverse.ravel(), counts
 
 
+CODED_TASKS = 16  # up to this many tasks, a weight's task set is a number below 2^16
+
+
+def _coded_task_sets(rows: list[np.ndarray], n_tasks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_task_sets for at most CODED_TASKS tasks: each weight's set as the number its packed bits read
+    (task 0 the highest bit), counted by bincount; no hashing or sorting of 20M weights' rows."""
+    width = 8 if n_tasks <= 8 else 16
+    dtype = np.uint8 if width == 8 else np.uint16
+    codes = np.zeros(sum(r.shape[1] for r in rows), dtype)
+    start = 0
+    for r in rows:
+        part = codes[start:start + r.shape[1]]
+        for task, used in enumerate(r):
+            part |= used.astype(dtype) << dtype(width - 1 - task)
+        start += r.shape[1]
+    counts = np.bincount(codes, minlength=1 << width)
+    present = np.flatnonzero(counts)
+    rank = np.zeros(1 << width, np.intp)
+    rank[present] = np.arange(len(present))
+    distinct = np.stack([present >> 8, present & 0xFF], axis=1)[:, 2 - width // 8:].astype(np.uint8)
+    return distinct, rank[codes], counts[present]
+
+
 def _task_sets(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct task sets of the weights of `rows` (bool [T, N_param] each, weights in order) as
     packed bits [K, ceil(T / 8)] (see members), with the index of each weight's set and each set's count."""
+    if rows and rows[0].shape[0] <= CODED_TASKS:
+        return _coded_task_sets(rows, rows[0].shape[0])
     packed = np.concatenate([np.packbits(r.T, axis=1) for r in rows])  # one row of bits per weight
     return _distinct_rows(packed)
 

@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 
 from analysis.bitcount import packed_intersections
 from lsmn.bench_pretrained import bench_pretrained
+from lsmn.bench_vectors import bench_vectors
 from lsmn_core.network.layers import block_branch
 from lsmn_core.config import load_config, load_yaml, parse_config
 from lsmn_core.data.loading import load_tasks
@@ -673,7 +674,8 @@ def run_benchmarks(device: str = "cpu", configs: Path = Path("configs"), app: Pa
                 "results": bench_export() + bench_sparse_inference() + bench_masked_step() + bench_batched_imp()
                 + bench_muir_generation() + bench_mixture_blocks() + bench_block_step() + bench_overlap_at_scale()
                 + bench_streaming() + bench_app_pages(configs, app) + bench_sample_pages(configs, app)
-                + bench_cold_start(app) + bench_thousand_task_pages(configs, app) + bench_pretrained()}
+                + bench_cold_start(app) + bench_thousand_task_pages(configs, app) + bench_pretrained()
+                + bench_vectors()}
     return {"device": f"{device} ({torch.cuda.get_device_name(device)})",
             "results": bench_masked_step(device=device) + bench_masked_step_bf16(device=device)
             + bench_batched_imp(device=device)

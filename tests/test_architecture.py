@@ -18,7 +18,8 @@ from lsmn_core.schemes import SCHEMES
 PACKAGES = ("lsmn_core", "analysis", "app", "lsmn")
 # registries, and experiment definitions that name schemes and data sets as data
 MAY_NAME_SCHEMES = {"lsmn_core/schemes/__init__.py", "app/schemes/__init__.py", "lsmn/studies.py",
-                    "lsmn/samples.py", "lsmn/bench.py", "lsmn/bench_pretrained.py"}
+                    "lsmn/samples.py", "lsmn/bench.py", "lsmn/bench_pretrained.py",
+                    "lsmn/bench_vectors.py"}
 
 
 def sources(*packages):

@@ -103,3 +103,17 @@ def test_a_recipe_no_merge_can_use_is_refused_naming_the_setting(settings, messa
     lam = settings.pop("lam", 1.0)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Recipe("ties", lam, **settings).check(4, 3)
+
+
+@pytest.mark.parametrize("density", [0.001, 0.1, 0.2, 0.5, 0.9, 0.99999])
+def test_a_large_tensor_s_level_is_the_exact_k_th_largest_magnitude(density):
+    """Past 8 x SAMPLE entries the level is bracketed from a sample first: still exactly the k-th
+    largest magnitude, with half the entries tied at zero and at a density the brackets miss."""
+    from lsmn_core.merges.ties import SAMPLE, magnitude_level
+
+    generator = torch.Generator().manual_seed(3)
+    delta = torch.randn(8 * SAMPLE + 12_345, generator=generator)
+    delta[torch.rand(delta.shape, generator=generator) < 0.5] = 0
+    k = int(density * delta.numel())
+    assert magnitude_level(delta, density) == float(delta.abs().kthvalue(delta.numel() - k + 1).values)
+    assert (delta.abs() >= magnitude_level(delta, density)).sum() >= k

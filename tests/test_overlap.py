@@ -57,6 +57,7 @@ def test_subsets_are_exact_when_task_sets_share_a_hash(monkeypatch):
     import analysis.overlap as overlap
 
     monkeypatch.setattr(overlap, "_mix", lambda x: x * np.uint64(0))
+    monkeypatch.setattr(overlap, "CODED_TASKS", 0)  # three tasks would be counted as numbers, unhashed
     assert _subsets(A, ["a", "b", "c"]) == {("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1,
                                             (): 1}
 
@@ -104,3 +105,17 @@ def test_popcount_over_packed_masks_counts_every_pair_exactly(n_tasks, n_weights
     packed = np.packbits(flat, axis=1)
     assert packed_intersections(packed).tolist() == brute
     assert device_intersections(packed, "cpu", chunk_bytes=1000).tolist() == brute
+
+
+@pytest.mark.parametrize("tasks", [1, 5, 8, 9, 16])
+def test_few_tasks_sets_are_counted_as_numbers_exactly_as_rows(tasks):
+    """Up to 16 tasks a weight's task set is counted as a number (bincount); the same sets, counts and
+    per-weight sets as the hashed rows give."""
+    from analysis.overlap import _coded_task_sets, _distinct_rows
+
+    generator = np.random.default_rng(tasks)
+    rows = [generator.random((tasks, n)) < 0.3 for n in (100, 37, 1000)]
+    packed = np.concatenate([np.packbits(r.T, axis=1) for r in rows])
+    coded, hashed = _coded_task_sets(rows, tasks), _distinct_rows(packed)
+    assert dict(zip(map(bytes, coded[0]), coded[2])) == dict(zip(map(bytes, hashed[0]), hashed[2]))
+    assert np.array_equal(coded[0][coded[1]], packed)

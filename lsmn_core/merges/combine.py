@@ -13,7 +13,8 @@ import torch
 
 from lsmn_core.merges.method import MergeMethod, Recipe
 
-CHUNK = 1 << 20  # elements per chunk of rows
+CHUNK = 1 << 18  # elements per chunk of rows
+WHOLE = 1 << 23  # up to this many elements, a tensor's vectors of every task are read at once
 
 
 def row_chunks(shape: tuple[int, ...] | torch.Size) -> list[slice]:
@@ -51,6 +52,12 @@ def weighted(parts: torch.Tensor, masks: torch.Tensor | None, weights: torch.Ten
 def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[int, ...],
                  task_delta: Callable[[int], torch.Tensor], chunk_deltas: Callable[[slice], torch.Tensor], tasks: int):
     """One tensor's merge, chunk by chunk: (rows, parts, masks) as merged_chunks gives them, after each
-    task's level over its whole tensor (`task_delta(t)`, one task at a time)."""
-    levels = [method.level(task_delta(t), recipe) for t in range(tasks)]
+    task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements)."""
+    if method.needs_level and tasks * math.prod(shape) <= WHOLE:  # read once, for the levels and the parts
+        deltas = chunk_deltas(slice(None))
+        levels = [method.level(delta, recipe) for delta in deltas]
+        yield from merged_chunks(method, recipe, name, shape, lambda rows: deltas[:, rows] if shape else deltas,
+                                 levels)
+        return
+    levels = [method.level(task_delta(t), recipe) if method.needs_level else None for t in range(tasks)]
     yield from merged_chunks(method, recipe, name, shape, chunk_deltas, levels)

@@ -78,8 +78,10 @@ class MergeMethod(abc.ABC):
     per_task: ClassVar[bool] = False  # each task gets its own masked merge (evaluated task by task)
     uses_tall_lambdas: ClassVar[bool] = False  # reads the recipe's per-task TALL lambdas
 
+    needs_level: ClassVar[bool] = False  # reads each task's whole tensor first (level)
+
     def level(self, delta: torch.Tensor, recipe: Recipe) -> float | None:
-        """Whatever the method needs of one task's whole tensor before its chunks (None: nothing)."""
+        """What the method needs of one task's whole tensor before its chunks, where it needs_level."""
         return None
 
     @abc.abstractmethod

@@ -71,6 +71,7 @@ class TaskVectorSet:
     def __init__(self, base: list[Path], names: list[str], inputs: list[VectorInput], key=None):
         self.names, self.inputs, self.key = names, inputs, key or (lambda name: name.replace(".", "__"))
         self.base = TensorFiles(base, "the checkpoint")
+        self._last: tuple[tuple, torch.Tensor] | None = None
         self.base_keys, _ = name_map(self.base, names, "the checkpoint")
         self.readers: list[TensorFiles] = []
         self.keys: list[dict[str, str] | None] = []
@@ -114,7 +115,12 @@ class TaskVectorSet:
         return self.base.dtype(self.base_keys[name])
 
     def pretrained(self, name: str, rows: slice | None = None) -> torch.Tensor:
-        return self.base.read(self.base_keys[name], rows).float()
+        """The checkpoint's tensor `name` (its `rows`) in float32; the last one read is kept, since every
+        fine-tune's vector of it is taken against it."""
+        key = (name, None if rows is None else (rows.start, rows.stop))
+        if self._last is None or self._last[0] != key:
+            self._last = key, self.base.read(self.base_keys[name], rows).float()
+        return self._last[1]
 
     def delta(self, task: int, name: str, rows: slice | None = None) -> torch.Tensor:
         """Task `task`'s vector of tensor `name` (its `rows`), in float32."""

@@ -22,7 +22,7 @@ from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.huggingface import HuggingFace
 from lsmn_core.schemes.vectors.inputs import TaskVectorSet, VectorInput
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, TaskVectors, recipe_document
-from lsmn_core.schemes.vectors.tensors import DTYPES, TensorFiles
+from lsmn_core.schemes.vectors.tensors import DTYPES
 from lsmn_core.store.files import occupied
 from lsmn_core.store.runs import Run
 
@@ -85,31 +85,11 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
         item.verify()
     vectors = TaskVectorSet(files, list(body.targets), inputs)
     coefficients = recipe.table(len(inputs), body.columns)
-    base = TensorFiles(files, "the checkpoint")
-    keys = list(base.keys)
-    target_of = {key: name for name, key in vectors.base_keys.items()}
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
-    stream = StreamedSafetensors(weights, [(k, base.dtype(k), base.shape(k)) for k in keys])
-    try:
-        for step, key in enumerate(keys):
-            if progress:
-                progress(step, len(keys), key)
-            name = target_of.get(key)
-            if name is None:
-                stream.write(base.read(key))
-                continue
-            shape, dtype = vectors.shape(name), base.dtype(key)
-            column = coefficients[:, body.target_layers[name] + 1]
-            for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
-                                                   vectors.chunk_deltas(name), len(inputs)):
-                merged = weighted(parts, masks, column, recipe.lam)
-                chunk = rows if shape else None
-                stream.write((vectors.pretrained(name, chunk) + merged[index if len(merged) > 1 else 0]).to(dtype))
-    finally:
-        stream.close()
+    stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress)
     if isinstance(loader, HuggingFace):
         for file in sorted(loader.folder.iterdir()):
             if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
@@ -129,6 +109,33 @@ def vectors_body(run: Run) -> TaskVectors:
     if not isinstance(body, TaskVectors):
         raise RunError(f"run {run.id} is not a task vectors run (lsmn vectors makes them); its scheme is {run.scheme}")
     return body
+
+
+def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Tensor, layers: dict[str, int],
+                 path: Path, index: int = 0, progress=None) -> None:
+    """Every tensor of the checkpoint's files into the safetensors file `path`, in their order: where
+    the task vectors are, the checkpoint's plus the merge (task `index`'s, for a per-task method) by
+    `coefficients` [tasks, columns] at each tensor's layer `layers[name]` (+1 for the column); as
+    it is elsewhere."""
+    method, base = MERGES.get(recipe.method, "--method")(), vectors.base
+    target_of = {key: name for name, key in vectors.base_keys.items()}
+    stream = StreamedSafetensors(path, [(k, base.dtype(k), base.shape(k)) for k in base.keys])
+    try:
+        for step, key in enumerate(base.keys):
+            if progress:
+                progress(step, len(base.keys), key)
+            name = target_of.get(key)
+            if name is None:
+                stream.write(base.read(key))
+                continue
+            shape, dtype, column = vectors.shape(name), base.dtype(key), coefficients[:, layers[name] + 1]
+            for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
+                                                   vectors.chunk_deltas(name), len(vectors.inputs)):
+                merged = weighted(parts, masks, column, recipe.lam)
+                chunk = rows if shape else None
+                stream.write((vectors.pretrained(name, chunk) + merged[index if len(merged) > 1 else 0]).to(dtype))
+    finally:
+        stream.close()
 
 
 def run_heads(run: Run) -> dict[str, torch.Tensor]:
