@@ -28,11 +28,9 @@ class Dare(MergeMethod):
         return dropped(deltas, recipe.density, generator)
 
 
-class DareTies(MergeMethod):
+class DareTies(Dare):
     name = "dare_ties"
     default_lambda = 1.0
-    uses_density = True
-    random = True
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
-        return elected_parts(dropped(deltas, recipe.density, generator))
+        return elected_parts(super().parts(deltas, levels, recipe, generator))
