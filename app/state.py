@@ -143,9 +143,18 @@ LANDING_TASKS = 10  # the app opens on the newest finished run with at most this
 
 
 def landing_run(runs: list[Run]) -> Run:
-    """The run the app opens on: the newest finished one with few tasks, else the newest."""
+    """The run the app opens on: the newest finished one with few tasks of the Studio's own networks
+    (its every page works on a fresh machine, with no checkpoint installed), else of any network,
+    else the newest."""
     small = [r for r in runs if len(r.task_names) <= LANDING_TASKS and (r.path / "summary.json").is_file()]
-    return (small or runs)[0]
+    own = [r for r in small if not _on_checkpoint(r)]
+    return (own or small or runs)[0]
+
+
+def _on_checkpoint(run: Run) -> bool:
+    config = run.meta.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    return isinstance(model, dict) and model.get("pretrained") is not None
 
 
 def listed_runs() -> list[Run]:

@@ -68,7 +68,7 @@ def build_samples(out: Path, configs: Path, device: str = "cpu", quiet: bool = F
             fine_tunes = out / parent if isinstance(parent, str) else \
                 _trained(configs, parent[0], [f"name={folder}-finetunes", *parent[1]], tmp, device, quiet, None)
             # built beside the runs it records by a relative path, then swapped in under its own name
-            made = from_run(open_run(fine_tunes), out, quiet=quiet, folder=f".{folder}-building")
+            made = from_run(open_run(fine_tunes), out, quiet=quiet, folder=f".{folder}-building", name=folder)
             built.append(swap_in(made, out / folder))
     return built
 

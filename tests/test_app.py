@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import APP_PATIENCE, REPO
+from lsmn_core.store.runs import open_run
 
 MAIN = str(REPO / "app" / "main.py")
 
@@ -80,7 +81,6 @@ def test_nothing_to_list_explains_what_to_do(monkeypatch, tmp_path):
 
 def test_retrains_of_a_sample_run_go_to_the_user_runs_folder(monkeypatch, tmp_path):
     from app.state import writable_runs
-    from lsmn_core.store.runs import open_run
 
     monkeypatch.setenv("LSMN_RUNS", str(tmp_path / "mine"))
     assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (tmp_path / "mine").resolve()
@@ -240,11 +240,17 @@ PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sh
          "views/edit.py", "views/compare.py"]
 
 
-@pytest.mark.parametrize("sample", sorted(p.name for p in (REPO / "sample_runs").iterdir() if p.is_dir()))
-def test_every_page_renders_every_sample_run(monkeypatch, sample):
-    at = start(monkeypatch, REPO / "sample_runs")
+def pick_sample(at, sample):
     picker = at.sidebar.selectbox(key="run_select")
     picker.select(next(label for label in picker.options if label.startswith(sample + " "))).run()
+    return at
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in (REPO / "sample_runs").iterdir() if p.is_dir()))
+def test_every_page_renders_every_sample_run(monkeypatch, tmp_path, sample):
+    """As on a fresh machine, with no checkpoint installed in the models folder."""
+    monkeypatch.setenv("LSMN_MODELS", str(tmp_path / "no-models"))
+    at = pick_sample(start(monkeypatch, REPO / "sample_runs"), sample)
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
@@ -269,7 +275,6 @@ def test_the_app_refuses_to_serve_beyond_this_machine_unless_told(monkeypatch, a
 def test_a_retrained_run_s_curves_show_its_fine_tuning(sparse_run, tmp_path):
     from app.figures import training_curves
     from lsmn_core.training.finetune import FinetunePlan, finetune
-    from lsmn_core.store.runs import open_run
 
     child = open_run(finetune(open_run(sparse_run), FinetunePlan(10, "all"), tmp_path, device="cpu"))
     figure = training_curves(child.metrics())
@@ -295,19 +300,23 @@ def test_the_hypermodule_colour_bar_names_only_as_many_hypermodules_as_it_has_ro
 
 def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monkeypatch):
     at = start(monkeypatch, REPO / "sample_runs")
-    assert at.sidebar.selectbox(key="run_select").value.startswith("digits-sparse ")  # newest of <= 10 tasks
-    assert at.title[0].value == "digits-sparse"  # not the 110-task scale-sparse, the newest of all
+    # the newest of <= 10 tasks of the Studio's own networks: not the 110-task scale-sparse, nor the newer
+    # samples on a checkpoint, which a fresh machine may not have
+    assert at.sidebar.selectbox(key="run_select").value.startswith("digits-sparse ")
+    assert at.title[0].value == "digits-sparse"
     at.sidebar.selectbox(key="run_select").select(next(o for o in at.sidebar.selectbox(key="run_select").options
                                                        if o.startswith("digits-sparse "))).run()
     at.switch_page("views/compare.py").run()
-    assert at.multiselect(key="compare_runs").value == ["digits-sparse", "digits-mixture", "digits-moe", "digits-mann"]
+    chosen = at.multiselect(key="compare_runs").value  # the sidebar run first, then the newest of its tasks
+    assert len(chosen) == 4 and chosen[0] == "digits-sparse" and "scale-sparse" not in chosen
+    same = {"digit", "parity", "ge5", "loops", "position"}
+    assert all(set(open_run(REPO / "sample_runs" / name).task_names) == same for name in chosen)
 
 
 def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_change(sparse_run, tmp_path,
                                                                                     monkeypatch):
     from lsmn_core.store import routing
     from lsmn_core.training.finetune import FinetunePlan, finetune
-    from lsmn_core.store.runs import open_run
 
     parent_path = tmp_path / sparse_run.name
     shutil.copytree(sparse_run, parent_path)
@@ -346,3 +355,34 @@ def test_every_figure_is_explained_in_one_line_below_it(monkeypatch, sample):
             assert 40 < len(caption) < 400 and caption in captions, (page, chart["layout"].get("title"))
         seen += len(charts)
     assert seen >= 6
+
+
+@pytest.mark.parametrize("sample", ["wordnet-minilm", "wordnet-vectors"])
+def test_a_sample_whose_checkpoint_is_not_installed_shows_its_masks_and_how_to_install_it(monkeypatch, capsys,
+                                                                                         tmp_path, sample):
+    """As on a fresh machine (no `make models`): its masks are drawn by the checkpoint's names; what
+    needs the checkpoint (attributions, lsmn eval) says how to install it. Every page renders (above)."""
+    from lsmn.cli import main
+
+    monkeypatch.setenv("LSMN_MODELS", str(tmp_path / "no-models"))
+    at = pick_sample(start(monkeypatch, REPO / "sample_runs"), sample)
+    at.switch_page("views/masks.py").run()
+    assert any("encoder.layer" in c.proto.spec for c in at.get("plotly_chart"))
+    at.switch_page("views/attributions.py").run()
+    assert any("lsmn models install all-MiniLM-L6-v2" in w.value for w in at.warning), [w.value for w in at.warning]
+    capsys.readouterr()
+    assert main(["eval", str(REPO / "sample_runs" / sample)]) == 2
+    assert "lsmn models install all-MiniLM-L6-v2" in capsys.readouterr().err
+
+
+def test_a_sparse_run_s_overview_shows_the_imp_round_each_task_s_mask_came_from(monkeypatch):
+    """digits-sparse's ge5 keeps every weight: the Overview shows that its first round (density 1) was
+    its best on dev, among the rounds IMP ran for each task."""
+    from app.schemes.sparse import pruning_rounds_figure
+
+    at = start(monkeypatch, REPO / "sample_runs")  # lands on digits-sparse
+    assert any("IMP rounds" in c.proto.spec for c in at.get("plotly_chart"))
+    pruning = open_run(REPO / "sample_runs" / "digits-sparse").summary()["search"]["pruning"]
+    figure = pruning_rounds_figure(pruning)
+    stars = {trace.legendgroup: trace.x[0] for trace in figure.data if trace.marker.symbol == "star"}
+    assert set(stars) == set(pruning) and stars["ge5"] == 1.0 and stars["digit"] < 0.1

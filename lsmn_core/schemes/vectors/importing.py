@@ -31,9 +31,10 @@ ADAMERGING = {"steps": 500, "batch_size": 16, "lr": 1e-3, "eval_every": 100, "de
 
 
 def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: bool = False,
-             folder: str | None = None) -> Path:
+             folder: str | None = None, name: str | None = None) -> Path:
     """A run of the task vectors of `run`, a pretrained run with a delta per task (a fine-tune per
-    task); beside it unless `out_dir` says where, in the folder `folder` if one is named."""
+    task), named `name` (default: run's name + "-vectors"); beside it unless `out_dir` says where, in
+    the folder `folder` if one is named."""
     config = run.config()
     meta = run.meta.get("pretrained")
     if meta is None:
@@ -47,7 +48,7 @@ def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: 
     place = f"../{run.path.name}" if beside else str(run.path.resolve())
     recorded = [VectorInput(i.task, {f"{place}/model.safetensors": digest}, run=place, index=i.index) for i in inputs]
     data = config.to_dict()
-    data.update(name=f"{config.name}-vectors", scheme={"kind": "vectors", "density": density,
+    data.update(name=name or f"{config.name}-vectors", scheme={"kind": "vectors", "density": density,
                                                         "inputs": [i.to_dict() for i in recorded]}, train=ADAMERGING)
     individual = {name: {k: m[k] for k in ("metric", "dev", "test")} for name, m in run.summary()["metrics"].items()}
     return _make(parse_config(data), inputs, out_dir, individual, quiet, folder)
