@@ -307,10 +307,8 @@ def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monke
     at.sidebar.selectbox(key="run_select").select(next(o for o in at.sidebar.selectbox(key="run_select").options
                                                        if o.startswith("digits-sparse "))).run()
     at.switch_page("views/compare.py").run()
-    chosen = at.multiselect(key="compare_runs").value  # the sidebar run first, then the newest of its tasks
-    assert len(chosen) == 4 and chosen[0] == "digits-sparse" and "scale-sparse" not in chosen
-    same = {"digit", "parity", "ge5", "loops", "position"}
-    assert all(set(open_run(REPO / "sample_runs" / name).task_names) == same for name in chosen)
+    # the sidebar run first, then the newest of the same tasks on the same data (not FashionConv's few labels)
+    assert at.multiselect(key="compare_runs").value == ["digits-sparse", "digits-mixture", "digits-moe", "digits-mann"]
 
 
 def test_a_retrained_run_s_overview_shows_its_parent_the_edit_and_each_task_s_change(sparse_run, tmp_path,

@@ -4,6 +4,7 @@ routing is edited mask by mask."""
 
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.colors import qualitative
 
 from app.layout import chart
 from app.mask_editor import mask_editor
@@ -16,15 +17,15 @@ def pruning_rounds_figure(pruning: dict) -> go.Figure:
     """Per task: the dev metric after each IMP round against the round's density, the chosen round starred."""
     figure = go.Figure()
     tasks = list(pruning)[:ROUND_LINES]
-    for task in tasks:
+    for index, task in enumerate(tasks):
         rounds = pruning[task]["rounds"]
         chosen = next((r for r in rounds if r["round"] == pruning[task]["chosen"]), None)
-        line = figure.add_trace(go.Scatter(
+        colour = qualitative.Plotly[index % len(qualitative.Plotly)]  # the task's line and its star alike
+        figure.add_trace(go.Scatter(
             x=[r["density"] for r in rounds], y=[r["dev"] for r in rounds], mode="lines+markers", name=task,
-            legendgroup=task, text=[r["round"] for r in rounds],
+            legendgroup=task, text=[r["round"] for r in rounds], line={"color": colour},
             hovertemplate=f"{task}, round %{{text}}: density %{{x:.3f}}, dev %{{y:.4f}}<extra></extra>"))
         if chosen is not None:
-            colour = line.data[-1].line.color
             figure.add_trace(go.Scatter(x=[chosen["density"]], y=[chosen["dev"]], mode="markers", legendgroup=task,
                                         showlegend=False, marker={"symbol": "star", "size": 15, "color": colour},
                                         hovertemplate=f"{task}: its mask, round {chosen['round']}<extra></extra>"))

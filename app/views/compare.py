@@ -17,7 +17,7 @@ if len(finished) < 2:
     st.info("Compare needs at least two finished runs in the runs folder.")
     st.stop()
 selected_run = next((r for r in finished.values() if str(r.path) == st.session_state.get("run_path")), None)
-same_tasks = sorted((i for i, r in finished.items() if selected_run and r.task_names == selected_run.task_names),
+same_tasks = sorted((i for i, r in finished.items() if selected_run and r.same_tasks(selected_run)),
                     key=lambda i: finished[i] is not selected_run)  # the sidebar run first: changes are against it
 default = same_tasks[:4] if len(same_tasks) >= 2 else list(finished)[:3]  # the sidebar run's task set first
 chosen = st.multiselect("Runs", list(finished), default=default, key="compare_runs")

@@ -40,7 +40,7 @@ table = pd.DataFrame([
 folder_runs = list_runs(run.path.parent)[0]
 baseline_kinds = kinds_where(lambda scheme: scheme.baseline)
 baselines = [r for r in folder_runs if r.scheme in baseline_kinds and r.id != run.id
-             and r.task_names == run.task_names and (r.path / "summary.json").is_file()]
+             and r.same_tasks(run) and (r.path / "summary.json").is_file()]
 for baseline in baselines:  # same tasks in the same folder: show the test metric beside this run's
     try:
         other = baseline.summary()["metrics"]

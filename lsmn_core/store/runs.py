@@ -307,6 +307,16 @@ class Run:
     def task_names(self) -> list[str]:
         return [t["name"] for t in self.meta["tasks"]]
 
+    def same_tasks(self, other: Run) -> bool:
+        """Whether the two runs learned the same tasks from the same data: their configs' task lists
+        agree, not only the names (digits with 50 labels a class is not digits with all of them)."""
+        if self.task_names != other.task_names:
+            return False
+        try:
+            return self.config().tasks == other.config().tasks  # parsed: configs of older runs name fewer keys
+        except LsmnError:
+            return False
+
     def config(self):
         """The run's parsed config, shared by every caller of this Run: copy it before changing it."""
         if self._config is None:
