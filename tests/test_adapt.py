@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 import lsmn_core.training.finetune
-from helpers import tiny_config
+from helpers import REPO, tiny_config
 from lsmn.cli import main
-from lsmn_core.training.adapt import AdaptPlan, adapt, moment_distance
+from lsmn_core.training.adapt import AdaptPlan, adapt, domain_tasks, moment_distance
 from lsmn_core.errors import ConfigError
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.trainer import train
@@ -129,7 +129,7 @@ def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_pa
     from streamlit.testing.v1 import AppTest
 
     import app.state
-    from helpers import APP_PATIENCE, REPO
+    from helpers import APP_PATIENCE
 
     monkeypatch.setenv("LSMN_RUNS", str(tmp_path))  # a sample run's children go to the user's runs folder
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(REPO / "sample_runs"))
@@ -186,3 +186,10 @@ def test_an_adapted_run_s_overview_survives_a_hostile_adapt_report(parent, tmp_p
     headings = [h.value for h in at.subheader]
     assert f"{'Adapted' if isinstance(hostile, dict) else 'Retrained'} from {parent.id}" in headings
     assert all(len(m.value) < 2000 for m in at.markdown)
+
+
+def test_a_run_on_a_checkpoint_is_refused_in_one_line_and_the_page_offers_nothing(tmp_path, capsys):
+    sample = open_run(REPO / "sample_runs" / "fashion-independent")  # digits images, on FashionConv
+    assert domain_tasks(sample) == []
+    assert main(["adapt", str(sample.path), "--target-domain", "rotated", "--out", str(tmp_path)]) == 2
+    assert "is on a checkpoint" in capsys.readouterr().err and not list(tmp_path.iterdir())

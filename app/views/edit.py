@@ -95,7 +95,9 @@ def adapt_to_a_domain() -> None:
     st.subheader("Adapt to an unlabelled input domain")
     tasks = domain_tasks(run)
     if not tasks:
-        st.caption("Only the image tasks of a data set (a task's `dataset:`) have input domains to adapt to.")
+        st.caption("Only the image tasks of a data set (a task's `dataset:`) in a network of the Studio's own have "
+                   "input domains to adapt to." + (" This run is on a checkpoint." if run.meta.get("pretrained")
+                                                  else ""))
         return
     cols = st.columns(4)
     source = cols[0].selectbox("Source task", [t.name for t in tasks], key=f"adapt_source_{run.id}",

@@ -55,6 +55,9 @@ class AdaptPlan:
             raise ConfigError("steps must be a whole number >= 1")
         if isinstance(self.moments, bool) or not isinstance(self.moments, int) or not 1 <= self.moments <= 4:
             raise ConfigError("moments must be 1 .. 4")
+        if run.meta.get("pretrained") is not None:
+            raise ConfigError(f"run {run.id} is on a checkpoint: adapting to an input domain needs the Studio's own "
+                              "network (a shared body with an input adapter or mixture weights)")
         tasks = run.config().tasks
         source = self.source if self.source is not None else tasks[0].name
         chosen = next((t for t in tasks if t.name == source), None)
@@ -73,7 +76,9 @@ class AdaptPlan:
 
 def domain_tasks(run: Run) -> list[TaskConfig]:
     """The run's tasks that take input domains, so that adaptation can make a target domain's task of
-    one: those of a registered data set whose inputs are images."""
+    one: those of a registered data set whose inputs are images, in a network of the Studio's own."""
+    if run.meta.get("pretrained") is not None:
+        return []  # a checkpoint's network has no input adapter or mixture weights to adapt
     images = {spec.name for spec in run.specs if spec.modality == "image"}
     return [task for task in run.config().tasks if task.dataset is not None and task.name in images]
 
