@@ -136,7 +136,10 @@ def run_picker() -> None:
     run = by_label[st.sidebar.selectbox("Run", list(by_label), key="run_select")]
     st.session_state["run_path"] = str(run.path)
     names = run.task_names
-    st.sidebar.caption(f"{len(names)} tasks: {plain(', '.join(names[:12]))}" + (", ..." if len(names) > 12 else ""))
+    # the picker cuts a long label short: the run's scheme, status and date are said in full below it
+    created = str(run.meta.get("created", ""))[:16].replace("T", " ")
+    st.sidebar.caption(f"{plain(run.scheme)} · {plain(run.status)} · {plain(created)}  \n"
+                       f"{len(names)} tasks: {plain(', '.join(names[:12]))}" + (", ..." if len(names) > 12 else ""))
 
 
 LANDING_TASKS = 10  # the app opens on the newest finished run with at most this many tasks

@@ -307,6 +307,8 @@ def test_the_app_opens_on_a_small_run_and_compare_on_the_runs_of_its_tasks(monke
     at.sidebar.selectbox(key="run_select").select(next(o for o in at.sidebar.selectbox(key="run_select").options
                                                        if o.startswith("digits-sparse "))).run()
     at.switch_page("views/compare.py").run()
+    # the picker cuts the label short; below it, the scheme, status and date in full
+    assert any(c.value.startswith("sparse · done · 2026-12-03 ") for c in at.sidebar.caption)
     # the sidebar run first, then the newest of the same tasks on the same data (not FashionConv's few labels)
     assert at.multiselect(key="compare_runs").value == ["digits-sparse", "digits-mixture", "digits-moe", "digits-mann"]
 
