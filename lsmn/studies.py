@@ -552,10 +552,10 @@ def merges_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, 
         columns["dare_ties"] = [best([{"method": "dare_ties", "lambda": lam, "seed": seed} for lam in LAMBDAS])[1]
                                 for seed in seeds]
         arithmetic, tasks = chosen["task_arithmetic"], vectors.task_names
-        uniform = {lam: scores({"method": "tall", "lambda": arithmetic, "tall_lambdas": [lam] * len(tasks)})
+        uniform = {lam: scores({"method": "tall", "lambda": 1.0, "tall_lambdas": [lam] * len(tasks)})
                    for lam in TALL_LAMBDAS}  # a task's mask depends on its own lambda alone
         tall_lambdas = [max(TALL_LAMBDAS, key=lambda lam: uniform[lam][task]["dev"]) for task in tasks]
-        columns["tall"] = [scores({"method": "tall", "lambda": arithmetic, "tall_lambdas": tall_lambdas})]
+        columns["tall"] = [scores({"method": "tall", "lambda": 1.0, "tall_lambdas": tall_lambdas})]
         start = {**vectors.routing()[0], "recipe": {"method": "task_arithmetic", "lambda": arithmetic}}
         plan = FinetunePlan(adamerging_steps, "routing", routing=(start, vectors.routing()[1]))
         child = open_run(finetune(vectors, plan, tmp, device))

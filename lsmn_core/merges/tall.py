@@ -1,9 +1,9 @@
 """`tall` and `consensus`: "Localizing Task Information for Improved Model Merging and Compression".
 Task t's TALL mask keeps the weights where its own vector outweighs the others': |tau_t| >=
-lambda_t |tau_MTL - tau_t|, tau_MTL the sum of the task vectors. `tall` evaluates each task with the
-task-arithmetic merge under its own mask (compression: one merged vector and a bit per weight per
-task); `consensus` keeps, for every task, the weights that at least k tasks' masks keep (k = 2 drops
-the weights only one task needs, and those none does)."""
+lambda_t |tau_MTL - tau_t|, tau_MTL the sum of the task vectors. `tall` evaluates each task with
+that sum under its own mask (lambda 1, as the paper's code applies it; compression: one merged vector
+and a bit per weight per task); `consensus` keeps, for every task, the weights that at least k
+tasks' masks keep (k = 2 drops the weights only one task needs, and those none does)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def tall_masks(deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 
 class Tall(MergeMethod):
     name = "tall"
-    default_lambda = 0.3
+    default_lambda = 1.0  # the sum itself: a task's own vector, where its mask keeps it, enters whole
     per_task = True
     uses_tall_lambdas = True
 
