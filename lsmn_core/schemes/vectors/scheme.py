@@ -164,6 +164,11 @@ class TaskVectors(TaskMasks, TargetScheme):
     def routing_parameters(self):
         return ["coefficients"]
 
+    def lr_scales(self):
+        """The merge's weights are lambda x the coefficients: these learn at lr / lambda, so that the
+        weights move at AdaMerging's own rate, whatever lambda the recipe starts from."""
+        return {"coefficients": 1 / self.recipe.lam} if self.recipe.lam > 0 else {}
+
     def routing_summary(self, task_names):
         return {"recipe": recipe_document(self.recipe)}
 
