@@ -218,7 +218,9 @@ def cmd_bench(args) -> None:
 
 
 def cmd_plugins(args) -> None:
-    os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # app views load outside a Streamlit runtime here
+    from streamlit.logger import set_log_level
+
+    set_log_level("error")  # app views load outside a Streamlit runtime here: its warnings say nothing of them
     groups = listings()
     if args.json:
         return _print_json({group: [vars(row) for row in rows] for group, rows in groups.items()})
