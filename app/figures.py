@@ -69,8 +69,11 @@ def overlap_heatmap(report: dict, tasks: list[str]) -> go.Figure:
             z=pairwise, x=tasks, y=tasks, zmin=0, zmax=1, colorscale="Viridis",
             text=[[f"{v:.2f}" for v in row] for row in pairwise], texttemplate=cell_labels(len(tasks)),
             hovertext=hover, hoverinfo="text", colorbar={"title": "overlap"}))
-    figure.update_layout(title=title, yaxis={"autorange": "reversed", "scaleanchor": "x"},
-                         height=task_rows_height(len(tasks)), meta={"caption": caption})
+    # square cells by shrinking the plot's area, not by widening its axes' range: the labels stay next to
+    # the cells, with no empty gridded band between them
+    figure.update_layout(title=title, height=task_rows_height(len(tasks)), meta={"caption": caption},
+                         yaxis={"autorange": "reversed", "scaleanchor": "x", "constrain": "domain", "showgrid": False},
+                         xaxis={"constrain": "domain", "showgrid": False})
     return figure
 
 

@@ -11,6 +11,7 @@ from app.mask_editor import mask_editor
 from app.schemes.view import SchemeView
 
 ROUND_LINES = 12  # tasks drawn as lines of rounds; past this, the figure says how many it leaves out
+TICKS = [1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]  # densities named on the log axis
 
 
 def pruning_rounds_figure(pruning: dict) -> go.Figure:
@@ -32,7 +33,8 @@ def pruning_rounds_figure(pruning: dict) -> go.Figure:
     left_out = f" The first {ROUND_LINES} of {len(pruning)} tasks are drawn." if len(pruning) > ROUND_LINES else ""
     figure.update_layout(
         title="IMP rounds: each task's dev metric as it was pruned", height=380,
-        xaxis={"title": "density of the task's subnetwork", "type": "log", "autorange": "reversed"},
+        xaxis={"title": "density of the task's subnetwork", "type": "log", "autorange": "reversed",
+               "tickvals": TICKS, "ticktext": [f"{t:g}" for t in TICKS]},
         yaxis={"title": "dev metric"}, meta={"caption": (
             "Iterative magnitude pruning trained each task, pruned its smallest weights and rewound, round after "
             "round (left to right: fewer weights); the task keeps the mask of its best round on dev (star). A "
