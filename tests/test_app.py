@@ -386,3 +386,15 @@ def test_a_sparse_run_s_overview_shows_the_imp_round_each_task_s_mask_came_from(
     figure = pruning_rounds_figure(pruning)
     stars = {trace.legendgroup: trace.x[0] for trace in figure.data if trace.marker.symbol == "star"}
     assert set(stars) == set(pruning) and stars["ge5"] == 1.0 and stars["digit"] < 0.1
+
+
+def test_a_vectors_run_whose_fine_tunes_are_gone_says_so_on_every_page(monkeypatch, tmp_path):
+    """Its checkpoint at hand (FashionConv ships with the Studio) but the run of fine-tunes gone: the
+    pages that compute with the vectors say what is missing, the others draw what the run stored."""
+    shutil.copytree(REPO / "sample_runs" / "fashion-vectors", tmp_path / "fashion-vectors")
+    at = pick_sample(start(monkeypatch, tmp_path), "fashion-vectors")
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+    at.switch_page("views/attributions.py").run()
+    assert any("fine-tunes fashion-independent it was imported from is gone" in w.value for w in at.warning)

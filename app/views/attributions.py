@@ -109,8 +109,12 @@ if tokens:
         position = st.selectbox("Tagging tasks explain", choices, key=f"attr_position_{run.id}",
                                 format_func=lambda i: "every real token's tag" if i is None
                                 else f"the tag of token {i}: {text[i]}")
-image, maps, captions, importance = _explain(str(run.path), stamp, source, indices,
-                                             tuple(names.index(t) for t in chosen), method, position)
+try:  # a run whose weights come from elsewhere (a task vectors run's fine-tunes) reads them only now
+    image, maps, captions, importance = _explain(str(run.path), stamp, source, indices,
+                                                 tuple(names.index(t) for t in chosen), method, position)
+except LsmnError as exc:
+    st.warning(f"Attributions need the run's model and data: {plain(exc)}")
+    st.stop()
 if tokens:
     chart(st, token_attribution_chart([text[i] for i in real], {t: m[real] for t, m in maps.items()},
                                       captions, None if position is None else real.index(position)), "attr_tokens")
