@@ -18,7 +18,10 @@ SAMPLES = REPO / "sample_runs"  # shipped with the app: listed beside the user's
 
 def user_runs() -> Path:
     """The user's runs folder: LSMN_RUNS, else ~/.lsmn/runs (read when asked: a test may set it)."""
-    return Path(os.environ.get("LSMN_RUNS") or Path.home() / ".lsmn" / "runs")
+    return Path(os.environ.get("LSMN_RUNS") or HOME_RUNS)
+
+
+HOME_RUNS = Path.home() / ".lsmn" / "runs"
 
 
 DEFAULT_RUNS = str(user_runs())
@@ -36,7 +39,8 @@ def writable_runs(run: Run) -> Path:
     """Where a run's edits and retrained children go: beside it, unless it is a shipped sample
     run, whose folder belongs to the app: then the user's runs folder (LSMN_RUNS, else ~/.lsmn/runs)."""
     if same_folder(run.path.parent, SAMPLES):
-        return user_runs().expanduser().resolve()
+        mine = user_runs().expanduser().resolve()
+        return HOME_RUNS.resolve() if same_folder(mine, SAMPLES) else mine  # LSMN_RUNS=sample_runs: not there either
     return run.path.parent.resolve()
 
 

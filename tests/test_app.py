@@ -88,6 +88,8 @@ def test_retrains_of_a_sample_run_go_to_the_user_runs_folder(monkeypatch, tmp_pa
     assert writable_runs(open_run(tmp_path / "elsewhere" / "digits-sparse")) == (tmp_path / "elsewhere").resolve()
     monkeypatch.delenv("LSMN_RUNS")
     assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (Path.home() / ".lsmn" / "runs").resolve()
+    monkeypatch.setenv("LSMN_RUNS", str(REPO / "sample_runs"))  # the samples as the user's folder: never written
+    assert writable_runs(open_run(REPO / "sample_runs" / "digits-sparse")) == (Path.home() / ".lsmn" / "runs").resolve()
 
 
 def test_a_corrupt_run_is_skipped_with_a_warning(monkeypatch, tmp_path, sparse_run):
