@@ -154,14 +154,8 @@ def landing_run(runs: list[Run]) -> Run:
     (its every page works on a fresh machine, with no checkpoint installed), else of any network,
     else the newest."""
     small = [r for r in runs if len(r.task_names) <= LANDING_TASKS and (r.path / "summary.json").is_file()]
-    own = [r for r in small if not _on_checkpoint(r)]
+    own = [r for r in small if not r.on_checkpoint]
     return (own or small or runs)[0]
-
-
-def _on_checkpoint(run: Run) -> bool:
-    config = run.meta.get("config")
-    model = config.get("model") if isinstance(config, dict) else None
-    return isinstance(model, dict) and model.get("pretrained") is not None
 
 
 def listed_runs() -> list[Run]:

@@ -96,7 +96,7 @@ def adapt_to_a_domain() -> None:
     tasks = domain_tasks(run)
     if not tasks:
         st.caption("Only the image tasks of a data set (a task's `dataset:`) in a network of the Studio's own have "
-                   "input domains to adapt to." + (" This run is on a checkpoint." if run.meta.get("pretrained")
+                   "input domains to adapt to." + (" This run is on a checkpoint." if run.on_checkpoint
                                                   else ""))
         return
     cols = st.columns(4)

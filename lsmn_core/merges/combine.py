@@ -54,10 +54,11 @@ def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[in
     """One tensor's merge, chunk by chunk: (rows, parts, masks) as merged_chunks gives them, after each
     task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements)."""
     if method.needs_level and tasks * math.prod(shape) <= WHOLE:  # read once, for the levels and the parts
-        deltas = chunk_deltas(slice(None))
-        levels = [method.level(delta, recipe) for delta in deltas]
-        yield from merged_chunks(method, recipe, name, shape, lambda rows: deltas[:, rows] if shape else deltas,
-                                 levels)
-        return
+        whole = chunk_deltas(slice(None))
+
+        def chunk_deltas(rows: slice) -> torch.Tensor:
+            return whole[:, rows] if shape else whole
+
+        task_delta = whole.__getitem__
     levels = [method.level(task_delta(t), recipe) if method.needs_level else None for t in range(tasks)]
     yield from merged_chunks(method, recipe, name, shape, chunk_deltas, levels)

@@ -307,6 +307,11 @@ class Run:
     def task_names(self) -> list[str]:
         return [t["name"] for t in self.meta["tasks"]]
 
+    @property
+    def on_checkpoint(self) -> bool:
+        """Whether the run's network is a pretrained checkpoint's (its source recorded as `pretrained`)."""
+        return self.meta.get("pretrained") is not None
+
     def same_tasks(self, other: Run) -> bool:
         """Whether the two runs learned the same tasks from the same data: their configs' task lists
         agree, not only the names (digits with 50 labels a class is not digits with all of them)."""

@@ -55,7 +55,7 @@ class AdaptPlan:
             raise ConfigError("steps must be a whole number >= 1")
         if isinstance(self.moments, bool) or not isinstance(self.moments, int) or not 1 <= self.moments <= 4:
             raise ConfigError("moments must be 1 .. 4")
-        if run.meta.get("pretrained") is not None:
+        if run.on_checkpoint:
             raise ConfigError(f"run {run.id} is on a checkpoint: adapting to an input domain needs the Studio's own "
                               "network (a shared body with an input adapter or mixture weights)")
         tasks = run.config().tasks
@@ -77,7 +77,7 @@ class AdaptPlan:
 def domain_tasks(run: Run) -> list[TaskConfig]:
     """The run's tasks that take input domains, so that adaptation can make a target domain's task of
     one: those of a registered data set whose inputs are images, in a network of the Studio's own."""
-    if run.meta.get("pretrained") is not None:
+    if run.on_checkpoint:
         return []  # a checkpoint's network has no input adapter or mixture weights to adapt
     images = {spec.name for spec in run.specs if spec.modality == "image"}
     return [task for task in run.config().tasks if task.dataset is not None and task.name in images]
