@@ -127,7 +127,6 @@ job = st.session_state.get("job")
 job_was_running = bool(job and job.running)
 
 
-@st.fragment(run_every=2 if job_was_running else None)  # polls only while a job runs
 def job_panel():
     job = st.session_state.get("job")
     if job is None:
@@ -167,4 +166,7 @@ def job_panel():
                  + plain((job.output().strip().splitlines() or ["no output"])[-1]))
 
 
-job_panel()
+if job_was_running:  # a fragment that polls while the job runs; once it ended, plain widgets, so that
+    st.fragment(run_every=2)(job_panel)()  # "Open the new run" reruns the whole page, never a fragment
+else:
+    job_panel()
