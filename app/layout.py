@@ -1,5 +1,7 @@
 """Page layout: slots that adapt to the number of tasks, and figures drawn with their one-line explanation."""
 
+import textwrap
+
 import streamlit as st
 
 from app.figures import MANY_TASKS
@@ -10,8 +12,21 @@ def task_columns(n_tasks: int) -> tuple:
     return tuple(st.columns(2)) if n_tasks <= MANY_TASKS else (st.container(), st.container())
 
 
+TITLE_LINE = 46  # characters of a chart title's line that fit a half-width column on a 1280 px screen
+
+
+def wrap_title(figure) -> None:
+    """Break a long title into lines that fit its chart (plotly cuts a title at the chart's edge), the
+    plot pushed down to make room for them."""
+    text = figure.layout.title.text
+    if text and len(text) > TITLE_LINE and "<br>" not in text:
+        figure.update_layout(title={"text": "<br>".join(textwrap.wrap(text, TITLE_LINE)), "automargin": True,
+                                    "yref": "container", "y": 0.98, "yanchor": "top"})
+
+
 def chart(slot, figure, key: str) -> None:
     """Draw a figure of app.figures in `slot` (the page, a column) with its caption below it: what it
-    shows, in one line (each figure function writes it into layout.meta)."""
+    shows, in one line (each figure function writes it into layout.meta); its title wrapped to fit."""
+    wrap_title(figure)
     slot.plotly_chart(figure, key=key)
     slot.caption(figure.layout.meta["caption"])

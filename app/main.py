@@ -8,7 +8,8 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `app`, `lsmn_core`, `analysis` import
 
-from app.schemes import plugin_failures  # noqa: E402 (after the checkout is on the path)
+from app.navigation import navigation  # noqa: E402 (after the checkout is on the path)
+from app.schemes import plugin_failures  # noqa: E402
 from app.text import plain  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -22,13 +23,4 @@ if address not in LOOPBACK and os.environ.get("LSMN_ALLOW_REMOTE") != "1":
     st.stop()
 for line in plugin_failures():  # a broken plugin never stops the app: the rest works, and this says what is missing
     st.sidebar.warning(f"Plugin not loaded: {plain(line)}")
-page = st.navigation([
-    st.Page("views/overview.py", title="Overview", default=True),
-    st.Page("views/masks.py", title="Masks and overlap"),
-    st.Page("views/signatures.py", title="Signatures"),
-    st.Page("views/sharing.py", title="Sharing graph"),
-    st.Page("views/attributions.py", title="Attributions"),
-    st.Page("views/edit.py", title="Edit and retrain"),
-    st.Page("views/compare.py", title="Compare"),
-])
-page.run()
+navigation().run()

@@ -110,14 +110,13 @@ def _listed(folder: str) -> tuple[dict[str, Run], list[Run], list[tuple[Path, st
 
 def run_picker() -> None:
     """Sidebar: the runs folder and the selected run (kept in st.session_state['run_path'])."""
-    st.sidebar.title("LSMN Studio")
     if "open_next" in st.session_state:  # a run just made elsewhere (a retrain): show its folder, select it
         folder, run_path = st.session_state.pop("open_next")
         st.session_state["runs_folder"] = folder
         st.session_state["run_select"] = next((label for label, r in _listed(folder)[0].items()
                                                if same_folder(r.path, run_path)), None)
-    # Streamlit forgets a widget's value when another page is shown; writing it back keeps the
-    # folder and run the user picked as they move between pages.
+    # Drawn on every page (app/main.py), so the folder and run the user picked stay as they move between
+    # pages; writing the values back keeps them should a script run stop before the picker is drawn.
     st.session_state["runs_folder"] = st.session_state.get("runs_folder", DEFAULT_RUNS)
     folder = st.sidebar.text_input("Runs folder", key="runs_folder",
                                    help="Your runs, and where retrained runs go. The sample runs shipped with "
@@ -163,15 +162,18 @@ def listed_runs() -> list[Run]:
     return list(_listed(st.session_state.get("runs_folder", DEFAULT_RUNS))[0].values())
 
 
-def list_folder_runs() -> list[Run]:
-    """Draw the sidebar picker and return every run it lists."""
-    run_picker()
-    return listed_runs()
+def selected_run() -> Run | None:
+    """The run the sidebar's picker (drawn by app/main.py before the page) selected, or None when none
+    is, or it cannot be opened (opening it again, on the page, says why)."""
+    path = st.session_state.get("run_path")
+    try:
+        return opened_at(path, _stamp(path)) if path else None
+    except LsmnError:
+        return None
 
 
 def current_run() -> Run | None:
-    """Draw the sidebar picker; return the selected run, or None with a message saying why not."""
-    run_picker()
+    """The selected run, or None with a message on the page saying why not."""
     path = st.session_state.get("run_path")
     if not path:
         st.info("No runs here yet. Pick another runs folder in the sidebar, or train one: "
@@ -182,24 +184,6 @@ def current_run() -> Run | None:
     except LsmnError as exc:
         st.error(plain(exc))
         return None
-
-
-def run_with_report(title: str, read, missing: str):
-    """Start a page about one kind of routing: the selected run and `read(run)`, or stop the page
-    with a message (no run, unreadable routing, or a scheme without that routing: `missing`)."""
-    run = current_run()
-    if run is None:
-        st.stop()
-    st.title(f"{title} · {plain(run.name)}")
-    try:
-        report = read(run)
-    except LsmnError as exc:
-        st.error(f"Cannot read the run's routing: {plain(exc)}")
-        st.stop()
-    if not report:
-        st.info(f"The {plain(run.scheme)} scheme has no {missing}.")
-        st.stop()
-    return run, report
 
 
 def drawn_safely(what: str, draw, *args):

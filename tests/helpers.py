@@ -67,3 +67,8 @@ def install(site: Path, name: str, version: str, entry_points: dict, package: Pa
 def project(folder: Path) -> dict:
     """The [project] table of a folder's pyproject.toml (name, version, entry points)."""
     return tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+
+
+def spec_of(chart) -> str:
+    """A drawn chart's plotly JSON, with the line breaks the app puts in long titles read as spaces."""
+    return chart.proto.spec.replace("<br>", " ").replace("\\u003cbr\\u003e", " ")  # as written, or escaped

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import lsmn_core.training.finetune
-from helpers import REPO, tiny_config
+from helpers import REPO, tiny_config, spec_of
 from lsmn.cli import main
 from lsmn_core.training.adapt import AdaptPlan, adapt, domain_tasks, moment_distance
 from lsmn_core.errors import ConfigError
@@ -158,7 +158,7 @@ def test_the_edit_page_adapts_a_sample_run_in_the_background(monkeypatch, tmp_pa
     next(b for b in at.button if b.label == "Open the new run").click().run()
     assert any(h.value == "Adapted from digits-mixture" for h in at.subheader)
     assert any("was adapted without its labels by moment matching" in m.value for m in at.markdown)
-    assert any("Dev metric during domain adaptation" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("Dev metric during domain adaptation" in spec_of(c) for c in at.get("plotly_chart"))
 
 
 @pytest.mark.parametrize("hostile", [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, REPO
+from helpers import APP_PATIENCE, REPO, spec_of
 from lsmn_core.store.runs import open_run
 
 MAIN = str(REPO / "app" / "main.py")
@@ -44,7 +44,7 @@ def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
                     - {f"test, {sample[7:]} ({sample})"})
         assert set(baselines) == expected
     assert table["test"].between(0, 1).all() and len(table) == len(set(table["task"]))
-    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    charts = [spec_of(c) for c in at.get("plotly_chart")]
     if chart:
         for title in chart if isinstance(chart, tuple) else (chart,):
             assert any(title in spec for spec in charts), title
@@ -122,7 +122,7 @@ def open_page(monkeypatch, page, sample):
 @pytest.mark.parametrize("sample", ["digits-sparse", "digits-mann"])
 def test_masks_page_on_masked_runs(monkeypatch, sample):
     at = open_page(monkeypatch, "views/masks.py", sample)
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
     for title in ("Mask overlap ratio", "Density per block", "Overlap ratio per block", "Weights used by exactly",
                   "which tasks use each weight"):
         assert any(title in s for s in specs), title
@@ -131,7 +131,7 @@ def test_masks_page_on_masked_runs(monkeypatch, sample):
     at.radio[0].set_value("clustered by overlap").run()
     assert not at.exception
     at.selectbox(key=f"mask_param_{sample}").select("body.blocks.3.w_out").run()
-    assert not at.exception and any("body.blocks.3.w_out" in c.proto.spec for c in at.get("plotly_chart"))
+    assert not at.exception and any("body.blocks.3.w_out" in spec_of(c) for c in at.get("plotly_chart"))
 
 
 def test_masks_page_explains_runs_without_masks(monkeypatch):
@@ -141,7 +141,7 @@ def test_masks_page_explains_runs_without_masks(monkeypatch):
 
 def test_signatures_page(monkeypatch):
     at = open_page(monkeypatch, "views/signatures.py", "domains-mixture")
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
     assert any("Signatures: template per layer" in s for s in specs)
     assert any("mixture weights per layer" in s for s in specs) and any("Signature similarity" in s for s in specs)
     orders = at.dataframe[0].value
@@ -149,7 +149,7 @@ def test_signatures_page(monkeypatch):
                                    "parity_blurred", "parity_edges"}
     at.selectbox(key="signature_task_domains-mixture").select("parity_edges").run()
     assert not at.exception
-    assert any("parity_edges: mixture weights" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("parity_edges: mixture weights" in spec_of(c) for c in at.get("plotly_chart"))
 
 
 def test_compare_page(monkeypatch):
@@ -162,7 +162,7 @@ def test_compare_page(monkeypatch):
                                    "digits-sparse change", "digits-mann change"]
     assert len(table) == 5
     assert (table["digits-mann change"] == table["digits-mann test"] - table["digits-hard test"]).all()
-    overlaps = [c for c in at.get("plotly_chart") if "Mask overlap ratio" in c.proto.spec]
+    overlaps = [c for c in at.get("plotly_chart") if "Mask overlap ratio" in spec_of(c)]
     assert len(overlaps) == 2  # sparse and mann have masks, hard does not
 
 
@@ -193,7 +193,7 @@ def test_edit_page_explains_unroutable_schemes(monkeypatch):
                                     "kang-hyper"])
 def test_attributions_page(monkeypatch, sample):
     at = open_page(monkeypatch, "views/attributions.py", sample)
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
     assert any("attributed for each task" in s for s in specs) and any("Module importance" in s for s in specs)
     grid = next((json.loads(s) for s in specs if "attributed for each task" in s and '"RdBu"' in s), None)
     if grid:  # image tasks: one colour scale for every map, one colour bar, square pixels, the true label
@@ -214,7 +214,7 @@ def test_attributions_page(monkeypatch, sample):
 def test_sharing_graph_page(monkeypatch):
     at = open_page(monkeypatch, "views/sharing.py", "kang-hyper")
     assert not at.exception and not at.error
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
     for title in ("Alignment search", "Tasks, blocks and hypermodules", "used exclusively", "How often"):
         assert any(title in s for s in specs), title
     search = json.loads(next(s for s in specs if "Alignment search" in s))
@@ -233,9 +233,9 @@ def test_sharing_graph_page_on_other_schemes(monkeypatch, sample, expected):
     assert not at.exception
     if expected:
         for title in expected:
-            assert any(title in c.proto.spec for c in at.get("plotly_chart")), title
+            assert any(title in spec_of(c) for c in at.get("plotly_chart")), title
     else:
-        assert any("no hypermodules or experts" in i.value for i in at.info)
+        assert any("shares nothing the graph can draw" in i.value for i in at.info)
 
 
 PAGES = ["views/overview.py", "views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
@@ -248,16 +248,48 @@ def pick_sample(at, sample):
     return at
 
 
+def sidebar_pages(at) -> list[str]:
+    return [link.proto.label for link in at.sidebar.get("page_link")]
+
+
+TITLES = {"views/overview.py": "Overview", "views/masks.py": "Masks and overlap", "views/signatures.py": "Signatures",
+          "views/sharing.py": "Sharing graph", "views/attributions.py": "Attributions",
+          "views/edit.py": "Edit and retrain", "views/compare.py": "Compare"}
+
+
 @pytest.mark.parametrize("sample", sorted(p.name for p in (REPO / "sample_runs").iterdir() if p.is_dir()))
-def test_every_page_renders_every_sample_run(monkeypatch, tmp_path, sample):
-    """As on a fresh machine, with no checkpoint installed in the models folder."""
+def test_every_page_of_every_sample_run_shows_it_or_is_not_listed(monkeypatch, tmp_path, sample):
+    """As on a fresh machine, with no checkpoint installed in the models folder: a page the sidebar lists
+    for the run shows a figure or table about it; one it leaves out, opened anyway (a bookmark), says why
+    in one line and offers runs that it can show."""
     monkeypatch.setenv("LSMN_MODELS", str(tmp_path / "no-models"))
     at = pick_sample(start(monkeypatch, REPO / "sample_runs"), sample)
+    listed = sidebar_pages(at)
+    assert listed[0] == "Overview" and "Compare" in listed
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
         assert at.sidebar.selectbox(key="run_select").value.startswith(sample + " "), page
-        assert at.title and (sample in at.title[0].value or page == "views/compare.py"), page
+        assert sidebar_pages(at) == listed, page  # the links follow the run, not the page
+        if TITLES[page] in listed:
+            assert at.title and (sample in at.title[0].value or page == "views/compare.py"), page
+            assert at.get("plotly_chart") or at.dataframe or page == "views/edit.py", page
+        else:
+            assert at.title[0].value == TITLES[page] and len(at.info) == 1 and sample in at.info[0].value, page
+            assert at.button, page  # some sample run can show every page
+    assert len(listed) >= 3
+
+
+def test_a_page_that_cannot_show_the_run_switches_to_one_that_it_can(monkeypatch):
+    at = start(monkeypatch, REPO / "sample_runs")  # lands on digits-sparse
+    at.switch_page("views/signatures.py").run()
+    assert "Signatures" not in sidebar_pages(at)
+    offered = [b.label for b in at.button]
+    assert offered and all("(mixture)" in label for label in offered), offered
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.sidebar.selectbox(key="run_select").value.startswith(offered[0].split(" (")[0] + " ")
+    assert "Signatures" in sidebar_pages(at) and any("Signature" in spec_of(c) for c in at.get("plotly_chart"))
 
 
 @pytest.mark.parametrize("address, allowed", [("0.0.0.0", False), ("", False), ("0.0.0.0", True)])
@@ -350,7 +382,7 @@ def test_every_figure_is_explained_in_one_line_below_it(monkeypatch, sample):
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
-        charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+        charts = [json.loads(spec_of(c)) for c in at.get("plotly_chart")]
         captions = {c.value for c in at.caption}
         for chart in charts:
             caption = chart["layout"].get("meta", {}).get("caption", "")
@@ -369,9 +401,10 @@ def test_a_sample_whose_checkpoint_is_not_installed_shows_its_masks_and_how_to_i
     monkeypatch.setenv("LSMN_MODELS", str(tmp_path / "no-models"))
     at = pick_sample(start(monkeypatch, REPO / "sample_runs"), sample)
     at.switch_page("views/masks.py").run()
-    assert any("encoder.layer" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("encoder.layer" in spec_of(c) for c in at.get("plotly_chart"))
     at.switch_page("views/attributions.py").run()
-    assert any("lsmn models install all-MiniLM-L6-v2" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("lsmn models install all-MiniLM-L6-v2" in i.value for i in at.info), [i.value for i in at.info]
+    assert "Attributions" not in sidebar_pages(at)
     capsys.readouterr()
     assert main(["eval", str(REPO / "sample_runs" / sample)]) == 2
     assert "lsmn models install all-MiniLM-L6-v2" in capsys.readouterr().err
@@ -383,7 +416,7 @@ def test_a_sparse_run_s_overview_shows_the_imp_round_each_task_s_mask_came_from(
     from app.schemes.sparse import pruning_rounds_figure
 
     at = start(monkeypatch, REPO / "sample_runs")  # lands on digits-sparse
-    assert any("IMP rounds" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("IMP rounds" in spec_of(c) for c in at.get("plotly_chart"))
     pruning = open_run(REPO / "sample_runs" / "digits-sparse").summary()["search"]["pruning"]
     figure = pruning_rounds_figure(pruning)
     stars = {trace.legendgroup: trace.x[0] for trace in figure.data if trace.marker.symbol == "star"}
@@ -399,4 +432,45 @@ def test_a_vectors_run_whose_fine_tunes_are_gone_says_so_on_every_page(monkeypat
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
     at.switch_page("views/attributions.py").run()
-    assert any("fine-tunes fashion-independent it was imported from is gone" in w.value for w in at.warning)
+    assert any("fine-tunes fashion-independent it was imported from is gone" in i.value for i in at.info)
+    assert "Attributions" not in sidebar_pages(at)
+
+
+@pytest.mark.parametrize("sample", ["digits-sparse", "fashion-vectors", "scale-sparse"])
+def test_the_sharing_graph_of_a_run_with_masks_by_layer_and_weakest_edge(monkeypatch, sample):
+    """Tasks as nodes, an edge per pair by overlap (or a task vectors run's cosine), groups listed; a
+    layer's graph is that layer's overlap; raising the weakest edge drops edges."""
+    from analysis.overlap import intersections, pairwise_overlap
+
+    at = open_page(monkeypatch, "views/sharing.py", sample)
+    assert not at.error
+    run = open_run(REPO / "sample_runs" / sample)
+
+    def graph():
+        spec = json.loads(next(spec_of(c) for c in at.get("plotly_chart") if "Which tasks share what" in spec_of(c)))
+        hover = next(t for t in spec["data"] if t.get("marker", {}).get("opacity") == 0)
+        return {tuple(text.split(": ")[0].split(" · ")): float(text.split(": ")[1]) for text in hover["text"]}
+
+    edges = graph()
+    tasks = run.task_names
+    overlap = pairwise_overlap(intersections(run.masks()))
+    (a, b), value = next(iter(edges.items()))
+    assert value == pytest.approx(overlap[tasks.index(a), tasks.index(b)], abs=1e-3)
+    if len(tasks) <= 12:
+        assert len(edges) == len(tasks) * (len(tasks) - 1) // 2
+    groups = at.dataframe[0].value  # every task in one group (a task on its own: a group of one)
+    assert sorted(t for members in groups["members"] for t in members.split(", ")) == sorted(tasks)
+    assert groups["tasks"].sum() == len(tasks) and list(groups["tasks"]) == sorted(groups["tasks"], reverse=True)
+    at.selectbox(key=f"graph_layer_{run.id}_overlap of their masks").select("layer 1").run()
+    layers = run.mask_layers()
+    one_layer = pairwise_overlap(intersections({n: m for n, m in run.masks().items() if layers[n] == 1}))
+    (a, b), value = next(iter(graph().items()))
+    assert not at.exception and value == pytest.approx(one_layer[tasks.index(a), tasks.index(b)], abs=1e-3)
+    slider = at.slider(key=f"graph_weakest_{run.id}_overlap of their masks_layer 1")
+    slider.set_value(slider.max).run()
+    assert 1 <= len(graph()) < len(edges)
+    if sample == "fashion-vectors":
+        at.radio(key=f"graph_measure_{run.id}").set_value("cosine similarity of their task vectors").run()
+        cosine = run.summary()["vectors"]["cosine"]
+        (a, b), value = next(iter(graph().items()))
+        assert value == pytest.approx(cosine[tasks.index(a)][tasks.index(b)], abs=1e-3)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.overlap import group_density
 from app.text import plain
-from helpers import APP_PATIENCE, REPO, tiny_config
+from helpers import APP_PATIENCE, REPO, tiny_config, spec_of
 from lsmn.cli import main
 from lsmn_core.network.blocks import AttentionBranch, ConvBranch, ModuleBlock, make_block
 from lsmn_core.config import ModelConfig, UserBlock, load_config
@@ -179,7 +179,7 @@ def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, 
     at.switch_page("views/masks.py").run()
     run_id = conv.split(" ")[0]
     at.selectbox(key=f"mask_param_{run_id}").select("body.blocks.1.depthwise__weight").run()
-    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if "depthwise__weight" in c.proto.spec))
+    spec = json.loads(next(spec_of(c) for c in at.get("plotly_chart") if "depthwise__weight" in spec_of(c)))
     assert spec["data"][0]["z"]["shape"] == "32, 9"  # [32, 1, 3, 3]: a row per output channel, 1 x 3 x 3 columns
     assert spec["layout"]["yaxis"]["title"]["text"] == "output channel"
     # attention: the query, key and value rows of each head, divided and labelled, and a density per head
@@ -187,7 +187,7 @@ def test_every_app_page_renders_a_run_of_each_block(tmp_path, examples_on_path, 
     at.sidebar.selectbox(key="run_select").select(attention).run()
     at.switch_page("views/masks.py").run()
     at.selectbox(key=f"mask_param_{attention.split(' ')[0]}").select("body.blocks.0.qkv__weight").run()
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    charts = [json.loads(spec_of(c)) for c in at.get("plotly_chart")]
     image = next(c for c in charts if "which tasks use each weight" in c["layout"]["title"]["text"])
     assert image["layout"]["yaxis"]["ticktext"] == ["q head 0", "q head 1", "k head 0", "k head 1", "v head 0",
                                                     "v head 1"]

@@ -144,7 +144,14 @@ EDITS = {
 }
 
 
-NAV = ["Masks and overlap", "Signatures", "Sharing graph", "Attributions", "Edit and retrain", "Compare", "Overview"]
+def sidebar_links(page) -> list[str]:
+    """The pages the sidebar lists for the selected run."""
+    return [link.inner_text() for link in page.get_by_test_id("stSidebar").get_by_test_id("stPageLink").all()]
+
+
+def open_link(page, name: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_test_id("stPageLink").get_by_text(name, exact=True).click()
+    settle(page)
 
 
 def selected_run(page) -> str:
@@ -210,9 +217,8 @@ def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sampl
             traces = curves.locator(".scatterlayer .trace").count()
             page.screenshot(path=str(SCREENSHOTS / f"child-{sample}.png"), full_page=True)
             kept = []
-            for name in NAV:
-                page.get_by_test_id("stSidebarNav").get_by_text(name, exact=True).click()
-                settle(page)
+            for name in [*sidebar_links(page)[1:], "Overview"]:
+                open_link(page, name)
                 kept.append((name, selected_run(page)))
             browser.close()
     assert "mean test change +0.0000" not in evaluated and "mean test change -0.0000" not in evaluated
@@ -226,7 +232,7 @@ def test_edit_evaluate_and_retrain_a_sample_run_from_the_browser(tmp_path, sampl
     assert at < 0, child_page[max(0, at - 300):at + 50]  # the parent was found: its diff is shown
     assert tables == 3
     assert traces > 0  # its fine-tuning curves
-    assert all(label == child_label for _, label in kept), kept
+    assert all(label == child_label for _, label in kept) and len(kept) >= 4, kept
     assert edit_reached(*child_routing(children[0]))
     assert sorted(p.name for p in (REPO / "sample_runs").iterdir()) == samples_before  # nothing written there
 
@@ -257,3 +263,77 @@ def test_markdown_and_html_in_a_run_s_name_stay_text_and_fetch_nothing(tmp_path)
     assert images == 0
     assert all(r.startswith(url) or r.startswith(url.replace("http", "ws")) for r in requests), \
         [r for r in requests if not r.startswith(url)][:3]
+
+
+def test_the_sharing_graph_of_a_sparse_and_a_task_vectors_run_and_a_page_that_switches_runs(app_url):
+    """The graph drawn in the browser (nodes, edges, groups listed) for digits-sparse, then for
+    fashion-vectors by its cosine; Signatures, opened for a sparse run (as from a bookmark), is not in
+    its sidebar, says why, and its button switches to a mixture run whose signatures it shows."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app_url + "sharing")
+        shown(page, "Runs folder")
+        pick_run(page, "digits-sparse ")
+        shown(page, "Which tasks share what")
+        settle(page)
+        graph = page.locator(".js-plotly-plot").filter(has_text="Which tasks share what")
+        nodes = graph.locator(".scatterlayer .trace .point").count()
+        sparse_links = sidebar_links(page)
+        groups = page.get_by_test_id("stDataFrame").count()
+        page.screenshot(path=str(SCREENSHOTS / "sharing-graph-digits-sparse.png"), full_page=True)
+        pick_run(page, "fashion-vectors ")
+        shown(page, "Which tasks share what")
+        settle(page)
+        page.get_by_text("cosine similarity of their task vectors").click()
+        shown(page, "Which tasks share what: cosine similarity")
+        settle(page)
+        page.screenshot(path=str(SCREENSHOTS / "sharing-graph-fashion-vectors.png"), full_page=True)
+        pick_run(page, "digits-sparse ")
+        settle(page)
+        page.goto(app_url + "signatures")  # a bookmark
+        shown(page, "has no signatures")
+        settle(page)
+        signatures_listed = "Signatures" in sidebar_links(page)
+        offered = page.get_by_role("button", name="(mixture)")
+        target = offered.first.inner_text().split(" (")[0]
+        offered.first.click()
+        shown(page, "Signature similarity")
+        settle(page)
+        switched_to = selected_run(page)
+        listed_after = sidebar_links(page)
+        browser.close()
+    assert nodes >= 5 + 10  # five tasks, and a hover point per edge
+    assert "Sharing graph" in sparse_links and "Signatures" not in sparse_links and groups == 1
+    assert not signatures_listed
+    assert switched_to.startswith(target + " ") and "Signatures" in listed_after
+
+
+def test_no_chart_title_is_wider_than_its_chart_on_any_page_of_any_sample_at_1280_px(app_url):
+    """Every page the sidebar lists for every sample run, at 1280 px: each chart's title fits inside its chart."""
+    cut = []
+    seen = 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        shown(page, "Runs folder")
+        for sample in sorted(d.name for d in (REPO / "sample_runs").iterdir() if d.is_dir()):
+            open_link(page, "Overview")
+            pick_run(page, f"{sample} ")
+            settle(page)
+            for name in sidebar_links(page):
+                open_link(page, name)
+                for chart in page.locator(".js-plotly-plot").all():
+                    chart.scroll_into_view_if_needed()
+                    title = chart.locator(".gtitle")
+                    if not title.count():
+                        continue
+                    box, frame = title.first.bounding_box(), chart.bounding_box()
+                    seen += 1
+                    left, right = frame["x"] - 1, frame["x"] + frame["width"] + 1
+                    if box["x"] < left or box["x"] + box["width"] > right:
+                        cut.append((sample, name, title.first.inner_text()[:80], box["width"], frame["width"]))
+        browser.close()
+    assert seen > 50 and not cut, cut

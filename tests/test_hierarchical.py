@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, spec_of
 from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import build_model, check_config
@@ -70,7 +70,7 @@ def test_every_app_page_shows_a_hierarchical_run_and_the_overview_its_depths(tmp
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
     assert not at.exception and not at.error
-    assert any("Depth each task is supervised at" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("Depth each task is supervised at" in spec_of(c) for c in at.get("plotly_chart"))
     for page in ["views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
                  "views/edit.py", "views/compare.py"]:
         at.switch_page(page).run()

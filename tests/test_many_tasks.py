@@ -8,7 +8,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, REPO
+from helpers import APP_PATIENCE, REPO, spec_of
 from lsmn.bench import THOUSAND_TASKS_BRIEFLY
 from lsmn_core.config import load_config
 from lsmn_core.store.runs import open_run
@@ -25,7 +25,7 @@ def thousand(tmp_path_factory):
 
 
 def _charts(at) -> dict[str, dict]:
-    return {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    return {c.proto.id: json.loads(spec_of(c)) for c in at.get("plotly_chart")}
 
 
 def _cells(z) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, spec_of
 from lsmn.cli import main
 from lsmn_core.config import DataConfig, TaskConfig, load_config, parse_config
 from lsmn_core.data.loading import load_task
@@ -278,10 +278,10 @@ def test_the_app_shows_a_pretrained_run(bert, tmp_path, monkeypatch):
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
     at.switch_page("views/masks.py").run()
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
     assert any("Density per kind of module" in s for s in specs) and any("encoder.layer" in s for s in specs)
     at.switch_page("views/attributions.py").run()
-    assert any("[CLS]" in c.proto.spec for c in at.get("plotly_chart"))  # the tokenizer's tokens as labels
+    assert any("[CLS]" in spec_of(c) for c in at.get("plotly_chart"))  # the tokenizer's tokens as labels
 
 
 def test_the_shipped_fashion_checkpoint_is_pretrained_and_serves_low_data_digits(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, spec_of
 from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.schemes import build_model, check_config
@@ -92,15 +92,15 @@ def test_every_app_page_shows_a_soft_run_and_the_overview_its_stitches(tmp_path,
     monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(tmp_path))
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
     assert not at.exception and not at.error
-    assert any("Cross-stitch weights after block 1" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("Cross-stitch weights after block 1" in spec_of(c) for c in at.get("plotly_chart"))
     at.slider(key=next(s.key for s in at.slider if s.key.startswith("stitch_layer_"))).set_value(0).run()
-    assert any("Cross-stitch weights after block 0" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("Cross-stitch weights after block 0" in spec_of(c) for c in at.get("plotly_chart"))
     for page in ["views/masks.py", "views/signatures.py", "views/sharing.py", "views/attributions.py",
                  "views/edit.py", "views/compare.py"]:
         at.switch_page(page).run()
         assert not at.exception and not at.error, page
     at.switch_page("views/sharing.py").run()
-    assert any("Cross-stitch weights" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("Cross-stitch weights" in spec_of(c) for c in at.get("plotly_chart"))
 
 
 def test_the_sharing_study_tables_every_task_under_the_five_schemes_and_the_encoder_variant(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, REPO, tiny_config
+from helpers import APP_PATIENCE, REPO, tiny_config, spec_of
 from lsmn.cli import main
 from lsmn_core.data.loading import load_tasks
 from lsmn_core.config import DataConfig, TaskConfig
@@ -123,13 +123,13 @@ def test_every_app_page_renders_a_token_run(tmp_path, monkeypatch):
     at.switch_page("views/attributions.py").run()
     run = open_run(next(tmp_path.iterdir()))
     dev, truth = (split[0] for split in load_tasks(run.config().tasks, run.config().data)[0].splits["dev"])
-    (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
+    (chart,) = [json.loads(spec_of(c)) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
     # the sequence's real tokens label the columns (these ids have no text: their numbers)
     assert chart["layout"]["xaxis"]["ticktext"] == [f"#{i}" for i in dev if i != 0]
     predicted = int(run.load_model()(torch.as_tensor(dev[None]), "has3").argmax())
     assert chart["data"][0]["y"] == [f"has3 (predicts {predicted} · true {truth})", "even (every token's tag)"]
     at.selectbox(key=f"attr_position_{run.id}").set_value(1).run()
-    (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
+    (chart,) = [json.loads(spec_of(c)) for c in at.get("plotly_chart") if "attr_tokens" in c.proto.id]
     assert chart["layout"]["shapes"][0]["x0"] == 1 and "tags it" in chart["data"][0]["y"][1]
 
 

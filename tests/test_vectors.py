@@ -13,7 +13,7 @@ import torch
 from peft.utils import merge_utils
 from safetensors.torch import load_file, save_file
 
-from helpers import REPO
+from helpers import REPO, spec_of
 from lsmn.cli import main
 from lsmn_core.config import parse_config
 from lsmn_core.errors import RoutingError
@@ -221,7 +221,7 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
     run_box = next(s for s in at.sidebar.selectbox if s.label == "Run")
     run_box.set_value(next(o for o in run_box.options if o.startswith(vectors.id))).run()
-    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    specs = " ".join(spec_of(c) for c in at.get("plotly_chart"))
     assert "Sign conflicts per layer" in specs and "Cosine similarity of the task vectors" in specs
     for page in ["views/masks.py", "views/edit.py"]:
         at.switch_page(page).run()

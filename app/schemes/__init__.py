@@ -13,7 +13,6 @@ from collections.abc import Callable
 import streamlit as st
 
 from app.schemes.view import SchemeView
-from app.state import drawn_safely, run_with_report
 from lsmn_core.errors import LsmnError
 from lsmn_core.installed import failures
 from lsmn_core.plugins import Registry
@@ -60,16 +59,3 @@ def plugin_failures() -> list[str]:
 def kinds_with(has: Callable[[SchemeView], object]) -> str:
     """The kinds whose view has something, for messages: "a or b"."""
     return " or ".join(kind for kind in VIEWS.names() if has(view_of(kind)))
-
-
-def show_scheme_page(page: str, title: str, missing: str) -> None:
-    """A page whose content the selected run's scheme view draws (its `pages[page]`), or a message
-    saying that the scheme has no `missing` and which schemes do."""
-    def read(run):
-        section = view_of(run.scheme).pages.get(page)
-        report = section.read(run) if section else None
-        return (section, report) if report else None
-
-    run, (section, report) = run_with_report(
-        title, read, f"{missing}. Pick a {kinds_with(lambda v: page in v.pages)} run in the sidebar")
-    drawn_safely(title, section.draw, run, report)

@@ -59,6 +59,16 @@ def overview(run) -> bool:
     return True
 
 
+def cosine_measures(run) -> dict[str, dict[str, list[list[float]]]]:
+    """The sharing graph's edges by the cosine of two tasks' vectors, over the network and per layer
+    (negative: the pair pulls against each other, the interference a merge meets)."""
+    stats = run.summary().get("vectors")
+    if not stats:
+        return {}
+    return {"cosine similarity of their task vectors": {
+        "the whole network": stats["cosine"], **dict(zip(stats["layers"], stats["cosine_per_layer"]))}}
+
+
 def recipe_editor(run, doc, arrays):
     """The merge recipe, edited; Export writes the merge of the recipe as it stands."""
     tasks, layers = run.task_names, doc.get("layers", [])
@@ -111,6 +121,6 @@ def export(run, edited: dict, method: str) -> None:
             st.error(plain(exc))
 
 
-VIEW = SchemeView(overview=overview, editor=recipe_editor, retrain_modes=("routing",),
+VIEW = SchemeView(overview=overview, editor=recipe_editor, pair_measures=cosine_measures, retrain_modes=("routing",),
                   routing_help="the merge's coefficients, by AdaMerging (the entropy of each task's predictions on "
                                "its unlabelled inputs)")

@@ -7,7 +7,8 @@ import torch
 from analysis.attributions import METHODS, TOKEN_METHODS, explain
 from app.layout import chart
 from app.figures import attribution_grid, block_importance_chart, token_attribution_chart, vector_attribution_chart
-from app.state import current_run, opened_at, run_stamp, writable_runs
+from app.navigation import run_for
+from app.state import opened_at, run_stamp, writable_runs
 from app.text import plain
 from lsmn_core.data.loading import load_task
 from lsmn_core.errors import LsmnError
@@ -67,9 +68,7 @@ def _explain(run_path: str, stamp: float, source: int, indices: tuple, tasks: tu
     return x[0].numpy(), maps, captions, importance
 
 
-run = current_run()
-if run is None:
-    st.stop()
+run = run_for("attributions")
 st.title(f"Attributions · {plain(run.name)}")
 stamp = run_stamp(run)
 names = run.task_names

@@ -6,12 +6,12 @@ import streamlit as st
 from analysis.compare import comparison_rows
 from app.layout import chart
 from app.figures import overlap_heatmap
-from app.state import list_folder_runs, overlap_of
+from app.state import listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
 
 st.title("Compare runs")
-runs = list_folder_runs()
+runs = listed_runs()
 finished = {r.id: r for r in runs if (r.path / "summary.json").is_file()}
 if len(finished) < 2:
     st.info("Compare needs at least two finished runs in the runs folder.")

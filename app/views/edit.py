@@ -11,7 +11,8 @@ import streamlit as st
 from app.figures import training_curves
 from app.layout import chart
 from app.schemes import kinds_with, view_of
-from app.state import same_folder, checked_routing_of, current_run, open_when_listed, writable_runs
+from app.navigation import run_for
+from app.state import same_folder, checked_routing_of, open_when_listed, writable_runs
 from app.text import plain
 from lsmn_core import jobs
 from lsmn_core.store import routing
@@ -21,9 +22,7 @@ from lsmn_core.errors import LsmnError
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.store.runs import DATA_CACHE, list_runs
 
-run = current_run()
-if run is None:
-    st.stop()
+run = run_for("edit")
 st.title(f"Edit and retrain · {plain(run.name)}")
 try:
     doc, arrays, _ = checked_routing_of(run)

@@ -7,14 +7,19 @@ from analysis.overlap import cluster_order, group_density, weight_task_sets
 from app.figures import (density_heatmap, group_density_heatmap, layer_overlap_chart, mask_image, overlap_heatmap,
                          subset_chart)
 from app.layout import chart, task_columns
-from app.state import checked_routing_of, overlap_of, run_with_report
+from app.navigation import run_for
+from app.state import checked_routing_of, overlap_of
+from app.text import plain
 from lsmn_core.network.blocks import make_block
 from lsmn_core.errors import LsmnError
-from lsmn_core.schemes import kinds_where
-from lsmn_core.schemes.masked import MaskedScheme
 
-masked = " or ".join(kinds_where(lambda scheme: issubclass(scheme, MaskedScheme)))
-run, report = run_with_report("Masks and overlap", overlap_of, f"per-task masks. Pick a {masked} run in the sidebar")
+run = run_for("masks")
+st.title(f"Masks and overlap · {plain(run.name)}")
+try:
+    report = overlap_of(run)
+except LsmnError as exc:
+    st.error(f"Cannot read the run's routing: {plain(exc)}")
+    st.stop()
 
 tasks = run.task_names
 order_by = st.radio("Order tasks", ["as trained", "by density", "clustered by overlap"], horizontal=True)

@@ -8,15 +8,14 @@ from analysis.lineage import metric_changes, routing_changes
 from app.figures import MANY_LINES, density_heatmap, overlap_heatmap, training_curves
 from app.layout import chart, task_columns
 from app.schemes import has_view, view_of
-from app.state import current_run, drawn_safely, listed_runs, overlap_of
+from app.navigation import run_for
+from app.state import drawn_safely, listed_runs, overlap_of
 from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.schemes import kinds_where
 from lsmn_core.store.runs import list_runs
 
-run = current_run()
-if run is None:
-    st.stop()
+run = run_for("overview")
 
 st.title(plain(run.name))
 st.caption(f"{plain(run.id)} · scheme **{plain(run.scheme)}** · status **{plain(run.status)}** · created "

@@ -57,6 +57,11 @@ class SharingScheme(nn.Module, abc.ABC):
         to runs beside it, as a task vectors run does, moves with them); none by default."""
 
     @classmethod
+    def check_sources(cls, config) -> None:
+        """Refuse (MissingSourceError) a stored run whose network reads files kept outside its folder
+        that are gone, found without reading them (for pages that need the network); none by default."""
+
+    @classmethod
     @abc.abstractmethod
     def build_network(cls, specs: list[TaskSpec], config) -> MultitaskModel:
         """A freshly initialised model of `config` (a RunConfig) whose body is this scheme."""

@@ -27,6 +27,7 @@ from lsmn_core.errors import LsmnError, MissingModuleError, RunError
 from lsmn_core.store.files import (atomic_write, checked_safetensors, json_integer, os_reason, parse_json, read_json,
                              read_text, write_json)
 from lsmn_core.network.model import MultitaskModel
+from lsmn_core.pretrained import loader_of
 from lsmn_core.schemes import build_model, check_model_size, scheme_class
 from lsmn_core.data.tasks import TaskSpec
 from lsmn_core.version import __version__
@@ -311,6 +312,20 @@ class Run:
     def on_checkpoint(self) -> bool:
         """Whether the run's network is a pretrained checkpoint's (its source recorded as `pretrained`)."""
         return self.meta.get("pretrained") is not None
+
+    def missing_sources(self) -> str | None:
+        """Why the run's network cannot be rebuilt on this machine (its weights file, its checkpoint, or
+        a scheme's inputs kept outside the run are gone), found without reading them; None if it can."""
+        if not os.path.lexists(self.path / "model.safetensors"):
+            return f"run {self.id} has no model.safetensors (status: {self.status})"
+        try:
+            config = self.config()
+            if config.model.pretrained is not None:
+                loader_of(config.model.pretrained).weight_files()
+            scheme_class(config.scheme.kind).check_sources(config)
+        except LsmnError as exc:
+            return str(exc)
+        return None
 
     def same_tasks(self, other: Run) -> bool:
         """Whether the two runs learned the same tasks from the same data: their configs' task lists

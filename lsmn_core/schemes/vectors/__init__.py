@@ -19,6 +19,7 @@ from typing import Literal
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import check
 from lsmn_core.schemes.base import SharingScheme
+from lsmn_core.schemes.vectors.inputs import VectorInput
 from lsmn_core.schemes.vectors.scheme import TaskVectors
 
 
@@ -58,6 +59,11 @@ class Vectors(SharingScheme):
             return item
 
         config.scheme.inputs = [resolved(item) for item in config.scheme.inputs]
+
+    @classmethod
+    def check_sources(cls, config) -> None:
+        for index, item in enumerate(config.scheme.inputs):
+            VectorInput.from_dict(item, f"scheme.inputs[{index}]").check_present()
 
     @classmethod
     def build_network(cls, specs, config):

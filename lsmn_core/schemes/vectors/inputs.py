@@ -49,15 +49,20 @@ class VectorInput:
             raise ConfigError(f"{where}: not a task vector's record (task, files, and run with index or finetune)")
         return made
 
-    def verify(self) -> None:
-        """Each file is where the run recorded it, byte for byte (MissingSourceError naming it)."""
-        for path, digest in self.files.items():
+    def check_present(self) -> None:
+        """Each file is where the run recorded it (MissingSourceError naming it), not yet read."""
+        for path in self.files:
             if not Path(path).is_file():
                 made = f"{path} is gone"
                 if self.run:
                     made = (f"the run of fine-tunes {Path(self.run).name} it was imported from is gone (train this "
                             "run's config with a fine-tune per task, then lsmn vectors that run)")
                 raise MissingSourceError(f"task {self.task}'s vector: {made}")
+
+    def verify(self) -> None:
+        """Each file is where the run recorded it, byte for byte (MissingSourceError naming it)."""
+        self.check_present()
+        for path, digest in self.files.items():
             if sha256(Path(path)) != digest:
                 raise MissingSourceError(f"task {self.task}'s vector: {path} is not the file it was imported from "
                                          "(sha256 differs)")
