@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from peft.utils import merge_utils
@@ -22,6 +23,7 @@ from lsmn_core.store import routing
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
+from test_matrix_merges import DEFINITIONS as MATRIX_MERGES
 from tiny_models import hf_model
 
 TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
@@ -112,6 +114,23 @@ def test_a_merge_is_written_as_its_definition_and_transformers_loads_it(finetune
         ours, _ = model.eval().features(ids, 2)
         theirs = merged.eval()(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["tsv_m", "iso_cts"])
+def test_lsmn_merge_writes_a_matrix_merge_of_a_tiny_bert_s_fine_tunes_as_its_definition(finetunes, tmp_path, method):
+    """base + lambda x the definition, for every target of the tiny BERT's fine-tunes (its 2-D attention
+    weights), read back with transformers."""
+    from transformers import AutoModel
+
+    bert, parent, vectors = finetunes
+    out = tmp_path / method
+    assert main(["merge", str(vectors.path), "--method", method, "--lambda", "0.8", "--out", str(out)]) == 0
+    merged = dict(AutoModel.from_pretrained(out, local_files_only=True).named_parameters())
+    base = dict(AutoModel.from_pretrained(bert, local_files_only=True).named_parameters())
+    for name, delta in parent_deltas(parent).items():
+        assert delta.dim() == 3, name
+        expected = base[name].double().detach().numpy() + 0.8 * MATRIX_MERGES[method](delta.double().numpy())
+        assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
 
 
 def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, capsys):

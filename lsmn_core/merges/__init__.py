@@ -1,7 +1,8 @@
 """The registry of merge methods (entry point group `lsmn.merges`): how `lsmn merge` and a task
 vectors run's recipe combine the task vectors of fine-tunes of one checkpoint. An entry is a
 MergeMethod class (method.py) registered under its name: the built-ins are task arithmetic, TIES,
-DARE (with a sum or TIES), TALL masks and consensus merging, one module each."""
+DARE (with a sum or TIES), TALL masks and consensus merging, and the merges of each weight matrix by
+its singular value decompositions (matrix.py: TSV-M, Iso-C, Iso-CTS), one module each."""
 
 from __future__ import annotations
 

@@ -52,7 +52,12 @@ def weighted(parts: torch.Tensor, masks: torch.Tensor | None, weights: torch.Ten
 def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[int, ...],
                  task_delta: Callable[[int], torch.Tensor], chunk_deltas: Callable[[slice], torch.Tensor], tasks: int):
     """One tensor's merge, chunk by chunk: (rows, parts, masks) as merged_chunks gives them, after each
-    task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements)."""
+    task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements); or in
+    one piece, for a method that merges the tensor whole (a matrix's SVDs)."""
+    if method.whole(name, shape):
+        deltas = chunk_deltas(slice(None))
+        yield slice(None), method.whole_parts(name, deltas.double(), recipe).to(deltas.dtype), None
+        return
     if method.needs_level and tasks * math.prod(shape) <= WHOLE:  # read once, for the levels and the parts
         whole = chunk_deltas(slice(None))
 
