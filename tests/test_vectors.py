@@ -133,6 +133,29 @@ def test_lsmn_merge_writes_a_matrix_merge_of_a_tiny_bert_s_fine_tunes_as_its_def
         assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
 
 
+def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(finetunes, tmp_path, capsys):
+    """0.1 to 3.0 in steps of 0.1, each merge evaluated on dev only; the chosen lambda is the sweep's best,
+    each point is the merge at that lambda (checked at two of them), and the sweep is recorded."""
+    from lsmn_core.merges.method import Recipe
+    from lsmn_core.schemes.vectors.evaluation import LAMBDAS, recipe_routing
+
+    _, _, vectors = finetunes
+    out = tmp_path / "auto"
+    assert main(["merge", str(vectors.path), "--method", "task_arithmetic", "--lambda", "auto", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    result = json.loads((out / "lsmn-evaluation.json").read_text())
+    sweep = result["lambda_sweep"]
+    assert [row["lambda"] for row in sweep] == list(LAMBDAS) == [round(0.1 * i, 1) for i in range(1, 31)]
+    best = max(sweep, key=lambda row: row["dev_normalised"])
+    assert result["lambda"] == best["lambda"] and f"lambda auto: {best['lambda']:.1f}" in printed.out
+    assert printed.err.count("mean normalised dev") == 30  # progress, one line per lambda
+    individual = vectors.summary()["metrics"]
+    for row in (sweep[0], sweep[-1]):
+        merged = evaluate_run(vectors, recipe_routing(vectors, Recipe("task_arithmetic", row["lambda"])))["metrics"]
+        expected = sum(m["dev"] / individual[t]["dev"] for t, m in merged.items()) / len(merged)
+        assert row["dev_normalised"] == pytest.approx(expected, abs=1e-9)
+
+
 def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, capsys):
     """The same fine-tunes, exported as folders (`lsmn export --task`) and imported with the checkpoint:
     every tensor's vector (zero off the targets), each task's metrics as its run's."""
@@ -182,7 +205,9 @@ def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finet
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "nope"], "unknown merge method 'nope'"), (["--method", "ties", "--density", "0"], "density must"),
-    (["--method", "tall"], "--task: the tall merge gives each task its own network")])
+    (["--method", "tall"], "--task: the tall merge gives each task its own network"),
+    *((["--method", "ties", "--lambda", bad], "--lambda must be a positive number or auto")
+      for bad in ("0", "-1", "nan", "inf", "big"))])
 def test_bad_merges_are_refused_in_one_line_and_write_nothing(finetunes, tmp_path, capsys, args, message):
     _, _, vectors = finetunes
     assert main(["merge", str(vectors.path), *args, "--out", str(tmp_path / "out")]) == 2
@@ -255,6 +280,13 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     (written,) = (vectors.path.parent / ".merges").iterdir()
     assert (written / "model.safetensors").is_file() and json.loads((written / "lsmn-merge.json").read_text())[
         "recipe"]["method"] == "ties"
+    next(b for b in at.button if b.label == "Choose lambda on dev").click().run()  # the sweep, then its curve
+    assert not at.exception and not at.error
+    curve = json.loads(next(spec_of(c) for c in at.get("plotly_chart") if "against lambda" in spec_of(c)))
+    best = curve["data"][1]["x"][0]
+    assert len(curve["data"][0]["x"]) == 30 and curve["data"][1]["y"][0] == max(curve["data"][0]["y"])
+    next(b for b in at.button if b.label == f"Use lambda = {best:.1f}").click().run()
+    assert not at.exception and next(n for n in at.number_input if n.label == "Lambda").value == best
 
 
 def test_a_vectors_run_moves_with_the_run_beside_it(finetunes, tmp_path):

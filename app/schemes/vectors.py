@@ -17,6 +17,7 @@ from app.state import writable_runs
 from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.merges import MERGES
+from lsmn_core.schemes.vectors.evaluation import LAMBDAS, lambda_sweep
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, recipe_from
 from lsmn_core.schemes.vectors.writer import write_merge
 
@@ -80,8 +81,10 @@ def recipe_editor(run, doc, arrays):
                                "metrics); the others merge the fine-tunes into one network (tall: one per task)")
     default = 1.0 if method == INDIVIDUAL else MERGES.get(method).default_lambda
     same = method == recipe.get("method")
-    lam = cols[1].number_input("Lambda", value=float(recipe.get("lambda", default) if same else default),
-                               step=0.05, format="%.3f", key=f"lambda_{run.id}_{method}")
+    chosen = st.session_state.get(f"lambda_chosen_{run.id}_{method}")  # by "Use it" below a sweep
+    lam = cols[1].number_input("Lambda", value=float(chosen if chosen is not None else recipe.get("lambda", default)
+                                                     if same else default), step=0.05, format="%.3f",
+                               key=f"lambda_{run.id}_{method}_{chosen}")
     density = cols[2].number_input("Density", min_value=0.001, max_value=1.0, value=float(recipe.get("density", 0.2)),
                                    step=0.05, key=f"density_{run.id}", help="ties and dare: the share of each task "
                                    "vector kept")
@@ -100,8 +103,46 @@ def recipe_editor(run, doc, arrays):
     edited = {**doc, "recipe": {"method": method, "lambda": lam, "density": density, "seed": int(seed),
                                 "coefficients": [] if plain_table else coefficients,
                                 "tall_lambdas": [float(v) for v in tall], "consensus_k": recipe.get("consensus_k", 2)}}
+    if method != INDIVIDUAL:
+        choose_lambda(run, edited, method)
     export(run, edited, method)
     return edited, arrays
+
+
+def lambda_curve(sweep: list[dict], chosen: float, method: str) -> go.Figure:
+    best = next(row["dev_normalised"] for row in sweep if row["lambda"] == chosen)
+    figure = go.Figure([
+        go.Scatter(x=[row["lambda"] for row in sweep], y=[row["dev_normalised"] for row in sweep], name=method,
+                   mode="lines+markers", hovertemplate="lambda %{x:.1f}: %{y:.4f}<extra></extra>"),
+        go.Scatter(x=[chosen], y=[best], mode="markers", name=f"chosen: {chosen:.1f}",
+                   marker={"symbol": "star", "size": 16},
+                   hovertemplate="chosen: lambda %{x:.1f}, %{y:.4f}<extra></extra>")])
+    figure.update_layout(title=f"{method}: the merge's mean normalised dev metric against lambda", height=340,
+                         xaxis={"title": "lambda"}, yaxis={"title": "mean normalised dev metric"}, meta={"caption": (
+                             "Each point: the merge at that lambda, each task's dev metric over its individual "
+                             "fine-tune's, averaged over tasks; the star is the best, chosen without test data.")})
+    return figure
+
+
+def choose_lambda(run, edited: dict, method: str) -> None:
+    """Sweep lambda from 0.1 to 3.0 on dev (lsmn merge --lambda auto), draw the curve, offer the best."""
+    key = f"sweep_{run.id}_{method}"
+    if st.button("Choose lambda on dev", key=f"sweep_button_{run.id}", help="the merge at each lambda from 0.1 to "
+                 "3.0, scored on each task's dev split (as lsmn merge --lambda auto does)"):
+        bar = st.progress(0.0, text="Sweeping lambda...")
+        try:
+            recipe = recipe_from(edited["recipe"], len(run.task_names), len(edited.get("layers", [])))
+            st.session_state[key] = lambda_sweep(run, recipe, lambda done, lam, mean: bar.progress(
+                done / len(LAMBDAS), text=f"lambda {lam:.1f}: mean normalised dev {mean:.4f}"), device="cpu")
+        except LsmnError as exc:
+            st.error(plain(exc))
+        bar.empty()
+    if key in st.session_state:
+        best, sweep = st.session_state[key]
+        chart(st, lambda_curve(sweep, best, method), "lambda_sweep")
+        if st.button(f"Use lambda = {best:.1f}", key=f"use_sweep_{run.id}"):
+            st.session_state[f"lambda_chosen_{run.id}_{method}"] = best
+            st.rerun()
 
 
 def export(run, edited: dict, method: str) -> None:

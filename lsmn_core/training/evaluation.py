@@ -20,27 +20,34 @@ def evaluate_run(run: Run, edited: str | Path | dict | tuple | None = None, devi
     The run is not changed; text tokenized for it is cached in `cache` (default: the runs folder's
     data cache).
     """
+    return next(evaluate_each(run, [edited], device, cache))
+
+
+def evaluate_each(run: Run, edits: list, device: str = "auto", cache: Path | None = None,
+                  splits: tuple[str, ...] = ("dev", "test")):
+    """evaluate_run's answer for each edited routing in turn (on `splits`), the model built and the
+    data loaded once for all of them (a sweep of a merge's lambda evaluates 30 routings)."""
     torch_device = resolve_device(device)
     model = run.load_model(torch_device)
-    if edited is not None:
-        if isinstance(edited, dict):
-            edited = (edited, run.routing()[1])
-        doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
-        routing.apply(model, routing.decode(doc, arrays, model))
     config = run.config()
     data = load_tasks(config.tasks, config.data, tokenization(config, cache or run.path.parent / DATA_CACHE))
     check_data_fits(model.specs, data)
     tasks = DeviceTasks(data, torch_device, config)
     stored = run.summary()["metrics"] if (run.path / "summary.json").is_file() else {}
-    metrics = {}
-    with evaluation_mode(model):  # switched once for all tasks
-        for t, spec in enumerate(tasks.specs):
-            entry: dict[str, str | float] = {"metric": spec.metric}
-            for split in ("dev", "test"):
-                entry[split] = evaluate_task(model, tasks, t, split)[1]
-                if spec.name in stored:
-                    entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
-            metrics[spec.name] = entry
-    source = None if edited is None else "edited routing" if isinstance(edited, tuple) else str(edited)
-    return {"run": run.id, "routing": source, "metrics": metrics,
-            "params": model.parameter_counts()}
+    for edited in edits:
+        if edited is not None:
+            if isinstance(edited, dict):
+                edited = (edited, run.routing()[1])
+            doc, arrays = edited if isinstance(edited, tuple) else routing.read(Path(edited))
+            routing.apply(model, routing.decode(doc, arrays, model))
+        metrics = {}
+        with evaluation_mode(model):  # switched once for all tasks
+            for t, spec in enumerate(tasks.specs):
+                entry: dict[str, str | float] = {"metric": spec.metric}
+                for split in splits:
+                    entry[split] = evaluate_task(model, tasks, t, split)[1]
+                    if spec.name in stored:
+                        entry[f"{split}_delta"] = entry[split] - stored[spec.name][split]
+                metrics[spec.name] = entry
+        source = None if edited is None else "edited routing" if isinstance(edited, tuple) else str(edited)
+        yield {"run": run.id, "routing": source, "metrics": metrics, "params": model.parameter_counts()}

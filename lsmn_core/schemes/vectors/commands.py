@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lsmn_core.commands import Command
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.method import Recipe
-from lsmn_core.schemes.vectors.evaluation import evaluate_merge, table_lines
+from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda_sweep, table_lines
 from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL
 from lsmn_core.schemes.vectors.writer import check_out, vectors_body, write_merge
@@ -49,13 +52,25 @@ def _run_vectors(args: argparse.Namespace) -> None:
 def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a task vectors run (lsmn vectors)")
     p.add_argument("--method", help=f"one of {', '.join(MERGES.names())} (default: the run's recipe's)")
-    p.add_argument("--lambda", dest="lam", type=float, help="the scale of the merged delta (default: the method's)")
+    p.add_argument("--lambda", dest="lam", help="the scale of the merged delta (default: the method's), or auto: "
+                                                "the best of 0.1 to 3.0 by the mean normalised metric on dev")
     p.add_argument("--density", type=float, help="what ties and dare keep (default 0.2)")
     p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
     p.add_argument("--task", help="tall: the task whose own network to write")
     p.add_argument("--out", required=True, help="a new folder for the merged network")
     p.add_argument("--no-eval", action="store_true", help="write the merge without evaluating it")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+
+
+def lambda_value(text: str) -> float:
+    """--lambda's number: positive and finite (auto is read before)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"--lambda must be a positive number or auto, got {text!r:.40}")
+    return value
 
 
 def merge_recipe(run, args: argparse.Namespace) -> Recipe:
@@ -68,7 +83,8 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
                           "fine-tunes)")
     changed = method != stored.method
     default = MERGES.get(method, "--method").default_lambda
-    recipe = Recipe(method, args.lam if args.lam is not None else default if changed else stored.lam,
+    given = None if args.lam in (None, "auto") else lambda_value(args.lam)
+    recipe = Recipe(method, given if given is not None else default if changed else stored.lam,
                     args.density if args.density is not None else stored.density,
                     args.seed if args.seed is not None else stored.seed,
                     [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k)
@@ -79,9 +95,19 @@ def _run_merge(args: argparse.Namespace) -> None:
     run = open_run(args.run)
     recipe = merge_recipe(run, args)
     check_out(Path(args.out), run, vectors_body(run).inputs)
+    sweep = None
+    if args.lam == "auto":
+        def progress(done: int, lam: float, mean: float) -> None:
+            print(f"lambda {lam:.1f}: mean normalised dev {mean:.4f} ({done} of {len(LAMBDAS)})", file=sys.stderr)
+
+        lam, sweep = lambda_sweep(run, recipe, progress)
+        recipe = replace(recipe, lam=lam)
+        best = next(row["dev_normalised"] for row in sweep if row["lambda"] == lam)
+        print(f"lambda auto: {lam:.1f}, the best mean normalised metric on dev ({best:.4f})")
     result = None if args.no_eval else evaluate_merge(run, recipe)  # before anything is written
     out = write_merge(run, recipe, args.out, args.task)
     if result is not None:
+        result = {**result, "lambda": recipe.lam, **({"lambda_sweep": sweep} if sweep else {})}
         (out / "lsmn-evaluation.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result) if args.json else "\n".join(table_lines(recipe.method, result)))
     print(out)

@@ -4,12 +4,17 @@ the merging papers report (FusionBench's "normalized")."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Callable
+from dataclasses import replace
 
 from lsmn_core.merges.method import Recipe
 from lsmn_core.schemes.vectors.scheme import recipe_document
 from lsmn_core.store.runs import Run
-from lsmn_core.training.evaluation import evaluate_run
+from lsmn_core.training.evaluation import evaluate_each, evaluate_run
+
+LAMBDAS = tuple(round(0.1 * i, 1) for i in range(1, 31))  # the merging papers' grid, 0.1 to 3.0
 
 
 def recipe_routing(run: Run, recipe: Recipe) -> dict:
@@ -26,6 +31,25 @@ def evaluate_merge(run: Run, recipe: Recipe, device: str = "auto") -> dict:
             for task, m in merged.items()}
     return {"tasks": rows, "mean": {k: statistics.mean(r[k] for r in rows.values())
                                     for k in ("individual", "merged", "normalised")}}
+
+
+def lambda_sweep(run: Run, recipe: Recipe, progress: Callable[[int, float, float], None] | None = None,
+                 device: str = "auto") -> tuple[float, list[dict]]:
+    """Lambda chosen as the merging papers choose it, without test data: the merge at each lambda of
+    LAMBDAS, its metric on each task's dev split over the individual fine-tune's (normalised), and the
+    lambda of the best mean; with the sweep. `progress(done, lambda, mean)` after each."""
+    individual = run.summary()["metrics"]
+    edits = [recipe_routing(run, replace(recipe, lam=lam)) for lam in LAMBDAS]
+    sweep = []
+    for lam, result in zip(LAMBDAS, evaluate_each(run, edits, device, splits=("dev",))):
+        ratios = [m["dev"] / individual[t]["dev"] if individual[t]["dev"] else math.nan
+                  for t, m in result["metrics"].items()]
+        sweep.append({"lambda": lam, "dev_normalised": statistics.mean(ratios)})
+        if progress:
+            progress(len(sweep), lam, sweep[-1]["dev_normalised"])
+    best = max((row for row in sweep if not math.isnan(row["dev_normalised"])), key=lambda row: row["dev_normalised"],
+               default=sweep[0])
+    return best["lambda"], sweep
 
 
 def table_lines(method: str, result: dict) -> list[str]:

@@ -10,6 +10,8 @@ The masks are each task's largest deltas per tensor (`density` of them), for the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import torch
@@ -156,10 +158,13 @@ class TaskVectors(TaskMasks, TargetScheme):
             super().load_routing(state)
         recipe = state.get("recipe")
         if recipe is not None:
+            same_parts = replace(recipe, lam=self.recipe.lam) == self.recipe  # lambda scales the parts' sum only
             self.recipe = recipe
             with torch.no_grad():
                 self.coefficients.copy_(recipe.table(self.n_tasks, self.columns))
-            self._parts, self._merged = None, None
+            self._merged = None
+            if not same_parts:
+                self._parts = None
 
     def routing_parameters(self):
         return ["coefficients"]
