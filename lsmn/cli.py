@@ -82,6 +82,7 @@ def show_data(run) -> tuple[dict, list[str]]:
         "params": summary["params"],
         "density": summary["density"],
     }
+    data.update(scheme_class(run.scheme).summary_report(summary, run.task_names))
     try:
         doc, _, masks = run.checked_routing()
     except MissingModuleError as exc:  # the stored metrics and counts need no model

@@ -70,5 +70,6 @@ def project(folder: Path) -> dict:
 
 
 def spec_of(chart) -> str:
-    """A drawn chart's plotly JSON, with the line breaks the app puts in long titles read as spaces."""
-    return chart.proto.spec.replace("<br>", " ").replace("\\u003cbr\\u003e", " ")  # as written, or escaped
+    """A drawn chart's plotly JSON, with the line breaks the app puts in long titles read as spaces (as
+    written, or escaped as plotly escapes them) and slashes unescaped."""
+    return chart.proto.spec.replace("<br>", " ").replace("\\u003cbr\\u003e", " ").replace("\\u002f", "/")

@@ -109,3 +109,47 @@ def test_the_matrix_merges_are_registered_with_the_authors_scale():
     assert {"tsv_m", "iso_c", "iso_cts"} <= set(MERGES.names())
     assert all(MERGES.get(m).default_lambda == 1.0 for m in DEFINITIONS)
 
+
+
+def singular_interference_numpy(deltas: np.ndarray, chosen: list[int]) -> float:
+    tasks, m, n = deltas.shape
+    k = min(m, n) // tasks
+    us, ss, vs = [], [], []
+    for t in chosen:
+        p, sigma, qt = np.linalg.svd(deltas[t], full_matrices=False)
+        us.append(p[:, :k])
+        ss.append(sigma[:k])
+        vs.append(qt[:k].T)
+    u, s, v = np.concatenate(us, 1), np.concatenate(ss), np.concatenate(vs, 1)
+    eye = np.eye(u.shape[1])
+    return float(np.abs((u.T @ u - eye) @ np.diag(s) @ (v.T @ v - eye)).sum())
+
+
+def test_the_singular_task_interference_of_a_weight_and_of_each_pair_is_its_definition(deltas):
+    from lsmn_core.schemes.vectors.statistics import singular_interference
+
+    total, pairwise, energy = singular_interference(deltas)
+    array = deltas.double().numpy()
+    assert total == pytest.approx(singular_interference_numpy(array, [0, 1, 2, 3]), rel=1e-9)
+    for a in range(4):
+        for b in range(4):
+            expected = 0.0 if a == b else singular_interference_numpy(array, [a, b])
+            assert pairwise[a, b].item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    for t in range(4):
+        sigma = np.linalg.svd(array[t], compute_uv=False)
+        assert energy[t].item() == pytest.approx((sigma[:10] ** 2).sum() / (sigma ** 2).sum())
+
+
+def test_tasks_in_orthogonal_subspaces_do_not_interfere_and_tsv_m_keeps_them_exactly():
+    """Each task's vector of rank floor(r / T) = 4 in its own block of directions: no interference, all of
+    its energy in its top 4 singular values, and TSV-M's merge is their sum."""
+    from lsmn_core.schemes.vectors.statistics import singular_interference
+
+    torch.manual_seed(2)
+    left, _ = torch.linalg.qr(torch.randn(20, 20, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
+    deltas = torch.stack([left[:, 4 * t:4 * t + 4] @ torch.diag(torch.rand(4, dtype=torch.float64) + 0.5)
+                          @ right[:, 4 * t:4 * t + 4].T for t in range(4)])
+    total, pairwise, energy = singular_interference(deltas)
+    assert total < 1e-9 and pairwise.abs().max() < 1e-9 and torch.allclose(energy, torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(merge("tsv_m", deltas.float(), lam=1.0)[0].double(), deltas.sum(0), atol=1e-5)

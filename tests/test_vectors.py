@@ -78,6 +78,28 @@ def test_the_run_stores_masks_and_statistics_never_the_weights(finetunes):
     assert len(stats["norms"]) == 3 and len(stats["sign_conflicts"]) == len(stats["layers"])
 
 
+def test_the_run_measures_the_singular_interference_of_each_weight_matrix_and_show_reports_it(finetunes, capsys):
+    from lsmn_core.schemes.vectors.statistics import singular_interference
+
+    _, parent, vectors = finetunes
+    stats = vectors.summary()["vectors"]
+    deltas = parent_deltas(parent)
+    matrices = [name for name, delta in deltas.items() if delta.dim() == 3]
+    assert matrices and set(stats["singular_per_tensor"]) == set(matrices)
+    name = matrices[0]
+    total, pairwise, _ = singular_interference(deltas[name])
+    assert stats["singular_per_tensor"][name] == pytest.approx(total, rel=1e-6) and total > 0
+    per_layer = torch.tensor(stats["singular_pairwise_per_layer"])
+    assert per_layer.shape == (len(stats["layers"]), 3, 3) and torch.allclose(per_layer, per_layer.transpose(1, 2))
+    assert torch.allclose(per_layer.sum(0), torch.tensor(stats["singular_pairwise"], dtype=per_layer.dtype))
+    energy = torch.tensor(stats["low_rank_energy"])
+    assert energy.shape == (3, len(stats["layers"])) and ((energy > 0) & (energy <= 1 + 1e-9)).all()
+    assert main(["show", str(vectors.path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["interference"]
+    assert shown[name] == {"sign_conflicts": stats["sign_conflicts_per_tensor"][name],
+                           "singular": stats["singular_per_tensor"][name]}
+
+
 def test_the_individual_fine_tunes_evaluate_to_their_run_s_metrics(finetunes):
     _, parent, vectors = finetunes
     again = evaluate_run(vectors)["metrics"]
@@ -267,6 +289,11 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     run_box.set_value(next(o for o in run_box.options if o.startswith(vectors.id))).run()
     specs = " ".join(spec_of(c) for c in at.get("plotly_chart"))
     assert "Sign conflicts per layer" in specs and "Cosine similarity of the task vectors" in specs
+    assert "Singular task interference of each pair" in specs and "in its top floor(r / T) singular" in specs
+    at.switch_page("views/sharing.py").run()
+    at.radio(key=f"graph_measure_{vectors.id}").set_value("singular task interference").run()
+    graph = next(spec_of(c) for c in at.get("plotly_chart") if "Which tasks share what" in spec_of(c))
+    assert not at.exception and not at.error and "singular task interference (the whole network)" in graph
     for page in ["views/masks.py", "views/edit.py"]:
         at.switch_page(page).run()
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])

@@ -33,6 +33,29 @@ def cosine_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> g
     return figure
 
 
+def interference_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=matrix, x=tasks, y=tasks, zmin=0, colorscale="Reds",
+                                  text=[[f"{v:.3g}" for v in row] for row in matrix],
+                                  texttemplate=cell_labels(len(tasks)),
+                                  hovertemplate="%{y} · %{x}: %{z:.4g}<extra></extra>"))
+    figure.update_layout(title=f"Singular task interference of each pair ({where})", yaxis={"autorange": "reversed"},
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "||(U^T U - I) S (V^T V - I)||_1 of the two tasks' top floor(r / T) singular vectors, "
+                             "summed over the weight matrices (Task Singular Vectors): 0 where their directions are "
+                             "orthogonal; the darkest pairs are the ones a merge of these weights trades off.")})
+    return figure
+
+
+def low_rank_heatmap(energy: list[list[float]], tasks: list[str], layers: list[str]) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=energy, x=layers, y=tasks, zmin=0, zmax=1, colorscale="Blues",
+                                  hovertemplate="%{y}, %{x}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(title="Share of each task's change in its top floor(r / T) singular values",
+                         yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)), meta={"caption": (
+                             "Per layer's weight matrices: near 1, the task's change is low-rank enough that its "
+                             "share of the directions holds it (what TSV-M keeps of it); lower, the merge cuts it.")})
+    return figure
+
+
 def norms_heatmap(norms: list[list[float]], tasks: list[str], layers: list[str]) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=norms, x=layers, y=tasks, colorscale="Viridis",
                                   hovertemplate="%{y}, %{x}: %{z:.4g}<extra></extra>"))
@@ -53,21 +76,33 @@ def overview(run) -> bool:
                               "Of the weights two or more tasks' masks keep (their largest deltas), the share whose "
                               "kept deltas disagree in sign: the interference TIES resolves by electing a sign.")),
           "conflicts")
-    where = right.selectbox("Cosine similarity over", ["the whole network", *layers], key=f"cosine_{run.id}")
-    matrix = stats["cosine"] if where == "the whole network" else stats["cosine_per_layer"][layers.index(where)]
+    where = right.selectbox("Pairs of tasks over", ["the whole network", *layers], key=f"cosine_{run.id}")
+    whole = where == "the whole network"
+    matrix = stats["cosine"] if whole else stats["cosine_per_layer"][layers.index(where)]
     chart(right, cosine_heatmap(matrix, tasks, where), "cosine")
+    if "singular_pairwise" in stats:  # the run's targets include weight matrices
+        left, right = st.columns(2)
+        pairs = stats["singular_pairwise"] if whole else stats["singular_pairwise_per_layer"][layers.index(where)]
+        chart(left, interference_heatmap(pairs, tasks, where), "singular_interference")
+        chart(right, low_rank_heatmap(stats["low_rank_energy"], tasks, layers), "low_rank")
     chart(st, norms_heatmap(stats["norms"], tasks, layers), "norms")
     return True
 
 
-def cosine_measures(run) -> dict[str, dict[str, list[list[float]]]]:
-    """The sharing graph's edges by the cosine of two tasks' vectors, over the network and per layer
-    (negative: the pair pulls against each other, the interference a merge meets)."""
+def pair_measures(run) -> dict[str, dict[str, list[list[float]]]]:
+    """The sharing graph's edges by the cosine of two tasks' vectors (negative: the pair pulls against
+    each other) or, where the targets include weight matrices, by their singular task interference;
+    over the network and per layer."""
     stats = run.summary().get("vectors")
     if not stats:
         return {}
-    return {"cosine similarity of their task vectors": {
+    measures = {"cosine similarity of their task vectors": {
         "the whole network": stats["cosine"], **dict(zip(stats["layers"], stats["cosine_per_layer"]))}}
+    if "singular_pairwise" in stats:
+        measures["singular task interference"] = {
+            "the whole network": stats["singular_pairwise"],
+            **dict(zip(stats["layers"], stats["singular_pairwise_per_layer"]))}
+    return measures
 
 
 def recipe_editor(run, doc, arrays):
@@ -162,6 +197,6 @@ def export(run, edited: dict, method: str) -> None:
             st.error(plain(exc))
 
 
-VIEW = SchemeView(overview=overview, editor=recipe_editor, pair_measures=cosine_measures, retrain_modes=("routing",),
+VIEW = SchemeView(overview=overview, editor=recipe_editor, pair_measures=pair_measures, retrain_modes=("routing",),
                   routing_help="the merge's coefficients, by AdaMerging (the entropy of each task's predictions on "
                                "its unlabelled inputs)")

@@ -137,6 +137,11 @@ class SharingScheme(nn.Module, abc.ABC):
         None: nothing beyond the generic summary."""
         return None
 
+    @classmethod
+    def summary_report(cls, summary: dict, task_names: list[str]) -> dict:
+        """What `lsmn show --json` adds of the scheme's own part of a run's summary; nothing by default."""
+        return {}
+
     def per_task_norms(self) -> list[str]:
         """The per-task normalisation parameters (a task's own norms, by the scheme's names), which a
         fine-tune of the routing may train with it (`with_norms`); none by default."""

@@ -61,6 +61,14 @@ class Vectors(SharingScheme):
         config.scheme.inputs = [resolved(item) for item in config.scheme.inputs]
 
     @classmethod
+    def summary_report(cls, summary, task_names):
+        """Per target weight: its sign-conflict rate and, for a weight matrix, its singular task interference."""
+        stats = summary.get("vectors") or {}
+        singular = stats.get("singular_per_tensor", {})
+        return {"interference": {name: {"sign_conflicts": rate, "singular": singular.get(name)}
+                                 for name, rate in stats.get("sign_conflicts_per_tensor", {}).items()}}
+
+    @classmethod
     def check_sources(cls, config) -> None:
         for index, item in enumerate(config.scheme.inputs):
             VectorInput.from_dict(item, f"scheme.inputs[{index}]").check_present()
