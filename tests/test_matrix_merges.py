@@ -153,3 +153,11 @@ def test_tasks_in_orthogonal_subspaces_do_not_interfere_and_tsv_m_keeps_them_exa
     total, pairwise, energy = singular_interference(deltas)
     assert total < 1e-9 and pairwise.abs().max() < 1e-9 and torch.allclose(energy, torch.ones(4, dtype=torch.float64))
     assert torch.allclose(merge("tsv_m", deltas.float(), lam=1.0)[0].double(), deltas.sum(0), atol=1e-5)
+
+
+def test_an_excluded_weight_matrix_takes_the_mean(deltas):
+    merged = merge("tsv_m", deltas, name="encoder.layer.3.attention.self.query.weight", lam=1.0,
+                   exclude=["*.layer.3.*"])[0]
+    assert torch.allclose(merged, deltas.mean(0), atol=1e-6)
+    kept = merge("tsv_m", deltas, name="encoder.layer.2.attention.self.query.weight", lam=1.0, exclude=["*.layer.3.*"])
+    assert np.allclose(kept[0].numpy(), tsv_m(deltas.double().numpy()), atol=1e-5)

@@ -153,6 +153,14 @@ def test_lsmn_merge_writes_a_matrix_merge_of_a_tiny_bert_s_fine_tunes_as_its_def
         assert delta.dim() == 3, name
         expected = base[name].double().detach().numpy() + 0.8 * MATRIX_MERGES[method](delta.double().numpy())
         assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
+    excluded = tmp_path / f"{method}-excluded"  # one layer's matrices taken out of the SVD path: their mean
+    assert main(["merge", str(vectors.path), "--method", method, "--lambda", "0.8", "--exclude", "*.layer.0.*",
+                 "--out", str(excluded), "--no-eval"]) == 0
+    merged = dict(AutoModel.from_pretrained(excluded, local_files_only=True).named_parameters())
+    for name, delta in parent_deltas(parent).items():
+        by = (lambda d: d.mean(0).numpy()) if ".layer.0." in name else MATRIX_MERGES[method]
+        expected = base[name].double().detach().numpy() + 0.8 * by(delta.double())
+        assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
 
 
 def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(finetunes, tmp_path, capsys):
@@ -229,7 +237,8 @@ def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finet
     (["--method", "nope"], "unknown merge method 'nope'"), (["--method", "ties", "--density", "0"], "density must"),
     (["--method", "tall"], "--task: the tall merge gives each task its own network"),
     *((["--method", "ties", "--lambda", bad], "--lambda must be a positive number or auto")
-      for bad in ("0", "-1", "nan", "inf", "big"))])
+      for bad in ("0", "-1", "nan", "inf", "big")),
+    (["--method", "tsv_m", "--exclude", "decoder.*"], "--exclude 'decoder.*': matches none of the run's")])
 def test_bad_merges_are_refused_in_one_line_and_write_nothing(finetunes, tmp_path, capsys, args, message):
     _, _, vectors = finetunes
     assert main(["merge", str(vectors.path), *args, "--out", str(tmp_path / "out")]) == 2

@@ -54,7 +54,7 @@ def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[in
     """One tensor's merge, chunk by chunk: (rows, parts, masks) as merged_chunks gives them, after each
     task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements); or in
     one piece, for a method that merges the tensor whole (a matrix's SVDs)."""
-    if method.whole(name, shape):
+    if method.whole(name, shape, recipe):
         deltas = chunk_deltas(slice(None))
         yield slice(None), method.whole_parts(name, deltas.double(), recipe).to(deltas.dtype), None
         return

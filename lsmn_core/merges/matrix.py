@@ -49,8 +49,8 @@ class MatrixMerge(MergeMethod):
 
     default_lambda = 1.0  # the authors' released merges add the merged delta as it is
 
-    def whole(self, name: str, shape: tuple[int, ...]) -> bool:
-        return len(shape) == 2 and not any(fnmatch(name, pattern) for pattern in MEANED)
+    def whole(self, name: str, shape: tuple[int, ...], recipe: Recipe) -> bool:
+        return len(shape) == 2 and not any(fnmatch(name, pattern) for pattern in (*MEANED, *recipe.exclude))
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
         return deltas / len(deltas)  # the parts sum to the mean

@@ -29,7 +29,8 @@ from lsmn_core.errors import ConfigError
 class Recipe:
     """A merge's settings: the method, lambda, the density a method keeps, the seed of a random one,
     per-task coefficients by layer (rows: tasks; columns: the checkpoint's layers, with one before
-    and one after them), TALL's per-task lambda and consensus's minimum of tasks."""
+    and one after them), TALL's per-task lambda, consensus's minimum of tasks, and the weights a
+    matrix merge takes the mean of besides its own (fnmatch patterns of parameter names)."""
 
     method: str
     lam: float
@@ -38,6 +39,7 @@ class Recipe:
     coefficients: list[list[float]] = field(default_factory=list)
     tall_lambdas: list[float] = field(default_factory=list)
     consensus_k: int = 2
+    exclude: list[str] = field(default_factory=list)  # name patterns a matrix merge takes the mean of
 
     def check(self, tasks: int, columns: int) -> Recipe:
         """Refuse settings no merge can use (ConfigError naming the setting)."""
@@ -54,6 +56,8 @@ class Recipe:
             finite = "" if torch.isfinite(table).all() else ", not finite"
             raise ConfigError(f"coefficients must be a table of {tasks} tasks x {columns} layers of finite numbers "
                               f"(got {'x'.join(map(str, table.shape))}{finite})")
+        if not (isinstance(self.exclude, list) and all(isinstance(p, str) and p for p in self.exclude)):
+            raise ConfigError("exclude must be a list of name patterns such as '*.attention.*'")
         if self.tall_lambdas and (len(self.tall_lambdas) != tasks
                                   or not all(isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)
                                              for v in self.tall_lambdas)):
@@ -89,7 +93,7 @@ class MergeMethod(abc.ABC):
               generator: torch.Generator) -> torch.Tensor:
         """Each task's part [T, ...] of the merged delta, before coefficients and lambda."""
 
-    def whole(self, name: str, shape: tuple[int, ...]) -> bool:
+    def whole(self, name: str, shape: tuple[int, ...], recipe: Recipe) -> bool:
         """Whether tensor `name` is merged from all of its vectors at once (`whole_parts`), not in chunks."""
         return False
 

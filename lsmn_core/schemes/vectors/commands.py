@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
 
 from lsmn_core.commands import Command
@@ -57,6 +58,9 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--density", type=float, help="what ties and dare keep (default 0.2)")
     p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
     p.add_argument("--task", help="tall: the task whose own network to write")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="tsv_m, iso_c, iso_cts: weights whose names match (fnmatch, e.g. '*.layer.5.*') take the "
+                        "mean instead of the SVD path, besides the embeddings and output projection; repeatable")
     p.add_argument("--out", required=True, help="a new folder for the merged network")
     p.add_argument("--no-eval", action="store_true", help="write the merge without evaluating it")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
@@ -87,7 +91,13 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
     recipe = Recipe(method, given if given is not None else default if changed else stored.lam,
                     args.density if args.density is not None else stored.density,
                     args.seed if args.seed is not None else stored.seed,
-                    [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k)
+                    [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k,
+                    args.exclude or ([] if changed else stored.exclude))
+    targets = vectors_body(run).targets
+    for pattern in args.exclude:
+        if not any(fnmatch(name, pattern) for name in targets):
+            raise ConfigError(f"--exclude {pattern!r:.60}: matches none of the run's {len(targets)} weights "
+                              f"(such as {next(iter(targets), '?')})")
     return recipe.check(len(run.task_names), vectors_body(run).columns)
 
 

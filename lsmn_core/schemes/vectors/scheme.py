@@ -40,7 +40,7 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     """A routing document's recipe, checked (RoutingError naming what is wrong)."""
     if not isinstance(data, dict):
         raise RoutingError("the routing's 'recipe' must be a mapping (method, lambda, density, ...)")
-    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k"}
+    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k", "exclude"}
     if unknown := sorted(set(data) - known):
         raise RoutingError(f"recipe: unknown key {unknown[0][:40]!r} (known: {', '.join(sorted(known))})")
     method = data.get("method", INDIVIDUAL)
@@ -50,7 +50,8 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     lam = data.get("lambda", MERGES.get(method).default_lambda if method != INDIVIDUAL else 1.0)
     try:
         return Recipe(method, lam, data.get("density", 0.2), data.get("seed", 0), data.get("coefficients") or [],
-                      data.get("tall_lambdas") or [], data.get("consensus_k", 2)).check(tasks, columns)
+                      data.get("tall_lambdas") or [], data.get("consensus_k", 2),
+                      data.get("exclude") or []).check(tasks, columns)
     except (ConfigError, TypeError, ValueError) as exc:
         raise RoutingError(f"recipe: {exc}") from None
 
@@ -58,7 +59,7 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
 def recipe_document(recipe: Recipe) -> dict:
     return {"method": recipe.method, "lambda": recipe.lam, "density": recipe.density, "seed": recipe.seed,
             "coefficients": recipe.coefficients, "tall_lambdas": recipe.tall_lambdas,
-            "consensus_k": recipe.consensus_k}
+            "consensus_k": recipe.consensus_k, **({"exclude": recipe.exclude} if recipe.exclude else {})}
 
 
 class TaskVectors(TaskMasks, TargetScheme):
