@@ -125,6 +125,6 @@ def _run_merge(args: argparse.Namespace) -> None:
 
 VECTORS = Command("import the fine-tunes of one checkpoint as a task vectors run: masks of what each task "
                   "changed, how the tasks interfere; prints the run's path last", _vectors_arguments, _run_vectors)
-MERGE = Command("merge a task vectors run's fine-tunes (task arithmetic, TIES, DARE, TALL, consensus) into a "
-                "new folder in the checkpoint's format, evaluated on every task; prints its path last",
-                _merge_arguments, _run_merge)
+MERGE = Command("merge a task vectors run's fine-tunes (task arithmetic, TIES, DARE, TALL, consensus, TSV-M, "
+                "Iso-C, Iso-CTS) into a new folder in the checkpoint's format, evaluated on every task; prints its "
+                "path last", _merge_arguments, _run_merge)
