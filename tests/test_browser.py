@@ -55,7 +55,7 @@ def app_url():
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 PAGES = [  # (url path, run to pick, text that shows the page has real content)
     ("", "digits-sparse", "Mask overlap ratio"),
-    ("masks", "digits-mann", "which tasks use each weight"),
+    ("masks", "digits-mann", "One weight matrix"),
     ("signatures", "domains-mixture", "Signature similarity"),
     ("sharing", "kang-hyper", "Alignment search"),
     ("attributions", "digits-moe", "Module importance"),
