@@ -186,6 +186,28 @@ def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(fine
         assert row["dev_normalised"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_a_random_merge_is_evaluated_at_three_seeds_and_its_spread_shown(finetunes, tmp_path, capsys):
+    """DARE at seed 5 (the merge written), 6 and 7: each seed's metric is that seed's merge, the spread is
+    the largest minus the smallest, and the table gives it beside the normalised metric."""
+    from lsmn_core.merges.method import Recipe
+    from lsmn_core.schemes.vectors.evaluation import evaluate_merge
+
+    _, _, vectors = finetunes
+    out = tmp_path / "dare"
+    assert main(["merge", str(vectors.path), "--method", "dare", "--density", "0.5", "--seed", "5",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    result = json.loads((out / "lsmn-evaluation.json").read_text())
+    spread = result["seed_spread"]
+    assert spread["seeds"] == [5, 6, 7] and "spread, 3 seeds" in printed[0]
+    again = evaluate_merge(vectors, Recipe("dare", 0.3, density=0.5, seed=6))
+    for task, row in spread["tasks"].items():
+        assert row["per_seed"][0] == result["tasks"][task]["merged"]  # the written merge's own seed first
+        assert row["per_seed"][1] == pytest.approx(again["tasks"][task]["merged"])
+        assert row["spread"] == pytest.approx(max(row["per_seed"]) - min(row["per_seed"]))
+    assert json.loads((out / "lsmn-merge.json").read_text())["recipe"]["seed"] == 5
+
+
 def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, capsys):
     """The same fine-tunes, exported as folders (`lsmn export --task`) and imported with the checkpoint:
     every tensor's vector (zero off the targets), each task's metrics as its run's."""

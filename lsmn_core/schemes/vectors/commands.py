@@ -14,7 +14,7 @@ from lsmn_core.commands import Command
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.method import Recipe
-from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda_sweep, table_lines
+from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda_sweep, seed_spread, table_lines
 from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL
 from lsmn_core.schemes.vectors.writer import check_out, vectors_body, write_merge
@@ -56,7 +56,8 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda", dest="lam", help="the scale of the merged delta (default: the method's), or auto: "
                                                 "the best of 0.1 to 3.0 by the mean normalised metric on dev")
     p.add_argument("--density", type=float, help="what ties and dare keep (default 0.2)")
-    p.add_argument("--seed", type=int, help="dare's random drops (default 0)")
+    p.add_argument("--seed", type=int, help="dare's random drops (default 0); the merge written is this seed's, and "
+                                             "the evaluation adds the spread over it and the next two")
     p.add_argument("--task", help="tall: the task whose own network to write")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="tsv_m, iso_c, iso_cts: weights whose names match (fnmatch, e.g. '*.layer.5.*') take the "
@@ -115,6 +116,8 @@ def _run_merge(args: argparse.Namespace) -> None:
         best = next(row["dev_normalised"] for row in sweep if row["lambda"] == lam)
         print(f"lambda auto: {lam:.1f}, the best mean normalised metric on dev ({best:.4f})")
     result = None if args.no_eval else evaluate_merge(run, recipe)  # before anything is written
+    if result is not None and MERGES.get(recipe.method).random:
+        result = {**result, "seed_spread": seed_spread(run, recipe, result)}
     out = write_merge(run, recipe, args.out, args.task)
     if result is not None:
         result = {**result, "lambda": recipe.lam, **({"lambda_sweep": sweep} if sweep else {})}

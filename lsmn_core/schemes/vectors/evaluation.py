@@ -33,6 +33,24 @@ def evaluate_merge(run: Run, recipe: Recipe, device: str = "auto") -> dict:
                                     for k in ("individual", "merged", "normalised")}}
 
 
+SEEDS = 3  # a random merge (DARE) is evaluated at this many seeds, its own first
+
+
+def seed_spread(run: Run, recipe: Recipe, first: dict, device: str = "auto") -> dict:
+    """A random merge at the recipe's seed (evaluated as `first`) and the next SEEDS - 1: each task's
+    merged test metric per seed, and the mean and the spread (largest minus smallest) of each task's
+    and of the mean's."""
+    seeds = [recipe.seed + i for i in range(SEEDS)]
+    results = [first, *(evaluate_merge(run, replace(recipe, seed=seed), device) for seed in seeds[1:])]
+
+    def spread(values: list[float]) -> dict:
+        return {"per_seed": values, "mean": statistics.mean(values), "spread": max(values) - min(values)}
+
+    return {"seeds": seeds, "tasks": {task: spread([r["tasks"][task]["merged"] for r in results])
+                                      for task in results[0]["tasks"]},
+            "mean": spread([r["mean"]["merged"] for r in results])}
+
+
 def lambda_sweep(run: Run, recipe: Recipe, progress: Callable[[int, float, float], None] | None = None,
                  device: str = "auto") -> tuple[float, list[dict]]:
     """Lambda chosen as the merging papers choose it, without test data: the merge at each lambda of
@@ -53,11 +71,14 @@ def lambda_sweep(run: Run, recipe: Recipe, progress: Callable[[int, float, float
 
 
 def table_lines(method: str, result: dict) -> list[str]:
-    """The evaluation as a table for people."""
-    lines = [f"{'task':<18}{'metric':<10}{'individual':>11}{method:>18}{'normalised':>12}"]
+    """The evaluation as a table for people (with a random merge's spread over seeds, where measured)."""
+    seeds = result.get("seed_spread")
+    extra = f"{'spread, ' + str(len(seeds['seeds'])) + ' seeds':>18}" if seeds else ""
+    lines = [f"{'task':<18}{'metric':<10}{'individual':>11}{method:>18}{'normalised':>12}" + extra]
     for task, row in result["tasks"].items():
         lines.append(f"{task:<18}{row['metric']:<10}{row['individual']:>11.4f}{row['merged']:>18.4f}"
-                     f"{row['normalised']:>12.3f}")
+                     f"{row['normalised']:>12.3f}" + (f"{seeds['tasks'][task]['spread']:>18.4f}" if seeds else ""))
     mean = result["mean"]
-    lines.append(f"{'mean':<18}{'':<10}{mean['individual']:>11.4f}{mean['merged']:>18.4f}{mean['normalised']:>12.3f}")
+    lines.append(f"{'mean':<18}{'':<10}{mean['individual']:>11.4f}{mean['merged']:>18.4f}{mean['normalised']:>12.3f}"
+                 + (f"{seeds['mean']['spread']:>18.4f}" if seeds else ""))
     return lines
