@@ -22,6 +22,10 @@ from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, recipe_from
 from lsmn_core.schemes.vectors.writer import write_merge
 
 
+COSINE = "cosine similarity of their task vectors"  # the measures of pairs of tasks, by their names in the app
+SINGULAR = "singular task interference"
+
+
 def cosine_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=matrix, x=tasks, y=tasks, zmin=-1, zmax=1, colorscale="RdBu",
                                   texttemplate=cell_labels(len(tasks)),
@@ -76,14 +80,12 @@ def overview(run) -> bool:
                               "Of the weights two or more tasks' masks keep (their largest deltas), the share whose "
                               "kept deltas disagree in sign: the interference TIES resolves by electing a sign.")),
           "conflicts")
-    where = right.selectbox("Pairs of tasks over", ["the whole network", *layers], key=f"cosine_{run.id}")
-    whole = where == "the whole network"
-    matrix = stats["cosine"] if whole else stats["cosine_per_layer"][layers.index(where)]
-    chart(right, cosine_heatmap(matrix, tasks, where), "cosine")
-    if "singular_pairwise" in stats:  # the run's targets include weight matrices
+    measures = pair_measures(run)
+    where = right.selectbox("Pairs of tasks over", list(measures[COSINE]), key=f"cosine_{run.id}")
+    chart(right, cosine_heatmap(measures[COSINE][where], tasks, where), "cosine")
+    if SINGULAR in measures:  # the run's targets include weight matrices
         left, right = st.columns(2)
-        pairs = stats["singular_pairwise"] if whole else stats["singular_pairwise_per_layer"][layers.index(where)]
-        chart(left, interference_heatmap(pairs, tasks, where), "singular_interference")
+        chart(left, interference_heatmap(measures[SINGULAR][where], tasks, where), "singular_interference")
         chart(right, low_rank_heatmap(stats["low_rank_energy"], tasks, layers), "low_rank")
     chart(st, norms_heatmap(stats["norms"], tasks, layers), "norms")
     return True
@@ -96,10 +98,9 @@ def pair_measures(run) -> dict[str, dict[str, list[list[float]]]]:
     stats = run.summary().get("vectors")
     if not stats:
         return {}
-    measures = {"cosine similarity of their task vectors": {
-        "the whole network": stats["cosine"], **dict(zip(stats["layers"], stats["cosine_per_layer"]))}}
+    measures = {COSINE: {"the whole network": stats["cosine"], **dict(zip(stats["layers"], stats["cosine_per_layer"]))}}
     if "singular_pairwise" in stats:
-        measures["singular task interference"] = {
+        measures[SINGULAR] = {
             "the whole network": stats["singular_pairwise"],
             **dict(zip(stats["layers"], stats["singular_pairwise_per_layer"]))}
     return measures

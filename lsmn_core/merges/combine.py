@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from lsmn_core.merges.matrix import MatrixMerge
 from lsmn_core.merges.method import MergeMethod, Recipe
 
 CHUNK = 1 << 18  # elements per chunk of rows
@@ -54,7 +55,7 @@ def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[in
     """One tensor's merge, chunk by chunk: (rows, parts, masks) as merged_chunks gives them, after each
     task's level over its whole tensor (`task_delta(t)`, one task at a time, past WHOLE elements); or in
     one piece, for a method that merges the tensor whole (a matrix's SVDs)."""
-    if method.whole(name, shape, recipe):
+    if isinstance(method, MatrixMerge) and method.whole(name, shape, recipe):
         deltas = chunk_deltas(slice(None))
         yield slice(None), method.whole_parts(name, deltas.double(), recipe).to(deltas.dtype), None
         return

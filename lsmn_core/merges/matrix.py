@@ -18,6 +18,12 @@ from lsmn_core.merges.method import MergeMethod, Recipe
 MEANED = ("*embed*", "*lm_head*")  # 2-D weights that take the mean, by name
 
 
+def by_singular_vectors(name: str, shape: tuple[int, ...], exclude: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether a weight is one these methods merge by its SVDs: 2-D, and neither an embedding nor an
+    output projection nor matched by `exclude` (fnmatch patterns of parameter names)."""
+    return len(shape) == 2 and not any(fnmatch(name, pattern) for pattern in (*MEANED, *exclude))
+
+
 def polar(matrix: torch.Tensor) -> torch.Tensor:
     """The matrix with orthonormal columns (or rows) nearest to `matrix`: P Q^T from its SVD P D Q^T."""
     p, _, qt = torch.linalg.svd(matrix, full_matrices=False)
@@ -50,7 +56,8 @@ class MatrixMerge(MergeMethod):
     default_lambda = 1.0  # the authors' released merges add the merged delta as it is
 
     def whole(self, name: str, shape: tuple[int, ...], recipe: Recipe) -> bool:
-        return len(shape) == 2 and not any(fnmatch(name, pattern) for pattern in (*MEANED, *recipe.exclude))
+        """Whether tensor `name` is merged from all of its vectors at once (`whole_parts`), not in chunks."""
+        return by_singular_vectors(name, shape, recipe.exclude)
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
         return deltas / len(deltas)  # the parts sum to the mean

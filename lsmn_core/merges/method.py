@@ -93,14 +93,6 @@ class MergeMethod(abc.ABC):
               generator: torch.Generator) -> torch.Tensor:
         """Each task's part [T, ...] of the merged delta, before coefficients and lambda."""
 
-    def whole(self, name: str, shape: tuple[int, ...], recipe: Recipe) -> bool:
-        """Whether tensor `name` is merged from all of its vectors at once (`whole_parts`), not in chunks."""
-        return False
-
-    def whole_parts(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-        """Each task's part [T, ...] of a tensor merged whole, from its vectors [T, ...] in float64."""
-        raise NotImplementedError(f"{self.name} merges no tensor whole")
-
     def masks(self, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor | None:
         """Where each task's merge is kept [T, ...] (per_task methods) or where the merge is kept [1, ...];
         None: everywhere."""

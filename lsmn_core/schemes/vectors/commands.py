@@ -94,12 +94,12 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
                     args.seed if args.seed is not None else stored.seed,
                     [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k,
                     args.exclude or ([] if changed else stored.exclude))
-    targets = vectors_body(run).targets
+    body = vectors_body(run)
     for pattern in args.exclude:
-        if not any(fnmatch(name, pattern) for name in targets):
-            raise ConfigError(f"--exclude {pattern!r:.60}: matches none of the run's {len(targets)} weights "
-                              f"(such as {next(iter(targets), '?')})")
-    return recipe.check(len(run.task_names), vectors_body(run).columns)
+        if not any(fnmatch(name, pattern) for name in body.targets):
+            raise ConfigError(f"--exclude {pattern!r:.60}: matches none of the run's {len(body.targets)} weights "
+                              f"(such as {next(iter(body.targets), '?')})")
+    return recipe.check(len(run.task_names), body.columns)
 
 
 def _run_merge(args: argparse.Namespace) -> None:

@@ -7,7 +7,6 @@ tasks' heads, their masks, the statistics and the `individual` recipe, and every
 from __future__ import annotations
 
 import dataclasses
-from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from lsmn_core.config import load_config, parse_config
 from lsmn_core.data.loading import check_data_fits, load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges.combine import row_chunks
-from lsmn_core.merges.matrix import MEANED
+from lsmn_core.merges.matrix import by_singular_vectors
 from lsmn_core.merges.ties import magnitude_level
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.checkpoint import sha256
@@ -138,7 +137,7 @@ def _masks_and_statistics(vectors: TaskVectorSet, name: str, column: int, densit
         kept = torch.stack([d.abs() >= level for d, level in zip(deltas, levels)]) & (deltas != 0)
         masks[:, rows] = kept
         statistics.add(name, column, deltas, kept)
-    if len(shape) == 2 and min(shape) >= tasks and not any(fnmatch(name, pattern) for pattern in MEANED):
+    if by_singular_vectors(name, shape) and min(shape) >= tasks:
         statistics.add_matrix(name, column, vectors.deltas(name))  # the matrix merges' weights, whole
     return masks
 

@@ -12,6 +12,8 @@ import itertools
 
 import torch
 
+from lsmn_core.merges.matrix import top_triplets
+
 
 def singular_interference(deltas: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Of one weight's task vectors [T, m, n], with k = floor(r / T) and U, V each task's top k singular
@@ -22,12 +24,12 @@ def singular_interference(deltas: torch.Tensor) -> tuple[float, torch.Tensor, to
     k = min(m, n) // tasks
     u, s, v, energy = [], [], [], torch.zeros(tasks, dtype=torch.float64)
     for t, delta in enumerate(deltas.double()):
-        left, values, right = torch.linalg.svd(delta, full_matrices=False)
-        u.append(left[:, :k])
-        s.append(values[:k])
-        v.append(right[:k].T)
-        total = float((values ** 2).sum())
-        energy[t] = float((values[:k] ** 2).sum()) / total if total else 0.0
+        left, values, right = top_triplets(delta, k)
+        u.append(left)
+        s.append(values)
+        v.append(right.T)
+        total = float(delta.pow(2).sum())  # the sum of all its squared singular values
+        energy[t] = float(values.pow(2).sum()) / total if total else 0.0
 
     def measure(chosen: list[int]) -> float:
         us, vs = torch.cat([u[t] for t in chosen], 1), torch.cat([v[t] for t in chosen], 1)
