@@ -32,7 +32,8 @@ TEXT_TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"targe
               {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
 SCHEMES = {"independent": {}, "hard": {}, "hierarchical": {"depths": {"parity": 1}},
            "sparse": {"prune_rate": 0.5, "min_density": 0.3, "round_steps": 8},
-           "learned": {"masks": "learned", "mask_steps": 12}}
+           "learned": {"masks": "learned", "mask_steps": 12}, "lora": {"adapter": {"lora": {"rank": 4, "alpha": 8}}}}
+KINDS = {"learned": "sparse", "lora": "independent"}  # the entries of SCHEMES that are options of another kind
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def text_config(folder: Path, scheme: str, **model) -> dict:
     options = SCHEMES[scheme]
     return {"name": f"text-{scheme}", "seed": 0, "tasks": TEXT_TASKS,
             "model": {"pretrained": {"hf": str(folder)}, **model},
-            "scheme": {"kind": "sparse" if scheme == "learned" else scheme, **options},
+            "scheme": {"kind": KINDS.get(scheme, scheme), **options},
             "train": {"steps": 16, "eval_every": 8, "batch_size": 16, "device": "cpu"}}
 
 
@@ -77,7 +78,7 @@ def test_three_families_layers_and_targets_are_found(tmp_path, family, layers, p
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_every_scheme_on_a_checkpoint_trains_and_stores_only_what_it_made(bert, tmp_path, scheme):
     run = open_run(train(parse_config(text_config(bert, scheme)), tmp_path / "runs", quiet=True))
-    assert run.status == "done" and run.scheme == ("sparse" if scheme == "learned" else scheme)
+    assert run.status == "done" and run.scheme == KINDS.get(scheme, scheme)
     record = run.meta["pretrained"]
     weights = bert / "model.safetensors"
     assert record["files"] == {str(weights): hashlib.sha256(weights.read_bytes()).hexdigest()}

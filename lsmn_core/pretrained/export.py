@@ -2,6 +2,8 @@
 folder for a Hugging Face checkpoint, which transformers loads without the Studio): the checkpoint
 with the task's values of its target weights (its mask and deltas applied), its tokenizer, and
 beside them the task's head (`lsmn-head.safetensors`, how it reads the tokens in `lsmn-head.json`).
+A task's LoRA adapter is also written on its own, as the peft adapter folder `peft-adapter/` that
+peft loads over the checkpoint without the Studio.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from safetensors.torch import save_file
 
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.pretrained import loader_of
+from lsmn_core.pretrained.lora import LoraAdapters
 from lsmn_core.pretrained.network import PretrainedNet
 from lsmn_core.store.files import occupied
 from lsmn_core.store.runs import Run
@@ -51,5 +54,11 @@ def export_task(run: Run, task: str, out: str | Path) -> Path:
         "run": run.id, "task": task, "kind": spec.kind, "outputs": spec.n_outputs, "metric": spec.metric,
         "pool": run.config().model.pool, "spec": spec.to_dict(), "reads": f"layer {model.body.read_depth(index)}"
         if model.body.read_depth(index) else "the network's output"}, indent=1))
+    if isinstance(model.body, LoraAdapters):
+        adapter_config, adapter = model.body.peft_adapter(index, model.source.source)
+        (partial / "peft-adapter").mkdir()
+        (partial / "peft-adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=1))
+        save_file({k: v.cpu().contiguous() for k, v in adapter.items()},
+                  str(partial / "peft-adapter" / "adapter_model.safetensors"))
     partial.rename(out)
     return out

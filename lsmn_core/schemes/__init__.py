@@ -94,7 +94,7 @@ def build_model(specs: list[TaskSpec], config, pretrained: dict | None = None) -
         return scheme.build_network(specs, config)
     if scheme.on_checkpoint is None:
         raise ConfigError(f"the {scheme.kind} scheme does not work on a pretrained network yet")
-    return build_pretrained(scheme.on_checkpoint, specs, config, pretrained)
+    return build_pretrained(scheme.checkpoint_scheme(config.scheme), specs, config, pretrained)
 
 
 def check_model_size(specs: list[TaskSpec], config, bytes_per_parameter: int, purpose: str,

@@ -52,6 +52,13 @@ class SharingScheme(nn.Module, abc.ABC):
         """Refuse (ConfigError) a run config this scheme cannot serve; called once it is parsed."""
 
     @classmethod
+    def checkpoint_scheme(cls, options) -> type:
+        """Its counterpart over a checkpoint for these options (`on_checkpoint` unless the options
+        pick another, as an adapter does)."""
+        assert cls.on_checkpoint is not None
+        return cls.on_checkpoint
+
+    @classmethod
     def stored_paths(cls, config, folder: Path) -> None:
         """Make the paths a stored run's options give relative to its folder absolute (a run that refers
         to runs beside it, as a task vectors run does, moves with them); none by default."""
