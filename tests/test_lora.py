@@ -9,10 +9,12 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lsmn.cli import main
 from lsmn_core.config import parse_config
 from lsmn_core.errors import ConfigError
+from lsmn_core.merges.ties import magnitude_level
 from lsmn_core.pretrained.lora import LoraAdapters
 from lsmn_core.schemes import build_model
 from lsmn_core.store.runs import DATA_CACHE, open_run
@@ -92,8 +94,6 @@ def test_a_convolution_s_adapter_matches_peft_s_conv_lora(tmp_path):
     body = model.body
     assert isinstance(body, LoraAdapters)
     config_dict, adapter = body.peft_adapter(1, str(weights))
-    from safetensors.torch import load_file
-
     module = TinyConv()
     module.load_state_dict(load_file(weights))
     lora = peft.LoraConfig(r=2, lora_alpha=4, target_modules=config_dict["target_modules"])
@@ -126,3 +126,22 @@ def test_an_adapter_needs_a_checkpoint():
     with pytest.raises(ConfigError, match="scheme.adapter: LoRA adapters are for a pretrained network"):
         parse_config({"name": "x", "tasks": [{"name": "digit", "dataset": "digits", "target": "digit"}],
                       "scheme": {"kind": "independent", "adapter": {"lora": {"rank": 2}}}})
+
+
+def test_a_lora_run_imports_as_task_vectors_of_its_adapters(lora_run, tmp_path, capsys):
+    assert main(["vectors", str(lora_run.path), "--density", "0.2", "--out", str(tmp_path)]) == 0
+    vectors = open_run(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [i["lora_scaling"] for i in vectors.config().scheme.inputs] == [2.0, 2.0]  # alpha 8 / rank 4
+    stored, masks = load_file(str(lora_run.path / "model.safetensors")), vectors.masks()
+    flat = []
+    for name in lora_run.meta["pretrained"]["targets"]:
+        key = name.replace(".", "__")
+        a, b = stored[f"body.lora_A.{key}"], stored[f"body.lora_B.{key}"]
+        deltas = torch.stack([b[t] @ a[t] * 2.0 for t in range(2)])
+        for t in range(2):
+            expected = (deltas[t].abs() >= magnitude_level(deltas[t], 0.2)) & (deltas[t] != 0)
+            assert torch.equal(torch.from_numpy(masks[name][t]), expected)
+        flat.append(deltas.flatten(1))
+    vector = torch.cat(flat, 1).double()
+    cosine = torch.nn.functional.cosine_similarity(vector[0], vector[1], dim=0).item()
+    assert math.isclose(vectors.summary()["vectors"]["cosine"][0][1], cosine, abs_tol=1e-6)

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from lsmn_core.data.tasks import score
-from lsmn_core.pretrained.network import PretrainedNet, Source, TargetScheme
+from lsmn_core.pretrained.masked_deltas import MaskedDeltas
+from lsmn_core.pretrained.network import PretrainedNet, Source
 from lsmn_core.schemes.magnitude import density, prune_by_magnitude
+from lsmn_core.schemes.base import SharingScheme
 from lsmn_core.schemes.sparse.imp import round_record
-from lsmn_core.schemes.task_masks import TaskMasks
 from lsmn_core.training.session import Phase, SearchReport, Session
 
 
@@ -35,46 +36,33 @@ def thresholded(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     return hard + scores - scores.detach()
 
 
-class SparseTargets(TaskMasks, TargetScheme):
+class SparseTargets(MaskedDeltas):
     kind = "sparse"
 
     def __init__(self, options, n_tasks: int, source: Source, config):
-        super().__init__(options, n_tasks, source, config)
-        self.start_masks()
-        for name, shape in self.targets.items():
-            self.register_mask(name, shape, [True] * n_tasks, self.target_layers[name])
         self.learned = options.masks == "learned"
-        if not self.learned:  # the fine-tune the subnetworks share
-            self.deltas = nn.ParameterDict({self.key(name): nn.Parameter(torch.zeros(shape))
-                                            for name, shape in self.targets.items()})
+        super().__init__(options, n_tasks, source, config, deltas=not self.learned)  # IMP's masks share a fine-tune
         self.searching: int | None = None  # the task whose mask is being learned (its scores exist meanwhile)
 
     def task_weights(self, task, pretrained):
         if self.searching == task:
             return {name: pretrained[name] * thresholded(self.scores[self.key(name)], self.options.threshold)
                     for name in self.targets}
-        masks = self.task_masks(task)
         if self.learned:
+            masks = self.task_masks(task)
             return {name: pretrained[name] * masks[name] for name in self.targets}
-        return {name: (pretrained[name] + self.deltas[self.key(name)]) * masks[name] for name in self.targets}
+        return super().task_weights(task, pretrained)
 
     def usage(self, task):
-        usage = super().usage(task)
-        if not self.learned:
-            masks = self.task_masks(task)
-            usage.update({f"deltas.{self.key(name)}": masks[name] for name in self.targets})
-        return usage
+        return SharingScheme.usage(self, task) if self.learned else super().usage(task)  # no delta: masks only
 
     def update_masks(self, task):
-        if self.learned:
-            return {}
-        masks = self.task_masks(task)
-        return {f"deltas.{self.key(name)}": masks[name] for name in self.targets}
+        return {} if self.learned else super().update_masks(task)
 
     def lr_scales(self):
         if self.searching is not None:
             return {f"scores.{self.key(name)}": self.options.score_lr_scale for name in self.targets}
-        return {} if self.learned else {f"deltas.{key}": self.finetune_lr_scale for key in self.deltas}
+        return {} if self.learned else super().lr_scales()
 
     def search_routing(self, session: Session) -> SearchReport:
         return self._learn_masks(session) if self.learned else self._prune(session)
@@ -96,9 +84,6 @@ class SparseTargets(TaskMasks, TargetScheme):
             self.searching = None
             summary[spec.name] = {"density": density(masks), "step": session.step}
         return SearchReport({"masks": summary})
-
-    def _device(self) -> torch.device:
-        return next(iter(self.buffers())).device
 
     def _prune(self, session: Session) -> SearchReport:
         """Iterative magnitude pruning with rewinding, task by task: the task trains alone from the

@@ -34,8 +34,8 @@ ADAMERGING = {"steps": 500, "batch_size": 16, "lr": 1e-3, "eval_every": 100, "de
 def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: bool = False,
              folder: str | None = None, name: str | None = None) -> Path:
     """A run of the task vectors of `run`, a pretrained run with a delta per task (a fine-tune per
-    task), named `name` (default: run's name + "-vectors"); beside it unless `out_dir` says where, in
-    the folder `folder` if one is named."""
+    task) or a LoRA adapter per task, named `name` (default: run's name + "-vectors"); beside it
+    unless `out_dir` says where, in the folder `folder` if one is named."""
     config = run.config()
     meta = run.meta.get("pretrained")
     if meta is None:
@@ -43,11 +43,14 @@ def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: 
     out_dir = Path(out_dir or run.path.parent)
     weights = run.path / "model.safetensors"
     digest = sha256(weights)
-    inputs = [VectorInput(task, {str(weights.resolve()): digest}, run=str(run.path.resolve()), index=t)
-              for t, task in enumerate(run.task_names)]
+    adapter = getattr(config.scheme, "adapter", None)
+    scaling = adapter.lora.alpha / adapter.lora.rank if adapter is not None else None
+    inputs = [VectorInput(task, {str(weights.resolve()): digest}, run=str(run.path.resolve()), index=t,
+                          lora_scaling=scaling) for t, task in enumerate(run.task_names)]
     beside = out_dir.resolve() == run.path.parent.resolve()  # recorded from the new run's folder: they move together
     place = f"../{run.path.name}" if beside else str(run.path.resolve())
-    recorded = [VectorInput(i.task, {f"{place}/model.safetensors": digest}, run=place, index=i.index) for i in inputs]
+    recorded = [VectorInput(i.task, {f"{place}/model.safetensors": digest}, run=place, index=i.index,
+                            lora_scaling=scaling) for i in inputs]
     data = config.to_dict()
     data.update(name=name or f"{config.name}-vectors", scheme={"kind": "vectors", "density": density,
                                                         "inputs": [i.to_dict() for i in recorded]}, train=ADAMERGING)

@@ -1,9 +1,10 @@
 """Where a task vectors run's vectors come from, and reading them. Each task's vector is read from
 its input when it is needed, a tensor (or a chunk of its rows) at a time, and never stored in the
 run: either a Studio run with a delta per task of its checkpoint's targets (its model.safetensors,
-`body.deltas.<name>` [tasks, ...]; the task's row), or a fine-tune (a model folder or a weights
-file) whose weights minus the checkpoint's are the vector. The run records every file's sha256, and
-a file that is gone or changed is named in one line."""
+`body.deltas.<name>` [tasks, ...]; the task's row), or with a LoRA adapter per task (the task's
+rows of `body.lora_A.<name>` and `body.lora_B.<name>`, its vector (alpha / rank) B A), or a
+fine-tune (a model folder or a weights file) whose weights minus the checkpoint's are the vector.
+The run records every file's sha256, and a file that is gone or changed is named in one line."""
 
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ HEAD_WEIGHTS, HEAD_RECORD = "lsmn-head.safetensors", "lsmn-head.json"  # what `l
 @dataclass
 class VectorInput:
     """One task's vector as the run records it: its files (path -> sha256), and either the run it is
-    a row of (`run`, `index`) or the fine-tune it is the difference of (`finetune`)."""
+    a row of (`run`, `index`; `lora_scaling`: alpha / rank where the row is a LoRA adapter) or the
+    fine-tune it is the difference of (`finetune`)."""
 
     task: str
     files: dict[str, str]
     run: str | None = None
     index: int | None = None
     finetune: str | None = None
+    lora_scaling: float | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -45,7 +48,9 @@ class VectorInput:
                                 and all(isinstance(k, str) and isinstance(v, str) for k, v in made.files.items())
                                 and (made.run is None) != (made.finetune is None)
                                 and (made.run is None or (isinstance(made.run, str) and json_integer(made.index)))
-                                and (made.finetune is None or isinstance(made.finetune, str))):
+                                and (made.finetune is None or isinstance(made.finetune, str))
+                                and (made.lora_scaling is None or made.run is not None and isinstance(
+                                    made.lora_scaling, (int, float)) and 0 < made.lora_scaling < 1e6)):
             raise ConfigError(f"{where}: not a task vector's record (task, files, and run with index or finetune)")
         return made
 
@@ -95,14 +100,26 @@ class TaskVectorSet:
 
     def _check_rows(self, reader: TensorFiles, item: VectorInput, where: str) -> None:
         for name in self.names:
-            key = f"body.deltas.{self.key(name)}"
-            if key not in reader.keys:
-                raise ConfigError(f"{where}: holds no delta of {name!r}: a run with a delta per task of the same "
-                                  "checkpoint's targets is needed")
-            shape, base = reader.shape(key), self.base.shape(self.base_keys[name])
-            if shape[1:] != base or item.index is None or not 0 <= item.index < shape[0]:
-                raise ConfigError(f"{where}: its delta of {name!r} is {list(shape)}, not one row per task of the "
-                                  f"checkpoint's {list(base)}")
+            keys = self._row_keys(item, name)
+            if not all(key in reader.keys for key in keys):
+                raise ConfigError(f"{where}: holds no {'LoRA adapter' if item.lora_scaling else 'delta'} of "
+                                  f"{name!r}: a run with a fine-tune or adapter per task of the same checkpoint's "
+                                  "targets is needed")
+            shapes, base = [reader.shape(key) for key in keys], self.base.shape(self.base_keys[name])
+            if item.lora_scaling is None:
+                fits = shapes[0][1:] == base
+            else:  # A [T, rank, in, ...], B [T, out, rank, 1, ...]
+                (_, rank, *inputs), (_, out, rank_b, *_) = shapes
+                fits = rank == rank_b and (out, *inputs) == base
+            if not fits or item.index is None or not all(0 <= item.index < s[0] for s in shapes):
+                raise ConfigError(f"{where}: its {' and '.join(map(str, map(list, shapes)))} of {name!r} are not one "
+                                  f"row per task of the checkpoint's {list(base)}")
+
+    def _row_keys(self, item: VectorInput, name: str) -> list[str]:
+        """Where a run's row keeps tensor `name`'s vector: its delta, or its LoRA adapter's A and B."""
+        if item.lora_scaling is None:
+            return [f"body.deltas.{self.key(name)}"]
+        return [f"body.lora_A.{self.key(name)}", f"body.lora_B.{self.key(name)}"]
 
     def _check_shapes(self, reader: TensorFiles, keys: dict[str, str], where: str) -> None:
         for name in self.names:
@@ -130,6 +147,10 @@ class TaskVectorSet:
     def delta(self, task: int, name: str, rows: slice | None = None) -> torch.Tensor:
         """Task `task`'s vector of tensor `name` (its `rows`), in float32."""
         reader, keys, item = self.readers[task], self.keys[task], self.inputs[task]
+        if keys is None and item.lora_scaling is not None:  # (alpha / rank) B A, of B's rows `rows`
+            a_key, b_key = self._row_keys(item, name)
+            a, b = reader.read(a_key, index=item.index).float(), reader.read(b_key, rows, index=item.index).float()
+            return (b.flatten(1) @ a.flatten(1)).view(len(b), *a.shape[1:]) * item.lora_scaling
         if keys is None:
             return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float()
         return reader.read(keys[name], rows).float() - self.pretrained(name, rows)
