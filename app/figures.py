@@ -326,3 +326,23 @@ def bar_chart(values: dict, title: str, x_title: str, y_title: str, caption: str
     return figure
 
 
+def cosine_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=matrix, x=tasks, y=tasks, zmin=-1, zmax=1, colorscale="RdBu",
+                                  text=[[f"{v:.2f}" for v in row] for row in matrix],
+                                  texttemplate=cell_labels(len(tasks)),
+                                  hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
+    figure.update_layout(title=f"Cosine similarity of the task vectors ({where})", yaxis={"autorange": "reversed"},
+                         height=task_rows_height(len(tasks)), meta={"caption": (
+                             "1: two tasks moved the weights the same way; 0: their changes are orthogonal (merging "
+                             "them adds without interfering); below 0: they pull against each other.")})
+    return figure
+
+
+def norms_heatmap(norms: list[list[float]], tasks: list[str], layers: list[str]) -> go.Figure:
+    figure = go.Figure(go.Heatmap(z=norms, x=layers, y=tasks, colorscale="Viridis",
+                                  hovertemplate="%{y}, %{x}: %{z:.4g}<extra></extra>"))
+    figure.update_layout(title="How far each task moved each layer (L2 norm of its change)",
+                         yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)), meta={"caption": (
+                             "The size of each task's change per layer: where a task's fine-tune (or adapter) did its "
+                             "work.")})
+    return figure

@@ -13,15 +13,21 @@ def task_columns(n_tasks: int) -> tuple:
 
 
 TITLE_LINE = 46  # characters of a chart title's line that fit a half-width column on a 1280 px screen
+TITLE_LINE_PX = 16  # a title line's height in the app's theme
+DEFAULT_HEIGHT = 450  # plotly's height of a figure that sets none
 
 
 def wrap_title(figure) -> None:
     """Break a long title into lines that fit its chart (plotly cuts a title at the chart's edge), the
-    plot pushed down to make room for them."""
+    plot pushed down to make room for them. Plotly anchors a title of several lines by its last line,
+    so the title goes down a line's height for each line above it (else the first is cut off; the
+    app's theme replaces a title's padding, so the shift is in its position)."""
     text = figure.layout.title.text
     if text and len(text) > TITLE_LINE and "<br>" not in text:
-        figure.update_layout(title={"text": "<br>".join(textwrap.wrap(text, TITLE_LINE)), "automargin": True,
-                                    "yref": "container", "y": 0.98, "yanchor": "top"})
+        lines = textwrap.wrap(text, TITLE_LINE)
+        top = 1 - (6 + TITLE_LINE_PX * (len(lines) - 1)) / (figure.layout.height or DEFAULT_HEIGHT)
+        figure.update_layout(title={"text": "<br>".join(lines), "automargin": True, "yref": "container", "y": top,
+                                    "yanchor": "top"})
 
 
 def chart(slot, figure, key: str) -> None:

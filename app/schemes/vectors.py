@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.figures import bar_chart, cell_labels, task_rows_height
+from app.figures import bar_chart, cell_labels, cosine_heatmap, norms_heatmap, task_rows_height
 from app.layout import chart
 from app.schemes.view import SchemeView
 from app.state import writable_runs
@@ -24,17 +24,6 @@ from lsmn_core.schemes.vectors.writer import write_merge
 
 COSINE = "cosine similarity of their task vectors"  # the measures of pairs of tasks, by their names in the app
 SINGULAR = "singular task interference"
-
-
-def cosine_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
-    figure = go.Figure(go.Heatmap(z=matrix, x=tasks, y=tasks, zmin=-1, zmax=1, colorscale="RdBu",
-                                  texttemplate=cell_labels(len(tasks)),
-                                  hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
-    figure.update_layout(title=f"Cosine similarity of the task vectors ({where})", yaxis={"autorange": "reversed"},
-                         height=task_rows_height(len(tasks)), meta={"caption": (
-                             "1: two tasks moved the weights the same way; 0: their changes are orthogonal (merging "
-                             "them adds without interfering); below 0: they pull against each other.")})
-    return figure
 
 
 def interference_heatmap(matrix: list[list[float]], tasks: list[str], where: str) -> go.Figure:
@@ -57,15 +46,6 @@ def low_rank_heatmap(energy: list[list[float]], tasks: list[str], layers: list[s
                          yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)), meta={"caption": (
                              "Per layer's weight matrices: near 1, the task's change is low-rank enough that its "
                              "share of the directions holds it (what TSV-M keeps of it); lower, the merge cuts it.")})
-    return figure
-
-
-def norms_heatmap(norms: list[list[float]], tasks: list[str], layers: list[str]) -> go.Figure:
-    figure = go.Figure(go.Heatmap(z=norms, x=layers, y=tasks, colorscale="Viridis",
-                                  hovertemplate="%{y}, %{x}: %{z:.4g}<extra></extra>"))
-    figure.update_layout(title="How far each task moved each layer (L2 norm of its delta)",
-                         yaxis={"autorange": "reversed"}, height=task_rows_height(len(tasks)), meta={"caption": (
-                             "The size of each task's change per layer: where a task's fine-tune did its work.")})
     return figure
 
 

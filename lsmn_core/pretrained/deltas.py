@@ -21,9 +21,12 @@ class Deltas(TargetScheme):
     def copy_of(self, task: int) -> int:
         return task if self.copies > 1 else 0
 
+    def delta(self, task: int, name: str) -> torch.Tensor:
+        """Task `task`'s change of target `name`."""
+        return self.deltas[self.key(name)][self.copy_of(task)]
+
     def task_weights(self, task, pretrained):
-        copy = self.copy_of(task)
-        return {name: pretrained[name] + self.deltas[self.key(name)][copy] for name in self.targets}
+        return {name: pretrained[name] + self.delta(task, name) for name in self.targets}
 
     def usage(self, task):
         copy = self.copy_of(task)

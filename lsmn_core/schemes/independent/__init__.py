@@ -8,6 +8,7 @@ from typing import Literal
 from torch import nn
 
 from lsmn_core.errors import ConfigError
+from lsmn_core.pretrained.changes import ReportsChanges
 from lsmn_core.pretrained.deltas import Deltas
 from lsmn_core.pretrained.lora import AdapterOptions, LoraAdapters
 from lsmn_core.schemes.base import IsometricScheme
@@ -19,7 +20,7 @@ class IndependentOptions:
     adapter: AdapterOptions | None = None  # on a checkpoint: {lora: {rank: 8, alpha: 16}} instead of a fine-tune
 
 
-class IndependentDeltas(Deltas):
+class IndependentDeltas(ReportsChanges, Deltas):
     """A fine-tune of the checkpoint per task."""
 
     kind = "independent"
@@ -28,7 +29,7 @@ class IndependentDeltas(Deltas):
         super().__init__(options, n_tasks, source, config, copies=n_tasks)
 
 
-class IndependentAdapters(LoraAdapters):
+class IndependentAdapters(ReportsChanges, LoraAdapters):
     """A LoRA adapter of the checkpoint per task."""
 
     kind = "independent"

@@ -5,6 +5,9 @@ Each prunable weight is one tensor; each task owns a disjoint mask of it (found 
 masked weights stack along a task axis so all tasks run on a shared input in one batched call.
 Biases and norms are per task too, so no parameter of the body serves two tasks: a new task can
 be trained on the weights nobody owns while the old tasks' outputs stay bit-identical.
+
+On a pretrained checkpoint, MANN is PackNet (packnet.py beside this file): tasks packed one after
+another into the checkpoint's target weights.
 """
 
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from torch import nn
 
 from lsmn_core.errors import ConfigError
 from lsmn_core.options import check
+from lsmn_core.schemes.mann.packnet import PackNetTargets
 from lsmn_core.schemes.mann.rsn2 import rsn2
 from lsmn_core.schemes.masked import MaskedScheme
 
@@ -22,6 +26,7 @@ from lsmn_core.schemes.masked import MaskedScheme
 class MannOptions:
     kind: Literal["mann"] = "mann"
     keep: float = check(lambda v: 0 < v <= 1, "must be in (0, 1]", 0.1)  # each task's share of each matrix set
+    # RSN2's cuts (PackNet, on a checkpoint, prunes each task once, as its paper)
     schedule: Literal["one_shot", "iterative"] = "iterative"
     rounds: int = check(lambda v: v >= 1, "must be >= 1", 3)  # prune-retrain rounds when iterative
     round_steps: int = check(lambda v: v > 0, "must be > 0", 300)
@@ -30,14 +35,18 @@ class MannOptions:
 class Mann(MaskedScheme):
     kind = "mann"
     options_class = MannOptions
+    on_checkpoint = PackNetTargets
 
     @classmethod
     def check_config(cls, config) -> None:
-        """The masks are disjoint: the tasks' shares must fit in one body."""
+        """The tasks own disjoint shares: they must fit in one body (the first task that would not find
+        its share free is named, with the share it would find)."""
         keep, tasks = config.scheme.keep, len(config.tasks)
         if tasks * keep > 1 + 1e-9:
+            short = next(t for t in range(tasks) if 1 - t * keep < keep - 1e-9)
             raise ConfigError(f"scheme.keep: {tasks} tasks x {keep} = {tasks * keep:g} of the body, but MANN's task "
-                              f"masks are disjoint; keep at most {1 / tasks:.4g}")
+                              f"shares are disjoint; keep at most {1 / tasks:.4g} (task {config.tasks[short].name} "
+                              f"would find {max(0.0, 1 - short * keep):.0%} of the weights free, not {keep:.0%})")
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

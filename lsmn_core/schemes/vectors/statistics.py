@@ -13,6 +13,7 @@ import itertools
 import torch
 
 from lsmn_core.merges.matrix import top_triplets
+from lsmn_core.pretrained.changes import change_report
 
 
 def singular_interference(deltas: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -82,16 +83,9 @@ class Interference:
 
     def report(self) -> dict:
         """JSON for summary.json's "vectors"."""
-        def cosine(gram: torch.Tensor) -> list[list[float]]:
-            norms = gram.diagonal().clamp_min(1e-30).sqrt()
-            return (gram / norms[:, None] / norms[None, :]).tolist()
-
         used = [i for i in range(len(self.columns)) if self.gram[i].diagonal().sum() > 0 or self.shared[i] > 0]
         return {
-            "layers": [self.columns[i] for i in used],
-            "cosine": cosine(self.gram.sum(0)),
-            "cosine_per_layer": [cosine(self.gram[i]) for i in used],
-            "norms": self.gram[used].diagonal(dim1=1, dim2=2).sqrt().T.tolist(),  # [tasks][layers]
+            **change_report(self.gram, self.columns, used),
             "sign_conflicts": [float(self.conflicts[i] / self.shared[i]) if self.shared[i] else 0.0 for i in used],
             "shared_weights": [int(self.shared[i]) for i in used],
             "sign_conflicts_per_tensor": {name: c["conflicts"] / c["shared"] if c["shared"] else 0.0
