@@ -33,13 +33,15 @@ SAMPLES = {  # folder: (config, overrides)
     "crossmodal-hyper": ("crossmodal.yaml", ["scheme.generations=6", "train.steps=800"]),
     "scale-sparse": ("scale.yaml", []),
     "scale-1000": ("scale-1000.yaml", []),
-    # pretrained checkpoints: MiniLM's masks learned per task (Piggyback; make models first), and a fine-tune
-    # per task and PackNet's packed tasks (no joint training after them, as its paper) of the Studio's own image
-    # checkpoint
+    # pretrained checkpoints: MiniLM's masks learned per task (Piggyback; make models first); of the Studio's own
+    # image checkpoint, a fine-tune per task, PackNet's packed tasks (no joint training after them, as its paper)
+    # and Polytropon's LoRA skills
     "wordnet-minilm": ("wordnet-minilm.yaml", ["scheme={kind: sparse, masks: learned, mask_steps: 300}"]),
     "fashion-independent": ("digits-fashion-conv.yaml", ["scheme={kind: independent}"]),
     "fashion-packnet": ("digits-fashion-conv.yaml", ["scheme={kind: mann, keep: 0.2, round_steps: 150}",
                                                      "train.steps=0"]),
+    "fashion-polytropon": ("digits-fashion-conv.yaml", ["scheme={kind: mixture, templates: 4, "
+                                                        "adapter: {lora: {rank: 4, alpha: 8}}}"]),
 }
 # task vectors runs: the sample of fine-tunes each imports (shipped beside it, so it evaluates and merges on a
 # fresh clone), or a config of fine-tunes built aside and not shipped (its masks and statistics only)

@@ -28,7 +28,10 @@ DIGITS_TASKS = ["digit", "parity", "ge5", "loops", "position"]
     ("digits-sparse", "Mask overlap ratio"), ("digits-hard", None), ("digits-independent", None),
     ("digits-mann", "Mask overlap ratio"), ("digits-moe", ("Expert usage", "Expert specialisation per layer")),
     ("digits-mixture", "Signatures"), ("domains-mixture", "Signatures"),
-    ("kang-hyper", "Hypermodule of every block location"), ("crossmodal-hyper", "Alignment search")])
+    ("kang-hyper", "Hypermodule of every block location"), ("crossmodal-hyper", "Alignment search"),
+    ("fashion-independent", ("How far each task moved each layer", "Cosine similarity of the task vectors")),
+    ("fashion-packnet", ("How PackNet packed the tasks", "What pruning to its share cost each task")),
+    ("fashion-polytropon", "Signatures")])
 def test_overview_shows_each_sample_run(monkeypatch, sample, chart):
     at = start(monkeypatch, REPO / "sample_runs")
     assert not at.exception
@@ -166,11 +169,11 @@ def test_compare_page(monkeypatch):
     assert len(overlaps) == 2  # sparse and mann have masks, hard does not
 
 
-def test_edit_page_evaluates_a_module_order(monkeypatch):
-    at = open_page(monkeypatch, "views/edit.py", "digits-mixture")
+@pytest.mark.parametrize("sample, depth", [("digits-mixture", 8), ("fashion-polytropon", 4)])
+def test_edit_page_evaluates_a_module_order(monkeypatch, sample, depth):
+    at = open_page(monkeypatch, "views/edit.py", sample)
     orders = at.dataframe[0].value  # the signature editor (AppTest shows data editors as dataframes)
-    assert list(orders.index) == DIGITS_TASKS and list(orders.columns) == [f"layer {l}" for l in range(8)]
-    assert list(orders.loc["position"])[:3] == [0, 0, 0]
+    assert list(orders.index) == DIGITS_TASKS and list(orders.columns) == [f"layer {l}" for l in range(depth)]
     at.button[0].click().run()  # Evaluate, unedited: every change is zero
     assert not at.exception and not at.error
     table = at.dataframe[1].value

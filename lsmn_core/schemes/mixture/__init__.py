@@ -5,6 +5,9 @@ Block l of task t uses, for every weight and bias, sum_k softmax(xi[t, l])_k * t
 logits xi are the task's signature; with a one-hot signature a block is exactly template k.
 Parameters are generated once per batch (per layer, per task in the batch), never per sample.
 Hand-designed signatures (sequential, cyclic, random) are fixed one-hot and not trained.
+
+On a pretrained checkpoint the mixture is Polytropon (polytropon.py beside this file): the templates
+are LoRA skills of the checkpoint's target weights, the signatures each task's allocation over them.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
-from lsmn_core.errors import RoutingError
-from lsmn_core.store.files import json_integer
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme, RoutingReport
-from lsmn_core.schemes.mixture.signatures import signature_report
+from lsmn_core.errors import ConfigError
+from lsmn_core.pretrained.lora import AdapterOptions
+from lsmn_core.schemes.mixture.polytropon import PolytroponSkills
+from lsmn_core.schemes.mixture.signatures import (hand_designed_order, parse_signatures, signature_report,
+                                                  signature_summary)
 
 
 @dataclass
@@ -32,19 +36,7 @@ class MixtureOptions:
     entropy_weight: float = check(lambda v: v >= 0, "must be >= 0", 0.0)  # pushes signatures to one-hot
     signature_lr_scale: float = check(lambda v: v > 0, "must be > 0", 20.0)  # xi's lr = train.lr * this
     mix_norm: bool = True  # mix the norms' affine parameters too; else each task has its own per layer
-
-
-def hand_designed_order(kind: str, depth: int, templates: int) -> list[int]:
-    """The paper's fixed signatures as one template index per layer.
-
-    sequential: each template repeated depth/K times (f_1 f_1 f_2 f_2 ...); cyclic: (f_1 ... f_K)
-    repeated; random: uniform per layer (from torch's RNG, which build_model seeds).
-    """
-    if kind == "sequential":
-        return [min(layer * templates // depth, templates - 1) for layer in range(depth)]
-    if kind == "cyclic":
-        return [layer % templates for layer in range(depth)]
-    return torch.randint(0, templates, (depth,), device="cpu").tolist()  # on the host even when built on meta
+    adapter: AdapterOptions | None = None  # on a checkpoint: the skills' {lora: {rank, alpha, lr_scale}}
 
 
 def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
@@ -57,6 +49,18 @@ def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
 class Mixture(IsometricScheme):
     kind = "mixture"
     options_class = MixtureOptions
+    on_checkpoint = PolytroponSkills
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Polytropon's skills need a checkpoint; its norms are the checkpoint's and it has no entropy term."""
+        options, pretrained = config.scheme, config.model.pretrained is not None
+        if options.adapter is not None and not pretrained:
+            raise ConfigError("scheme.adapter: LoRA skills are for a pretrained network (model.pretrained)")
+        if pretrained and (not options.mix_norm or options.entropy_weight):
+            key = "mix_norm" if not options.mix_norm else "entropy_weight"
+            raise ConfigError(f"scheme.{key}: not on a pretrained network (Polytropon: its norms are the "
+                              "checkpoint's, its allocations have no entropy term)")
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)
@@ -126,31 +130,8 @@ class Mixture(IsometricScheme):
 
     def parse_routing_document(self, doc, task_names):
         """Signatures per task: full mixture weights [L][K], or a module order [L] (one-hot)."""
-        signatures = doc.get("signatures")
-        if not isinstance(signatures, dict) or set(signatures) != set(task_names):
-            raise RoutingError(f"routing needs 'signatures' for exactly the tasks {task_names}")
-        L, K = self.depth, self.options.templates
-        logits = []
-        for task in task_names:
-            entry = signatures[task]
-            if isinstance(entry, list) and all(json_integer(v) for v in entry):
-                if len(entry) != L or not all(0 <= v < K for v in entry):
-                    raise RoutingError(f"signature of {task}: a module order needs {L} template indices in 0..{K - 1}")
-                logits.append(one_hot_logits(entry, K))
-                continue
-            try:
-                weights = np.asarray(entry, dtype=np.float64)
-            except (TypeError, ValueError, OverflowError):
-                raise RoutingError(f"signature of {task}: expected numbers") from None
-            if weights.shape != (L, K):
-                raise RoutingError(f"signature of {task}: expected {L} layers x {K} templates, got shape "
-                                   f"{list(weights.shape)}")
-            if not np.all(np.isfinite(weights)) or (weights < 0).any():
-                raise RoutingError(f"signature of {task}: weights must be finite and non-negative")
-            if not np.allclose(weights.sum(-1), 1, atol=1e-3):
-                raise RoutingError(f"signature of {task}: each layer's weights must sum to 1")
-            logits.append(torch.from_numpy(np.log(weights)).float())  # log 0 = -inf keeps exact zeros
-        return {"xi": torch.stack(logits)}
+        weights = parse_signatures(doc, task_names, self.depth, self.options.templates)
+        return {"xi": weights.log().float()}  # log 0 = -inf keeps exact zeros
 
     def load_routing(self, state):
         if "xi" in state:
@@ -158,9 +139,7 @@ class Mixture(IsometricScheme):
                 self.xi.copy_(state["xi"])
 
     def routing_summary(self, task_names):
-        weights = self.mixture_weights().detach()
-        return {"signatures": {t: weights[i].argmax(-1).tolist() for i, t in enumerate(task_names)},
-                "confidence": {t: weights[i].max(-1).values.tolist() for i, t in enumerate(task_names)}}
+        return signature_summary(self.mixture_weights().detach(), task_names)
 
     @classmethod
     def routing_report(cls, doc, task_names):

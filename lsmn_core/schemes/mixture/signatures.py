@@ -1,10 +1,27 @@
 """Signatures of compositional models: which template each task uses at each layer, how sure it is,
 whether the order is "progressive", and what tasks share. Pure functions of mixture weights
-{task: [L][K]} (as in routing.json's "signatures")."""
+{task: [L][K]} (as in routing.json's "signatures"), and the check of an edited one."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from lsmn_core.errors import RoutingError
+from lsmn_core.store.files import json_integer
+
+
+def hand_designed_order(kind: str, depth: int, templates: int) -> list[int]:
+    """The paper's fixed signatures as one template index per layer.
+
+    sequential: each template repeated depth/K times (f_1 f_1 f_2 f_2 ...); cyclic: (f_1 ... f_K)
+    repeated; random: uniform per layer (from torch's RNG, which build_model seeds).
+    """
+    if kind == "sequential":
+        return [min(layer * templates // depth, templates - 1) for layer in range(depth)]
+    if kind == "cyclic":
+        return [layer % templates for layer in range(depth)]
+    return torch.randint(0, templates, (depth,), device="cpu").tolist()  # on the host even when built on meta
 
 
 def argmax_signature(weights) -> list[int]:
@@ -87,3 +104,40 @@ def signature_report(signatures: dict) -> dict:
     templates = len(np.asarray(next(iter(signatures.values())))[0]) if signatures else 0
     return {"tasks": per_task, "similarity": similarity(signatures).tolist(),
             "shared_layers": shared_layers(signatures), "task_names": tasks, "templates": templates}
+
+
+def parse_signatures(doc: dict, task_names: list[str], depth: int, templates: int) -> torch.Tensor:
+    """The mixture weights [T, L, K] of a (possibly edited) routing document's "signatures": per
+    task, full mixture weights [L][K] (finite, non-negative, each layer summing to 1) or a module
+    order [L] of template indices (one-hot); RoutingError naming what is wrong."""
+    signatures = doc.get("signatures")
+    if not isinstance(signatures, dict) or set(signatures) != set(task_names):
+        raise RoutingError(f"routing needs 'signatures' for exactly the tasks {task_names}")
+    rows = []
+    for task in task_names:
+        entry = signatures[task]
+        if isinstance(entry, list) and all(json_integer(v) for v in entry):
+            if len(entry) != depth or not all(0 <= v < templates for v in entry):
+                raise RoutingError(f"signature of {task}: a module order needs {depth} template indices in "
+                                   f"0..{templates - 1}")
+            rows.append(torch.nn.functional.one_hot(torch.tensor(entry), templates).double())
+            continue
+        try:
+            weights = np.asarray(entry, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise RoutingError(f"signature of {task}: expected numbers") from None
+        if weights.shape != (depth, templates):
+            raise RoutingError(f"signature of {task}: expected {depth} layers x {templates} templates, got shape "
+                               f"{list(weights.shape)}")
+        if not np.all(np.isfinite(weights)) or (weights < 0).any():
+            raise RoutingError(f"signature of {task}: weights must be finite and non-negative")
+        if not np.allclose(weights.sum(-1), 1, atol=1e-3):
+            raise RoutingError(f"signature of {task}: each layer's weights must sum to 1")
+        rows.append(torch.from_numpy(weights))
+    return torch.stack(rows)
+
+
+def signature_summary(weights: torch.Tensor, task_names: list[str]) -> dict:
+    """summary.json's report of mixture weights [T, L, K]: each task's template per layer and its weight."""
+    return {"signatures": {t: weights[i].argmax(-1).tolist() for i, t in enumerate(task_names)},
+            "confidence": {t: weights[i].max(-1).values.tolist() for i, t in enumerate(task_names)}}
