@@ -51,7 +51,7 @@ from lsmn_core.data.loading import TaskData, load_tasks
 from lsmn_core.datasets import kang
 from lsmn_core.pretrained.models import named
 from lsmn_core.training.finetune import FinetunePlan, finetune
-from lsmn_core.schemes.moe import specialisation
+from lsmn_core.schemes.moe.gates import specialisation
 from lsmn_core.schemes.vectors.importing import from_run
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.evaluation import evaluate_run

@@ -9,7 +9,7 @@ from lsmn_core.data.loading import load_tasks
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.schemes import build_model
-from lsmn_core.schemes.moe import cv_squared, specialisation
+from lsmn_core.schemes.moe.gates import cv_squared, specialisation
 from lsmn_core.store.runs import open_run
 from lsmn_core.data.tasks import task_loss
 from lsmn_core.training.trainer import BatchLoss, train

@@ -9,7 +9,7 @@ import streamlit as st
 from app.figures import bar_chart
 from app.layout import chart
 from app.schemes.view import PageSection, SchemeView
-from lsmn_core.schemes.moe import specialisation
+from lsmn_core.schemes.moe.gates import specialisation
 
 
 def expert_usage_heatmap(gate_stats: dict) -> go.Figure:
