@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from dataclasses import asdict, dataclass
 
@@ -99,6 +100,13 @@ class TargetScheme(SharingScheme):
         """After how many layers the task's head reads the network (None: its output)."""
         return None
 
+    def module_forwards(self, task: int, modules: dict[str, nn.Module],
+                        padding: torch.Tensor | None) -> dict[str, Callable]:
+        """Forwards that replace some of the network's modules (by name, of `modules`) while task
+        `task` runs, where a scheme routes inside them rather than giving them other weights (upcycled
+        experts); `padding` [B, L] marks token inputs' padding. None by default."""
+        return {}
+
 
 class ReadingHead(nn.Module):
     """A task's head on the checkpoint's features: on each token (tagging), on the mean of the real
@@ -175,10 +183,23 @@ class PretrainedNet(MultitaskModel):
         depth = self.body.read_depth(task)
         read: dict[str, torch.Tensor] = {}
         args, kwargs = checkpoint.inputs(x, attention)
-        with self._hooks(depth, taps, read):  # the network with the task's values in place of its targets
+        with self._hooks(depth, taps, read), self._replaced(task, padding):  # the task's values of its targets
             out = checkpoint.output(functional_call(checkpoint.module, self.body.task_weights(task, self.pretrained()),
                                                     args, kwargs))
         return (read["h"] if depth is not None else out), padding
+
+    @contextlib.contextmanager
+    def _replaced(self, task: int, padding: torch.Tensor | None):
+        """The scheme's forwards in place of its modules' own while the task runs."""
+        modules = dict(self.network().module.named_modules())
+        replaced = self.body.module_forwards(task, modules, padding)
+        for name, forward in replaced.items():
+            modules[name].forward = forward  # an instance attribute: nn.Module calls it in place of the class's
+        try:
+            yield
+        finally:
+            for name in replaced:
+                del modules[name].forward
 
     @contextlib.contextmanager
     def _hooks(self, depth: int | None, taps: nn.ModuleList | None, read: dict[str, torch.Tensor]):

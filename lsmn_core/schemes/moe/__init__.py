@@ -16,6 +16,8 @@ Mixture-of-Experts for Efficient Inference" (Kudugunta et al. 2021): H = b_task 
 of a task's samples share its k experts once trained (the noise explores while training). The
 balancing losses, over batches that mix the tasks, then spread tasks over experts rather than the
 samples of each task. `specialisation` measures which of the two a run learned, per layer.
+
+The gates are shared with a pretrained checkpoint's upcycled experts (upcycling.py beside this file).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 from lsmn_core.options import check
 from lsmn_core.schemes.base import IsometricScheme
 from lsmn_core.schemes.moe.gates import ExpertGates
+from lsmn_core.schemes.moe.upcycling import UpcycledExperts
 
 
 @dataclass
@@ -47,6 +50,7 @@ class MoeOptions:
 class Moe(ExpertGates, IsometricScheme):
     kind = "moe"
     options_class = MoeOptions
+    on_checkpoint = UpcycledExperts
 
     def __init__(self, options, n_tasks, depth, block):
         super().__init__(options, n_tasks, depth, block)

@@ -60,8 +60,8 @@ class ExpertGates(nn.Module):
         """Gates [N, E] of layer `layer` for rows that show the gate `seen` [N, sees], of tasks
         `rows_task` [N]: their auxiliary loss added to the forward's, the capacity limit applied, and
         in evaluation their statistics recorded."""
-        gates, aux = self.gate(seen, rows_task, layer)
-        self.aux_loss = aux if layer == 0 else self.aux_loss + aux
+        gates, importance, load = self.gate_values(seen, rows_task, layer)
+        self.add_balance(layer, importance, load)
         if self.options.capacity_factor:
             overflow = self._limit_capacity(gates)
         else:
@@ -70,8 +70,22 @@ class ExpertGates(nn.Module):
             self._record(gates.detach(), overflow, rows_task, layer)
         return gates
 
+    def add_balance(self, layer: int, importance: torch.Tensor, load: torch.Tensor) -> None:
+        """Count a layer's importance and load [E] into the forward's auxiliary loss (a forward runs
+        every task's rows at once: its loss balances them together)."""
+        aux = self.balance_loss(importance, load)
+        self.aux_loss = aux if layer == 0 else self.aux_loss + aux
+
+    def balance_loss(self, importance: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+        return self.options.importance_weight * cv_squared(importance) + self.options.load_weight * cv_squared(load)
+
     def gate(self, h: torch.Tensor, rows_task: torch.Tensor, layer: int):
         """Gates [N, E] (k non-zero per row), and the importance/load auxiliary loss."""
+        gates, importance, load = self.gate_values(h, rows_task, layer)
+        return gates, self.balance_loss(importance, load)
+
+    def gate_values(self, h: torch.Tensor, rows_task: torch.Tensor, layer: int):
+        """Gates [N, E] (k non-zero per row), their importance and their (smooth) load [E]."""
         k, E = self.options.top_k, self.options.experts
         clean = h @ self.w_gate[layer] + self.gate_bias[rows_task, layer]  # h @ [0 x E] is 0 for a task-level gate
         # a disallowed expert gets a logit so low that its softmax weight is exactly 0, yet finite, so
@@ -90,8 +104,7 @@ class ExpertGates(nn.Module):
             load = torch.special.ndtr((clean - threshold) / std).sum(0)
         else:
             load = (gates > 0).float().sum(0)
-        aux = self.options.importance_weight * cv_squared(importance) + self.options.load_weight * cv_squared(load)
-        return gates, aux
+        return gates, importance, load
 
     def _limit_capacity(self, gates: torch.Tensor) -> torch.Tensor:
         """Keep at most ceil(capacity_factor * N * k / E) samples per expert (first come); returns the
