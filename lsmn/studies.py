@@ -47,6 +47,7 @@ from analysis.sharing_graph import adjusted_rand_index, cluster_labels
 from lsmn_core.schemes.mixture.signatures import pair_sharing
 from lsmn_core.training.adapt import AdaptPlan, adapt
 from lsmn_core.config import TaskConfig, load_config
+from lsmn_core.errors import ConfigError
 from lsmn_core.data.loading import TaskData, load_tasks
 from lsmn_core.datasets import kang
 from lsmn_core.pretrained.models import named
@@ -424,11 +425,17 @@ def sharing_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS)
     return "\n".join(lines)
 
 
+REVERSED = "(tasks in reverse order)"  # a variant's marker: its tasks in the opposite order to the config's
 PRETRAINED_VARIANTS = {  # the methods on a checkpoint, over the config's own targets
     "per-task fine-tune": ["scheme={kind: independent}"],
     "hard sharing": ["scheme={kind: hard}"],
     "sparse sharing (IMP)": [],
     "learned masks (Piggyback)": ["scheme={kind: sparse, masks: learned, mask_steps: 300}"],
+    "per-task LoRA (rank 8)": ["scheme={kind: independent, adapter: {lora: {rank: 8, alpha: 16}}}"],
+    "PackNet": ["scheme={kind: mann, keep: 0.2, round_steps: 150}", "train.steps=0"],
+    "PackNet, reversed order": ["scheme={kind: mann, keep: 0.2, round_steps: 150}", "train.steps=0", REVERSED],
+    "Polytropon (K 4, rank 2)": ["scheme={kind: mixture, templates: 4, adapter: {lora: {rank: 2, alpha: 4}}}"],
+    "upcycled experts (E 4, top 2)": ["scheme={kind: moe, experts: 4, top_k: 2}", "model.targets=null"],
 }
 FROM_SCRATCH = {  # a network of the Studio's own of the checkpoint's width, on the same inputs
     "wordnet-minilm.yaml": ["model.pretrained=null", "model.block=attention", "model.width=384", "model.depth=2",
@@ -461,14 +468,22 @@ def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFI
     variants = {**PRETRAINED_VARIANTS, "from scratch": FROM_SCRATCH[config]}
     results: dict[str, dict[str, list[float]]] = {}
     stored: dict[str, list[float]] = {}
+    refused: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, overrides in variants.items():
             for seed in seeds:
                 run_config = load_config(Path(configs) / config, [f"seed={seed}", f"data.split_seed={seed}",
-                                                                  f"name=pretrained-{seed}", *overrides])
+                                                                  f"name=pretrained-{seed}",
+                                                                  *(o for o in overrides if o != REVERSED)])
+                if REVERSED in overrides:
+                    run_config.tasks.reverse()
                 if run_config.data.tokenizer is not None:  # a checkpoint's tokenizer, by its name in the models folder
                     run_config.data.tokenizer = str(named(Path(run_config.data.tokenizer).name))
-                run = open_run(train(run_config, tmp, device=device, quiet=True))
+                try:
+                    run = open_run(train(run_config, tmp, device=device, quiet=True))
+                except ConfigError as exc:  # a method this checkpoint cannot take (upcycling needs linear layers)
+                    refused[label] = str(exc)
+                    break
                 for task, m in run.summary()["metrics"].items():
                     results.setdefault(task, {}).setdefault(label, []).append(m["test"])
                 size = sum((run.path / f).stat().st_size for f in ("model.safetensors", "routing.safetensors")
@@ -476,6 +491,7 @@ def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFI
                 stored.setdefault(label, []).append(size / len(run.task_names))
                 if "pretrained" in run.meta:
                     stored.setdefault(f"{label} bits", []).append(bits_per_target_weight(run))
+    variants = {label: v for label, v in variants.items() if label not in refused}
     lines = ["| task | " + " | ".join(variants) + " |", "|---" * (1 + len(variants)) + "|"]
     lines += [f"| {task} | " + " | ".join(_mean_std(by[label]) for label in variants) + " |"
               for task, by in results.items()]
@@ -484,6 +500,7 @@ def pretrained_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFI
     lines.append("| bits per target weight per task | " + " | ".join(
         f"{statistics.mean(stored[f'{label} bits']):.2f}" if f"{label} bits" in stored else "-"
         for label in variants) + " |")
+    lines += [f"\n{label}: not on this checkpoint ({reason})" for label, reason in refused.items()]
     return "\n".join(lines)
 
 

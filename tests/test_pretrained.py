@@ -253,9 +253,11 @@ def test_bad_user_modules_and_configs_are_refused_in_one_line(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="does not fit tiny_models:TinyConv: missing 'blocks.0.0.bias', "
                                           "unexpected 'extra'"):
         open_source(wrong, weights=True)
-    with pytest.raises(ConfigError, match="the mixture scheme does not work on a pretrained network yet"):
-        parse_config({**base, "model": {"pretrained": {"class": "tiny_models:TinyConv", "weights": str(weights)}},
-                      "scheme": {"kind": "mixture"}})
+    for kind in ("soft", "hyper"):
+        with pytest.raises(ConfigError, match=f"the {kind} scheme does not work on a pretrained network yet "
+                                              r"\(model.pretrained\); these do: .*mann.*mixture.*moe"):
+            parse_config({**base, "model": {"pretrained": {"class": "tiny_models:TinyConv", "weights": str(weights)}},
+                          "scheme": {"kind": kind}})
     with pytest.raises(ConfigError, match="learned masks \\(Piggyback\\) are for a pretrained network"):
         parse_config({**base, "scheme": {"kind": "sparse", "masks": "learned"}})
     with pytest.raises(ConfigError, match="give exactly one of the loaders class, hf"):
