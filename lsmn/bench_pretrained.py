@@ -1,5 +1,6 @@
 """`lsmn bench`'s figures of pretrained networks, each measured side by side in one run: the masked
-forward of 6 tasks over all-MiniLM-L6-v2 against the dense forward of the same rows, the peak memory
+forward of 6 tasks over all-MiniLM-L6-v2 against the dense forward of the same rows, a 6-task
+Polytropon training step against one task's LoRA step on as many rows, the peak memory
 of 6-task sparse and learned-mask runs against one fine-tune's (each in its own process), and the
 data step of a second run against the first (tokenization cached).
 
@@ -93,6 +94,43 @@ def bench_masked_forward(folder: Path, which: str, batch: int = 32, rounds: int 
              "ratio": masked_s / dense_s, "target": 1.3, "better": "lower"}]
 
 
+def _backward_step(model, x: torch.Tensor):
+    """A forward of every task of `model` on its rows of x [tasks, rows, L], and the backward."""
+    def step():
+        loss = sum(out.float().pow(2).mean() for out in model.forward_tasks(x, list(range(len(x)))))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return step
+
+
+def bench_polytropon_step(folder: Path, which: str, rows: int = 48, rounds: int = 5) -> list[dict]:
+    """A training step (forward and backward) of 6 tasks under Polytropon (K 4 skills of rank 2 on
+    every target; 6 x rows / 6 glosses, allocations sampled) against one task's LoRA adapter (rank 8)
+    on the same number of glosses."""
+    steps = {}
+    for name, scheme, tasks, each in (
+            ("polytropon", {"kind": "mixture", "templates": 4, "adapter": {"lora": {"rank": 2, "alpha": 4}}}, TASKS,
+             rows // len(TASKS)),
+            ("lora", {"kind": "independent", "adapter": {"lora": {"rank": 8, "alpha": 16}}}, TASKS[:1], rows)):
+        config = parse_config(_config(folder, scheme, tasks))
+        data = load_tasks(config.tasks, config.data, tokenization(config, None))
+        model = build_model([d.spec for d in data], config).train()
+        x = torch.stack([torch.as_tensor(d.rows("train", each)[0]) for d in data])  # [tasks, each, L]
+        steps[name] = _backward_step(model, x)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for call in steps.values():
+        call()
+    for _ in range(rounds):  # turns taken
+        for name, call in steps.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    poly, lora = (sorted(times[n])[rounds // 2] for n in ("polytropon", "lora"))
+    return [{"name": f"Polytropon training step, 6 tasks x {rows // len(TASKS)} glosses ({which})", "value": poly,
+             "unit": "s", "baseline": f"one task's LoRA step on {rows} glosses {lora:.3f} s", "ratio": poly / lora,
+             "target": 1.5, "better": "lower"}]
+
+
 def run_child(folder: str, kind: str) -> dict:
     """One side of the memory figure, in its own process: a short run of `kind`; its peak resident
     memory (this process image's own, VmHWM)."""
@@ -152,8 +190,8 @@ def bench_tokenization_cache(folder: Path, which: str, rows: int = 3000) -> list
 
 
 def bench_pretrained() -> list[dict]:
-    """The three figures of pretrained runs, on MiniLM where it is installed."""
+    """The figures of pretrained runs, on MiniLM where it is installed."""
     with tempfile.TemporaryDirectory() as scratch:
         folder, which = checkpoint_folder(Path(scratch))
-        return (bench_masked_forward(folder, which) + bench_run_memory(folder, which)
-                + bench_tokenization_cache(folder, which))
+        return (bench_masked_forward(folder, which) + bench_polytropon_step(folder, which)
+                + bench_run_memory(folder, which) + bench_tokenization_cache(folder, which))

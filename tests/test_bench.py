@@ -1,6 +1,7 @@
 """lsmn bench's entries, at tiny sizes: the report format, and the side-by-side contenders agree
 (the figures themselves come from `lsmn bench`, never from timed assertions here)."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,16 @@ ENTRIES = {
     "app pages": lambda: bench.bench_app_pages(Path("configs"), Path("app/main.py"), n_tasks=3, depth=2),
     "sample pages": lambda: bench.bench_sample_pages(Path("configs"), Path("app/main.py"), most_tasks=3),
     "cold start": lambda: bench.bench_cold_start(Path("app/main.py"), repeats=1),
+    "Polytropon step": lambda: polytropon_step(),
 }
+
+
+def polytropon_step():
+    from lsmn.bench_pretrained import bench_polytropon_step
+    from tiny_models import hf_model
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return bench_polytropon_step(hf_model(Path(scratch) / "bert"), "a tiny BERT", rows=12, rounds=1)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
