@@ -120,3 +120,22 @@ def test_bad_upcycling_is_refused_in_one_line(bert):
         build_model(open_run_specs(bert), parse_config(upcycled_config(bert, top_k=4)))
     with pytest.raises(ConfigError, match="scheme.experts: must be in 2 .. 4,096; got 0"):
         parse_config(upcycled_config(bert, experts=0))
+
+
+def test_the_app_shows_expert_usage_and_edits_the_allowed_experts(upcycled, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+    from helpers import APP_PATIENCE, REPO, spec_of
+
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(upcycled.path.parent))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+    for page in ["views/overview.py", "views/sharing.py", "views/attributions.py", "views/edit.py"]:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+    at.switch_page("views/overview.py").run()
+    specs = [spec_of(c) for c in at.get("plotly_chart")]
+    assert any("Expert usage per task and layer" in s for s in specs)
+    assert any("Expert specialisation per layer" in s for s in specs)
+    at.switch_page("views/edit.py").run()
+    assert at.dataframe[0].value.columns[0] == "expert 0"  # the editor of the experts each task may use
