@@ -55,6 +55,8 @@ def test_tasks_own_disjoint_shares_and_see_the_earlier_ones(packed, bert):
     report = packed.summary()["search"]["packnet"]
     assert [round(r["free_before"], 2) for r in report.values()] == [1.0, 0.7]
     assert [round(r["density"], 2) for r in report.values()] == [0.3, 0.6]
+    metrics = packed.summary()["metrics"]  # packing the second task left the first one's dev metric exactly as it was
+    assert all(report[task]["dev"] == metrics[task]["dev"] for task in ("cat", "parity"))
 
 
 def test_a_task_added_later_leaves_the_earlier_ones_bit_identical(packed, tmp_path):
