@@ -226,6 +226,39 @@ def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, 
         assert run.summary()["metrics"][task]["test"] == pytest.approx(m["test"], abs=1e-6)
 
 
+def test_a_fine_tune_whose_vocabulary_grew_is_named_or_merged_on_the_checkpoint_s_rows(finetunes, tmp_path, capsys):
+    """A fine-tune with 3 tokens added to its embeddings: refused naming the tensor, both shapes and the
+    added rows; with --vocab base its vector is the checkpoint's rows', the merge says what it leaves
+    out and writes the checkpoint's vocabulary."""
+    bert, parent, _ = finetunes
+    folders = []
+    for task in parent.task_names[:2]:
+        folders.append(tmp_path / task)
+        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
+    data = tmp_path / "data.yaml"
+    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    weights, key = folders[1] / "model.safetensors", "embeddings.word_embeddings.weight"
+    state = load_file(str(weights))
+    rows = state[key].shape[0]
+    state[key] = torch.cat([state[key], torch.randn(3, state[key].shape[1])])
+    save_file(state, str(weights))
+    capsys.readouterr()
+    command = ["vectors", str(bert), *map(str, folders), "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{key!r} is [{rows + 3}, 32], the checkpoint's [{rows}, 32]: its tokenizer " \
+                                       "grew by 3 tokens; give --vocab base" in error
+    assert main([*command, "--vocab", "base"]) == 0
+    run = open_run(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.summary()["vectors"]["added_rows"] == {"parity": {key: 3}}
+    vector = run.load_model().body.vectors().delta(1, key)
+    assert torch.equal(vector, state[key][:rows].float() - load_file(str(bert / "model.safetensors"))[key].float())
+    out = tmp_path / "merged"
+    assert main(["merge", str(run.path), "--method", "task_arithmetic", "--out", str(out)]) == 0
+    assert f"left out of the merge: parity's added vocabulary rows (3 of {key})" in capsys.readouterr().out
+    assert load_file(str(out / "model.safetensors"))[key].shape[0] == rows
+
+
 def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finetunes, tmp_path):
     from lsmn_core.schemes.vectors.scheme import prediction_entropy
     from lsmn_core.training.finetune import FinetunePlan, finetune

@@ -29,6 +29,7 @@ class VectorsOptions:
     density: float = check(lambda v: 0 < v <= 1, "must be in (0, 1]", 0.1)  # each task's mask: its largest deltas
     everywhere: bool = False  # every floating-point tensor of the checkpoint, not only the config's targets
     inputs: list[dict] = field(default_factory=list)  # where each task's vector comes from (lsmn vectors writes it)
+    vocab: Literal["same", "base"] = "same"  # base: a fine-tune's added vocabulary rows are left out of its vector
 
 
 class Vectors(SharingScheme):

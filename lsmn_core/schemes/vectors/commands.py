@@ -31,6 +31,9 @@ def _vectors_arguments(p: argparse.ArgumentParser) -> None:
                    help="BASE and the fine-tunes are weights files of this module")
     p.add_argument("--density", type=float, default=0.1,
                    help="each task's mask: this share of its largest deltas per tensor (default 0.1)")
+    p.add_argument("--vocab", choices=("same", "base"), default="same",
+                   help="base: a fine-tune whose tokenizer grew gives the vector of the checkpoint's rows, its added "
+                        "rows left out of every merge (default same: a grown vocabulary is refused)")
     p.add_argument("--out", help="the folder of runs to put the run in (default: beside RUN, else runs)")
 
 
@@ -38,15 +41,15 @@ def _run_vectors(args: argparse.Namespace) -> None:
     if not 0 < args.density <= 1:
         raise ConfigError(f"--density must be in (0, 1], got {args.density}")
     if len(args.sources) == 1:
-        if args.names or args.data or args.module_class:
-            raise ConfigError("--names, --data and --class belong to fine-tunes; a run names its own tasks")
+        if args.names or args.data or args.module_class or args.vocab != "same":
+            raise ConfigError("--names, --data, --class and --vocab belong to fine-tunes; a run names its own tasks")
         path = from_run(open_run(args.sources[0]), args.out, args.density)
     else:
         if args.data is None:
             raise ConfigError("--data: give a config whose tasks give the fine-tunes' data (by their names)")
         names = args.names.split(",") if args.names else None
         path = from_finetunes(args.sources[0], args.sources[1:], args.data, args.out or "runs", names, args.density,
-                              args.module_class)
+                              args.module_class, vocab=args.vocab)
     print(path)
 
 
@@ -115,6 +118,9 @@ def _run_merge(args: argparse.Namespace) -> None:
         recipe = replace(recipe, lam=lam)
         best = next(row["dev_normalised"] for row in sweep if row["lambda"] == lam)
         print(f"lambda auto: {lam:.1f}, the best mean normalised metric on dev ({best:.4f})")
+    for task, tensors in run.summary().get("vectors", {}).get("added_rows", {}).items():
+        print(f"left out of the merge: {task}'s added vocabulary rows ("
+              + ", ".join(f"{rows} of {name}" for name, rows in tensors.items()) + ")")
     result = None if args.no_eval else evaluate_merge(run, recipe)  # before anything is written
     if result is not None and MERGES.get(recipe.method).random:
         result = {**result, "seed_spread": seed_spread(run, recipe, result)}

@@ -59,11 +59,13 @@ def from_run(run: Run, out_dir: str | Path | None, density: float = 0.1, quiet: 
 
 
 def from_finetunes(base: str, finetunes: list[str], data: str | Path, out_dir: str | Path, names: list[str] | None,
-                   density: float = 0.1, module_class: str | None = None, quiet: bool = False) -> Path:
+                   density: float = 0.1, module_class: str | None = None, quiet: bool = False,
+                   vocab: str = "same") -> Path:
     """A run of the fine-tunes (model folders, or weights files of `module_class`) of the checkpoint
     `base`, task i named names[i] (else its folder's name); `data` is a config whose tasks of those
     names give each task's data (its other keys: how the text is read). Each fine-tune needs its
-    head beside it, as `lsmn export --task` writes it, to be evaluated."""
+    head beside it, as `lsmn export --task` writes it, to be evaluated. `vocab` "base": a fine-tune
+    whose tokenizer grew gives the vector of the checkpoint's rows, its added rows left out."""
     if len(finetunes) < 2:
         raise ConfigError("give the checkpoint and at least two of its fine-tunes")
     names = names or [Path(f).name for f in finetunes]
@@ -88,7 +90,7 @@ def from_finetunes(base: str, finetunes: list[str], data: str | Path, out_dir: s
     raw = given.to_dict()
     raw.update(name=f"{Path(base).name}-vectors", tasks=[raw["tasks"][list(by_name).index(n)] for n in names],
                model={**raw["model"], "pretrained": pretrained},
-               scheme={"kind": "vectors", "density": density, "everywhere": True,
+               scheme={"kind": "vectors", "density": density, "everywhere": True, "vocab": vocab,
                        "inputs": [i.to_dict() for i in inputs]}, train=ADAMERGING)
     return _make(parse_config(raw), inputs, out_dir, None, quiet)
 
@@ -100,7 +102,8 @@ def _make(config, inputs: list[VectorInput], out_dir: str | Path, individual: di
     source.files = {str(f): sha256(f) for f in loader_of(config.model.pretrained).weight_files()}
     heads = [head_of(item) for item in inputs]
     specs = [dataclasses.replace(spec, name=item.task) for (_, spec), item in zip(heads, inputs)]
-    vectors = TaskVectorSet(loader_of(config.model.pretrained).weight_files(), list(source.targets), inputs)
+    vectors = TaskVectorSet(loader_of(config.model.pretrained).weight_files(), list(source.targets), inputs,
+                            vocab=config.scheme.vocab)
     body = TaskVectors(config.scheme, len(specs), source, config)
     model = PretrainedNet(specs, body, None, source, config.model.pool)
     for (state, _), spec in zip(heads, specs):
@@ -122,7 +125,8 @@ def _make(config, inputs: list[VectorInput], out_dir: str | Path, individual: di
         writer.finish({"metrics": metrics, "params": model.parameter_counts(),
                        "density": {s.name: density[t].mean().item() for t, s in enumerate(specs)},
                        "density_per_layer": {s.name: density[t].tolist() for t, s in enumerate(specs)},
-                       "vectors": statistics.report(), "routing": body.routing_summary(model.task_names)})
+                       "vectors": {**statistics.report(), **({"added_rows": vectors.added} if vectors.added else {})},
+                       "routing": body.routing_summary(model.task_names)})
     except BaseException as exc:
         writer.end(exc)
         raise

@@ -78,8 +78,10 @@ class TaskVectorSet:
     from the checkpoint's weights files `base` and the inputs' files; `key(name)` is how a Studio run
     names a target's delta."""
 
-    def __init__(self, base: list[Path], names: list[str], inputs: list[VectorInput], key=None):
+    def __init__(self, base: list[Path], names: list[str], inputs: list[VectorInput], key=None, vocab: str = "same"):
         self.names, self.inputs, self.key = names, inputs, key or (lambda name: name.replace(".", "__"))
+        self.vocab = vocab  # "base": a fine-tune's added rows (a grown vocabulary) are left out
+        self.added: dict[str, dict[str, int]] = {}  # task -> tensor -> rows it added, left out
         self.base = TensorFiles(base, "the checkpoint")
         self._last: tuple[tuple, torch.Tensor] | None = None
         self.base_keys, _ = name_map(self.base, names, "the checkpoint")
@@ -94,7 +96,7 @@ class TaskVectorSet:
                 self.keys.append(None)
             else:
                 keys = name_map(reader, names, where)[0]
-                self._check_shapes(reader, keys, where)
+                self._check_shapes(reader, keys, where, item.task)
                 self.keys.append(keys)
             self.readers.append(reader)
 
@@ -121,10 +123,19 @@ class TaskVectorSet:
             return [f"body.deltas.{self.key(name)}"]
         return [f"body.lora_A.{self.key(name)}", f"body.lora_B.{self.key(name)}"]
 
-    def _check_shapes(self, reader: TensorFiles, keys: dict[str, str], where: str) -> None:
+    def _check_shapes(self, reader: TensorFiles, keys: dict[str, str], where: str, task: str) -> None:
         for name in self.names:
             mine, base = (reader.shape(keys[name]), reader.dtype(keys[name])), \
                 (self.base.shape(self.base_keys[name]), self.base.dtype(self.base_keys[name]))
+            grown = mine[1] == base[1] and len(mine[0]) == len(base[0]) >= 1 and mine[0][1:] == base[0][1:] \
+                and mine[0][0] > base[0][0]
+            if grown and self.vocab == "base":
+                self.added.setdefault(task, {})[name] = mine[0][0] - base[0][0]
+                continue
+            if grown:
+                raise ConfigError(f"{where}: {name!r} is {list(mine[0])}, the checkpoint's {list(base[0])}: its "
+                                  f"tokenizer grew by {mine[0][0] - base[0][0]} tokens; give --vocab base to merge "
+                                  "the checkpoint's rows and leave the added ones out")
             if mine != base:
                 raise ConfigError(f"{where}: {name!r} is {list(mine[0])} {str(mine[1]).removeprefix('torch.')}, the "
                                   f"checkpoint's is {list(base[0])} {str(base[1]).removeprefix('torch.')}: a fine-tune "
@@ -153,6 +164,8 @@ class TaskVectorSet:
             return (b.flatten(1) @ a.flatten(1)).view(len(b), *a.shape[1:]) * item.lora_scaling
         if keys is None:
             return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float()
+        if rows is None and name in self.added.get(item.task, {}):  # the checkpoint's rows only
+            rows = slice(0, self.shape(name)[0])
         return reader.read(keys[name], rows).float() - self.pretrained(name, rows)
 
     def task_delta(self, name: str):

@@ -101,7 +101,8 @@ class TaskVectors(TaskMasks, TargetScheme):
         """The inputs, checked against what the run recorded (MissingSourceError naming a file)."""
         for item in self.inputs:
             item.verify()
-        return TaskVectorSet(loader_of(self.pretrained_options).weight_files(), list(self.targets), self.inputs)
+        return TaskVectorSet(loader_of(self.pretrained_options).weight_files(), list(self.targets), self.inputs,
+                             vocab=self.options.vocab)
 
     def deltas(self, device: torch.device) -> dict[str, torch.Tensor]:
         if self._deltas is None:

@@ -83,7 +83,7 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     files = loader.weight_files()
     for item in inputs:
         item.verify()
-    vectors = TaskVectorSet(files, list(body.targets), inputs)
+    vectors = TaskVectorSet(files, list(body.targets), inputs, vocab=body.options.vocab)
     coefficients = recipe.table(len(inputs), body.columns)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
