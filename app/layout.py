@@ -13,21 +13,22 @@ def task_columns(n_tasks: int) -> tuple:
 
 
 TITLE_LINE = 46  # characters of a chart title's line that fit a half-width column on a 1280 px screen
-TITLE_LINE_PX = 16  # a title line's height in the app's theme
+TITLE_LINE_PX = 21  # a title line's height in the app's theme
+TITLE_TOP_PX = 22  # where a wrapped title is anchored, below the chart's top edge
 DEFAULT_HEIGHT = 450  # plotly's height of a figure that sets none
 
 
 def wrap_title(figure) -> None:
     """Break a long title into lines that fit its chart (plotly cuts a title at the chart's edge), the
-    plot pushed down to make room for them. Plotly anchors a title of several lines by its last line,
-    so the title goes down a line's height for each line above it (else the first is cut off; the
-    app's theme replaces a title's padding, so the shift is in its position)."""
+    plot pushed down by their height. Plotly draws a title of several lines about half a line above
+    its anchor, and its automatic margin places such titles unevenly (cutting the first line off
+    some charts), so the anchor and the top margin are set here, in pixels."""
     text = figure.layout.title.text
     if text and len(text) > TITLE_LINE and "<br>" not in text:
         lines = textwrap.wrap(text, TITLE_LINE)
-        top = 1 - (6 + TITLE_LINE_PX * (len(lines) - 1)) / (figure.layout.height or DEFAULT_HEIGHT)
-        figure.update_layout(title={"text": "<br>".join(lines), "automargin": True, "yref": "container", "y": top,
-                                    "yanchor": "top"})
+        height = figure.layout.height or DEFAULT_HEIGHT
+        figure.update_layout(title={"text": "<br>".join(lines), "yref": "container", "y": 1 - TITLE_TOP_PX / height,
+                                    "yanchor": "top"}, margin={"t": TITLE_TOP_PX + TITLE_LINE_PX * len(lines)})
 
 
 def chart(slot, figure, key: str) -> None:

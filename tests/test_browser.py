@@ -335,6 +335,7 @@ def test_no_chart_title_is_wider_than_its_chart_on_any_page_of_any_sample_at_128
                     seen += 1
                     left, right = frame["x"] - 1, frame["x"] + frame["width"] + 1
                     if box["x"] < left or box["x"] + box["width"] > right or box["y"] < frame["y"] - 1:
-                        cut.append((sample, name, title.first.inner_text()[:80], box["width"], frame["width"]))
+                        cut.append((sample, name, (title.first.text_content() or "")[:80], box["y"] - frame["y"],
+                                    box["width"], frame["width"]))
         browser.close()
     assert seen > 50 and not cut, cut
