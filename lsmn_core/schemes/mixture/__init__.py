@@ -24,8 +24,8 @@ from lsmn_core.schemes.base import IsometricScheme, RoutingReport
 from lsmn_core.errors import ConfigError
 from lsmn_core.pretrained.lora import AdapterOptions
 from lsmn_core.schemes.mixture.polytropon import PolytroponSkills
-from lsmn_core.schemes.mixture.signatures import (hand_designed_order, parse_signatures, signature_report,
-                                                  signature_summary)
+from lsmn_core.schemes.mixture.signature_routing import SignatureRouting
+from lsmn_core.schemes.mixture.signatures import hand_designed_order, signature_report
 
 
 @dataclass
@@ -46,7 +46,7 @@ def one_hot_logits(order: list[int], templates: int) -> torch.Tensor:
     return logits
 
 
-class Mixture(IsometricScheme):
+class Mixture(SignatureRouting, IsometricScheme):
     kind = "mixture"
     options_class = MixtureOptions
     on_checkpoint = PolytroponSkills
@@ -82,6 +82,9 @@ class Mixture(IsometricScheme):
         """softmax(xi): [T, L, K], each row sums to 1."""
         return torch.softmax(self.xi, dim=-1)
 
+    def logits_of(self, weights):
+        return weights.log().float()  # log 0 = -inf keeps exact zeros
+
     def block_params(self, layer, tasks):
         weights = torch.softmax(self.xi[tasks, layer], dim=-1)  # [T', K]
         params = {name: (weights @ theta.flatten(1)).view(len(tasks), *theta.shape[1:])
@@ -89,9 +92,6 @@ class Mixture(IsometricScheme):
         if not self.options.mix_norm:
             params.update({name: p[tasks, layer] for name, p in self.norms.items()})
         return params
-
-    def routing_parameters(self):
-        return ["xi"]
 
     def per_task_norms(self):
         return [] if self.options.mix_norm else [f"norms.{name}" for name in self.norms]
@@ -122,24 +122,6 @@ class Mixture(IsometricScheme):
         if not self.options.mix_norm:
             restrict.update({f"norms.{n}": self.task_rows(task, p) for n, p in self.norms.items()})
         return restrict
-
-    def routing_document(self, task_names):
-        weights = self.mixture_weights().detach().cpu().tolist()
-        return {"templates": self.options.templates, "signature_kind": self.options.signature,
-                "signatures": dict(zip(task_names, weights))}
-
-    def parse_routing_document(self, doc, task_names):
-        """Signatures per task: full mixture weights [L][K], or a module order [L] (one-hot)."""
-        weights = parse_signatures(doc, task_names, self.depth, self.options.templates)
-        return {"xi": weights.log().float()}  # log 0 = -inf keeps exact zeros
-
-    def load_routing(self, state):
-        if "xi" in state:
-            with torch.no_grad():
-                self.xi.copy_(state["xi"])
-
-    def routing_summary(self, task_names):
-        return signature_summary(self.mixture_weights().detach(), task_names)
 
     @classmethod
     def routing_report(cls, doc, task_names):

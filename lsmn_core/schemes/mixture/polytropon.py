@@ -20,7 +20,8 @@ from torch.distributions import RelaxedBernoulli
 
 from lsmn_core.pretrained.lora import LoraOptions, check_adaptable
 from lsmn_core.pretrained.network import Source, TargetScheme
-from lsmn_core.schemes.mixture.signatures import hand_designed_order, parse_signatures, signature_summary
+from lsmn_core.schemes.mixture.signature_routing import SignatureRouting
+from lsmn_core.schemes.mixture.signatures import hand_designed_order
 
 LOGIT = 12.0  # an allocation set by hand: sigmoid(12) = 0.999994 for a chosen skill, sigmoid(-12) for the rest
 TEMPERATURE = 1.0  # the relaxed Bernoulli's, as the paper's code
@@ -31,7 +32,7 @@ def lora_of(options) -> LoraOptions:
     return options.adapter.lora if options.adapter is not None else LoraOptions()
 
 
-class PolytroponSkills(TargetScheme):
+class PolytroponSkills(SignatureRouting, TargetScheme):
     kind = "mixture"
 
     def __init__(self, options, n_tasks: int, source: Source, config):
@@ -92,28 +93,10 @@ class PolytroponSkills(TargetScheme):
     def update_masks(self, task):
         return {"xi": self.task_rows(task, self.xi)}
 
-    def routing_parameters(self):
-        return ["xi"]
-
     def lr_scales(self):
         scales = {name: self.lr_scale for name, _ in self.named_parameters() if name.startswith("lora_")}
         return {**scales, "xi": self.options.signature_lr_scale}
 
-    def routing_document(self, task_names):
-        weights = self.mixture_weights().detach().cpu().tolist()
-        return {"templates": self.options.templates, "signature_kind": self.options.signature,
-                "signatures": dict(zip(task_names, weights))}
-
-    def parse_routing_document(self, doc, task_names):
-        """An allocation per task (mixture weights [L][K] or a module order [L]): logits whose
-        normalised sigmoid gives it back, a weight of 1 or 0 held at +-LOGIT."""
-        weights = parse_signatures(doc, task_names, self.depth, self.options.templates)
-        return {"xi": torch.logit(weights).clamp(-LOGIT, LOGIT).float()}
-
-    def load_routing(self, state):
-        if "xi" in state:
-            with torch.no_grad():
-                self.xi.copy_(state["xi"])
-
-    def routing_summary(self, task_names):
-        return signature_summary(self.mixture_weights().detach(), task_names)
+    def logits_of(self, weights):
+        """Logits whose normalised sigmoid gives the weights back, a weight of 1 or 0 held at +-LOGIT."""
+        return torch.logit(weights).clamp(-LOGIT, LOGIT).float()
