@@ -13,6 +13,24 @@ from lsmn_core.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 APP_PATIENCE = 900  # seconds an AppTest script run may take: a guard against a hang, not a speed target
+
+
+def start_app(monkeypatch, folder):
+    """The app (AppTest, no browser) run once on the runs folder `folder`."""
+    from streamlit.testing.v1 import AppTest
+
+    import app.state
+
+    monkeypatch.setenv("LSMN_RUNS", str(folder))
+    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(folder))
+    return AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
+
+
+def open_each_page(at, pages: list[str]) -> None:
+    """Open each page ("views/overview.py", ...) of a started app: none may raise or show an error."""
+    for page in pages:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
 PROCESS_PATIENCE = 1800  # seconds a child process may take to exit: a guard against a hang, not a speed target
 
 FRESH = int(os.environ.get("LSMN_FRESH_CASES") or 0)

@@ -5,20 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from helpers import APP_PATIENCE, REPO, spec_of
+from helpers import REPO, spec_of
+from helpers import start_app as start
 from lsmn_core.store.runs import open_run
 
-MAIN = str(REPO / "app" / "main.py")
-
-
-def start(monkeypatch, folder):
-    monkeypatch.setenv("LSMN_RUNS", str(folder))
-    import app.state
-
-    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(folder))
-    return AppTest.from_file(MAIN, default_timeout=APP_PATIENCE).run()
 
 
 DIGITS_TASKS = ["digit", "parity", "ge5", "loops", "position"]

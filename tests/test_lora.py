@@ -20,14 +20,10 @@ from lsmn_core.schemes import build_model
 from lsmn_core.store.runs import DATA_CACHE, open_run
 from lsmn_core.training.trainer import train
 from test_pretrained import safetensors_shapes, text_config
-from tiny_models import TinyConv, hf_model, user_module
+from tiny_models import TinyConv, user_module
 
 peft = pytest.importorskip("peft")
 
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return hf_model(tmp_path_factory.mktemp("bert") / "bert")
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,16 @@ from lsmn_core.errors import ConfigError
 from lsmn_core.store.runs import DATA_CACHE, open_run
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.training.trainer import train
-from tiny_models import hf_model
-
-TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
-         {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
+from tiny_models import SENTENCE_TASKS
 
 
-def packnet_config(bert, tasks=TASKS, keep=0.3, steps=0) -> dict:
+
+def packnet_config(bert, tasks=SENTENCE_TASKS, keep=0.3, steps=0) -> dict:
     return {"name": "packnet", "seed": 0, "tasks": tasks,
             "model": {"pretrained": {"hf": str(bert)}, "targets": ["query", "value"], "finetune_lr_scale": 1.0},
             "scheme": {"kind": "mann", "keep": keep, "round_steps": 10},
             "train": {"steps": steps, "eval_every": 5, "batch_size": 16, "lr": 0.003, "device": "cpu"}}
 
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return hf_model(tmp_path_factory.mktemp("bert") / "bert")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def test_packing_alone_is_the_paper_s_network_and_training_moves_only_a_task_s_o
 
 
 def test_a_share_that_leaves_a_task_nothing_free_is_refused_in_one_line(bert, tmp_path, capsys):
-    tasks = [*TASKS, {"name": "dog", "source": "tiny_models:sentences", "args": {"target": "has_dog"}}]
+    tasks = [*SENTENCE_TASKS, {"name": "dog", "source": "tiny_models:sentences", "args": {"target": "has_dog"}}]
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(packnet_config(bert, tasks, keep=0.4)))
     assert main(["train", str(path), "--out", str(tmp_path / "runs"), "--quiet"]) == 2

@@ -17,25 +17,19 @@ from lsmn_core.store import routing
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.training.trainer import train
-from tiny_models import hf_model
+from tiny_models import SENTENCE_TASKS, TOKEN_IDS
 
 peft = pytest.importorskip("peft")
 
-TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
-         {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
-IDS = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 8, 25, 3, 0, 0]])
+IDS = torch.tensor(TOKEN_IDS)
 
 
 def poly_config(bert, **scheme) -> dict:
-    return {"name": "poly", "seed": 0, "tasks": TASKS,
+    return {"name": "poly", "seed": 0, "tasks": SENTENCE_TASKS,
             "model": {"pretrained": {"hf": str(bert)}, "targets": ["query", "value"]},
             "scheme": {"kind": "mixture", "templates": 3, "adapter": {"lora": {"rank": 2, "alpha": 4}}, **scheme},
             "train": {"steps": 30, "eval_every": 15, "batch_size": 16, "lr": 0.003, "device": "cpu"}}
 
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return hf_model(tmp_path_factory.mktemp("bert") / "bert")
 
 
 @pytest.fixture(scope="module")

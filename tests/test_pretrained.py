@@ -26,24 +26,18 @@ from lsmn_core.schemes.sparse.pretrained import thresholded
 from lsmn_core.store.runs import DATA_CACHE, open_run
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
-from tiny_models import hf_model, tokenizer, user_module
+from tiny_models import SENTENCE_TASKS, hf_model, tokenizer, user_module
 
-TEXT_TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
-              {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
 SCHEMES = {"independent": {}, "hard": {}, "hierarchical": {"depths": {"parity": 1}},
            "sparse": {"prune_rate": 0.5, "min_density": 0.3, "round_steps": 8},
            "learned": {"masks": "learned", "mask_steps": 12}, "lora": {"adapter": {"lora": {"rank": 4, "alpha": 8}}}}
 KINDS = {"learned": "sparse", "lora": "independent"}  # the entries of SCHEMES that are options of another kind
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    return hf_model(tmp_path_factory.mktemp("bert") / "bert")
-
 
 def text_config(folder: Path, scheme: str, **model) -> dict:
     options = SCHEMES[scheme]
-    return {"name": f"text-{scheme}", "seed": 0, "tasks": TEXT_TASKS,
+    return {"name": f"text-{scheme}", "seed": 0, "tasks": SENTENCE_TASKS,
             "model": {"pretrained": {"hf": str(folder)}, **model},
             "scheme": {"kind": KINDS.get(scheme, scheme), **options},
             "train": {"steps": 16, "eval_every": 8, "batch_size": 16, "device": "cpu"}}
@@ -269,17 +263,11 @@ def test_bad_user_modules_and_configs_are_refused_in_one_line(tmp_path, monkeypa
 
 
 def test_the_app_shows_a_pretrained_run(bert, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    import app.state
-    from helpers import APP_PATIENCE
+    from helpers import open_each_page, start_app
 
     run = open_run(train(parse_config(text_config(bert, "sparse")), tmp_path / "runs", quiet=True))
-    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(run.path.parent))
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
-    for page in ["views/overview.py", "views/masks.py", "views/attributions.py", "views/edit.py"]:
-        at.switch_page(page).run()
-        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+    at = start_app(monkeypatch, run.path.parent)
+    open_each_page(at, ["views/overview.py", "views/masks.py", "views/attributions.py", "views/edit.py"])
     at.switch_page("views/masks.py").run()
     specs = [spec_of(c) for c in at.get("plotly_chart")]
     assert any("Density per kind of module" in s for s in specs) and any("encoder.layer" in s for s in specs)

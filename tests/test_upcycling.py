@@ -18,22 +18,16 @@ from lsmn_core.schemes.moe.upcycling import UpcycledExperts
 from lsmn_core.store import routing
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.trainer import train
-from tiny_models import hf_model
+from tiny_models import SENTENCE_TASKS, TOKEN_IDS
 
-TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
-         {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
-IDS = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 8, 25, 3, 0, 0]])
+IDS = torch.tensor(TOKEN_IDS)
 
 
 def upcycled_config(bert, **scheme) -> dict:
-    return {"name": "upcycled", "seed": 0, "tasks": TASKS, "model": {"pretrained": {"hf": str(bert)}},
+    return {"name": "upcycled", "seed": 0, "tasks": SENTENCE_TASKS, "model": {"pretrained": {"hf": str(bert)}},
             "scheme": {"kind": "moe", "experts": 3, "top_k": 2, **scheme},
             "train": {"steps": 30, "eval_every": 15, "batch_size": 16, "lr": 0.003, "device": "cpu"}}
 
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return hf_model(tmp_path_factory.mktemp("bert") / "bert")
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +117,10 @@ def test_bad_upcycling_is_refused_in_one_line(bert):
 
 
 def test_the_app_shows_expert_usage_and_edits_the_allowed_experts(upcycled, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+    from helpers import open_each_page, spec_of, start_app
 
-    import app.state
-    from helpers import APP_PATIENCE, REPO, spec_of
-
-    monkeypatch.setattr(app.state, "DEFAULT_RUNS", str(upcycled.path.parent))
-    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=APP_PATIENCE).run()
-    for page in ["views/overview.py", "views/sharing.py", "views/attributions.py", "views/edit.py"]:
-        at.switch_page(page).run()
-        assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
+    at = start_app(monkeypatch, upcycled.path.parent)
+    open_each_page(at, ["views/overview.py", "views/sharing.py", "views/attributions.py", "views/edit.py"])
     at.switch_page("views/overview.py").run()
     specs = [spec_of(c) for c in at.get("plotly_chart")]
     assert any("Expert usage per task and layer" in s for s in specs)

@@ -68,6 +68,11 @@ def user_module(folder: Path) -> Path:
     return folder / "tiny_conv.safetensors"
 
 
+SENTENCE_TASKS = [{"name": "cat", "source": "tiny_models:sentences", "args": {"target": "has_cat"}},
+                  {"name": "parity", "source": "tiny_models:sentences", "args": {"target": "parity", "seed": 1}}]
+TOKEN_IDS = [[2, 5, 6, 7, 3, 0], [2, 8, 25, 3, 0, 0]]  # two padded rows of VOCAB's ids, for a forward by hand
+
+
 def sentences(target: str = "has_cat", n: int = 200, seed: int = 0):
     """Short sentences of WORDS; `has_cat`: whether "cat" is in one, `parity`: its number of words."""
     rng = np.random.RandomState(seed)
