@@ -52,6 +52,18 @@ def parent_deltas(parent) -> dict[str, torch.Tensor]:
     return {name: stored[f"body.deltas.{name.replace('.', '__')}"] for name in parent.meta["pretrained"]["targets"]}
 
 
+def exported(parent, tasks: list[str], folder):
+    """The parent run's fine-tunes of `tasks` as folders (`lsmn export --task`) in `folder`, and a data
+    config naming their tasks."""
+    folders = []
+    for task in tasks:
+        folders.append(folder / task)
+        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
+    data = folder / "data.yaml"
+    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    return folders, data
+
+
 def test_the_run_stores_masks_and_statistics_never_the_weights(finetunes):
     _, parent, vectors = finetunes
     assert vectors.scheme == "vectors" and vectors.task_names == ["cat", "parity", "dog"]
@@ -212,12 +224,7 @@ def test_fine_tune_folders_import_as_the_run_s_own_vectors(finetunes, tmp_path, 
     """The same fine-tunes, exported as folders (`lsmn export --task`) and imported with the checkpoint:
     every tensor's vector (zero off the targets), each task's metrics as its run's."""
     bert, parent, _ = finetunes
-    folders = []
-    for task in parent.task_names:
-        folders.append(tmp_path / task)
-        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
-    data = tmp_path / "data.yaml"
-    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    folders, data = exported(parent, parent.task_names, tmp_path)
     capsys.readouterr()
     assert main(["vectors", str(bert), *map(str, folders), "--data", str(data), "--out", str(tmp_path / "runs")]) == 0
     run = open_run(capsys.readouterr().out.strip().splitlines()[-1])
@@ -231,12 +238,7 @@ def test_a_fine_tune_whose_vocabulary_grew_is_named_or_merged_on_the_checkpoint_
     added rows; with --vocab base its vector is the checkpoint's rows', the merge says what it leaves
     out and writes the checkpoint's vocabulary."""
     bert, parent, _ = finetunes
-    folders = []
-    for task in parent.task_names[:2]:
-        folders.append(tmp_path / task)
-        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
-    data = tmp_path / "data.yaml"
-    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    folders, data = exported(parent, parent.task_names[:2], tmp_path)
     weights, key = folders[1] / "model.safetensors", "embeddings.word_embeddings.weight"
     state = load_file(str(weights))
     rows = state[key].shape[0]
@@ -319,12 +321,7 @@ def test_an_edited_coefficient_table_of_the_wrong_shape_is_refused(finetunes):
 
 def test_fine_tunes_of_another_checkpoint_or_with_nan_are_refused(finetunes, tmp_path, capsys):
     bert, parent, _ = finetunes
-    folders = []
-    for task in parent.task_names[:2]:
-        folders.append(tmp_path / task)
-        assert main(["export", str(parent.path), "--task", task, "--out", str(folders[-1])]) == 0
-    data = tmp_path / "data.yaml"
-    data.write_text(json.dumps({"name": "data", "tasks": TASKS}))
+    folders, data = exported(parent, parent.task_names[:2], tmp_path)
     weights = folders[1] / "model.safetensors"
     state = load_file(str(weights))
     state["encoder.layer.0.attention.self.query.weight"][0, 0] = float("nan")
