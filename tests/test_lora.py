@@ -7,6 +7,7 @@ import json
 import math
 import re
 
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,7 +23,6 @@ from lsmn_core.training.trainer import train
 from test_pretrained import safetensors_shapes, text_config
 from tiny_models import TinyConv, user_module
 
-peft = pytest.importorskip("peft")
 
 
 

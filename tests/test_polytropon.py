@@ -6,6 +6,7 @@ by learning its allocation alone, the skills and the old tasks untouched."""
 
 import json
 
+import peft
 import pytest
 import torch
 
@@ -19,7 +20,6 @@ from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.training.trainer import train
 from tiny_models import SENTENCE_TASKS, TOKEN_IDS
 
-peft = pytest.importorskip("peft")
 
 IDS = torch.tensor(TOKEN_IDS)
 
