@@ -69,7 +69,7 @@ def test_a_layer_is_the_gated_sum_of_its_experts(upcycled, bert):
     layer = network.encoder.layer[0]
     hidden = torch.randn(2, 6, 32)
     padding = IDS == 0
-    forwards = body.module_forwards(1, dict(network.named_modules()), padding)
+    forwards = body.module_forwards(1, network, padding)
     first, second = (n.removesuffix(".weight") for n in body.pairs[0])
     with torch.no_grad():
         mixed = forwards[second](layer.intermediate.intermediate_act_fn(forwards[first](hidden)))

@@ -100,10 +100,9 @@ class TargetScheme(SharingScheme):
         """After how many layers the task's head reads the network (None: its output)."""
         return None
 
-    def module_forwards(self, task: int, modules: dict[str, nn.Module],
-                        padding: torch.Tensor | None) -> dict[str, Callable]:
-        """Forwards that replace some of the network's modules (by name, of `modules`) while task
-        `task` runs, where a scheme routes inside them rather than giving them other weights (upcycled
+    def module_forwards(self, task: int, network: nn.Module, padding: torch.Tensor | None) -> dict[str, Callable]:
+        """Forwards that replace some of `network`'s modules (by their dotted names) while task `task`
+        runs, where a scheme routes inside them rather than giving them other weights (upcycled
         experts); `padding` [B, L] marks token inputs' padding. None by default."""
         return {}
 
@@ -191,15 +190,16 @@ class PretrainedNet(MultitaskModel):
     @contextlib.contextmanager
     def _replaced(self, task: int, padding: torch.Tensor | None):
         """The scheme's forwards in place of its modules' own while the task runs."""
-        modules = dict(self.network().module.named_modules())
-        replaced = self.body.module_forwards(task, modules, padding)
-        for name, forward in replaced.items():
-            modules[name].forward = forward  # an instance attribute: nn.Module calls it in place of the class's
+        network = self.network().module
+        replaced = {network.get_submodule(name): forward
+                    for name, forward in self.body.module_forwards(task, network, padding).items()}
+        for module, forward in replaced.items():
+            module.forward = forward  # an instance attribute: nn.Module calls it in place of the class's
         try:
             yield
         finally:
-            for name in replaced:
-                del modules[name].forward
+            for module in replaced:
+                del module.forward
 
     @contextlib.contextmanager
     def _hooks(self, depth: int | None, taps: nn.ModuleList | None, read: dict[str, torch.Tensor]):

@@ -67,13 +67,14 @@ class UpcycledExperts(ExpertGates, TargetScheme):
     def task_weights(self, task, pretrained):
         return {}  # the experts act through module_forwards
 
-    def module_forwards(self, task, modules, padding):
+    def module_forwards(self, task, network, padding):
         forwards = {}
         for layer, (first, second) in enumerate(self.pairs):
             gates: dict[str, torch.Tensor] = {}  # the layer's, from its in layer to its out layer
             into, out = first.removesuffix(".weight"), second.removesuffix(".weight")
-            forwards[into] = self._expand(task, layer, cast(nn.Linear, modules[into]), first, padding, gates)
-            forwards[out] = self._mix(cast(nn.Linear, modules[out]), second, gates)
+            forwards[into] = self._expand(task, layer, cast(nn.Linear, network.get_submodule(into)), first, padding,
+                                          gates)
+            forwards[out] = self._mix(cast(nn.Linear, network.get_submodule(out)), second, gates)
         return forwards
 
     def _expand(self, task: int, layer: int, linear: nn.Linear, name: str, padding: torch.Tensor | None,
