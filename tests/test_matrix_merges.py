@@ -1,5 +1,6 @@
-"""TSV-M, Iso-C and Iso-CTS against their definitions, written again here in NumPy: per 2-D weight
-from singular value decompositions, every other tensor the mean of the task vectors."""
+"""TSV-M, Iso-C, Iso-CTS and TSV-C against their definitions, written again here in NumPy: per 2-D
+weight from singular value decompositions, every other tensor the mean of the task vectors (TSV-C:
+each task's own)."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import torch
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.iso import COMMON
+from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.tsv_compress import rebuilt
 from test_merges import merge
 
 
@@ -105,8 +108,46 @@ def test_more_tasks_than_a_weight_s_smaller_side_is_refused_naming_it(method):
         merge(method, vectors, name="attn.q.weight")
 
 
+def tsv_c(deltas: np.ndarray, k: int) -> np.ndarray:
+    """Each task's delta from its own top k singular triplets."""
+    out = []
+    for d in deltas:
+        p, sigma, qt = np.linalg.svd(d, full_matrices=False)
+        out.append(p[:, :k] @ np.diag(sigma[:k]) @ qt[:k])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("keep, k", [(None, 40 // 4), (0.25, int(0.25 * 48 * 40) // (48 + 40 + 1)), (0.001, 1),
+                                     (1.0, 48 * 40 // (48 + 40 + 1))])
+def test_tsv_c_gives_each_task_its_own_top_triplets(deltas, keep, k):
+    """floor(r / T) triplets by default; with keep, as many as fit that share of the weight's numbers
+    (at least one); each task evaluated with its own, scaled by lambda."""
+    compressed = merge("tsv_c", deltas, lam=0.9, keep=keep)
+    assert compressed.shape == deltas.shape
+    assert np.allclose(compressed.numpy(), 0.9 * tsv_c(deltas.double().numpy(), k), atol=1e-5)
+
+
+def test_tsv_c_s_parts_are_rebuilt_exactly_from_the_numbers_it_stores(deltas):
+    method, recipe = MERGES.get("tsv_c")(), Recipe("tsv_c", 1.0)
+    stored = method.stored("w", deltas, recipe)
+    shapes = [tuple(t["u"].shape) + tuple(t["s"].shape) + tuple(t["vt"].shape) for t in stored]
+    assert shapes == [(48, 10, 10, 10, 40)] * 4
+    assert all(v.dtype == torch.float32 for t in stored for v in t.values())
+    assert torch.equal(merge("tsv_c", deltas, lam=1.0), torch.stack([rebuilt(t) for t in stored]))
+
+
+@pytest.mark.parametrize("name, shape", [("encoder.layer.0.output.dense.bias", (40,)), ("blocks.0.conv1.weight",
+                                                                                        (8, 4, 3, 3))])
+def test_tsv_c_keeps_each_task_s_own_delta_of_every_other_tensor(name, shape):
+    torch.manual_seed(1)
+    vectors = torch.randn(3, *shape)
+    assert torch.equal(merge("tsv_c", vectors, name=name, lam=1.0), vectors)
+    assert [t.keys() for t in MERGES.get("tsv_c")().stored(name, vectors, Recipe("tsv_c", 1.0))] == [{"delta"}] * 3
+
+
 def test_the_matrix_merges_are_registered_with_the_authors_scale():
-    assert {"tsv_m", "iso_c", "iso_cts"} <= set(MERGES.names())
+    assert {"tsv_m", "iso_c", "iso_cts", "tsv_c"} <= set(MERGES.names())
+    assert MERGES.get("tsv_c").per_task and MERGES.get("tsv_c").default_lambda == 1.0
     assert all(MERGES.get(m).default_lambda == 1.0 for m in DEFINITIONS)
 
 

@@ -17,7 +17,7 @@ def merge(method: str, deltas: torch.Tensor, name: str = "w", **settings) -> tor
     computes it (chunk by chunk), with every coefficient 1."""
     merger = MERGES.get(method)()
     recipe = Recipe(method, settings.pop("lam", merger.default_lambda), **settings)
-    pieces = [weighted(parts, masks, torch.ones(len(deltas)), recipe.lam)
+    pieces = [weighted(parts, masks, torch.ones(len(deltas)), recipe.lam, merger.own_parts)
               for _, parts, masks in merge_tensor(merger, recipe, name, tuple(deltas.shape[1:]), deltas.__getitem__,
                                                   lambda rows: deltas[:, rows], len(deltas))]
     return torch.cat(pieces, 1)

@@ -175,6 +175,42 @@ def test_lsmn_merge_writes_a_matrix_merge_of_a_tiny_bert_s_fine_tunes_as_its_def
         assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
 
 
+def test_tsv_c_writes_a_task_s_network_rebuilt_from_the_numbers_it_stores(finetunes, tmp_path, capsys):
+    """Every task's top floor(r / T) triplets of each weight stored beside the network; the task's
+    network is the checkpoint plus its delta rebuilt from them, bit for bit, and so is the network the
+    Studio evaluates; the share of the task vectors' numbers they are is printed."""
+    from transformers import AutoModel
+
+    from test_matrix_merges import tsv_c
+
+    bert, parent, vectors = finetunes
+    out = tmp_path / "tsv_c"
+    assert main(["merge", str(vectors.path), "--method", "tsv_c", "--task", "parity", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    stored = load_file(str(out / "lsmn-compressed.safetensors"))
+    merged = dict(AutoModel.from_pretrained(out, local_files_only=True).named_parameters())
+    base = dict(AutoModel.from_pretrained(bert, local_files_only=True).named_parameters())
+    doc = {**vectors.routing()[0], "recipe": {"method": "tsv_c", "lambda": 1.0}}
+    model = vectors.load_model()
+    routing.apply(model, routing.decode(doc, vectors.routing()[1], model))
+    with torch.no_grad():
+        evaluated = model.body.task_weights(1, {name: base[name].detach() for name in model.body.targets})
+    numbers = whole = 0
+    for name, delta in parent_deltas(parent).items():
+        m, n = delta.shape[1:]
+        k = min(m, n) // 3
+        own = {task: (lambda u, s, vt: (u * s) @ vt)(*(stored[f"{task}/{name}/{part}"] for part in ("u", "s", "vt")))
+               for task in ("cat", "parity", "dog")}
+        assert stored[f"parity/{name}/u"].shape == (m, k)
+        assert np.allclose(torch.stack(list(own.values())).numpy(), tsv_c(delta.double().numpy(), k), atol=1e-5)
+        assert torch.equal(merged[name], base[name] + own["parity"]), name
+        assert torch.equal(evaluated[name], base[name].detach() + own["parity"]), name
+        numbers, whole = numbers + 3 * k * (m + n + 1), whole + 3 * m * n
+    assert f"{numbers / whole:.1%} of the task vectors' numbers" in printed
+    assert json.loads((out / "lsmn-merge.json").read_text())["stored"]["share"] == pytest.approx(numbers / whole)
+    assert set(json.loads((out / "lsmn-evaluation.json").read_text())["tasks"]) == {"cat", "parity", "dog"}
+
+
 def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(finetunes, tmp_path, capsys):
     """0.1 to 3.0 in steps of 0.1, each merge evaluated on dev only; the chosen lambda is the sweep's best,
     each point is the merge at that lambda (checked at two of them), and the sweep is recorded."""
@@ -293,6 +329,8 @@ def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finet
 @pytest.mark.parametrize("args, message", [
     (["--method", "nope"], "unknown merge method 'nope'"), (["--method", "ties", "--density", "0"], "density must"),
     (["--method", "tall"], "--task: the tall merge gives each task its own network"),
+    (["--method", "tsv_c", "--keep", "1.5", "--task", "cat"], "keep must be in (0, 1], got 1.5"),
+    (["--method", "ties", "--keep", "0.1"], "--keep: ties keeps no share of its own (tsv_c does)"),
     *((["--method", "ties", "--lambda", bad], "--lambda must be a positive number or auto")
       for bad in ("0", "-1", "nan", "inf", "big")),
     (["--method", "tsv_m", "--exclude", "decoder.*"], "--exclude 'decoder.*': matches none of the run's")])
@@ -375,6 +413,13 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     assert len(curve["data"][0]["x"]) == 30 and curve["data"][1]["y"][0] == max(curve["data"][0]["y"])
     next(b for b in at.button if b.label == f"Use lambda = {best:.1f}").click().run()
     assert not at.exception and next(n for n in at.number_input if n.label == "Lambda").value == best
+    at.selectbox(key=f"method_{vectors.id}").set_value("tsv_c").run()  # a compression: keep, a task to export
+    at.number_input(key=f"keep_{vectors.id}").set_value(0.05).run()
+    next(b for b in at.button if b.label == "Export the merge").click().run()
+    assert not at.exception and not at.error
+    written = max((vectors.path.parent / ".merges").iterdir(), key=lambda p: p.stat().st_mtime)
+    document = json.loads((written / "lsmn-merge.json").read_text())
+    assert document["recipe"]["keep"] == 0.05 and document["task"] == "cat" and document["stored"]["share"] < 0.1
 
 
 def test_a_vectors_run_moves_with_the_run_beside_it(finetunes, tmp_path):

@@ -94,7 +94,8 @@ def recipe_editor(run, doc, arrays):
     cols = st.columns(4)
     method = cols[0].selectbox("Method", methods, index=methods.index(recipe.get("method", INDIVIDUAL)),
                                key=f"method_{run.id}", help="individual: each task its own fine-tune (the run's "
-                               "metrics); the others merge the fine-tunes into one network (tall: one per task)")
+                               "metrics); the others merge the fine-tunes into one network (tall: one per "
+                               "task; tsv_c compresses each task's own)")
     default = 1.0 if method == INDIVIDUAL else MERGES.get(method).default_lambda
     same = method == recipe.get("method")
     chosen = st.session_state.get(f"lambda_chosen_{run.id}_{method}")  # by "Use it" below a sweep
@@ -114,11 +115,17 @@ def recipe_editor(run, doc, arrays):
     if method != INDIVIDUAL and MERGES.get(method).uses_tall_lambdas:
         edited_tall = st.data_editor(pd.DataFrame({"TALL lambda": tall}, index=tasks), key=f"tall_{run.id}")
         tall = list(edited_tall["TALL lambda"])
+    keep = recipe.get("keep")
+    if method != INDIVIDUAL and MERGES.get(method).uses_keep:
+        keep = st.number_input("Keep", min_value=0.0, max_value=1.0, value=float(keep or 0.0), step=0.01,
+                               format="%.3f", key=f"keep_{run.id}", help="the share of each weight's numbers a "
+                               "task keeps (0: its top floor(r / T) singular triplets, the paper's default)") or None
     coefficients = [[float(v) for v in row] for row in table.to_numpy()]
     plain_table = all(v == 1.0 for row in coefficients for v in row)
     edited = {**doc, "recipe": {"method": method, "lambda": lam, "density": density, "seed": int(seed),
                                 "coefficients": [] if plain_table else coefficients,
-                                "tall_lambdas": [float(v) for v in tall], "consensus_k": recipe.get("consensus_k", 2)}}
+                                "tall_lambdas": [float(v) for v in tall], "consensus_k": recipe.get("consensus_k", 2),
+                                "exclude": recipe.get("exclude", []), **({"keep": keep} if keep else {})}}
     if method != INDIVIDUAL:
         choose_lambda(run, edited, method)
     export(run, edited, method)

@@ -43,9 +43,13 @@ def merged_chunks(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[i
             method.masks(deltas, recipe)
 
 
-def weighted(parts: torch.Tensor, masks: torch.Tensor | None, weights: torch.Tensor, lam: float) -> torch.Tensor:
+def weighted(parts: torch.Tensor, masks: torch.Tensor | None, weights: torch.Tensor, lam: float,
+             own: bool = False) -> torch.Tensor:
     """lambda x sum_t weights[t] x parts[t], under the masks: [1, ...] for all tasks, or [T, ...] with a
-    per-task method's masks."""
+    per-task method's masks; with `own` (a compression), each task's lambda x weights[t] x parts[t]
+    alone [T, ...]."""
+    if own:
+        return lam * weights.to(parts.dtype).view(-1, *[1] * (parts.dim() - 1)) * parts
     merged = lam * torch.tensordot(weights.to(parts.dtype), parts, dims=1).unsqueeze(0)
     return merged if masks is None else merged * masks
 

@@ -29,8 +29,9 @@ from lsmn_core.errors import ConfigError
 class Recipe:
     """A merge's settings: the method, lambda, the density a method keeps, the seed of a random one,
     per-task coefficients by layer (rows: tasks; columns: the checkpoint's layers, with one before
-    and one after them), TALL's per-task lambda, consensus's minimum of tasks, and the weights a
-    matrix merge takes the mean of besides its own (fnmatch patterns of parameter names)."""
+    and one after them), TALL's per-task lambda, consensus's minimum of tasks, the weights a
+    matrix merge takes the mean of besides its own (fnmatch patterns of parameter names), and the
+    share of each weight's numbers a compression keeps per task (None: its paper's default)."""
 
     method: str
     lam: float
@@ -40,6 +41,7 @@ class Recipe:
     tall_lambdas: list[float] = field(default_factory=list)
     consensus_k: int = 2
     exclude: list[str] = field(default_factory=list)  # name patterns a matrix merge takes the mean of
+    keep: float | None = None
 
     def check(self, tasks: int, columns: int) -> Recipe:
         """Refuse settings no merge can use (ConfigError naming the setting)."""
@@ -58,6 +60,8 @@ class Recipe:
                               f"(got {'x'.join(map(str, table.shape))}{finite})")
         if not (isinstance(self.exclude, list) and all(isinstance(p, str) and p for p in self.exclude)):
             raise ConfigError("exclude must be a list of name patterns such as '*.attention.*'")
+        if self.keep is not None and not (isinstance(self.keep, (int, float)) and 0 < self.keep <= 1):
+            raise ConfigError(f"keep must be in (0, 1], got {self.keep!r:.40}")
         if self.tall_lambdas and (len(self.tall_lambdas) != tasks
                                   or not all(isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)
                                              for v in self.tall_lambdas)):
@@ -81,6 +85,8 @@ class MergeMethod(abc.ABC):
     random: ClassVar[bool] = False  # uses the recipe's seed
     per_task: ClassVar[bool] = False  # each task gets its own masked merge (evaluated task by task)
     uses_tall_lambdas: ClassVar[bool] = False  # reads the recipe's per-task TALL lambdas
+    uses_keep: ClassVar[bool] = False  # reads the recipe's keep
+    own_parts: ClassVar[bool] = False  # each task's network is its own part alone (a compression, not a merge)
 
     needs_level: ClassVar[bool] = False  # reads each task's whole tensor first (level)
 
@@ -92,6 +98,11 @@ class MergeMethod(abc.ABC):
     def parts(self, deltas: torch.Tensor, levels: list[float | None], recipe: Recipe,
               generator: torch.Generator) -> torch.Tensor:
         """Each task's part [T, ...] of the merged delta, before coefficients and lambda."""
+
+    def stored(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> list[dict[str, torch.Tensor]] | None:
+        """A compression's numbers of one tensor for each task, from which its part is rebuilt exactly
+        (`lsmn merge` writes them beside the network); None: the method stores none of its own."""
+        return None
 
     def masks(self, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor | None:
         """Where each task's merge is kept [T, ...] (per_task methods) or where the merge is kept [1, ...];

@@ -61,7 +61,9 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--density", type=float, help="what ties and dare keep (default 0.2)")
     p.add_argument("--seed", type=int, help="dare's random drops (default 0); the merge written is this seed's, and "
                                              "the evaluation adds the spread over it and the next two")
-    p.add_argument("--task", help="tall: the task whose own network to write")
+    p.add_argument("--task", help="tall, tsv_c: the task whose own network to write")
+    p.add_argument("--keep", type=float, help="tsv_c: the share of each weight's numbers a task keeps (default: its "
+                                              "top floor(r / T) singular triplets)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="tsv_m, iso_c, iso_cts: weights whose names match (fnmatch, e.g. '*.layer.5.*') take the "
                         "mean instead of the SVD path, besides the embeddings and output projection; repeatable")
@@ -96,7 +98,10 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
                     args.density if args.density is not None else stored.density,
                     args.seed if args.seed is not None else stored.seed,
                     [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k,
-                    args.exclude or ([] if changed else stored.exclude))
+                    args.exclude or ([] if changed else stored.exclude),
+                    args.keep if args.keep is not None else None if changed else stored.keep)
+    if args.keep is not None and not MERGES.get(method).uses_keep:
+        raise ConfigError(f"--keep: {method} keeps no share of its own (tsv_c does)")
     body = vectors_body(run)
     for pattern in args.exclude:
         if not any(fnmatch(name, pattern) for name in body.targets):
@@ -125,6 +130,10 @@ def _run_merge(args: argparse.Namespace) -> None:
     if result is not None and MERGES.get(recipe.method).random:
         result = {**result, "seed_spread": seed_spread(run, recipe, result)}
     out = write_merge(run, recipe, args.out, args.task)
+    stored = json.loads((out / "lsmn-merge.json").read_text()).get("stored")
+    if stored:
+        print(f"stored in {stored['file']}: {stored['share']:.1%} of the task vectors' numbers "
+              f"({stored['numbers_per_task']:,} per task), each task's delta rebuilt from them")
     if result is not None:
         result = {**result, "lambda": recipe.lam, **({"lambda_sweep": sweep} if sweep else {})}
         (out / "lsmn-evaluation.json").write_text(json.dumps(result, indent=1))
@@ -135,5 +144,5 @@ def _run_merge(args: argparse.Namespace) -> None:
 VECTORS = Command("import the fine-tunes of one checkpoint as a task vectors run: masks of what each task "
                   "changed, how the tasks interfere; prints the run's path last", _vectors_arguments, _run_vectors)
 MERGE = Command("merge a task vectors run's fine-tunes (task arithmetic, TIES, DARE, TALL, consensus, TSV-M, "
-                "Iso-C, Iso-CTS) into a new folder in the checkpoint's format, evaluated on every task; prints its "
-                "path last", _merge_arguments, _run_merge)
+                "Iso-C, Iso-CTS) or compress them (TSV-C) into a new folder in the checkpoint's format, evaluated "
+                "on every task; prints its path last", _merge_arguments, _run_merge)

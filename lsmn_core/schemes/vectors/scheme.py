@@ -40,7 +40,7 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     """A routing document's recipe, checked (RoutingError naming what is wrong)."""
     if not isinstance(data, dict):
         raise RoutingError("the routing's 'recipe' must be a mapping (method, lambda, density, ...)")
-    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k", "exclude"}
+    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k", "exclude", "keep"}
     if unknown := sorted(set(data) - known):
         raise RoutingError(f"recipe: unknown key {unknown[0][:40]!r} (known: {', '.join(sorted(known))})")
     method = data.get("method", INDIVIDUAL)
@@ -51,7 +51,7 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     try:
         return Recipe(method, lam, data.get("density", 0.2), data.get("seed", 0), data.get("coefficients") or [],
                       data.get("tall_lambdas") or [], data.get("consensus_k", 2),
-                      data.get("exclude") or []).check(tasks, columns)
+                      data.get("exclude") or [], data.get("keep")).check(tasks, columns)
     except (ConfigError, TypeError, ValueError) as exc:
         raise RoutingError(f"recipe: {exc}") from None
 
@@ -59,7 +59,8 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
 def recipe_document(recipe: Recipe) -> dict:
     return {"method": recipe.method, "lambda": recipe.lam, "density": recipe.density, "seed": recipe.seed,
             "coefficients": recipe.coefficients, "tall_lambdas": recipe.tall_lambdas,
-            "consensus_k": recipe.consensus_k, **({"exclude": recipe.exclude} if recipe.exclude else {})}
+            "consensus_k": recipe.consensus_k, **({"exclude": recipe.exclude} if recipe.exclude else {}),
+            **({"keep": recipe.keep} if recipe.keep is not None else {})}
 
 
 class TaskVectors(TaskMasks, TargetScheme):
@@ -140,7 +141,8 @@ class TaskVectors(TaskMasks, TargetScheme):
         stamp = (self.coefficients._version, id(self._parts))
         if self._merged is not None and self._merged[0] == stamp and not torch.is_grad_enabled():
             return self._merged[1]
-        merged = {name: weighted(parts, masks, self.coefficients[:, self.target_layers[name] + 1], self.recipe.lam)
+        own = MERGES.get(self.recipe.method).own_parts
+        merged = {name: weighted(parts, masks, self.coefficients[:, self.target_layers[name] + 1], self.recipe.lam, own)
                   for name, (parts, masks) in self.parts(device).items()}
         if not torch.is_grad_enabled():
             self._merged = stamp, merged

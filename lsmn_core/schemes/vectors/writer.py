@@ -90,6 +90,7 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     partial.mkdir(parents=True)
     weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
     stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress)
+    stored = write_stored(vectors, recipe, run.task_names, partial / STORED)
     if isinstance(loader, HuggingFace):
         for file in sorted(loader.folder.iterdir()):
             if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
@@ -98,9 +99,32 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     (partial / "lsmn-merge.json").write_text(json.dumps({
         "run": run.id, "tasks": run.task_names, "task": task if method.per_task else None,
         "recipe": recipe_document(recipe) | {"coefficients": coefficients.tolist()},
-        "source": str(loader.source())}, indent=1))
+        "source": str(loader.source()), **({"stored": stored} if stored else {})}, indent=1))
     partial.rename(out)
     return out
+
+
+STORED = "lsmn-compressed.safetensors"  # a compression's numbers, every task's
+
+
+def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path: Path) -> dict | None:
+    """A compressing method's numbers of every task (`{task}/{tensor}/{part}`) into `path`, from which
+    each task's delta is rebuilt exactly; with the share of the task vectors' numbers they are. None
+    (nothing written) for a method that stores none of its own."""
+    method = MERGES.get(recipe.method)()
+    tensors: dict[str, torch.Tensor] = {}
+    stored = whole = 0
+    for name in vectors.names:
+        deltas = vectors.chunk_deltas(name)(slice(None))
+        parts = method.stored(name, deltas, recipe)
+        if parts is None:
+            return None
+        for task, numbers in zip(tasks, parts):
+            tensors.update({f"{task}/{name}/{part}": value for part, value in numbers.items()})
+            stored += sum(value.numel() for value in numbers.values())
+        whole += deltas.numel()
+    save_file(tensors, str(path))
+    return {"file": path.name, "share": stored / whole, "numbers_per_task": stored // len(tasks)}
 
 
 def vectors_body(run: Run) -> TaskVectors:
@@ -131,7 +155,7 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
             shape, dtype, column = vectors.shape(name), base.dtype(key), coefficients[:, layers[name] + 1]
             for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
                                                    vectors.chunk_deltas(name), len(vectors.inputs)):
-                merged = weighted(parts, masks, column, recipe.lam)
+                merged = weighted(parts, masks, column, recipe.lam, method.own_parts)
                 chunk = rows if shape else None
                 stream.write((vectors.pretrained(name, chunk) + merged[index if len(merged) > 1 else 0]).to(dtype))
     finally:

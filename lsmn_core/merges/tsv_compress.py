@@ -1,0 +1,51 @@
+"""`tsv_c`: "Task Singular Vectors: Reducing Task Interference in Model Merging" (TSV-Compress). Each
+task keeps, per 2-D weight, only its top floor(r / T) singular triplets (with `keep`, as many as fit
+that share of the weight's numbers: k (m + n + 1) <= keep x m x n) and is evaluated with its own
+delta rebuilt from them, U_k diag(s_k) V_k^T: a compression of every task's vector, not a merge. The
+triplets are kept in float32 and the delta is always rebuilt from them, so what is evaluated is
+exactly what the stored numbers give (`lsmn merge` writes them beside the task's network). Every
+other tensor keeps each task's own delta, as the authors' code does (biases and norms are a small
+share of the numbers)."""
+
+from __future__ import annotations
+
+import torch
+
+from lsmn_core.merges.matrix import MatrixMerge, per_task_rank, top_triplets
+from lsmn_core.merges.method import Recipe
+
+
+def kept_rank(name: str, shape: tuple[int, ...], tasks: int, keep: float | None) -> int:
+    """How many triplets a task keeps of a weight of `shape`: floor(r / T), or with `keep` as many as
+    fit that share of its numbers (at least one, at most r)."""
+    m, n = shape
+    if keep is None:
+        return per_task_rank(name, min(m, n), tasks)
+    return max(1, int(keep * m * n) // (m + n + 1))
+
+
+def rebuilt(stored: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A task's delta of one tensor from what it stores: U diag(s) V^T, or the delta itself."""
+    if "delta" in stored:
+        return stored["delta"]
+    return (stored["u"] * stored["s"]) @ stored["vt"]
+
+
+class TsvCompress(MatrixMerge):
+    name = "tsv_c"
+    per_task = True
+    own_parts = True
+    uses_keep = True
+
+    def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
+        return deltas  # each task's own
+
+    def stored(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> list[dict[str, torch.Tensor]]:
+        if not self.whole(name, tuple(deltas.shape[1:]), recipe):
+            return [{"delta": delta.float()} for delta in deltas]
+        k = kept_rank(name, tuple(deltas.shape[1:]), len(deltas), recipe.keep)
+        return [dict(zip(("u", "s", "vt"), (t.float().contiguous() for t in top_triplets(delta.double(), k))))
+                for delta in deltas]
+
+    def whole_parts(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+        return torch.stack([rebuilt(task) for task in self.stored(name, deltas, recipe)])
