@@ -297,6 +297,52 @@ def test_a_fine_tune_whose_vocabulary_grew_is_named_or_merged_on_the_checkpoint_
     assert load_file(str(out / "model.safetensors"))[key].shape[0] == rows
 
 
+def test_tied_input_and_output_embeddings_are_merged_once_and_stay_tied(finetunes, tmp_path, capsys):
+    """A GPT-2-like language model whose output projection is its input embedding, saved as both tensors
+    (as a state dict holds them), and two fine-tunes of it that moved every weight: the merge writes the
+    embedding's merge once, as both tensors (a random method's drops included), transformers loads
+    them tied, and the matrix merges take the embedding's mean."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tiny_models import VOCAB, tokenizer
+
+    _, parent, _ = finetunes
+    heads, data = exported(parent, ["cat", "parity"], tmp_path / "heads")  # 32 features, as this GPT-2's
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=3,
+                        eos_token_id=3)
+    folders = []
+    for i, name in enumerate(["base", "cat", "parity"]):
+        model = GPT2LMHeadModel.from_pretrained(folders[0]) if folders else GPT2LMHeadModel(config)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.02 * (i > 0))
+        folders.append(tmp_path / name)
+        model.save_pretrained(folders[-1])
+        tokenizer(folders[-1]).save_pretrained(folders[-1])
+        state = {key: value.clone() for key, value in model.state_dict().items()}
+        assert torch.equal(state["lm_head.weight"], state["transformer.wte.weight"])
+        save_file(state, str(folders[-1] / "model.safetensors"))
+        for file in heads[i - 1].glob("lsmn-head.*") if i else []:
+            shutil.copy(file, folders[-1] / file.name)
+    capsys.readouterr()
+    assert main(["vectors", *map(str, folders), "--data", str(data), "--out", str(tmp_path / "runs")]) == 0
+    run = capsys.readouterr().out.strip().splitlines()[-1]
+    wte = "transformer.wte.weight"
+    deltas = torch.stack([load_file(str(f / "model.safetensors"))[wte] for f in folders[1:]]) - \
+        load_file(str(folders[0] / "model.safetensors"))[wte]
+    for method, extra in [("dare", ["--density", "0.5"]), ("tsv_m", [])]:
+        out = tmp_path / method
+        assert main(["merge", run, "--method", method, *extra, "--out", str(out), "--no-eval"]) == 0
+        written = load_file(str(out / "model.safetensors"))
+        assert torch.equal(written["lm_head.weight"], written[wte]), method
+        loaded = GPT2LMHeadModel.from_pretrained(out, local_files_only=True)
+        assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()
+        assert torch.equal(loaded.lm_head.weight, written[wte])
+    base = load_file(str(folders[0] / "model.safetensors"))[wte]
+    assert torch.allclose(written[wte], base + deltas.mean(0), atol=1e-6)  # tsv_m: an embedding takes the mean
+
+
 def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finetunes, tmp_path):
     from lsmn_core.schemes.vectors.scheme import prediction_entropy
     from lsmn_core.training.finetune import FinetunePlan, finetune

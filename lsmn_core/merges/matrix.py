@@ -15,7 +15,7 @@ import torch
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges.method import MergeMethod, Recipe
 
-MEANED = ("*embed*", "*lm_head*")  # 2-D weights that take the mean, by name
+MEANED = ("*embed*", "*lm_head*", "*wte.*", "*wpe.*")  # 2-D weights that take the mean, by name (wte, wpe: GPT-2's)
 
 
 def by_singular_vectors(name: str, shape: tuple[int, ...], exclude: list[str] | tuple[str, ...] = ()) -> bool:

@@ -85,6 +85,7 @@ class TaskVectorSet:
         self.base = TensorFiles(base, "the checkpoint")
         self._last: tuple[tuple, torch.Tensor] | None = None
         self.base_keys, _ = name_map(self.base, names, "the checkpoint")
+        self.tied = tied_copies(self.base, self.base_keys)
         self.readers: list[TensorFiles] = []
         self.keys: list[dict[str, str] | None] = []
         for item in inputs:
@@ -164,8 +165,8 @@ class TaskVectorSet:
             return (b.flatten(1) @ a.flatten(1)).view(len(b), *a.shape[1:]) * item.lora_scaling
         if keys is None:
             return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float()
-        if rows is None and name in self.added.get(item.task, {}):  # the checkpoint's rows only
-            rows = slice(0, self.shape(name)[0])
+        if name in self.added.get(item.task, {}):  # the checkpoint's rows only
+            rows = slice(*(rows or slice(None)).indices(self.shape(name)[0])[:2])
         return reader.read(keys[name], rows).float() - self.pretrained(name, rows)
 
     def task_delta(self, name: str):
@@ -183,6 +184,22 @@ class TaskVectorSet:
             task = next(t for t in range(len(stacked)) if not torch.isfinite(stacked[t]).all())
             raise ConfigError(f"task {self.inputs[task].task}'s vector has NaN or infinite values in {name!r}")
         return stacked
+
+
+def tied_copies(files: TensorFiles, keys: dict[str, str]) -> dict[str, str]:
+    """The checkpoint's tensors that repeat one of the network's `keys` (name -> key) exactly, by key: a
+    tied output projection saved beside the input embedding it is (lm_head.weight beside wte.weight),
+    which a merge writes once merged, as the same tensor, so that the two stay tied."""
+    by_shape: dict[tuple, list[str]] = {}
+    for name, key in keys.items():
+        by_shape.setdefault((files.shape(key), files.dtype(key)), []).append(name)
+    tied = {}
+    for key in set(files.keys) - set(keys.values()):
+        for name in by_shape.get((files.shape(key), files.dtype(key)), []):
+            if files.shape(key) and torch.equal(files.read(key), files.read(keys[name])):
+                tied[key] = name
+                break
+    return tied
 
 
 def head_of(item: VectorInput) -> tuple[dict[str, torch.Tensor], TaskSpec]:

@@ -110,15 +110,15 @@ STORED = "lsmn-compressed.safetensors"  # a compression's numbers, every task's
 def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path: Path) -> dict | None:
     """A compressing method's numbers of every task (`{task}/{tensor}/{part}`) into `path`, from which
     each task's delta is rebuilt exactly; with the share of the task vectors' numbers they are. None
-    (nothing written) for a method that stores none of its own."""
+    (nothing written) for a merge, which stores none of its own."""
     method = MERGES.get(recipe.method)()
+    if not method.own_parts:
+        return None
     tensors: dict[str, torch.Tensor] = {}
     stored = whole = 0
     for name in vectors.names:
         deltas = vectors.chunk_deltas(name)(slice(None))
-        parts = method.stored(name, deltas, recipe)
-        if parts is None:
-            return None
+        parts = method.stored(name, deltas, recipe) or []
         for task, numbers in zip(tasks, parts):
             tensors.update({f"{task}/{name}/{part}": value for part, value in numbers.items()})
             stored += sum(value.numel() for value in numbers.values())
@@ -140,24 +140,34 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
     """Every tensor of the checkpoint's files into the safetensors file `path`, in their order: where
     the task vectors are, the checkpoint's plus the merge (task `index`'s, for a per-task method) by
     `coefficients` [tasks, columns] at each tensor's layer `layers[name]` (+1 for the column); as
-    it is elsewhere."""
+    it is elsewhere. A tensor tied to another (vectors.tied) is merged once and written as both."""
     method, base = MERGES.get(recipe.method, "--method")(), vectors.base
     target_of = {key: name for name, key in vectors.base_keys.items()}
     stream = StreamedSafetensors(path, [(k, base.dtype(k), base.shape(k)) for k in base.keys])
+
+    def merged(name: str, dtype: torch.dtype):
+        """Tensor `name` merged, a chunk of rows at a time."""
+        shape, column = vectors.shape(name), coefficients[:, layers[name] + 1]
+        for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
+                                               vectors.chunk_deltas(name), len(vectors.inputs)):
+            chunk = weighted(parts, masks, column, recipe.lam, method.own_parts)
+            yield (vectors.pretrained(name, rows if shape else None) + chunk[index if len(chunk) > 1 else 0]).to(dtype)
+
+    tied: dict[str, torch.Tensor] = {}  # the merge of a tensor that is written twice
     try:
         for step, key in enumerate(base.keys):
             if progress:
                 progress(step, len(base.keys), key)
-            name = target_of.get(key)
+            name = target_of.get(key) or vectors.tied.get(key)
             if name is None:
                 stream.write(base.read(key))
-                continue
-            shape, dtype, column = vectors.shape(name), base.dtype(key), coefficients[:, layers[name] + 1]
-            for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
-                                                   vectors.chunk_deltas(name), len(vectors.inputs)):
-                merged = weighted(parts, masks, column, recipe.lam, method.own_parts)
-                chunk = rows if shape else None
-                stream.write((vectors.pretrained(name, chunk) + merged[index if len(merged) > 1 else 0]).to(dtype))
+            elif name in vectors.tied.values():
+                if name not in tied:
+                    tied[name] = torch.cat(list(merged(name, base.dtype(key))))
+                stream.write(tied[name])
+            else:
+                for chunk in merged(name, base.dtype(key)):
+                    stream.write(chunk)
     finally:
         stream.close()
 
