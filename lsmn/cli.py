@@ -170,10 +170,14 @@ def cmd_study(args) -> None:
         options["domains"] = tuple(d for d in args.domains.split(",") if d)
     if args.set:
         options["overrides"] = tuple(args.set)
-    with_config = ("pretrained", "merges")
+    with_config = ("pretrained", "merges", "matrix_merges")
     if options and args.name not in ("muir", *with_config) or args.name in with_config and set(options) - {"config"}:
         raise ConfigError("--config, --domains and --set belong to the muir study (--config to the pretrained and "
                           "merges ones)")
+    if args.finetunes is not None:
+        if args.name not in ("merges", "matrix_merges"):
+            raise ConfigError("--finetunes belongs to the merges and matrix_merges studies")
+        options["finetunes"] = args.finetunes
     print(STUDIES[args.name](seeds=seeds, device=args.device, configs=Path(args.configs), **options))
 
 
@@ -336,6 +340,8 @@ def parser() -> argparse.ArgumentParser:
                                       "'' keeps the config's)")
     st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="muir: override a key of the task set's config for every run (e.g. scheme.generations=60)")
+    st.add_argument("--finetunes", metavar="RUN", help="merges, matrix_merges: a run of a fine-tune per task of the "
+                                                       "config's tasks to import, instead of training one")
     st.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     st.set_defaults(func=cmd_study)
 

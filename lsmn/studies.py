@@ -27,6 +27,9 @@
   learned masks, beside the Studio's own network from scratch, with what each stores per task.
 - merges: the per-task fine-tunes of a checkpoint imported as task vectors and merged by every
   method (lambda picked on dev), beside AdaMerging's learned coefficients: normalised accuracy.
+- matrix_merges: the same fine-tunes under the merges of each weight matrix (TSV-M, Iso-C, Iso-CTS)
+  and TSV-C's compression, its accuracy against what it stores, and layers excluded one at a time
+  (study_matrix_merges.py).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from lsmn_core.datasets import kang
 from lsmn_core.pretrained.models import named
 from lsmn_core.training.finetune import FinetunePlan, finetune
 from lsmn_core.schemes.moe.gates import specialisation
-from lsmn_core.schemes.vectors.importing import from_run
+from lsmn.study_matrix_merges import imported_finetunes, matrix_merges_study
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
@@ -536,16 +539,13 @@ TALL_LAMBDAS = [0.2, 0.3, 0.4, 0.5, 0.6]  # the TALL paper's grid of each task's
 
 
 def merges_study(seeds=(0, 1, 2), device: str = "cpu", configs: Path = CONFIGS, config: str = "wordnet-minilm.yaml",
-                 adamerging_steps: int = 300) -> str:
+                 adamerging_steps: int = 300, finetunes: str | None = None) -> str:
     """Markdown table: each task's test accuracy as a share of its own fine-tune's (normalised) under
     task arithmetic, TIES, DARE-TIES (over `seeds`), TALL masks, consensus and AdaMerging, every
     lambda picked by the mean normalised dev accuracy (as the papers pick theirs); the fine-tunes are
     the config's tasks under a fine-tune per task (seed 0), imported as task vectors."""
     with tempfile.TemporaryDirectory() as tmp:
-        run_config = load_config(Path(configs) / config, ["scheme={kind: independent}", "name=finetunes"])
-        if run_config.data.tokenizer is not None:
-            run_config.data.tokenizer = str(named(Path(run_config.data.tokenizer).name))
-        vectors = open_run(from_run(open_run(train(run_config, tmp, device=device, quiet=True)), tmp, quiet=True))
+        vectors = imported_finetunes(Path(configs) / config, device, tmp, finetunes)
         individual = vectors.summary()["metrics"]
 
         def normalised(metrics: dict) -> dict[str, dict[str, float]]:
@@ -595,5 +595,5 @@ STUDIES: dict[str, Callable[..., str]] = {
     "signatures": signature_study, "transfer": transfer_study, "forgetting": forgetting_study,
     "pruning": pruning_study, "muir": muir_study, "blocks": blocks_study, "domains": domains_study,
     "code_tokens": code_tokens_study, "moe": moe_study, "sharing": sharing_study, "adapt": adapt_study,
-    "pretrained": pretrained_study, "merges": merges_study
+    "pretrained": pretrained_study, "merges": merges_study, "matrix_merges": matrix_merges_study
 }

@@ -124,7 +124,7 @@ def test_tsv_c_gives_each_task_its_own_top_triplets(deltas, keep, k):
     (at least one); each task evaluated with its own, scaled by lambda."""
     compressed = merge("tsv_c", deltas, lam=0.9, keep=keep)
     assert compressed.shape == deltas.shape
-    assert np.allclose(compressed.numpy(), 0.9 * tsv_c(deltas.double().numpy(), k), atol=1e-5)
+    assert np.allclose(compressed.numpy(), 0.9 * tsv_c(deltas.double().numpy(), k), atol=5e-5)  # SVDs in float32
 
 
 def test_tsv_c_s_parts_are_rebuilt_exactly_from_the_numbers_it_stores(deltas):

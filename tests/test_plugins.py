@@ -73,7 +73,7 @@ def test_lsmn_plugins_lists_the_built_ins_the_plugin_and_the_broken_one(site, tm
     assert groups["lsmn.schemes"]["sparse"]["package"] == "lsmn-studio"
     assert groups["lsmn.datasets"]["digits"]["package"] == "lsmn-studio"
     assert {name: row["package"] for name, row in groups["lsmn.merges"].items()} == dict.fromkeys(
-        ["task_arithmetic", "ties", "dare", "dare_ties", "tall", "consensus", "tsv_m", "iso_c", "iso_cts"],
+        ["task_arithmetic", "ties", "dare", "dare_ties", "tall", "consensus", "tsv_m", "iso_c", "iso_cts", "tsv_c"],
         "lsmn-studio")
     assert {name for name, row in groups["lsmn.commands"].items() if row["problem"] is None} == {"vectors", "merge"}
     assert {name: row["package"] for name, row in groups["lsmn.pretrained"].items()} == {"hf": "lsmn-studio",

@@ -127,7 +127,8 @@ def test_a_merge_is_written_as_its_definition_and_transformers_loads_it(finetune
     out = tmp_path / "ties"
     assert main(["merge", str(vectors.path), "--method", "ties", "--density", "0.3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1] == str(out) and printed[0].split()[:3] == ["task", "metric", "individual"]
+    assert printed[-1] == str(out) and printed[1].split()[:3] == ["task", "metric", "individual"]
+    assert printed[0].startswith("peak memory, estimated: ") and "(evaluation " in printed[0]  # before it starts
     evaluation = json.loads((out / "lsmn-evaluation.json").read_text())
     assert set(evaluation["tasks"]) == {"cat", "parity", "dog"}
     merged = AutoModel.from_pretrained(out, local_files_only=True)
@@ -247,7 +248,7 @@ def test_a_random_merge_is_evaluated_at_three_seeds_and_its_spread_shown(finetun
     printed = capsys.readouterr().out.splitlines()
     result = json.loads((out / "lsmn-evaluation.json").read_text())
     spread = result["seed_spread"]
-    assert spread["seeds"] == [5, 6, 7] and "spread, 3 seeds" in printed[0]
+    assert spread["seeds"] == [5, 6, 7] and "spread, 3 seeds" in printed[1]
     again = evaluate_merge(vectors, Recipe("dare", 0.3, density=0.5, seed=6))
     for task, row in spread["tasks"].items():
         assert row["per_seed"][0] == result["tasks"][task]["merged"]  # the written merge's own seed first
@@ -479,3 +480,24 @@ def test_a_vectors_run_moves_with_the_run_beside_it(finetunes, tmp_path):
     metrics = evaluate_run(moved)["metrics"]
     assert {t: m["test"] for t, m in metrics.items()} == pytest.approx(
         {t: m["test"] for t, m in parent.summary()["metrics"].items()}, abs=1e-6)
+
+
+def test_the_matrix_merges_study_tables_every_method_tsv_c_s_curve_and_each_layer_excluded(finetunes, monkeypatch):
+    """On the tiny BERT's fine-tunes: raw and normalised accuracy of every method with lambda picked on dev
+    (from a grid of two, here), TSV-C's stored share growing with keep, and one row per layer taken out
+    of TSV-M."""
+    import lsmn_core.schemes.vectors.evaluation as evaluation
+    from lsmn.study_matrix_merges import KEEPS, METHODS, matrix_merges_study
+
+    monkeypatch.setattr(evaluation, "LAMBDAS", (0.5, 1.0))
+    _, parent, _ = finetunes
+    methods, note, curve, excluded, correlation = matrix_merges_study(adamerging_steps=5,
+                                                                     finetunes=str(parent.path)).split("\n\n")
+    assert "Lambda picked on dev" in note and correlation.startswith("Spearman correlation")
+    header = methods.splitlines()[0]
+    assert header == "| task | individual | " + " | ".join([*METHODS, "AdaMerging"]) + " |"
+    assert [row.split(" | ")[0] for row in methods.splitlines()[2:]] == ["| cat", "| parity", "| dog", "| mean"]
+    shares = [float(row.split(" | ")[1].rstrip("%")) for row in curve.splitlines()[2:]]
+    assert len(shares) == len(KEEPS) and shares == sorted(shares) and shares[0] < shares[-1] <= 100
+    layers = [row.split(" | ")[0] for row in excluded.splitlines()[2:]]
+    assert sorted(layers) == ["| 0", "| 1"]

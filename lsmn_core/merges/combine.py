@@ -61,7 +61,7 @@ def merge_tensor(method: MergeMethod, recipe: Recipe, name: str, shape: tuple[in
     one piece, for a method that merges the tensor whole (a matrix's SVDs)."""
     if isinstance(method, MatrixMerge) and method.whole(name, shape, recipe):
         deltas = chunk_deltas(slice(None))
-        yield slice(None), method.whole_parts(name, deltas.double(), recipe).to(deltas.dtype), None
+        yield slice(None), method.whole_parts(name, deltas.float(), recipe).to(deltas.dtype), None
         return
     if method.needs_level and tasks * math.prod(shape) <= WHOLE:  # read once, for the levels and the parts
         whole = chunk_deltas(slice(None))

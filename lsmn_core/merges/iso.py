@@ -45,11 +45,7 @@ class IsoCts(MatrixMerge):
         common = common_rank(rank, tasks, COMMON)
         k = (rank - common) // tasks
         u_c, s_c, vt_c = top_triplets(deltas.sum(0), common)
-        us, ss, vts = [u_c], [s_c], [vt_c]
-        for delta in deltas:
-            u_t, s_t, vt_t = top_triplets(delta - u_c @ (u_c.T @ delta), k)
-            us.append(u_t)
-            ss.append(s_t)
-            vts.append(vt_t)
-        u, s, vt = torch.cat(us, 1), torch.cat(ss), torch.cat(vts, 0)
+        u_t, s_t, vt_t = top_triplets(deltas - u_c @ (u_c.T @ deltas), k)  # every task's, in one batched call
+        u = torch.cat([u_c, u_t.permute(1, 0, 2).reshape(m, tasks * k)], 1)
+        s, vt = torch.cat([s_c, s_t.reshape(-1)]), torch.cat([vt_c, vt_t.reshape(tasks * k, n)], 0)
         return equal_shares(isotropic(polar(u), s, polar(vt)), tasks)

@@ -31,9 +31,10 @@ def polar(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def top_triplets(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The k largest singular triplets of a matrix: U [m, k], s [k], V^T [k, n]."""
+    """The k largest singular triplets of a matrix [m, n] or of each of a stack [T, m, n]: U [..., m, k],
+    s [..., k], V^T [..., k, n] (a stack's SVDs taken in one batched call)."""
     u, s, vt = torch.linalg.svd(delta, full_matrices=False)
-    return u[:, :k], s[:k], vt[:k]
+    return u[..., :k], s[..., :k], vt[..., :k, :]
 
 
 def per_task_rank(name: str, rank: int, tasks: int) -> int:
@@ -64,5 +65,5 @@ class MatrixMerge(MergeMethod):
 
     @abc.abstractmethod
     def whole_parts(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-        """Each task's part [T, m, n] of a 2-D weight's merged delta, from its vectors [T, m, n] (float64
+        """Each task's part [T, m, n] of a 2-D weight's merged delta, from its vectors [T, m, n] (float32
         here: the SVDs of a float16 or bfloat16 checkpoint's vectors are never taken in its own dtype)."""

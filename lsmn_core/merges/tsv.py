@@ -19,9 +19,9 @@ def task_singular_vectors(name: str, deltas: torch.Tensor) -> tuple[torch.Tensor
     rank = min(m, n)
     k = per_task_rank(name, rank, tasks)
     u, s, vt = deltas.new_zeros(m, rank), deltas.new_zeros(rank), deltas.new_zeros(rank, n)
-    for task, delta in enumerate(deltas):
-        slots = slice(task * k, (task + 1) * k)
-        u[:, slots], s[slots], vt[slots] = top_triplets(delta, k)
+    each_u, each_s, each_vt = top_triplets(deltas, k)
+    u[:, :tasks * k] = each_u.permute(1, 0, 2).reshape(m, tasks * k)
+    s[:tasks * k], vt[:tasks * k] = each_s.reshape(-1), each_vt.reshape(tasks * k, n)
     return u, s, vt, k
 
 

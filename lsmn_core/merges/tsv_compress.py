@@ -44,8 +44,8 @@ class TsvCompress(MatrixMerge):
         if not self.whole(name, tuple(deltas.shape[1:]), recipe):
             return [{"delta": delta.float()} for delta in deltas]
         k = kept_rank(name, tuple(deltas.shape[1:]), len(deltas), recipe.keep)
-        return [dict(zip(("u", "s", "vt"), (t.float().contiguous() for t in top_triplets(delta.double(), k))))
-                for delta in deltas]
+        u, s, vt = top_triplets(deltas.float(), k)
+        return [{"u": u[t].contiguous(), "s": s[t].contiguous(), "vt": vt[t].contiguous()} for t in range(len(deltas))]
 
     def whole_parts(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
         return torch.stack([rebuilt(task) for task in self.stored(name, deltas, recipe)])

@@ -16,6 +16,7 @@ from lsmn_core.merges import MERGES
 from lsmn_core.merges.method import Recipe
 from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda_sweep, seed_spread, table_lines
 from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
+from lsmn_core.schemes.vectors.memory import merge_memory
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL
 from lsmn_core.schemes.vectors.writer import check_out, vectors_body, write_merge
 from lsmn_core.store.runs import open_run
@@ -113,7 +114,10 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
 def _run_merge(args: argparse.Namespace) -> None:
     run = open_run(args.run)
     recipe = merge_recipe(run, args)
-    check_out(Path(args.out), run, vectors_body(run).inputs)
+    body = vectors_body(run)
+    check_out(Path(args.out), run, body.inputs)
+    print(merge_memory(body.vectors(verify=False), MERGES.get(recipe.method)(), recipe, not args.no_eval).line(),
+          flush=True)
     sweep = None
     if args.lam == "auto":
         def progress(done: int, lam: float, mean: float) -> None:

@@ -23,14 +23,19 @@ def recipe_routing(run: Run, recipe: Recipe) -> dict:
 
 
 def evaluate_merge(run: Run, recipe: Recipe, device: str = "auto") -> dict:
-    """{task: {metric, individual, merged, normalised}} on the test split, and their means."""
+    """{task: {metric, individual, merged, normalised}} on the test split (and dev_normalised, the
+    same ratio on dev, by which a choice is made without test data), and their means."""
     individual = run.summary()["metrics"]
     merged = evaluate_run(run, recipe_routing(run, recipe), device)["metrics"]
+
+    def ratio(task: str, split: str) -> float:
+        return merged[task][split] / individual[task][split] if individual[task][split] else float("nan")
+
     rows = {task: {"metric": m["metric"], "individual": individual[task]["test"], "merged": m["test"],
-                   "normalised": m["test"] / individual[task]["test"] if individual[task]["test"] else float("nan")}
+                   "normalised": ratio(task, "test"), "dev_normalised": ratio(task, "dev")}
             for task, m in merged.items()}
     return {"tasks": rows, "mean": {k: statistics.mean(r[k] for r in rows.values())
-                                    for k in ("individual", "merged", "normalised")}}
+                                    for k in ("individual", "merged", "normalised", "dev_normalised")}}
 
 
 SEEDS = 3  # a random merge (DARE) is evaluated at this many seeds, its own first
