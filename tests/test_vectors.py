@@ -448,6 +448,9 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     assert not at.exception and not at.error
     tables = [d.value for d in at.dataframe if "test change" in d.value.columns]
     assert tables and set(tables[0]["task"]) == {"cat", "parity", "dog"}
+    individual = vectors.summary()["metrics"]  # each task's raw accuracy beside the normalised one
+    for _, row in tables[0].iterrows():
+        assert row["normalised"] == pytest.approx(row["test"] / individual[row["task"]]["test"], abs=1e-6)
     next(b for b in at.button if b.label == "Export the merge").click().run()
     assert not at.exception and not at.error and any("Written:" in s.value for s in at.success)
     (written,) = (vectors.path.parent / ".merges").iterdir()

@@ -40,6 +40,14 @@ def start_job(args: list[str], folder: Path, out: Path) -> None:
     st.session_state["job_parent"], st.session_state["job_out"] = run.id, str(out)
 
 
+def normalised(metrics: dict) -> float | None:
+    """An accuracy's test value under the edit over the run's own; None for RMSE or an unknown own."""
+    if metrics["metric"] != "accuracy" or "test_delta" not in metrics:
+        return None
+    own = metrics["test"] - metrics["test_delta"]
+    return metrics["test"] / own if own else None
+
+
 def edit_and_retrain() -> None:
     if view.editor is None:
         st.info(f"The {plain(run.scheme)} scheme has no per-task routing to edit. Pick a "
@@ -65,8 +73,13 @@ def edit_and_retrain() -> None:
             st.markdown(f"**Under the edit:** mean test change {sum(changes.values()) / len(changes):+.4f}; "
                         f"worst hit {plain(worst)} ({plain(metrics[worst]['metric'])} {changes[worst]:+.4f}).")
         st.dataframe(pd.DataFrame([{"task": t, "metric": m["metric"], "dev": m["dev"], "test": m["test"],
-                                    "test change": m.get("test_delta")} for t, m in result[1]["metrics"].items()]),
-                     hide_index=True, column_config={"test change": st.column_config.NumberColumn(format="%+.4f")})
+                                    "test change": m.get("test_delta"), "normalised": normalised(m)}
+                                   for t, m in result[1]["metrics"].items()]),
+                     hide_index=True, column_config={
+                         "test change": st.column_config.NumberColumn(format="%+.4f"),
+                         "normalised": st.column_config.NumberColumn(
+                             format="%.3f", help="test accuracy over the run's own (for task vectors: over the "
+                                                 "individual fine-tune's, as the merging papers report it)")})
 
     st.subheader("Retrain under the edit")
     cols = st.columns(3)
