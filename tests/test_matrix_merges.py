@@ -8,8 +8,7 @@ import torch
 
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
-from lsmn_core.merges.iso import COMMON
-from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.method import COMMON, Recipe
 from lsmn_core.merges.tsv_compress import rebuilt
 from test_merges import merge
 
@@ -68,6 +67,13 @@ def test_a_weight_matrix_merges_as_its_definition_says(deltas, method, lam):
     merged = merge(method, deltas, lam=lam)[0]
     expected = lam * DEFINITIONS[method](deltas.double().numpy())
     assert np.allclose(merged.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("common", [0.5, 0.9])
+def test_iso_cts_takes_the_recipe_s_share_of_common_directions(deltas, common):
+    merged = merge("iso_cts", deltas, lam=1.0, common=common)[0]
+    assert np.allclose(merged.numpy(), iso_cts(deltas.double().numpy(), common), atol=1e-4)  # SVDs in float32
+    assert not np.allclose(merged.numpy(), iso_cts(deltas.double().numpy()), atol=1e-3)  # not the default's
 
 
 def test_tsv_m_keeps_each_task_s_singular_values_and_makes_its_directions_orthonormal(deltas):

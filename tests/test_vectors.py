@@ -378,6 +378,8 @@ def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finet
     (["--method", "tall"], "--task: the tall merge gives each task its own network"),
     (["--method", "tsv_c", "--keep", "1.5", "--task", "cat"], "keep must be in (0, 1], got 1.5"),
     (["--method", "ties", "--keep", "0.1"], "--keep: ties keeps no share of its own (tsv_c does)"),
+    *((["--method", "iso_cts", "--common", bad], f"common must be in (0, 1), got {float(bad)}") for bad in ("0", "1")),
+    (["--method", "tsv_m", "--common", "0.5"], "--common: tsv_m has no common space (iso_cts has)"),
     *((["--method", "ties", "--lambda", bad], "--lambda must be a positive number or auto")
       for bad in ("0", "-1", "nan", "inf", "big")),
     (["--method", "tsv_m", "--exclude", "decoder.*"], "--exclude 'decoder.*': matches none of the run's")])
@@ -463,6 +465,12 @@ def test_the_app_shows_and_edits_a_vectors_run(finetunes, monkeypatch):
     assert len(curve["data"][0]["x"]) == 30 and curve["data"][1]["y"][0] == max(curve["data"][0]["y"])
     next(b for b in at.button if b.label == f"Use lambda = {best:.1f}").click().run()
     assert not at.exception and next(n for n in at.number_input if n.label == "Lambda").value == best
+    at.selectbox(key=f"method_{vectors.id}").set_value("iso_cts").run()
+    at.number_input(key=f"common_{vectors.id}").set_value(0.5).run()
+    next(b for b in at.button if b.label == "Export the merge").click().run()
+    assert not at.exception and not at.error
+    written = max((vectors.path.parent / ".merges").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert json.loads((written / "lsmn-merge.json").read_text())["recipe"]["common"] == 0.5
     at.selectbox(key=f"method_{vectors.id}").set_value("tsv_c").run()  # a compression: keep, a task to export
     at.number_input(key=f"keep_{vectors.id}").set_value(0.05).run()
     next(b for b in at.button if b.label == "Export the merge").click().run()

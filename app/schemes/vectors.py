@@ -17,6 +17,7 @@ from app.state import writable_runs
 from app.text import plain
 from lsmn_core.errors import LsmnError
 from lsmn_core.merges import MERGES
+from lsmn_core.merges.method import COMMON
 from lsmn_core.schemes.vectors.evaluation import LAMBDAS, lambda_sweep
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, recipe_from
 from lsmn_core.schemes.vectors.writer import write_merge
@@ -115,6 +116,11 @@ def recipe_editor(run, doc, arrays):
     if method != INDIVIDUAL and MERGES.get(method).uses_tall_lambdas:
         edited_tall = st.data_editor(pd.DataFrame({"TALL lambda": tall}, index=tasks), key=f"tall_{run.id}")
         tall = list(edited_tall["TALL lambda"])
+    common = recipe.get("common", COMMON)
+    if method != INDIVIDUAL and MERGES.get(method).uses_common:
+        common = st.number_input("Common", min_value=0.01, max_value=0.99, value=float(common), step=0.05,
+                                 key=f"common_{run.id}", help="iso_cts: the share of each weight's directions "
+                                 "taken from the sum of the task vectors, common to all tasks")
     keep = recipe.get("keep")
     if method != INDIVIDUAL and MERGES.get(method).uses_keep:
         keep = st.number_input("Keep", min_value=0.0, max_value=1.0, value=float(keep or 0.0), step=0.01,
@@ -125,7 +131,8 @@ def recipe_editor(run, doc, arrays):
     edited = {**doc, "recipe": {"method": method, "lambda": lam, "density": density, "seed": int(seed),
                                 "coefficients": [] if plain_table else coefficients,
                                 "tall_lambdas": [float(v) for v in tall], "consensus_k": recipe.get("consensus_k", 2),
-                                "exclude": recipe.get("exclude", []), **({"keep": keep} if keep else {})}}
+                                "exclude": recipe.get("exclude", []), "common": common,
+                                **({"keep": keep} if keep else {})}}
     if method != INDIVIDUAL:
         choose_lambda(run, edited, method)
     export(run, edited, method)

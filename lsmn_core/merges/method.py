@@ -25,13 +25,17 @@ import torch
 from lsmn_core.errors import ConfigError
 
 
+COMMON = 0.8  # Iso-CTS's share of directions taken from the sum of the task vectors (the paper's default)
+
+
 @dataclass
 class Recipe:
     """A merge's settings: the method, lambda, the density a method keeps, the seed of a random one,
     per-task coefficients by layer (rows: tasks; columns: the checkpoint's layers, with one before
     and one after them), TALL's per-task lambda, consensus's minimum of tasks, the weights a
-    matrix merge takes the mean of besides its own (fnmatch patterns of parameter names), and the
-    share of each weight's numbers a compression keeps per task (None: its paper's default)."""
+    matrix merge takes the mean of besides its own (fnmatch patterns of parameter names), the
+    share of each weight's numbers a compression keeps per task (None: its paper's default), and
+    Iso-CTS's share of directions common to all tasks."""
 
     method: str
     lam: float
@@ -42,6 +46,7 @@ class Recipe:
     consensus_k: int = 2
     exclude: list[str] = field(default_factory=list)  # name patterns a matrix merge takes the mean of
     keep: float | None = None
+    common: float = COMMON
 
     def check(self, tasks: int, columns: int) -> Recipe:
         """Refuse settings no merge can use (ConfigError naming the setting)."""
@@ -62,6 +67,8 @@ class Recipe:
             raise ConfigError("exclude must be a list of name patterns such as '*.attention.*'")
         if self.keep is not None and not (isinstance(self.keep, (int, float)) and 0 < self.keep <= 1):
             raise ConfigError(f"keep must be in (0, 1], got {self.keep!r:.40}")
+        if not (isinstance(self.common, (int, float)) and 0 < self.common < 1):
+            raise ConfigError(f"common must be in (0, 1), got {self.common!r:.40}")
         if self.tall_lambdas and (len(self.tall_lambdas) != tasks
                                   or not all(isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)
                                              for v in self.tall_lambdas)):
@@ -86,6 +93,7 @@ class MergeMethod(abc.ABC):
     per_task: ClassVar[bool] = False  # each task gets its own masked merge (evaluated task by task)
     uses_tall_lambdas: ClassVar[bool] = False  # reads the recipe's per-task TALL lambdas
     uses_keep: ClassVar[bool] = False  # reads the recipe's keep
+    uses_common: ClassVar[bool] = False  # reads the recipe's common
     own_parts: ClassVar[bool] = False  # each task's network is its own part alone (a compression, not a merge)
 
     needs_level: ClassVar[bool] = False  # reads each task's whole tensor first (level)

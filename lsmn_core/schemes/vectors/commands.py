@@ -13,7 +13,7 @@ from pathlib import Path
 from lsmn_core.commands import Command
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
-from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.method import COMMON, Recipe
 from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda_sweep, seed_spread, table_lines
 from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
 from lsmn_core.schemes.vectors.memory import merge_memory
@@ -63,6 +63,8 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="dare's random drops (default 0); the merge written is this seed's, and "
                                              "the evaluation adds the spread over it and the next two")
     p.add_argument("--task", help="tall, tsv_c: the task whose own network to write")
+    p.add_argument("--common", type=float,
+                   help=f"iso_cts: the share of directions common to all tasks (default {COMMON})")
     p.add_argument("--keep", type=float, help="tsv_c: the share of each weight's numbers a task keeps (default: its "
                                               "top floor(r / T) singular triplets)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
@@ -100,9 +102,12 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
                     args.seed if args.seed is not None else stored.seed,
                     [] if changed else stored.coefficients, stored.tall_lambdas, stored.consensus_k,
                     args.exclude or ([] if changed else stored.exclude),
-                    args.keep if args.keep is not None else None if changed else stored.keep)
+                    args.keep if args.keep is not None else None if changed else stored.keep,
+                    args.common if args.common is not None else COMMON if changed else stored.common)
     if args.keep is not None and not MERGES.get(method).uses_keep:
         raise ConfigError(f"--keep: {method} keeps no share of its own (tsv_c does)")
+    if args.common is not None and not MERGES.get(method).uses_common:
+        raise ConfigError(f"--common: {method} has no common space (iso_cts has)")
     body = vectors_body(run)
     for pattern in args.exclude:
         if not any(fnmatch(name, pattern) for name in body.targets):

@@ -21,7 +21,7 @@ from torch import nn
 from lsmn_core.errors import ConfigError, RoutingError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.combine import merge_tensor, weighted
-from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.method import COMMON, Recipe
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.network import Source, TargetScheme
 from lsmn_core.schemes.task_masks import TaskMasks
@@ -40,7 +40,8 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     """A routing document's recipe, checked (RoutingError naming what is wrong)."""
     if not isinstance(data, dict):
         raise RoutingError("the routing's 'recipe' must be a mapping (method, lambda, density, ...)")
-    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k", "exclude", "keep"}
+    known = {"method", "lambda", "density", "seed", "coefficients", "tall_lambdas", "consensus_k", "exclude", "keep",
+             "common"}
     if unknown := sorted(set(data) - known):
         raise RoutingError(f"recipe: unknown key {unknown[0][:40]!r} (known: {', '.join(sorted(known))})")
     method = data.get("method", INDIVIDUAL)
@@ -51,7 +52,7 @@ def recipe_from(data, tasks: int, columns: int) -> Recipe:
     try:
         return Recipe(method, lam, data.get("density", 0.2), data.get("seed", 0), data.get("coefficients") or [],
                       data.get("tall_lambdas") or [], data.get("consensus_k", 2),
-                      data.get("exclude") or [], data.get("keep")).check(tasks, columns)
+                      data.get("exclude") or [], data.get("keep"), data.get("common", COMMON)).check(tasks, columns)
     except (ConfigError, TypeError, ValueError) as exc:
         raise RoutingError(f"recipe: {exc}") from None
 
@@ -60,7 +61,8 @@ def recipe_document(recipe: Recipe) -> dict:
     return {"method": recipe.method, "lambda": recipe.lam, "density": recipe.density, "seed": recipe.seed,
             "coefficients": recipe.coefficients, "tall_lambdas": recipe.tall_lambdas,
             "consensus_k": recipe.consensus_k, **({"exclude": recipe.exclude} if recipe.exclude else {}),
-            **({"keep": recipe.keep} if recipe.keep is not None else {})}
+            **({"keep": recipe.keep} if recipe.keep is not None else {}),
+            **({"common": recipe.common} if recipe.common != COMMON else {})}
 
 
 class TaskVectors(TaskMasks, TargetScheme):
