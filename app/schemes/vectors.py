@@ -116,16 +116,17 @@ def recipe_editor(run, doc, arrays):
     if method != INDIVIDUAL and MERGES.get(method).uses_tall_lambdas:
         edited_tall = st.data_editor(pd.DataFrame({"TALL lambda": tall}, index=tasks), key=f"tall_{run.id}")
         tall = list(edited_tall["TALL lambda"])
-    common = recipe.get("common", COMMON)
-    if method != INDIVIDUAL and MERGES.get(method).uses_common:
-        common = st.number_input("Common", min_value=0.01, max_value=0.99, value=float(common), step=0.05,
-                                 key=f"common_{run.id}", help="iso_cts: the share of each weight's directions "
-                                 "taken from the sum of the task vectors, common to all tasks")
-    keep = recipe.get("keep")
-    if method != INDIVIDUAL and MERGES.get(method).uses_keep:
-        keep = st.number_input("Keep", min_value=0.0, max_value=1.0, value=float(keep or 0.0), step=0.01,
-                               format="%.3f", key=f"keep_{run.id}", help="the share of each weight's numbers a "
-                               "task keeps (0: its top floor(r / T) singular triplets, the paper's default)") or None
+    merge = MERGES.get(method) if method != INDIVIDUAL else None
+    common, keep = recipe.get("common", COMMON), recipe.get("keep")
+    if merge is not None and merge.uses_common:
+        common = st.columns(4)[0].number_input(
+            "Common", min_value=0.01, max_value=0.99, value=float(common), step=0.05, key=f"common_{run.id}",
+            help="iso_cts: the share of each weight's directions taken from the sum of the task vectors")
+    if merge is not None and merge.uses_keep:
+        keep = st.columns(4)[0].number_input(
+            "Keep", min_value=0.0, max_value=1.0, value=float(keep or 0.0), step=0.01, format="%.3f",
+            key=f"keep_{run.id}", help="the share of each weight's numbers a task keeps (0: its top floor(r / T) "
+            "singular triplets, the paper's default)") or None
     coefficients = [[float(v) for v in row] for row in table.to_numpy()]
     plain_table = all(v == 1.0 for row in coefficients for v in row)
     edited = {**doc, "recipe": {"method": method, "lambda": lam, "density": density, "seed": int(seed),
