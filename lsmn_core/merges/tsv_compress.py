@@ -17,7 +17,7 @@ from lsmn_core.merges.method import Recipe
 
 def kept_rank(name: str, shape: tuple[int, ...], tasks: int, keep: float | None) -> int:
     """How many triplets a task keeps of a weight of `shape`: floor(r / T), or with `keep` as many as
-    fit that share of its numbers (at least one, at most r)."""
+    fit that share of its numbers (at least one; always fewer than r, since k (m + n + 1) <= m n)."""
     m, n = shape
     if keep is None:
         return per_task_rank(name, min(m, n), tasks)

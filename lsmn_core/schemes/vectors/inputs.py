@@ -187,7 +187,7 @@ class TaskVectorSet:
 
 
 def tied_copies(files: TensorFiles, keys: dict[str, str]) -> dict[str, str]:
-    """The checkpoint's tensors that repeat one of the network's `keys` (name -> key) exactly, by key: a
+    """The checkpoint's matrices that repeat one of the network's `keys` (name -> key) exactly, by key: a
     tied output projection saved beside the input embedding it is (lm_head.weight beside wte.weight),
     which a merge writes once merged, as the same tensor, so that the two stay tied."""
     by_shape: dict[tuple, list[str]] = {}
@@ -196,7 +196,7 @@ def tied_copies(files: TensorFiles, keys: dict[str, str]) -> dict[str, str]:
     tied = {}
     for key in set(files.keys) - set(keys.values()):
         for name in by_shape.get((files.shape(key), files.dtype(key)), []):
-            if files.shape(key) and torch.equal(files.read(key), files.read(keys[name])):
+            if len(files.shape(key)) == 2 and torch.equal(files.read(key), files.read(keys[name])):
                 tied[key] = name
                 break
     return tied
