@@ -19,7 +19,7 @@ PACKAGES = ("lsmn_core", "analysis", "app", "lsmn")
 # registries, and experiment definitions that name schemes and data sets as data
 MAY_NAME_SCHEMES = {"lsmn_core/schemes/__init__.py", "app/schemes/__init__.py", "lsmn/studies.py",
                     "lsmn/samples.py", "lsmn/bench.py", "lsmn/bench_pretrained.py",
-                    "lsmn/bench_vectors.py"}
+                    "lsmn/bench_vectors.py", "lsmn/study_matrix_merges.py"}
 
 
 def sources(*packages):
