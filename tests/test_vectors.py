@@ -386,8 +386,9 @@ def test_adamerging_learns_coefficients_that_lower_the_predictions_entropy(finet
 def test_bad_merges_are_refused_in_one_line_and_write_nothing(finetunes, tmp_path, capsys, args, message):
     _, _, vectors = finetunes
     assert main(["merge", str(vectors.path), *args, "--out", str(tmp_path / "out")]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and message in error and not (tmp_path / "out").exists()
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and message in printed.err and not (tmp_path / "out").exists()
+    assert printed.out == ""  # refused before it starts: no estimate, no evaluation
 
 
 def test_merge_never_writes_over_or_into_what_it_reads(finetunes, tmp_path, capsys):

@@ -18,7 +18,7 @@ from lsmn_core.schemes.vectors.evaluation import LAMBDAS, evaluate_merge, lambda
 from lsmn_core.schemes.vectors.importing import from_finetunes, from_run
 from lsmn_core.schemes.vectors.memory import merge_memory
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL
-from lsmn_core.schemes.vectors.writer import check_out, vectors_body, write_merge
+from lsmn_core.schemes.vectors.writer import check_out, check_task, vectors_body, write_merge
 from lsmn_core.store.runs import open_run
 
 
@@ -121,6 +121,7 @@ def _run_merge(args: argparse.Namespace) -> None:
     recipe = merge_recipe(run, args)
     body = vectors_body(run)
     check_out(Path(args.out), run, body.inputs)
+    check_task(run, recipe, args.task)  # before the evaluation, not after it
     print(merge_memory(body.vectors(verify=False), MERGES.get(recipe.method)(), recipe, not args.no_eval).line(),
           flush=True)
     sweep = None

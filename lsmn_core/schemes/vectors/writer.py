@@ -75,9 +75,7 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     if recipe.method == INDIVIDUAL:
         raise ConfigError("--method: give a merge method (individual fine-tunes are the run's inputs)")
     method = MERGES.get(recipe.method, "--method")()
-    if method.per_task and task not in run.task_names:
-        raise ConfigError(f"--task: the {recipe.method} merge gives each task its own network; name one of "
-                          f"{', '.join(run.task_names)[:200]}")
+    check_task(run, recipe, task)
     index = run.task_names.index(task) if method.per_task and task is not None else 0
     loader = loader_of(run.config().model.pretrained)
     files = loader.weight_files()
@@ -125,6 +123,13 @@ def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path:
         whole += deltas.numel()
     save_file(tensors, str(path))
     return {"file": path.name, "share": stored / whole, "numbers_per_task": stored // len(tasks)}
+
+
+def check_task(run: Run, recipe: Recipe, task: str | None) -> None:
+    """A per-task method (TALL, TSV-C) writes one task's network: `task` must name one."""
+    if MERGES.get(recipe.method, "--method").per_task and task not in run.task_names:
+        raise ConfigError(f"--task: the {recipe.method} merge gives each task its own network; name one of "
+                          f"{', '.join(run.task_names)[:200]}")
 
 
 def vectors_body(run: Run) -> TaskVectors:
