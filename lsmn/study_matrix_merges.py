@@ -121,6 +121,8 @@ def curve_table(curve: list) -> str:
 
 
 def exclusion_table(rows: list[dict]) -> str:
+    if not rows:
+        return "No weight matrix takes the SVD path (convolutions and embeddings take the mean): nothing to exclude."
     lines = ["| layer excluded from TSV-M | singular interference | mean normalised dev change | test change |",
              "|---|---|---|---|"]
     lines += [f"| {r['layer']} | {r['interference']:.3f} | {r['dev']:+.4f} | {r['test']:+.4f} |"
