@@ -186,7 +186,7 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
     base = load_config(config, list(overrides))
     budget = base.train.steps + base.scheme.generations * base.scheme.generation_steps
     variants = {v: o for v, o in MUIR_VARIANTS.items() if base.scheme.groups or "groups" not in " ".join(o)}
-    rows = [*variants][:1] + [LEAST_SQUARES] + [*variants][1:]  # the closed form beside the trained single-task row
+    rows = [*variants][:1] + [LEAST_SQUARES] + [*variants][1:] + [UNDETERMINED]  # closed forms beside the trained rows
     results: dict[str, dict[str, list[float]]] = {v: {} for v in rows}
     ari: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,11 +208,14 @@ def muir_study(seeds=(0, 1, 2), device: str = "cpu", config: str | Path | None =
                         labels = cluster_labels(run.routing()[0]["alignment"])
                         column = f"{domain} test RMSE" if domain else list(values)[-1]
                         ari.setdefault(column, []).append(adjusted_rand_index(labels, base.scheme.groups))
-            fits = [least_squares_rmse(load_tasks(c.tasks, c.data))
-                    for c in (seed_config(config, list(overrides), seed, domain) for seed in seeds)]
-            if all(fit is not None for fit in fits):
+            drawn = [load_tasks(c.tasks, c.data)
+                     for c in (seed_config(config, list(overrides), seed, domain) for seed in seeds)]
+            if all(linear_regressions(data) for data in drawn):
                 column = f"{domain} test RMSE" if domain else "mean test RMSE"
-                results[LEAST_SQUARES][column] = [float(fit or 0) for fit in fits]
+                results[LEAST_SQUARES][column] = [float(least_squares_rmse(data) or 0) for data in drawn]
+                if base.scheme.groups:
+                    results[UNDETERMINED][column] = [float(undetermined_rmse(data, base.scheme.groups) or 0)
+                                                     for data in drawn]
     columns = list(next(iter(results.values())))
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {v} | " + " | ".join(_mean_std(r[c]) if c in r else "" for c in columns) + " |"
@@ -246,13 +249,48 @@ def least_squares_rmse(data: list[TaskData]) -> float | None:
     With fewer samples than weights (Kang's 10 for 20) every fit that passes through the samples is
     one of many; this one is the smallest, which a network trained from a random start does not reach
     (it keeps whatever part of its start the samples cannot see)."""
-    if not all(d.spec.kind == "regression" and d.spec.modality == "vector" and not d.streamed for d in data):
+    if not linear_regressions(data):
         return None
     errors = []
     for task in data:
-        (x, y), (x_test, y_test) = (task.rows(split, task.spec.sizes[split]) for split in ("train", "test"))
-        w = np.linalg.lstsq(x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64), rcond=None)[0]
-        errors.append(float(np.sqrt(np.mean((x_test.reshape(len(x_test), -1) @ w - y_test) ** 2))))
+        (x, y), (x_test, y_test) = (split_rows(task, split) for split in ("train", "test"))
+        w = np.linalg.lstsq(x, y, rcond=None)[0]
+        errors.append(float(np.sqrt(np.mean((x_test @ w - y_test) ** 2))))
+    return statistics.mean(errors)
+
+
+def linear_regressions(data: list[TaskData]) -> bool:
+    """Whether every task is a regression on vectors held in memory, which closed forms can fit."""
+    return all(d.spec.kind == "regression" and d.spec.modality == "vector" and not d.streamed for d in data)
+
+
+def split_rows(task: TaskData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A regression task's split as float64 inputs [N, features] and targets [N], for the closed forms."""
+    x, y = task.rows(split, task.spec.sizes[split])
+    return x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64).reshape(len(y), -1)
+
+
+UNDETERMINED = "floor: what each true group's training samples leave undetermined"
+
+
+def undetermined_rmse(data: list[TaskData], groups: list[int]) -> float | None:
+    """The mean test RMSE that no fit to the training splits can remove, when the tasks of a true group
+    share one direction (each task its own scale): the part of each task's weights (least squares on
+    all of its samples, its truth for clean data) outside the span of its group's stacked training
+    inputs. A group whose tasks hold fewer training samples than the block's inputs leaves some of its
+    direction unseen, and the search's RMSE cannot fall below this however right its alignment; None
+    unless every task is a regression on vectors held in memory."""
+    if not linear_regressions(data):
+        return None
+    errors = []
+    for task, group in zip(data, groups):
+        x, y = map(np.concatenate, zip(*(split_rows(task, split) for split in ("train", "dev", "test"))))
+        truth = np.linalg.lstsq(x, y, rcond=None)[0]
+        seen = np.concatenate([split_rows(other, "train")[0] for other, g in zip(data, groups) if g == group])
+        _, values, rows = np.linalg.svd(seen, full_matrices=True)
+        unseen = rows[int((values > 1e-8 * values[0]).sum()):]  # the null space of the group's inputs
+        x_test = split_rows(task, "test")[0]
+        errors.append(float(np.sqrt(np.mean((x_test @ (unseen.T @ (unseen @ truth))) ** 2))))
     return statistics.mean(errors)
 
 

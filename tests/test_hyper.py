@@ -11,7 +11,7 @@ from analysis.sharing_graph import (adjusted_rand_index, cluster_labels, sharing
                                     usage_counts)
 from helpers import REPO
 from lsmn.cli import main
-from lsmn.studies import seed_config, least_squares_rmse
+from lsmn.studies import seed_config, least_squares_rmse, undetermined_rmse
 from lsmn_core.store import routing
 from lsmn_core.config import load_config, parse_config
 from lsmn_core.data.loading import load_tasks
@@ -325,3 +325,32 @@ def test_the_closed_form_single_task_row_fits_each_task_s_own_training_split(tmp
     assert least_squares_rmse(load_tasks(line.tasks, line.data)) < 1e-4
     digits = parse_config({"name": "d", "tasks": [{"name": "d", "dataset": "digits", "target": "digit"}]})
     assert least_squares_rmse(load_tasks(digits.tasks, digits.data)) is None
+
+
+def test_the_floor_row_is_what_a_group_s_training_samples_cannot_see(tmp_path):
+    """The muir study's floor: a group whose tasks hold as many training samples as inputs leaves
+    nothing of its direction unseen (0); a group of two tasks with 10 samples each on 24 inputs
+    leaves 4 of its 24 dimensions unseen, and the test error of the truth's part there is the floor,
+    computed here by hand from that null space."""
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(2, 24))
+    groups = [0, 0, 0, 1, 1]
+    tasks, unseen = [], []
+    for t, g in enumerate(groups):
+        x = rng.uniform(-1, 1, (40, 24)).astype(np.float32)
+        y = x @ (rng.uniform(0.5, 2) * directions[g]).astype(np.float32)
+        np.savez(tmp_path / f"t{t}.npz", X=x[:10], y=y[:10], X_dev=x[10:20], y_dev=y[10:20], X_test=x[20:], y_test=y[20:])
+        tasks.append({"name": f"t{t}", "file": str(tmp_path / f"t{t}.npz"), "kind": "regression", "standardise": False})
+    config = parse_config({"name": "floor", "tasks": tasks})
+    data = load_tasks(config.tasks, config.data)
+    assert undetermined_rmse(data[:3], groups[:3]) < 1e-6  # 30 samples for 24 inputs: all seen
+    seen = np.concatenate([task.splits["train"][0] for task in data[3:]]).astype(np.float64)
+    null = np.linalg.svd(seen)[2][20:]  # 20 samples span 20 of the 24 dimensions
+    for task in data[3:]:
+        x_all = np.concatenate([task.splits[s][0] for s in ("train", "dev", "test")]).astype(np.float64)
+        y_all = np.concatenate([task.splits[s][1] for s in ("train", "dev", "test")]).astype(np.float64)
+        truth = np.linalg.lstsq(x_all, y_all, rcond=None)[0]
+        unseen.append(np.sqrt(np.mean((task.splits["test"][0] @ null.T @ null @ truth) ** 2)))
+    assert undetermined_rmse(data[3:], groups[3:]) == pytest.approx(np.mean(unseen), rel=1e-4)
+    assert undetermined_rmse(data, groups) == pytest.approx(2 * np.mean(unseen) / 5, rel=1e-4)
+    assert np.mean(unseen) > 0.3
