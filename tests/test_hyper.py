@@ -339,7 +339,8 @@ def test_the_floor_row_is_what_a_group_s_training_samples_cannot_see(tmp_path):
     for t, g in enumerate(groups):
         x = rng.uniform(-1, 1, (40, 24)).astype(np.float32)
         y = x @ (rng.uniform(0.5, 2) * directions[g]).astype(np.float32)
-        np.savez(tmp_path / f"t{t}.npz", X=x[:10], y=y[:10], X_dev=x[10:20], y_dev=y[10:20], X_test=x[20:], y_test=y[20:])
+        np.savez(tmp_path / f"t{t}.npz", X=x[:10], y=y[:10], X_dev=x[10:20], y_dev=y[10:20],
+                 X_test=x[20:], y_test=y[20:])
         tasks.append({"name": f"t{t}", "file": str(tmp_path / f"t{t}.npz"), "kind": "regression", "standardise": False})
     config = parse_config({"name": "floor", "tasks": tasks})
     data = load_tasks(config.tasks, config.data)

@@ -74,6 +74,30 @@ def test_the_allocation_is_sampled_in_training_and_fixed_in_evaluation(poly):
     assert torch.equal(body.allocation(0), body.allocation(0))
 
 
+def test_every_task_s_rows_run_through_the_checkpoint_at_once_as_each_task_s_network_would(poly):
+    """forward_tasks on a batch per task runs the checkpoint once on all rows, each row through its
+    task's mixed skills as activations; outputs and gradients match each task run with its own weights."""
+    model = poly.load_model().eval()
+    other = torch.tensor([[2, 9, 3, 0, 0, 0], [2, 5, 5, 5, 7, 3]])
+    x = torch.stack([IDS, other])  # [tasks, rows, L], padded differently per row
+    assert model.features_together(x, [0, 1]) is not None
+
+    def step(outputs):
+        model.zero_grad()
+        sum(out.pow(2).sum() for out in outputs).backward()
+        return [p.grad.clone() for p in model.body.parameters() if p.grad is not None]
+
+    together = model.forward_tasks(x, [0, 1])
+    in_turn = [model.heads[model.specs[t].name](*model.features(x[t], t)) for t in range(2)]
+    for a, b in zip(together, in_turn):
+        assert torch.allclose(a, b, atol=1e-5)
+    grads_together, grads_in_turn = step(together), step(in_turn)
+    assert len(grads_together) == 2 * 4 + 1  # the skills' A and B of 4 targets, and the allocations
+    for a, b in zip(grads_together, grads_in_turn):
+        assert torch.allclose(a, b, atol=1e-5) and a.abs().sum() > 0
+    assert not torch.allclose(model.forward_tasks(x[[0, 0]], [0, 1])[1], in_turn[1], atol=1e-3)  # rows go with tasks
+
+
 def test_the_allocation_is_the_signature_shown_and_edited(poly, tmp_path, capsys):
     doc, arrays = routing.read(poly.path / "routing.json")
     weights = doc["signatures"]["cat"]

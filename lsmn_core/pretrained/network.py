@@ -106,6 +106,12 @@ class TargetScheme(SharingScheme):
         experts); `padding` [B, L] marks token inputs' padding. None by default."""
         return {}
 
+    def row_forwards(self, tasks: list[int], rows: int, network: nn.Module) -> dict[str, Callable] | None:
+        """Forwards that replace `network`'s modules (by their dotted names) so that one call runs
+        `rows` rows of each of `tasks` side by side, each row as its own task's network would; None
+        (the default) where the scheme gives each task its own weights and the tasks run in turn."""
+        return None
+
 
 class ReadingHead(nn.Module):
     """A task's head on the checkpoint's features: on each token (tagging), on the mean of the real
@@ -182,17 +188,36 @@ class PretrainedNet(MultitaskModel):
         depth = self.body.read_depth(task)
         read: dict[str, torch.Tensor] = {}
         args, kwargs = checkpoint.inputs(x, attention)
-        with self._hooks(depth, taps, read), self._replaced(task, padding):  # the task's values of its targets
+        forwards = self.body.module_forwards(task, checkpoint.module, padding)
+        with self._hooks(depth, taps, read), self._replaced(forwards):  # the task's values of its targets
             out = checkpoint.output(functional_call(checkpoint.module, self.body.task_weights(task, self.pretrained()),
                                                     args, kwargs))
         return (read["h"] if depth is not None else out), padding
 
+    def features_together(self, x: torch.Tensor, tasks: list[int]
+                          ) -> list[tuple[torch.Tensor, torch.Tensor | None]] | None:
+        """features() of each task on its rows of x [T', B, ...], from one call of the checkpoint on
+        all T' x B rows, where the scheme routes each row through its own task (`row_forwards`) and
+        every head reads the network's output; None otherwise. One call of B x T' rows costs far
+        less than T' calls of B rows each."""
+        specs, checkpoint = [self.specs[t] for t in tasks], self.network()
+        if any(self.body.read_depth(t) is not None for t in tasks) or len({s.reads_ids for s in specs}) > 1:
+            return None
+        forwards = self.body.row_forwards(tasks, x.shape[1], checkpoint.module)
+        if forwards is None:
+            return None
+        padding = torch.stack([s.padding(rows) for s, rows in zip(specs, x)]) if specs[0].reads_ids else None
+        attention = None if padding is None else (~padding.flatten(0, 1)).long()
+        args, kwargs = checkpoint.inputs(x.flatten(0, 1), attention)
+        with self._replaced(forwards):
+            out = checkpoint.output(checkpoint.module(*args, **kwargs)).unflatten(0, x.shape[:2])
+        return [(h, None if padding is None else padding[i]) for i, h in enumerate(out)]
+
     @contextlib.contextmanager
-    def _replaced(self, task: int, padding: torch.Tensor | None):
-        """The scheme's forwards in place of its modules' own while the task runs."""
+    def _replaced(self, forwards: dict[str, Callable]):
+        """The scheme's forwards in place of its modules' own (by their dotted names) while it runs."""
         network = self.network().module
-        replaced = {network.get_submodule(name): forward
-                    for name, forward in self.body.module_forwards(task, network, padding).items()}
+        replaced = {network.get_submodule(name): forward for name, forward in forwards.items()}
         for module, forward in replaced.items():
             module.forward = forward  # an instance attribute: nn.Module calls it in place of the class's
         try:
@@ -231,11 +256,9 @@ class PretrainedNet(MultitaskModel):
         """Each task in turn on x, shared [B, ...] or per task [T', B, ...]."""
         indices = [self.task_index(t) for t in (tasks if tasks is not None else range(len(self.specs)))]
         shared = x.dim() == len(self.specs[indices[0]].input_shape) + 1
-        outputs = []
-        for i, task in enumerate(indices):
-            h, padding = self.features(x if shared else x[i], task)
-            outputs.append(self.heads[self.specs[task].name](h, padding))
-        return outputs
+        together = None if shared or len(indices) < 2 else self.features_together(x, indices)
+        features = together or [self.features(x if shared else x[i], task) for i, task in enumerate(indices)]
+        return [self.heads[self.specs[task].name](h, padding) for task, (h, padding) in zip(indices, features)]
 
     def forward_tapped(self, x: torch.Tensor, task: int, taps: nn.ModuleList) -> torch.Tensor:
         """The taps see each layer's output [B, L, width]."""

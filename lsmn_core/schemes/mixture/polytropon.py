@@ -13,6 +13,7 @@ learns it alone, and a new task transfers by learning its allocation over the tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -80,6 +81,31 @@ class PolytroponSkills(SignatureRouting, TargetScheme):
         a = (weights @ self.lora_A[key].flatten(1)).view(self.rank, -1)
         b = (weights @ self.lora_B[key].flatten(1)).view(-1, self.rank)
         return (b @ a).view(self.targets[name]) * self.scaling
+
+    def row_forwards(self, tasks, rows, network):
+        """Each target linear layer's output plus (alpha / r) x A_t^T B_t^T, with each row's own task's
+        skills mixed (the same as its weight W + (alpha / r) B_t A_t, without building it per task);
+        None where a target is not a linear layer's weight."""
+        modules = {name.removesuffix(".weight"): name for name in self.targets}
+        if not all(name.endswith(".weight") and isinstance(network.get_submodule(module), nn.Linear)
+                   for module, name in modules.items()):
+            return None
+        z = torch.stack([self.allocation(task) for task in tasks])  # [T', L, K], sampled once per task
+        return {module: self.mixed_forward(network.get_submodule(module), name, z[:, self.target_layers[name]])
+                for module, name in modules.items()}
+
+    def mixed_forward(self, linear: nn.Linear, name: str, weights: torch.Tensor) -> Callable:
+        """`linear`'s forward on rows grouped by task, each group through its task's skills mixed by
+        its row of `weights` [T', K]."""
+        key = self.key(name)
+        a = torch.einsum("tk,kri->tir", weights, self.lora_A[key])  # [T', in, r]
+        b = torch.einsum("tk,kor->tro", weights, self.lora_B[key])  # [T', r, out]
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            grouped = x.unflatten(0, (len(weights), -1)).flatten(1, -2)  # [T', rows x tokens, in]
+            low = (grouped.to(a.dtype) @ a) @ b
+            return nn.functional.linear(x, linear.weight, linear.bias) + self.scaling * low.reshape(*x.shape[:-1], -1)
+        return forward
 
     def task_weights(self, task, pretrained):
         z = self.allocation(task)
