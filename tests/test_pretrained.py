@@ -26,7 +26,7 @@ from lsmn_core.schemes.sparse.pretrained import thresholded
 from lsmn_core.store.runs import DATA_CACHE, open_run
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
-from tiny_models import SENTENCE_TASKS, hf_model, tokenizer, user_module
+from tiny_models import SENTENCE_TASKS, TOKEN_IDS, hf_model, tokenizer, user_module
 
 SCHEMES = {"independent": {}, "hard": {}, "hierarchical": {"depths": {"parity": 1}},
            "sparse": {"prune_rate": 0.5, "min_density": 0.3, "round_steps": 8},
@@ -85,6 +85,10 @@ def test_every_scheme_on_a_checkpoint_trains_and_stores_only_what_it_made(bert, 
     evaluated = evaluate_run(run, device="cpu")["metrics"]
     assert all(abs(m["test_delta"]) < 1e-6 for m in evaluated.values())  # the stored run gives its metrics again
     assert all(torch.equal(own[n], p) for n, p in model.pretrained().items())  # the checkpoint is never changed
+    assert (model.features_together(TWO_BATCHES, [0, 1]) is None) == (scheme == "hierarchical")  # it reads a layer
+    together, in_turn = (outputs_and_gradients(model, way) for way in ("together", "in turn"))
+    for a, b in zip(together, in_turn, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
     doc, _, masks = run.checked_routing()
     if scheme in ("sparse", "learned"):
         assert set(masks) == set(record["targets"])
@@ -97,6 +101,21 @@ def test_every_scheme_on_a_checkpoint_trains_and_stores_only_what_it_made(bert, 
     if scheme == "independent":
         shapes = safetensors_shapes(run.path / "model.safetensors")
         assert all(shape[0] == 2 for k, shape in shapes.items() if k.startswith("body."))  # a delta per task
+
+
+TWO_BATCHES = torch.tensor([TOKEN_IDS, TOKEN_IDS[::-1]])  # [tasks, rows, L]: each task's own rows
+
+
+def outputs_and_gradients(model: PretrainedNet, way: str) -> list[torch.Tensor]:
+    """Both tasks' outputs on their rows of TWO_BATCHES, from one call of the checkpoint on all rows
+    (forward_tasks) or from each task's network in turn, then the gradients of the scheme's own parameters."""
+    model.eval().zero_grad()
+    if way == "together":
+        outputs = model.forward_tasks(TWO_BATCHES, [0, 1])
+    else:
+        outputs = [model.heads[s.name](*model.features(TWO_BATCHES[t], t)) for t, s in enumerate(model.specs)]
+    sum(out.pow(2).sum() for out in outputs).backward()
+    return [out.detach() for out in outputs] + [p.grad for p in model.body.parameters() if p.grad is not None]
 
 
 def safetensors_keys(path: Path) -> list[str]:

@@ -27,6 +27,7 @@ from lsmn_core.errors import RunError
 from lsmn_core.network.layers import Head
 from lsmn_core.network.model import MultitaskModel
 from lsmn_core.pretrained import loader_of
+from lsmn_core.pretrained.rows import grouped_linear, linear_modules
 from lsmn_core.pretrained.checkpoint import (Checkpoint, MissingSourceError, check_fits_memory, find_targets,
                                               module_kind)
 from lsmn_core.schemes.base import SharingScheme
@@ -108,9 +109,17 @@ class TargetScheme(SharingScheme):
 
     def row_forwards(self, tasks: list[int], rows: int, network: nn.Module) -> dict[str, Callable] | None:
         """Forwards that replace `network`'s modules (by their dotted names) so that one call runs
-        `rows` rows of each of `tasks` side by side, each row as its own task's network would; None
-        (the default) where the scheme gives each task its own weights and the tasks run in turn."""
-        return None
+        `rows` rows of each of `tasks` side by side, each row as its own task's network would: by
+        default each task's weights are built (task_weights) and every target linear layer applies
+        them to its task's rows in one batched product. None where a target is not a linear layer's
+        weight (the tasks then run in turn); a scheme that replaces modules (module_forwards) says None."""
+        modules = linear_modules(self.targets, network)
+        if modules is None:
+            return None
+        pretrained: dict[str, torch.Tensor] = {name: network.get_parameter(name) for name in self.targets}
+        built = [self.task_weights(task, pretrained) for task in tasks]
+        return {module: grouped_linear(linear, torch.stack([weights.get(name, pretrained[name]) for weights in built]))
+                for module, (name, linear) in modules.items() if any(name in weights for weights in built)}
 
 
 class ReadingHead(nn.Module):

@@ -21,6 +21,7 @@ from torch.distributions import RelaxedBernoulli
 
 from lsmn_core.pretrained.lora import LoraOptions, check_adaptable
 from lsmn_core.pretrained.network import Source, TargetScheme
+from lsmn_core.pretrained.rows import by_task, linear_modules
 from lsmn_core.schemes.mixture.signature_routing import SignatureRouting
 from lsmn_core.schemes.mixture.signatures import hand_designed_order
 
@@ -86,13 +87,12 @@ class PolytroponSkills(SignatureRouting, TargetScheme):
         """Each target linear layer's output plus (alpha / r) x A_t^T B_t^T, with each row's own task's
         skills mixed (the same as its weight W + (alpha / r) B_t A_t, without building it per task);
         None where a target is not a linear layer's weight."""
-        modules = {name.removesuffix(".weight"): name for name in self.targets}
-        if not all(name.endswith(".weight") and isinstance(network.get_submodule(module), nn.Linear)
-                   for module, name in modules.items()):
+        modules = linear_modules(self.targets, network)
+        if modules is None:
             return None
         z = torch.stack([self.allocation(task) for task in tasks])  # [T', L, K], sampled once per task
-        return {module: self.mixed_forward(network.get_submodule(module), name, z[:, self.target_layers[name]])
-                for module, name in modules.items()}
+        return {module: self.mixed_forward(linear, name, z[:, self.target_layers[name]])
+                for module, (name, linear) in modules.items()}
 
     def mixed_forward(self, linear: nn.Linear, name: str, weights: torch.Tensor) -> Callable:
         """`linear`'s forward on rows grouped by task, each group through its task's skills mixed by
@@ -102,8 +102,7 @@ class PolytroponSkills(SignatureRouting, TargetScheme):
         b = torch.einsum("tk,kor->tro", weights, self.lora_B[key])  # [T', r, out]
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            grouped = x.unflatten(0, (len(weights), -1)).flatten(1, -2)  # [T', rows x tokens, in]
-            low = (grouped.to(a.dtype) @ a) @ b
+            low = (by_task(x, len(weights)).to(a.dtype) @ a) @ b
             return nn.functional.linear(x, linear.weight, linear.bias) + self.scaling * low.reshape(*x.shape[:-1], -1)
         return forward
 
