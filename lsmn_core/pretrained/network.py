@@ -107,9 +107,10 @@ class TargetScheme(SharingScheme):
         experts); `padding` [B, L] marks token inputs' padding. None by default."""
         return {}
 
-    def row_forwards(self, tasks: list[int], rows: int, network: nn.Module) -> dict[str, Callable] | None:
+    def row_forwards(self, tasks: list[int], network: nn.Module) -> dict[str, Callable] | None:
         """Forwards that replace `network`'s modules (by their dotted names) so that one call runs
-        `rows` rows of each of `tasks` side by side, each row as its own task's network would: by
+        the rows of each of `tasks` side by side (grouped by task, in equal groups), each row as its
+        own task's network would: by
         default each task's weights are built (task_weights) and every target linear layer applies
         them to its task's rows in one batched product. None where a target is not a linear layer's
         weight (the tasks then run in turn); a scheme that replaces modules (module_forwards) says None."""
@@ -212,7 +213,7 @@ class PretrainedNet(MultitaskModel):
         specs, checkpoint = [self.specs[t] for t in tasks], self.network()
         if any(self.body.read_depth(t) is not None for t in tasks) or len({s.reads_ids for s in specs}) > 1:
             return None
-        forwards = self.body.row_forwards(tasks, x.shape[1], checkpoint.module)
+        forwards = self.body.row_forwards(tasks, checkpoint.module)
         if forwards is None:
             return None
         padding = torch.stack([s.padding(rows) for s, rows in zip(specs, x)]) if specs[0].reads_ids else None
@@ -262,7 +263,8 @@ class PretrainedNet(MultitaskModel):
                 handle.remove()
 
     def forward_tasks(self, x: torch.Tensor, tasks: list[str | int] | None = None) -> list[torch.Tensor]:
-        """Each task in turn on x, shared [B, ...] or per task [T', B, ...]."""
+        """Each task on x, shared [B, ...] (in turn) or per task [T', B, ...] (in one call of the
+        checkpoint where the scheme can route each row, `features_together`)."""
         indices = [self.task_index(t) for t in (tasks if tasks is not None else range(len(self.specs)))]
         shared = x.dim() == len(self.specs[indices[0]].input_shape) + 1
         together = None if shared or len(indices) < 2 else self.features_together(x, indices)

@@ -16,8 +16,8 @@ def linear_modules(targets, network: nn.Module) -> dict[str, tuple[str, nn.Linea
     unless every target is a linear layer's weight."""
     modules: dict[str, tuple[str, nn.Linear]] = {}
     for name in targets:
-        module = network.get_submodule(name.removesuffix(".weight"))
-        if not (name.endswith(".weight") and isinstance(module, nn.Linear)):
+        module = network.get_submodule(name.removesuffix(".weight")) if name.endswith(".weight") else None
+        if not isinstance(module, nn.Linear):
             return None
         modules[name.removesuffix(".weight")] = (name, module)
     return modules

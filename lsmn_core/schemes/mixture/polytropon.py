@@ -83,7 +83,7 @@ class PolytroponSkills(SignatureRouting, TargetScheme):
         b = (weights @ self.lora_B[key].flatten(1)).view(-1, self.rank)
         return (b @ a).view(self.targets[name]) * self.scaling
 
-    def row_forwards(self, tasks, rows, network):
+    def row_forwards(self, tasks, network):
         """Each target linear layer's output plus (alpha / r) x A_t^T B_t^T, with each row's own task's
         skills mixed (the same as its weight W + (alpha / r) B_t A_t, without building it per task);
         None where a target is not a linear layer's weight."""

@@ -67,7 +67,7 @@ class UpcycledExperts(ExpertGates, TargetScheme):
     def task_weights(self, task, pretrained):
         return {}  # the experts act through module_forwards
 
-    def row_forwards(self, tasks, rows, network):
+    def row_forwards(self, tasks, network):
         return None  # each task's gates route inside the replaced modules: the tasks run in turn
 
     def module_forwards(self, task, network, padding):
