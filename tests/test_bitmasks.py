@@ -35,3 +35,19 @@ def test_masked_schemes_hold_their_masks_bit_packed(kind):
     body.set_task_masks(1, one)
     assert all(torch.equal(body.task_masks(1)[name], one[name]) for name in masks)
     assert all(torch.equal(body.task_masks(0)[name], masks[name][0]) for name in masks)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "mann"])
+def test_a_skeleton_on_the_meta_device_has_every_mask_s_shape_and_no_bits(kind):
+    """A stored run's skeleton (routing checks, the app's first page) is built on the meta device:
+    its packed and unpacked masks have the real model's shapes without computing any bit."""
+    config = tiny_config(scheme={"kind": kind})
+    specs = [d.spec for d in load_tasks(config.tasks, config.data)]
+    real = build_model(specs, config)
+    with torch.device("meta"):
+        skeleton = build_model(specs, config)
+    assert {n: m.shape for n, m in skeleton.masks().items()} == {n: m.shape for n, m in real.masks().items()}
+    assert all(m.is_meta and m.dtype == torch.bool for m in skeleton.masks().values())
+    packed = {n: b.shape for n, b in skeleton.body.named_buffers() if n.startswith("mask__")}
+    assert packed == {n: b.shape for n, b in real.body.named_buffers() if n.startswith("mask__")}
+    assert bitmasks.unpack(torch.empty(3, 2, dtype=torch.uint8, device="meta"), 13).shape == (3, 13)

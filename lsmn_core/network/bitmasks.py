@@ -23,5 +23,7 @@ def pack(bits: torch.Tensor) -> torch.Tensor:
 
 def unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     """uint8 [..., m] -> bool [..., n], n <= 8m."""
+    if packed.is_meta:  # a skeleton's masks: a shape, no bits (a meta op's first use costs up to seconds)
+        return torch.empty((*packed.shape[:-1], n), dtype=torch.bool, device="meta")
     bits = (packed.unsqueeze(-1) >> _shifts(packed.device)) & 1
     return bits.flatten(-2)[..., :n].bool()

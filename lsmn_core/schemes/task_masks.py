@@ -27,8 +27,12 @@ class TaskMasks(nn.Module):
         row is True, none for the others."""
         self._mask_shapes[name] = shape
         self.mask_layers[name] = layer
-        one_row = {keep: bitmasks.pack(torch.full((1, shape.numel()), keep)) for keep in set(rows)}  # packed once
-        packed = one_row[rows[0]].repeat(len(rows), 1) if len(one_row) == 1 else torch.cat([one_row[k] for k in rows])
+        if torch.empty(0).is_meta:  # a skeleton's masks: a shape, no bits (see bitmasks.unpack)
+            packed = torch.empty(len(rows), -(-shape.numel() // 8), dtype=torch.uint8)
+        else:
+            one_row = {keep: bitmasks.pack(torch.full((1, shape.numel()), keep)) for keep in set(rows)}  # packed once
+            packed = (one_row[rows[0]].repeat(len(rows), 1) if len(one_row) == 1
+                      else torch.cat([one_row[k] for k in rows]))
         self.register_buffer(self._buffer(name), packed, persistent=False)
 
     @staticmethod
