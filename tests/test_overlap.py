@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis.bitcount import device_intersections, packed_intersections
+from analysis.bitcount import device_intersections, packed_intersections, unpacked_intersections
+from analysis.popcount_tiles import tile_intersections
 from analysis.overlap import intersections, overlap_report, pairwise_overlap
 
 W = "body.blocks.0.w"  # one parameter's masks, named as a body parameter is
@@ -96,14 +97,18 @@ def test_weight_task_sets_label_each_weight():
     assert labels[category[1, 0]] == "b" and category[0, 2] == 0 and labels[0] == "no task"
 
 
-@pytest.mark.parametrize("n_tasks, n_weights", [(1, 1), (3, 7), (4, 64), (6, 130), (13, 9001), (9, 70_000)])
+@pytest.mark.parametrize("n_tasks, n_weights", [(1, 1), (3, 7), (4, 64), (6, 130), (13, 9001), (9, 70_000),
+                                                (5, 900_001)])  # the last past SMALL_BITS: the tiles
 def test_popcount_over_packed_masks_counts_every_pair_exactly(n_tasks, n_weights):
-    """Task counts that fill part of a 4 x 4 tile, widths that end inside a byte, a word and a chunk;
-    the device path (int8 products of bits unpacked slice by slice; run here on the CPU) too."""
+    """Task counts that fill part of a 4 x 4 tile, widths that end inside a byte, a word and a chunk,
+    by each way of counting: numba's popcount tiles, the small masks' unpacked product, and the
+    device path (int8 products of bits unpacked slice by slice; run here on the CPU)."""
     flat = np.random.default_rng(n_weights).random((n_tasks, n_weights)) < 0.3
     brute = [[int((flat[i] & flat[j]).sum()) for j in range(n_tasks)] for i in range(n_tasks)]
     packed = np.packbits(flat, axis=1)
     assert packed_intersections(packed).tolist() == brute
+    assert unpacked_intersections(packed).tolist() == brute
+    assert tile_intersections(packed).tolist() == brute
     assert device_intersections(packed, "cpu", chunk_bytes=1000).tolist() == brute
 
 
