@@ -17,6 +17,7 @@ from lsmn.cli import main
 from lsmn_core import Task, open_run, train
 from lsmn_core.config import parse_config
 from lsmn_core.errors import DataError
+from lsmn_core.data.chunked_order import ChunkedOrder
 from lsmn_core.data.streaming import ArrayFiles, LoaderOptions, StreamedSplit
 from lsmn_core.training.trainer import train as train_config
 
@@ -175,3 +176,39 @@ def test_curves_go_to_tensorboard_per_phase_task_and_split(tmp_path):
              for e in events.Scalars(tag)}
     assert board.keys() == logged.keys()
     assert all(board[k] == pytest.approx(v, abs=1e-6) for k, v in logged.items())
+
+
+def test_a_file_trains_in_shuffled_chunks_every_row_once_a_pass():
+    """ChunkedOrder: 100 rows in chunks of 10, 3 chunks a window, batches of 8. A pass draws each row
+    once; a batch's rows come from the window being read and the rows the one before left over;
+    each window is announced before its first batch; the same seed gives the same batches, and a
+    resumed stream (skip) continues them, announcing only what is still to come."""
+    told: list[list[tuple[int, int]]] = []
+    stream = iter(ChunkedOrder(100, 8, chunk_rows=10, seed=3, window=3, ahead=told.append))
+    batches = [next(stream) for _ in range(24)]
+    first_pass = [i for batch in batches[:12] for i in batch]
+    assert len(set(first_pass)) == 96 and all(0 <= i < 100 for i in first_pass)
+    assert all(batch == sorted(batch) and len(batch) == 8 for batch in batches)
+    assert all(len({i // 10 for i in batch}) <= 6 for batch in batches)  # two windows' chunks at most
+    assert len(told[0]) == 6 and all(b - a == 10 for a, b in told[0])  # the first window and the next
+    announced = {i for ranges in told[:1] for a, b in ranges for i in range(a, b)}
+    assert set(i for batch in batches[:3] for i in batch) <= announced
+    assert [next(iter(ChunkedOrder(100, 8, 10, seed=3, window=3))) for _ in range(1)] == batches[:1]
+    resumed_told: list = []
+    resumed = iter(ChunkedOrder(100, 8, 10, seed=3, skip=5, window=3, ahead=resumed_told.append))
+    assert [next(resumed) for _ in range(19)] == batches[5:]
+    assert resumed_told[0] == told[1] + told[2]  # the two windows after the one it resumes inside
+
+
+def test_npy_files_train_in_chunks_read_ahead(tmp_path):
+    x = np.arange(2000 * 4, dtype=np.float32).reshape(2000, 4)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(2000) % 3)
+    rows = ArrayFiles(tmp_path / "x.npy", tmp_path / "y.npy")
+    rows.CHUNK_BYTES = 16 * 100  # 100 rows of 4 float32 a chunk
+    split = StreamedSplit(rows, "t", torch.device("cpu"), LoaderOptions(), 7, {"input_shape": [4], "classes": 3})
+    expected = next(iter(rows.index_stream(32, 7, 0)))
+    got, labels = split.batch(32)
+    assert torch.equal(got, torch.as_tensor(x[expected])) and torch.equal(labels, torch.as_tensor(expected) % 3)
+    assert len({i // 100 for i in expected}) <= 8  # from the first window's chunks
+    rows.read_ahead([(0, 100), (1900, 2000)])  # the page cache asked for them; nothing read here
