@@ -119,8 +119,11 @@ class TargetScheme(SharingScheme):
             return None
         pretrained: dict[str, torch.Tensor] = {name: network.get_parameter(name) for name in self.targets}
         built = [self.task_weights(task, pretrained) for task in tasks]
-        return {module: grouped_linear(linear, torch.stack([weights.get(name, pretrained[name]) for weights in built]))
-                for module, (name, linear) in modules.items() if any(name in weights for weights in built)}
+        forwards: dict[str, Callable] = {}
+        for module, (name, linear) in modules.items():
+            if any(name in weights for weights in built):  # popped: a weight is let go once stacked, never held twice
+                forwards[module] = grouped_linear(linear, torch.stack([w.pop(name, pretrained[name]) for w in built]))
+        return forwards
 
 
 class ReadingHead(nn.Module):
