@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.bitcount import device_intersections, packed_intersections, unpacked_intersections
-from analysis.popcount_tiles import tile_intersections
+from analysis.bitcount import device_intersections, packed_intersections, tile_intersections, unpacked_intersections
 from analysis.overlap import intersections, overlap_report, pairwise_overlap
 
 W = "body.blocks.0.w"  # one parameter's masks, named as a body parameter is
