@@ -8,12 +8,13 @@ import torch
 
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges import MERGES
+from lsmn_core.merges.matrix import polar, top_triplets
 from lsmn_core.merges.method import COMMON, Recipe
 from lsmn_core.merges.tsv_compress import rebuilt
 from test_merges import merge
 
 
-def polar(a: np.ndarray) -> np.ndarray:
+def polar_numpy(a: np.ndarray) -> np.ndarray:
     p, _, qt = np.linalg.svd(a, full_matrices=False)
     return p @ qt
 
@@ -26,7 +27,7 @@ def tsv_m(deltas: np.ndarray) -> np.ndarray:
     for t, d in enumerate(deltas):
         p, sigma, qt = np.linalg.svd(d, full_matrices=False)
         u[:, t * k:(t + 1) * k], s[t * k:(t + 1) * k], vt[t * k:(t + 1) * k] = p[:, :k], sigma[:k], qt[:k]
-    return polar(u) @ np.diag(s) @ polar(vt)
+    return polar_numpy(u) @ np.diag(s) @ polar_numpy(vt)
 
 
 def iso_c(deltas: np.ndarray) -> np.ndarray:
@@ -49,7 +50,7 @@ def iso_cts(deltas: np.ndarray, common: float = COMMON) -> np.ndarray:
         vts.append(qtt[:k])
     s = np.concatenate(ss)
     assert len(s) == r
-    return s.mean() * polar(np.concatenate(us, 1)) @ polar(np.concatenate(vts, 0))
+    return s.mean() * polar_numpy(np.concatenate(us, 1)) @ polar_numpy(np.concatenate(vts, 0))
 
 
 DEFINITIONS = {"tsv_m": tsv_m, "iso_c": iso_c, "iso_cts": iso_cts}
@@ -208,3 +209,47 @@ def test_an_excluded_weight_matrix_takes_the_mean(deltas):
     assert torch.allclose(merged, deltas.mean(0), atol=1e-6)
     kept = merge("tsv_m", deltas, name="encoder.layer.2.attention.self.query.weight", lam=1.0, exclude=["*.layer.3.*"])
     assert np.allclose(kept[0].numpy(), tsv_m(deltas.double().numpy()), atol=1e-5)
+
+
+def spectrum(shape: tuple[int, ...], decay: float, seed: int = 0) -> torch.Tensor:
+    """Random matrices of `shape` whose singular values fall from 1 to `decay` (a fine-tune's spread)."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _, vt = torch.linalg.svd(torch.randn(shape, generator=generator, dtype=torch.float64), full_matrices=False)
+    return ((u * torch.logspace(0, np.log10(decay), u.shape[-1], dtype=torch.float64).unsqueeze(-2)) @ vt).float()
+
+
+@pytest.mark.parametrize("shape, k", [((3, 60, 80), 12), ((3, 80, 60), 12), ((60, 80), 30), ((60, 80), 31)])
+def test_the_top_triplets_are_the_svd_s_to_float32_precision(shape, k):
+    delta = spectrum(shape, 1e-2)  # the Gram route for k up to half of r, a full SVD past it
+    u, s, vt = top_triplets(delta, k)
+    p, sigma, qt = np.linalg.svd(delta.double().numpy(), full_matrices=False)
+    assert np.allclose(s.numpy(), sigma[..., :k], atol=1e-5)
+    rebuilt, expected = (u * s.unsqueeze(-2)) @ vt, (p[..., :k] * sigma[..., None, :k]) @ qt[..., :k, :]
+    assert np.allclose(rebuilt.double().numpy(), expected, atol=1e-5)
+    eye = np.eye(k)
+    assert np.allclose(u.mT.double().numpy() @ u.double().numpy(), eye, atol=1e-5)
+    assert np.allclose(vt.double().numpy() @ vt.mT.double().numpy(), eye, atol=1e-5)
+
+
+def test_top_triplets_of_a_matrix_of_lower_rank_or_of_zeros_are_finite_and_exact():
+    low = spectrum((40, 3), 0.5) @ spectrum((3, 50), 0.5, seed=1)  # rank 3, k 10: past the Gram route's floor
+    u, s, vt = top_triplets(low, 10)
+    assert np.allclose(((u * s) @ vt).numpy(), low.numpy(), atol=1e-5)
+    assert s[3:].abs().max() < 1e-5
+    assert torch.allclose(vt @ vt.T, torch.eye(10), atol=1e-4) and torch.allclose(u.T @ u, torch.eye(10), atol=1e-4)
+    u, s, vt = top_triplets(torch.zeros(40, 50), 10)
+    assert torch.isfinite(u).all() and torch.isfinite(vt).all() and not s.any()
+
+
+@pytest.mark.parametrize("shape", [(80, 30), (30, 80), (30, 30)])
+def test_the_polar_factor_is_the_svd_s(shape):
+    matrix = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    assert np.allclose(polar(matrix).double().numpy(), polar_numpy(matrix.double().numpy()), atol=1e-5)
+
+
+def test_the_polar_factor_leaves_out_directions_of_no_length():
+    """Zero columns (TSV-M's slots past T x k) stay zero; the others are the polar factor of the rest."""
+    columns = torch.randn(50, 12, generator=torch.Generator().manual_seed(3))
+    factor = polar(torch.cat([columns, torch.zeros(50, 4)], 1))
+    assert not factor[:, 12:].any()
+    assert np.allclose(factor[:, :12].double().numpy(), polar_numpy(columns.double().numpy()), atol=1e-5)

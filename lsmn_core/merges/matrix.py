@@ -25,15 +25,49 @@ def by_singular_vectors(name: str, shape: tuple[int, ...], exclude: list[str] | 
 
 
 def polar(matrix: torch.Tensor) -> torch.Tensor:
-    """The matrix with orthonormal columns (or rows) nearest to `matrix`: P Q^T from its SVD P D Q^T."""
-    p, _, qt = torch.linalg.svd(matrix, full_matrices=False)
-    return p @ qt
+    """The matrix with orthonormal columns (or rows) nearest to `matrix`, P Q^T of its SVD P D Q^T:
+    here X (X^T X)^(-1/2) (or (X X^T)^(-1/2) X), from the eigendecomposition of the smaller side's Gram
+    matrix in float64 (a third of the SVD's time for a 1536 x 384 matrix), directions of no length
+    (under 1e-6 of the longest) left out rather than given an arbitrary one."""
+    x = matrix.double()
+    tall = x.shape[0] >= x.shape[1]
+    values, vectors = torch.linalg.eigh(x.T @ x if tall else x @ x.T)
+    kept = values > values[-1] * 1e-12
+    inverse_root = (vectors[:, kept] / values[kept].sqrt()) @ vectors[:, kept].T
+    return (x @ inverse_root if tall else inverse_root @ x).to(matrix.dtype)
 
 
 def top_triplets(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k largest singular triplets of a matrix [m, n] or of each of a stack [T, m, n]: U [..., m, k],
-    s [..., k], V^T [..., k, n] (a stack's SVDs taken in one batched call)."""
-    u, s, vt = torch.linalg.svd(delta, full_matrices=False)
+    s [..., k], V^T [..., k, n] (a stack's in one batched call)."""
+    u, s, vt = stack_triplets(delta if delta.dim() == 3 else delta.unsqueeze(0), k)
+    return (u, s, vt) if delta.dim() == 3 else (u[0], s[0], vt[0])
+
+
+GRAM_FLOOR = 1e-2  # the smallest kept singular value, as a share of the largest, that the Gram route resolves
+
+
+def stack_triplets(stack: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top k triplets of each matrix of a stack [B, m, n]. For k up to half the smaller side r:
+    the top 2k eigenvectors of the smaller side's Gram matrix (an r x r eigenproblem, a fraction of
+    an SVD's time for a wide matrix) span the top k directions with room to spare, and the matrix
+    projected on them gives the triplets by a 2k x 2k eigenproblem in float64 (Rayleigh-Ritz): as
+    precise as an SVD in float32, both sides orthonormal. A full SVD past half of r, or where a kept
+    singular value is under GRAM_FLOOR of the largest (a matrix of lower rank, or of zeros), which
+    the Gram's squared values would not resolve."""
+    m, n = stack.shape[-2:]
+    if m > n:
+        u, s, vt = stack_triplets(stack.mT, k)
+        return vt.mT, s, u.mT
+    if 2 * k <= m and len(stack):
+        basis = torch.linalg.eigh(stack @ stack.mT)[1][..., -2 * k:]
+        projected = (basis.mT @ stack).double()
+        values, vectors = torch.linalg.eigh(projected @ projected.mT)
+        s, vectors = values[:, -k:].flip(-1).clamp_min(0).sqrt(), vectors[..., -k:].flip(-1)
+        if not (s[:, -1] <= GRAM_FLOOR * s[:, 0]).any():
+            vt = (vectors.mT @ projected) / s.unsqueeze(-1)
+            return basis @ vectors.to(stack.dtype), s.to(stack.dtype), vt.to(stack.dtype)
+    u, s, vt = torch.linalg.svd(stack, full_matrices=False)
     return u[..., :k], s[..., :k], vt[..., :k, :]
 
 
