@@ -18,6 +18,7 @@ from helpers import REPO, spec_of
 from lsmn.cli import main
 from lsmn_core.config import parse_config
 from lsmn_core.errors import RoutingError
+from lsmn_core.merges.matrix import top_triplets
 from lsmn_core.merges.ties import magnitude_level
 from lsmn_core.store import routing
 from lsmn_core.store.runs import open_run
@@ -176,17 +177,24 @@ def test_lsmn_merge_writes_a_matrix_merge_of_a_tiny_bert_s_fine_tunes_as_its_def
         assert np.allclose(merged[name].detach().numpy(), expected, atol=1e-5), name
 
 
-def test_tsv_c_writes_a_task_s_network_rebuilt_from_the_numbers_it_stores(finetunes, tmp_path, capsys):
-    """Every task's top floor(r / T) triplets of each weight stored beside the network; the task's
-    network is the checkpoint plus its delta rebuilt from them, bit for bit, and so is the network the
-    Studio evaluates; the share of the task vectors' numbers they are is printed."""
+def test_tsv_c_writes_a_task_s_network_rebuilt_from_the_numbers_it_stores(finetunes, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Every task's top floor(r / T) triplets of each weight stored beside the network, each weight
+    decomposed once for them; the task's network is the checkpoint plus its delta rebuilt from them, bit for
+    bit, and so is the network the Studio evaluates; the share of the task vectors' numbers they are
+    is printed."""
     from transformers import AutoModel
 
+    import lsmn_core.merges.tsv_compress as tsv_compress
     from test_matrix_merges import tsv_c
 
+    decomposed = []
+    monkeypatch.setattr(tsv_compress, "top_triplets",
+                        lambda deltas, k: decomposed.append(deltas.shape) or top_triplets(deltas, k))
     bert, parent, vectors = finetunes
     out = tmp_path / "tsv_c"
     assert main(["merge", str(vectors.path), "--method", "tsv_c", "--task", "parity", "--out", str(out)]) == 0
+    assert len(decomposed) == 2 * len(parent_deltas(parent))  # each matrix once to write, once to evaluate
     printed = capsys.readouterr().out
     stored = load_file(str(out / "lsmn-compressed.safetensors"))
     merged = dict(AutoModel.from_pretrained(out, local_files_only=True).named_parameters())

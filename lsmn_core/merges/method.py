@@ -112,6 +112,16 @@ class MergeMethod(abc.ABC):
         (`lsmn merge` writes them beside the network); None: the method stores none of its own."""
         return None
 
+    def stored_shapes(self, name: str, shape: tuple[int, ...], tasks: int,
+                      recipe: Recipe) -> dict[str, tuple[int, ...]]:
+        """The shape of each of the numbers `stored` gives a task of a tensor of `shape`, known before
+        any are computed (so that they are written as they come)."""
+        return {}
+
+    def from_stored(self, numbers: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A task's part of one tensor, rebuilt from the numbers `stored` gave it."""
+        raise NotImplementedError(f"{self.name} stores no numbers of its own")
+
     def masks(self, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor | None:
         """Where each task's merge is kept [T, ...] (per_task methods) or where the merge is kept [1, ...];
         None: everywhere."""

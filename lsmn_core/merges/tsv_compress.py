@@ -47,5 +47,15 @@ class TsvCompress(MatrixMerge):
         u, s, vt = top_triplets(deltas.float(), k)
         return [{"u": u[t].contiguous(), "s": s[t].contiguous(), "vt": vt[t].contiguous()} for t in range(len(deltas))]
 
+    def stored_shapes(self, name: str, shape: tuple[int, ...], tasks: int,
+                      recipe: Recipe) -> dict[str, tuple[int, ...]]:
+        if not self.whole(name, shape, recipe):
+            return {"delta": shape}
+        (m, n), k = shape, kept_rank(name, shape, tasks, recipe.keep)
+        return {"u": (m, k), "s": (k,), "vt": (k, n)}
+
+    def from_stored(self, numbers: dict[str, torch.Tensor]) -> torch.Tensor:
+        return rebuilt(numbers)
+
     def whole_parts(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor:
         return torch.stack([rebuilt(task) for task in self.stored(name, deltas, recipe)])

@@ -8,15 +8,18 @@ heads (never merged) and the recipe go beside, in lsmn-heads.safetensors and lsm
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.combine import merge_tensor, weighted
+from lsmn_core.merges.matrix import MatrixMerge
 from lsmn_core.merges.method import Recipe
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.huggingface import HuggingFace
@@ -87,8 +90,9 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
-    stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress)
     stored = write_stored(vectors, recipe, run.task_names, partial / STORED)
+    stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress,
+                 partial / STORED if stored else None)
     if isinstance(loader, HuggingFace):
         for file in sorted(loader.folder.iterdir()):
             if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
@@ -107,21 +111,29 @@ STORED = "lsmn-compressed.safetensors"  # a compression's numbers, every task's
 
 def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path: Path) -> dict | None:
     """A compressing method's numbers of every task (`{task}/{tensor}/{part}`) into `path`, from which
-    each task's delta is rebuilt exactly; with the share of the task vectors' numbers they are. None
-    (nothing written) for a merge, which stores none of its own."""
+    each task's delta is rebuilt exactly, written tensor by tensor as they are computed (a matrix's
+    from all its task vectors at once, any other tensor's from one task's at a time); with the share
+    of the task vectors' numbers they are. None (nothing written) for a merge, which stores none."""
     method = MERGES.get(recipe.method)()
     if not method.own_parts:
         return None
-    tensors: dict[str, torch.Tensor] = {}
-    stored = whole = 0
-    for name in vectors.names:
-        deltas = vectors.chunk_deltas(name)(slice(None))
-        parts = method.stored(name, deltas, recipe) or []
-        for task, numbers in zip(tasks, parts):
-            tensors.update({f"{task}/{name}/{part}": value for part, value in numbers.items()})
-            stored += sum(value.numel() for value in numbers.values())
-        whole += deltas.numel()
-    save_file(tensors, str(path))
+    shapes = {name: method.stored_shapes(name, vectors.shape(name), len(tasks), recipe) for name in vectors.names}
+    stream = StreamedSafetensors(path, [(f"{task}/{name}/{part}", torch.float32, shape) for name in vectors.names
+                                        for task in tasks for part, shape in shapes[name].items()])
+    try:
+        for name in vectors.names:
+            if isinstance(method, MatrixMerge) and method.whole(name, vectors.shape(name), recipe):
+                numbers = method.stored(name, vectors.chunk_deltas(name)(slice(None)).float(), recipe)
+            else:
+                one = vectors.task_delta(name)
+                numbers = (method.stored(name, one(t).unsqueeze(0), recipe)[0] for t in range(len(tasks)))
+            for task_numbers in numbers:
+                for part in shapes[name]:
+                    stream.write(task_numbers[part].float())
+    finally:
+        stream.close()
+    stored = sum(math.prod(shape) for name in vectors.names for shape in shapes[name].values()) * len(tasks)
+    whole = sum(math.prod(vectors.shape(name)) for name in vectors.names) * len(tasks)
     return {"file": path.name, "share": stored / whole, "numbers_per_task": stored // len(tasks)}
 
 
@@ -141,18 +153,27 @@ def vectors_body(run: Run) -> TaskVectors:
 
 
 def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Tensor, layers: dict[str, int],
-                 path: Path, index: int = 0, progress=None) -> None:
+                 path: Path, index: int = 0, progress=None, compressed: Path | None = None) -> None:
     """Every tensor of the checkpoint's files into the safetensors file `path`, in their order: where
     the task vectors are, the checkpoint's plus the merge (task `index`'s, for a per-task method) by
     `coefficients` [tasks, columns] at each tensor's layer `layers[name]` (+1 for the column); as
-    it is elsewhere. A tensor tied to another (vectors.tied) is merged once and written as both."""
+    it is elsewhere. A compression's task network takes its part rebuilt from the numbers
+    write_stored wrote to `compressed`. A tensor tied to another (vectors.tied) is merged once and
+    written as both."""
     method, base = MERGES.get(recipe.method, "--method")(), vectors.base
     target_of = {key: name for name, key in vectors.base_keys.items()}
     stream = StreamedSafetensors(path, [(k, base.dtype(k), base.shape(k)) for k in base.keys])
+    numbers = safe_open(str(compressed), "pt") if compressed is not None else None
 
     def merged(name: str, dtype: torch.dtype):
         """Tensor `name` merged, a chunk of rows at a time."""
         shape, column = vectors.shape(name), coefficients[:, layers[name] + 1]
+        if numbers is not None:
+            own = method.from_stored({part: numbers.get_tensor(f"{vectors.inputs[index].task}/{name}/{part}")
+                                      for part in method.stored_shapes(name, shape, len(vectors.inputs), recipe)})
+            chunk = weighted(own.unsqueeze(0), None, column[index:index + 1], recipe.lam, True)[0]
+            yield (vectors.pretrained(name) + chunk).to(dtype)
+            return
         for rows, parts, masks in merge_tensor(method, recipe, name, shape, vectors.task_delta(name),
                                                vectors.chunk_deltas(name), len(vectors.inputs)):
             chunk = weighted(parts, masks, column, recipe.lam, method.own_parts)
