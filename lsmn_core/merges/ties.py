@@ -33,7 +33,7 @@ def magnitude_level(delta: torch.Tensor, density: float) -> float:
         margin = 4 * SAMPLE ** -0.5  # a rank's spread in the sample, several times over
         low, high = (float(sample.kthvalue(min(len(sample), max(1, int(q * len(sample))))).values)
                      for q in (share - margin, share + margin))
-        above = int((magnitudes > high).sum())
+        above = int(torch.count_nonzero(magnitudes > high))  # a bool tensor's sum() is 20x slower
         between = magnitudes[(magnitudes >= low) & (magnitudes <= high)]
         if above < k <= above + between.numel():  # the k-th largest lies between the brackets
             return float(between.kthvalue(above + between.numel() - k + 1).values)
@@ -41,11 +41,12 @@ def magnitude_level(delta: torch.Tensor, density: float) -> float:
 
 
 def elected_parts(kept: torch.Tensor) -> torch.Tensor:
-    """TIES's elect and disjoint mean over already trimmed (or dropped) vectors [T, ...]: each task's
-    entries that agree with the elected sign, over how many agree."""
-    elected = torch.where(kept.sum(0) >= 0, 1.0, -1.0).to(kept.dtype)
-    agree = (kept * elected > 0).to(kept.dtype)  # a zero entry agrees with neither sign
-    return kept * agree / agree.sum(0).clamp(min=1)
+    """TIES's elect and disjoint mean over already trimmed (or dropped) vectors [T, ...], which it
+    overwrites: each task's entries that agree with the elected sign, over how many agree. In place,
+    with counts of bytes: every new tensor of this size is fresh memory, and a bool's sum is slow."""
+    agree = kept * torch.where(kept.sum(0) >= 0, 1.0, -1.0) > 0  # a zero entry agrees with neither sign
+    count = agree.view(torch.uint8).sum(0, dtype=torch.int32).clamp_(min=1)
+    return kept.masked_fill_(~agree, 0).div_(count)
 
 
 class Ties(MergeMethod):
@@ -58,5 +59,5 @@ class Ties(MergeMethod):
         return magnitude_level(delta, recipe.density)
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
-        keep = torch.stack([delta.abs() >= level for delta, level in zip(deltas, levels)])
-        return elected_parts(deltas * keep)
+        levels = torch.tensor(levels, dtype=deltas.dtype).view(-1, *[1] * (deltas.dim() - 1))
+        return elected_parts(deltas.masked_fill(deltas.abs() < levels, 0))

@@ -18,7 +18,8 @@ from lsmn_core.merges.method import MergeMethod, Recipe
 from lsmn_core.schemes.vectors.inputs import TaskVectorSet
 
 FLOAT = 4
-SVD_COPIES = 7  # x 4 bytes x T x m x n at a matrix merge's peak (measured 6.6 on MiniLM's 1536 x 384 weights)
+SVD_COPIES = 7  # x 4 bytes x T x m x n at a matrix merge's peak (measured on MiniLM: 6.6 with full SVDs,
+#                 5.6 by the Gram route)
 LEVEL_COPIES = 6  # x 4 bytes x a tensor's size, for one task's level (its read, the checkpoint's, the
 #                   difference, the magnitudes, the masks: measured 5.4 on MiniLM's word embeddings)
 
