@@ -23,20 +23,18 @@ def singular_interference(deltas: torch.Tensor) -> tuple[float, torch.Tensor, to
     share of its squared Frobenius norm in its top k singular values [T]."""
     tasks, m, n = deltas.shape
     k = min(m, n) // tasks
-    u, s, v, energy = [], [], [], torch.zeros(tasks, dtype=torch.float64)
-    for t, delta in enumerate(deltas.double()):
-        left, values, right = top_triplets(delta, k)
-        u.append(left)
-        s.append(values)
-        v.append(right.T)
-        total = float(delta.pow(2).sum())  # the sum of all its squared singular values
-        energy[t] = float(values.pow(2).sum()) / total if total else 0.0
+    deltas = deltas.double()
+    u, s, vt = top_triplets(deltas, k)  # every task's in one batched call
+    totals = deltas.flatten(1).pow(2).sum(1)  # the sum of all of each one's squared singular values
+    energy = torch.where(totals > 0, s.pow(2).sum(1) / totals.clamp_min(1e-300), 0.0)
+    u, s, vt = u.permute(1, 0, 2).reshape(m, tasks * k), s.reshape(-1), vt.reshape(tasks * k, n)
+    eye = torch.eye(tasks * k, dtype=u.dtype)
+    left, right = u.T @ u - eye, vt @ vt.T - eye  # any set of tasks' U^T U - I is a block of these
 
     def measure(chosen: list[int]) -> float:
-        us, vs = torch.cat([u[t] for t in chosen], 1), torch.cat([v[t] for t in chosen], 1)
-        eye = torch.eye(us.shape[1], dtype=us.dtype)
-        values = torch.diag(torch.cat([s[t] for t in chosen]))
-        return float(((us.T @ us - eye) @ values @ (vs.T @ vs - eye)).abs().sum())
+        slots = torch.cat([torch.arange(t * k, (t + 1) * k) for t in chosen])
+        block = left[slots][:, slots] * s[slots]
+        return float((block @ right[slots][:, slots]).abs().sum())
 
     pairwise = torch.zeros(tasks, tasks, dtype=torch.float64)
     for a, b in itertools.combinations(range(tasks), 2):
@@ -61,16 +59,17 @@ class Interference:
 
     def add(self, name: str, column: int, deltas: torch.Tensor, masks: torch.Tensor) -> None:
         """A chunk of one tensor: its task vectors [T, ...] and the tasks' masks of it."""
-        flat, kept = deltas.flatten(1).double(), masks.flatten(1)
-        self.gram[column] += flat @ flat.T
-        shared = kept.sum(0) >= 2
-        signs = torch.sign(flat) * kept
-        conflict = shared & (signs > 0).any(0) & (signs < 0).any(0)
+        flat, kept = deltas.flatten(1), masks.flatten(1)
+        wide = flat.double()
+        self.gram[column] += wide @ wide.T
+        shared = kept.view(torch.uint8).sum(0, dtype=torch.int32) >= 2  # counted as bytes: a bool's sum is slow
+        conflict = shared & ((flat > 0) & kept).any(0) & ((flat < 0) & kept).any(0)
+        shared_count, conflict_count = float(torch.count_nonzero(shared)), float(torch.count_nonzero(conflict))
         counts = self.per_tensor.setdefault(name, {"shared": 0.0, "conflicts": 0.0})
-        counts["shared"] += float(shared.sum())
-        counts["conflicts"] += float(conflict.sum())
-        self.shared[column] += float(shared.sum())
-        self.conflicts[column] += float(conflict.sum())
+        counts["shared"] += shared_count
+        counts["conflicts"] += conflict_count
+        self.shared[column] += shared_count
+        self.conflicts[column] += conflict_count
 
     def add_matrix(self, name: str, column: int, deltas: torch.Tensor) -> None:
         """One weight matrix's task vectors [T, m, n], whole."""
