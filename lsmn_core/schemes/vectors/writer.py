@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -120,16 +121,20 @@ def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path:
     shapes = {name: method.stored_shapes(name, vectors.shape(name), len(tasks), recipe) for name in vectors.names}
     stream = StreamedSafetensors(path, [(f"{task}/{name}/{part}", torch.float32, shape) for name in vectors.names
                                         for task in tasks for part, shape in shapes[name].items()])
+
+    def numbers_of(name: str) -> Iterator[dict[str, torch.Tensor]]:
+        """Every task's numbers of tensor `name`, in the tasks' order."""
+        if isinstance(method, MatrixMerge) and method.whole(name, vectors.shape(name), recipe):
+            yield from method.stored(name, vectors.chunk_deltas(name)(slice(None)).float(), recipe) or []
+        else:
+            for t in range(len(tasks)):
+                yield from method.stored(name, vectors.task_delta(name)(t).unsqueeze(0), recipe) or []
+
     try:
         for name in vectors.names:
-            if isinstance(method, MatrixMerge) and method.whole(name, vectors.shape(name), recipe):
-                numbers = method.stored(name, vectors.chunk_deltas(name)(slice(None)).float(), recipe)
-            else:
-                one = vectors.task_delta(name)
-                numbers = (method.stored(name, one(t).unsqueeze(0), recipe)[0] for t in range(len(tasks)))
-            for task_numbers in numbers:
+            for numbers in numbers_of(name):
                 for part in shapes[name]:
-                    stream.write(task_numbers[part].float())
+                    stream.write(numbers[part].float())
     finally:
         stream.close()
     stored = sum(math.prod(shape) for name in vectors.names for shape in shapes[name].values()) * len(tasks)
