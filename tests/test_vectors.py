@@ -19,8 +19,10 @@ from lsmn.cli import main
 from lsmn_core.config import parse_config
 from lsmn_core.errors import RoutingError
 from lsmn_core.merges.matrix import top_triplets
+from lsmn_core.merges.method import Recipe
 from lsmn_core.merges.ties import magnitude_level
 from lsmn_core.store import routing
+from lsmn_core.schemes.vectors.writer import write_merge
 from lsmn_core.store.runs import open_run
 from lsmn_core.training.evaluation import evaluate_run
 from lsmn_core.training.trainer import train
@@ -218,6 +220,21 @@ def test_tsv_c_writes_a_task_s_network_rebuilt_from_the_numbers_it_stores(finetu
     assert f"{numbers / whole:.1%} of the task vectors' numbers" in printed
     assert json.loads((out / "lsmn-merge.json").read_text())["stored"]["share"] == pytest.approx(numbers / whole)
     assert set(json.loads((out / "lsmn-evaluation.json").read_text())["tasks"]) == {"cat", "parity", "dog"}
+
+
+def test_writing_a_merge_reports_each_tensor_of_each_stage_and_the_cli_shows_it(finetunes, tmp_path, capsys):
+    """A compression writes each task's numbers (one step per target) and then the network (one per
+    tensor of the checkpoint's file), each stage counted up to its total; `lsmn merge` draws a bar
+    per stage on stderr."""
+    bert, parent, vectors = finetunes
+    heard: dict[str, list[tuple[int, int]]] = {}
+    write_merge(vectors, Recipe("tsv_c", 1.0), tmp_path / "compressed", "parity",
+                lambda stage, done, total: heard.setdefault(stage, []).append((done, total)))
+    keys, targets = len(load_file(str(bert / "model.safetensors"))), len(parent_deltas(parent))
+    assert heard == {"each task's numbers": [(d, targets) for d in range(1, targets + 1)],
+                     "the network": [(d, keys) for d in range(1, keys + 1)]}
+    assert main(["merge", str(vectors.path), "--method", "ties", "--out", str(tmp_path / "ties"), "--no-eval"]) == 0
+    assert "writing the network" in capsys.readouterr().err
 
 
 def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(finetunes, tmp_path, capsys):

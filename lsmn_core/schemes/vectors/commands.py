@@ -6,9 +6,12 @@ import argparse
 import json
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
+
+from tqdm import tqdm
 
 from lsmn_core.commands import Command
 from lsmn_core.errors import ConfigError
@@ -116,6 +119,24 @@ def merge_recipe(run, args: argparse.Namespace) -> Recipe:
     return recipe.check(len(run.task_names), body.columns)
 
 
+@contextmanager
+def stage_bars():
+    """`progress(stage, done, total)` for a long write: a bar on stderr for each stage, in tensors,
+    gone when it ends."""
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=f"writing {stage}", unit="tensor", leave=False)
+        bars[stage].update(done - bars[stage].n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 def _run_merge(args: argparse.Namespace) -> None:
     run = open_run(args.run)
     recipe = merge_recipe(run, args)
@@ -139,7 +160,8 @@ def _run_merge(args: argparse.Namespace) -> None:
     result = None if args.no_eval else evaluate_merge(run, recipe)  # before anything is written
     if result is not None and MERGES.get(recipe.method).random:
         result = {**result, "seed_spread": seed_spread(run, recipe, result)}
-    out = write_merge(run, recipe, args.out, args.task)
+    with stage_bars() as progress:
+        out = write_merge(run, recipe, args.out, args.task, progress)
     stored = json.loads((out / "lsmn-merge.json").read_text()).get("stored")
     if stored:
         print(f"stored in {stored['file']}: {stored['share']:.1%} of the task vectors' numbers "

@@ -71,7 +71,7 @@ def check_out(out: Path, run: Run, inputs: list[VectorInput]) -> None:
 
 def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = None, progress=None) -> Path:
     """The merge `recipe` of `run` into the new folder `out` (for a per-task method, task `task`'s
-    network); returns the folder."""
+    network); returns the folder. `progress(stage, done, total)` hears of each tensor written."""
     out = Path(out)
     body = vectors_body(run)
     inputs = body.inputs
@@ -91,7 +91,7 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
-    stored = write_stored(vectors, recipe, run.task_names, partial / STORED)
+    stored = write_stored(vectors, recipe, run.task_names, partial / STORED, progress)
     stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress,
                  partial / STORED if stored else None)
     if isinstance(loader, HuggingFace):
@@ -110,7 +110,8 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
 STORED = "lsmn-compressed.safetensors"  # a compression's numbers, every task's
 
 
-def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path: Path) -> dict | None:
+def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path: Path,
+                 progress=None) -> dict | None:
     """A compressing method's numbers of every task (`{task}/{tensor}/{part}`) into `path`, from which
     each task's delta is rebuilt exactly, written tensor by tensor as they are computed (a matrix's
     from all its task vectors at once, any other tensor's from one task's at a time); with the share
@@ -131,10 +132,12 @@ def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path:
                 yield from method.stored(name, vectors.task_delta(name)(t).unsqueeze(0), recipe) or []
 
     try:
-        for name in vectors.names:
+        for step, name in enumerate(vectors.names):
             for numbers in numbers_of(name):
                 for part in shapes[name]:
                     stream.write(numbers[part].float())
+            if progress:
+                progress("each task's numbers", step + 1, len(vectors.names))
     finally:
         stream.close()
     stored = sum(math.prod(shape) for name in vectors.names for shape in shapes[name].values()) * len(tasks)
@@ -164,7 +167,7 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
     `coefficients` [tasks, columns] at each tensor's layer `layers[name]` (+1 for the column); as
     it is elsewhere. A compression's task network takes its part rebuilt from the numbers
     write_stored wrote to `compressed`. A tensor tied to another (vectors.tied) is merged once and
-    written as both."""
+    written as both. `progress(stage, done, total)` hears of each tensor written."""
     method, base = MERGES.get(recipe.method, "--method")(), vectors.base
     target_of = {key: name for name, key in vectors.base_keys.items()}
     stream = StreamedSafetensors(path, [(k, base.dtype(k), base.shape(k)) for k in base.keys])
@@ -187,8 +190,6 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
     tied: dict[str, torch.Tensor] = {}  # the merge of a tensor that is written twice
     try:
         for step, key in enumerate(base.keys):
-            if progress:
-                progress(step, len(base.keys), key)
             name = target_of.get(key) or vectors.tied.get(key)
             if name is None:
                 stream.write(base.read(key))
@@ -199,6 +200,8 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
             else:
                 for chunk in merged(name, base.dtype(key)):
                     stream.write(chunk)
+            if progress:
+                progress("the network", step + 1, len(base.keys))
     finally:
         stream.close()
 
