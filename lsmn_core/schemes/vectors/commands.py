@@ -127,6 +127,8 @@ def stage_bars():
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:
+            for finished in bars.values():  # the stage before is done: its line goes to the new one
+                finished.close()
             bars[stage] = tqdm(total=total, desc=f"writing {stage}", unit="tensor", leave=False)
         bars[stage].update(done - bars[stage].n)
 
