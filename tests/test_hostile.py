@@ -18,7 +18,7 @@ from helpers import PROCESS_PATIENCE, REPO, TINY, tiny_config
 from lsmn.cli import main
 from lsmn_core.config import TaskConfig
 from lsmn_core.errors import ConfigError, RunError
-from lsmn_core.store.files import atomic_write, read_json
+from lsmn_core.store.files import atomic_write, new_folder, read_json
 from lsmn_core.store.runs import RunWriter, list_runs, open_run
 from lsmn_core.data.tasks import TaskSpec
 
@@ -56,6 +56,19 @@ def test_os_errors_on_write_are_one_line_naming_the_path(sparse_run, tmp_path, c
     assert "cannot write" in error and "missing/x.safetensors" in error and "No such file or directory" in error
     with pytest.raises(RunError, match="cannot write .*File name too long"):
         atomic_write(tmp_path / ("x" * 300), lambda tmp: open(tmp, "w").close())
+
+
+def test_a_folder_written_through_new_folder_appears_whole_or_not_at_all(tmp_path):
+    theirs = tmp_path / ".out.partial"  # a folder named as partial folders once were: never touched
+    theirs.mkdir()
+    with new_folder(tmp_path / "out") as partial:
+        (partial / "a.txt").write_text("done")
+    assert (tmp_path / "out" / "a.txt").read_text() == "done"
+    with pytest.raises(OSError):
+        with new_folder(tmp_path / "cut") as partial:
+            (partial / "a.txt").write_text("half")
+            raise OSError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", "out"]
 
 
 def _files_of_at_most(size):

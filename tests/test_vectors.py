@@ -237,6 +237,25 @@ def test_writing_a_merge_reports_each_tensor_of_each_stage_and_the_cli_shows_it(
     assert "writing the network" in capsys.readouterr().err
 
 
+def test_a_merge_cut_short_leaves_nothing_and_never_touches_a_folder_named_like_its_partial(finetunes, tmp_path,
+                                                                                             monkeypatch):
+    import lsmn_core.schemes.vectors.writer as writer
+
+    bert, parent, vectors = finetunes
+    mine = tmp_path / ".merged.partial"  # the name the writer's folder once had
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's")
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "stream_merge", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        write_merge(vectors, Recipe("tsv_c", 1.0), tmp_path / "merged", "parity")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".merged.partial"]
+    assert (mine / "notes.txt").read_text() == "a user's"
+
+
 def test_lambda_auto_picks_the_best_mean_normalised_dev_metric_of_the_sweep(finetunes, tmp_path, capsys):
     """0.1 to 3.0 in steps of 0.1, each merge evaluated on dev only; the chosen lambda is the sweep's best,
     each point is the merge at that lambda (checked at two of them), and the sweep is recorded."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.lora import LoraAdapters
 from lsmn_core.pretrained.network import PretrainedNet
-from lsmn_core.store.files import occupied
+from lsmn_core.store.files import new_folder, occupied
 from lsmn_core.store.runs import Run
 
 
@@ -42,23 +41,20 @@ def export_task(run: Run, task: str, out: str | Path) -> Path:
     with torch.no_grad():
         for name, value in model.body.task_weights(index, model.pretrained()).items():
             parameters[name].copy_(value)
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    loader_of(run.config().model.pretrained).save(network, partial, checkpoint.tokenizer)
-    head = model.heads[task]
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-              str(partial / "lsmn-head.safetensors"))
-    spec = model.specs[index]
-    (partial / "lsmn-head.json").write_text(json.dumps({
-        "run": run.id, "task": task, "kind": spec.kind, "outputs": spec.n_outputs, "metric": spec.metric,
-        "pool": run.config().model.pool, "spec": spec.to_dict(), "reads": f"layer {model.body.read_depth(index)}"
-        if model.body.read_depth(index) else "the network's output"}, indent=1))
-    if isinstance(model.body, LoraAdapters):
-        adapter_config, adapter = model.body.peft_adapter(index, model.source.source)
-        (partial / "peft-adapter").mkdir()
-        (partial / "peft-adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=1))
-        save_file({k: v.cpu().contiguous() for k, v in adapter.items()},
-                  str(partial / "peft-adapter" / "adapter_model.safetensors"))
-    partial.rename(out)
+    with new_folder(out) as partial:
+        loader_of(run.config().model.pretrained).save(network, partial, checkpoint.tokenizer)
+        head = model.heads[task]
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                  str(partial / "lsmn-head.safetensors"))
+        spec = model.specs[index]
+        (partial / "lsmn-head.json").write_text(json.dumps({
+            "run": run.id, "task": task, "kind": spec.kind, "outputs": spec.n_outputs, "metric": spec.metric,
+            "pool": run.config().model.pool, "spec": spec.to_dict(), "reads": f"layer {model.body.read_depth(index)}"
+            if model.body.read_depth(index) else "the network's output"}, indent=1))
+        if isinstance(model.body, LoraAdapters):
+            adapter_config, adapter = model.body.peft_adapter(index, model.source.source)
+            (partial / "peft-adapter").mkdir()
+            (partial / "peft-adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=1))
+            save_file({k: v.cpu().contiguous() for k, v in adapter.items()},
+                      str(partial / "peft-adapter" / "adapter_model.safetensors"))
     return out

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -33,6 +35,20 @@ def os_reason(exc: OSError) -> str:
 def occupied(path: Path) -> bool:
     """Whether anything, even a broken link, is at `path` (what an export must not replace unasked)."""
     return path.exists() or path.is_symlink()
+
+
+@contextmanager
+def new_folder(out: Path):
+    """A folder to fill that becomes `out` when the block ends, and is removed if it ends in an error:
+    a write cut short leaves nothing, and the folder is made new, so it is never anyone else's."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}-", suffix=".partial", dir=out.parent))
+    try:
+        yield partial
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def atomic_write(path: Path, write) -> None:

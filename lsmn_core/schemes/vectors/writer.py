@@ -27,7 +27,7 @@ from lsmn_core.pretrained.huggingface import HuggingFace
 from lsmn_core.schemes.vectors.inputs import TaskVectorSet, VectorInput
 from lsmn_core.schemes.vectors.scheme import INDIVIDUAL, TaskVectors, recipe_document
 from lsmn_core.schemes.vectors.tensors import DTYPES
-from lsmn_core.store.files import occupied
+from lsmn_core.store.files import new_folder, occupied
 from lsmn_core.store.runs import Run
 
 SAFETENSORS_DTYPES = {dtype: name for name, dtype in DTYPES.items()}
@@ -87,23 +87,20 @@ def write_merge(run: Run, recipe: Recipe, out: str | Path, task: str | None = No
         item.verify()
     vectors = TaskVectorSet(files, list(body.targets), inputs, vocab=body.options.vocab)
     coefficients = recipe.table(len(inputs), body.columns)
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
-    stored = write_stored(vectors, recipe, run.task_names, partial / STORED, progress)
-    stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress,
-                 partial / STORED if stored else None)
-    if isinstance(loader, HuggingFace):
-        for file in sorted(loader.folder.iterdir()):
-            if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
-                shutil.copy2(file, partial / file.name)
-    save_file(run_heads(run), str(partial / "lsmn-heads.safetensors"))
-    (partial / "lsmn-merge.json").write_text(json.dumps({
-        "run": run.id, "tasks": run.task_names, "task": task if method.per_task else None,
-        "recipe": recipe_document(recipe) | {"coefficients": coefficients.tolist()},
-        "source": str(loader.source()), **({"stored": stored} if stored else {})}, indent=1))
-    partial.rename(out)
+    with new_folder(out) as partial:
+        weights = partial / ("model.safetensors" if isinstance(loader, HuggingFace) else "weights.safetensors")
+        stored = write_stored(vectors, recipe, run.task_names, partial / STORED, progress)
+        stream_merge(vectors, recipe, coefficients, body.target_layers, weights, index, progress,
+                     partial / STORED if stored else None)
+        if isinstance(loader, HuggingFace):
+            for file in sorted(loader.folder.iterdir()):
+                if file.is_file() and not any(file.match(p) for p in WEIGHTS_PATTERNS):
+                    shutil.copy2(file, partial / file.name)
+        save_file(run_heads(run), str(partial / "lsmn-heads.safetensors"))
+        (partial / "lsmn-merge.json").write_text(json.dumps({
+            "run": run.id, "tasks": run.task_names, "task": task if method.per_task else None,
+            "recipe": recipe_document(recipe) | {"coefficients": coefficients.tolist()},
+            "source": str(loader.source()), **({"stored": stored} if stored else {})}, indent=1))
     return out
 
 
