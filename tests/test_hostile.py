@@ -64,6 +64,9 @@ def test_a_folder_written_through_new_folder_appears_whole_or_not_at_all(tmp_pat
     with new_folder(tmp_path / "out") as partial:
         (partial / "a.txt").write_text("done")
     assert (tmp_path / "out" / "a.txt").read_text() == "done"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask  # a folder like any the user makes
     with pytest.raises(OSError):
         with new_folder(tmp_path / "cut") as partial:
             (partial / "a.txt").write_text("half")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import struct
@@ -40,9 +41,11 @@ def occupied(path: Path) -> bool:
 @contextmanager
 def new_folder(out: Path):
     """A folder to fill that becomes `out` when the block ends, and is removed if it ends in an error:
-    a write cut short leaves nothing, and the folder is made new, so it is never anyone else's."""
+    a write cut short leaves nothing, and the folder is made new (mkdir refuses a name that exists),
+    so it is never anyone else's; made as any folder is (the user's umask), since `out` is theirs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}-", suffix=".partial", dir=out.parent))
+    partial = out.parent / f".{out.name[:100]}-{secrets.token_hex(6)}.partial"
+    partial.mkdir()
     try:
         yield partial
         partial.rename(out)
