@@ -107,22 +107,28 @@ class MergeMethod(abc.ABC):
               generator: torch.Generator) -> torch.Tensor:
         """Each task's part [T, ...] of the merged delta, before coefficients and lambda."""
 
-    def stored(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> list[dict[str, torch.Tensor]] | None:
-        """A compression's numbers of one tensor for each task, from which its part is rebuilt exactly
-        (`lsmn merge` writes them beside the network); None: the method stores none of its own."""
-        return None
-
-    def stored_shapes(self, name: str, shape: tuple[int, ...], tasks: int,
-                      recipe: Recipe) -> dict[str, tuple[int, ...]]:
-        """The shape of each of the numbers `stored` gives a task of a tensor of `shape`, known before
-        any are computed (so that they are written as they come)."""
-        return {}
-
-    def from_stored(self, numbers: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A task's part of one tensor, rebuilt from the numbers `stored` gave it."""
-        raise NotImplementedError(f"{self.name} stores no numbers of its own")
-
     def masks(self, deltas: torch.Tensor, recipe: Recipe) -> torch.Tensor | None:
         """Where each task's merge is kept [T, ...] (per_task methods) or where the merge is kept [1, ...];
         None: everywhere."""
         return None
+
+
+class Compression(MergeMethod):
+    """A method that gives each task its own part alone, from numbers it stores per task (`lsmn merge`
+    writes them beside the network, and the part is rebuilt from them exactly)."""
+
+    own_parts = True
+
+    @abc.abstractmethod
+    def stored(self, name: str, deltas: torch.Tensor, recipe: Recipe) -> list[dict[str, torch.Tensor]]:
+        """Each task's numbers of one tensor, from its vectors [T, ...]."""
+
+    @abc.abstractmethod
+    def stored_shapes(self, name: str, shape: tuple[int, ...], tasks: int,
+                      recipe: Recipe) -> dict[str, tuple[int, ...]]:
+        """The shape of each of the numbers `stored` gives a task of a tensor of `shape`, known before
+        any are computed (so that they are written as they come)."""
+
+    @abc.abstractmethod
+    def from_stored(self, numbers: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A task's part of one tensor, rebuilt from the numbers `stored` gave it."""

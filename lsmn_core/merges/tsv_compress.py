@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from lsmn_core.merges.matrix import MatrixMerge, per_task_rank, top_triplets
-from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.method import Compression, Recipe
 
 
 def kept_rank(name: str, shape: tuple[int, ...], tasks: int, keep: float | None) -> int:
@@ -31,10 +31,9 @@ def rebuilt(stored: dict[str, torch.Tensor]) -> torch.Tensor:
     return (stored["u"] * stored["s"]) @ stored["vt"]
 
 
-class TsvCompress(MatrixMerge):
+class TsvCompress(MatrixMerge, Compression):
     name = "tsv_c"
     per_task = True
-    own_parts = True
     uses_keep = True
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:

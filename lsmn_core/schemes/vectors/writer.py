@@ -21,7 +21,7 @@ from lsmn_core.errors import ConfigError, RunError
 from lsmn_core.merges import MERGES
 from lsmn_core.merges.combine import merge_tensor, weighted
 from lsmn_core.merges.matrix import MatrixMerge
-from lsmn_core.merges.method import Recipe
+from lsmn_core.merges.method import Compression, Recipe
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.huggingface import HuggingFace
 from lsmn_core.schemes.vectors.inputs import TaskVectorSet, VectorInput
@@ -114,7 +114,7 @@ def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path:
     from all its task vectors at once, any other tensor's from one task's at a time); with the share
     of the task vectors' numbers they are. None (nothing written) for a merge, which stores none."""
     method = MERGES.get(recipe.method)()
-    if not method.own_parts:
+    if not isinstance(method, Compression):
         return None
     shapes = {name: method.stored_shapes(name, vectors.shape(name), len(tasks), recipe) for name in vectors.names}
     stream = StreamedSafetensors(path, [(f"{task}/{name}/{part}", torch.float32, shape) for name in vectors.names
@@ -123,10 +123,10 @@ def write_stored(vectors: TaskVectorSet, recipe: Recipe, tasks: list[str], path:
     def numbers_of(name: str) -> Iterator[dict[str, torch.Tensor]]:
         """Every task's numbers of tensor `name`, in the tasks' order."""
         if isinstance(method, MatrixMerge) and method.whole(name, vectors.shape(name), recipe):
-            yield from method.stored(name, vectors.chunk_deltas(name)(slice(None)).float(), recipe) or []
+            yield from method.stored(name, vectors.chunk_deltas(name)(slice(None)).float(), recipe)
         else:
             for t in range(len(tasks)):
-                yield from method.stored(name, vectors.task_delta(name)(t).unsqueeze(0), recipe) or []
+                yield from method.stored(name, vectors.task_delta(name)(t).unsqueeze(0), recipe)
 
     try:
         for step, name in enumerate(vectors.names):
@@ -168,14 +168,16 @@ def stream_merge(vectors: TaskVectorSet, recipe: Recipe, coefficients: torch.Ten
     method, base = MERGES.get(recipe.method, "--method")(), vectors.base
     target_of = {key: name for name, key in vectors.base_keys.items()}
     stream = StreamedSafetensors(path, [(k, base.dtype(k), base.shape(k)) for k in base.keys])
-    numbers = safe_open(str(compressed), "pt") if compressed is not None else None
+    compression = method if isinstance(method, Compression) and compressed is not None else None
+    numbers = safe_open(str(compressed), "pt") if compression is not None else None
 
     def merged(name: str, dtype: torch.dtype):
         """Tensor `name` merged, a chunk of rows at a time."""
         shape, column = vectors.shape(name), coefficients[:, layers[name] + 1]
-        if numbers is not None:
-            own = method.from_stored({part: numbers.get_tensor(f"{vectors.inputs[index].task}/{name}/{part}")
-                                      for part in method.stored_shapes(name, shape, len(vectors.inputs), recipe)})
+        if compression is not None and numbers is not None:
+            own = compression.from_stored({
+                part: numbers.get_tensor(f"{vectors.inputs[index].task}/{name}/{part}")
+                for part in compression.stored_shapes(name, shape, len(vectors.inputs), recipe)})
             chunk = weighted(own.unsqueeze(0), None, column[index:index + 1], recipe.lam, True)[0]
             yield (vectors.pretrained(name) + chunk).to(dtype)
             return
