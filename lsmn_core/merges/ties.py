@@ -7,6 +7,7 @@ part is its agreeing trimmed entries over the number that agree, so the parts su
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lsmn_core.merges.method import MergeMethod, Recipe
@@ -15,38 +16,57 @@ from lsmn_core.merges.method import MergeMethod, Recipe
 SAMPLE = 1 << 14  # entries a large tensor's level is first bracketed from
 
 
+def nth_smallest(values: np.ndarray, index: int) -> float:
+    """The entry `index` (from 0) of `values` in ascending order, by selection rather than a sort."""
+    return float(np.partition(values, index)[index])
+
+
 def magnitude_level(delta: torch.Tensor, density: float) -> float:
     """The magnitude of the k-th largest entry, k = int(density x n) as peft's trim counts it: entries
     at least this large are kept (every entry when k is the whole tensor, none when k is 0). Exact; on
     a large tensor the rank is first bracketed from an even sample of its entries, so that the exact
-    selection runs over the few entries between the brackets (a full selection is 5x slower)."""
+    selection runs over the few entries between the brackets (a full selection is 5x slower). In
+    NumPy: its comparisons, counts and compaction are 2-4x faster than torch's on a CPU."""
     n = delta.numel()
     k = int(density * n)
     if k >= n:
         return 0.0
     if k == 0:
         return float("inf")
-    magnitudes = delta.detach().abs().flatten().float()
+    magnitudes = np.abs(delta.detach().float().cpu().numpy().ravel())
     if n > 8 * SAMPLE:
         sample = magnitudes[:: n // SAMPLE]
         share = 1 - k / n  # where the k-th largest sits in ascending order
         margin = 4 * SAMPLE ** -0.5  # a rank's spread in the sample, several times over
-        low, high = (float(sample.kthvalue(min(len(sample), max(1, int(q * len(sample))))).values)
-                     for q in (share - margin, share + margin))
-        above = int(torch.count_nonzero(magnitudes > high))  # a bool tensor's sum() is 20x slower
-        between = magnitudes[(magnitudes >= low) & (magnitudes <= high)]
-        if above < k <= above + between.numel():  # the k-th largest lies between the brackets
-            return float(between.kthvalue(above + between.numel() - k + 1).values)
-    return float(magnitudes.kthvalue(n - k + 1).values)
+        ranks = [min(len(sample), max(1, int(q * len(sample)))) - 1 for q in (share - margin, share + margin)]
+        low, high = np.partition(sample, ranks)[ranks]
+        above = int(np.count_nonzero(magnitudes > high))
+        between = np.compress((magnitudes >= low) & (magnitudes <= high), magnitudes)
+        if above < k <= above + between.size:  # the k-th largest lies between the brackets
+            return nth_smallest(between, above + between.size - k)
+    return nth_smallest(magnitudes, n - k)
+
+
+def trimmed(deltas: torch.Tensor, levels: list[float]) -> torch.Tensor:
+    """Each task's entries [T, ...] at least its level in magnitude, the rest zero. Hardshrink keeps
+    the entries larger than its bound, so the bound is the number just below the level: one pass per
+    task, where a comparison's bool mask and a masked fill take 9 times as long (8 x 262k entries)."""
+    out = torch.empty_like(deltas)
+    below = torch.tensor(-float("inf"), dtype=deltas.dtype)
+    for row, delta, level in zip(out, deltas, levels):
+        torch.hardshrink(delta, float(torch.nextafter(torch.tensor(level, dtype=deltas.dtype), below)), out=row)
+    return out
 
 
 def elected_parts(kept: torch.Tensor) -> torch.Tensor:
     """TIES's elect and disjoint mean over already trimmed (or dropped) vectors [T, ...], which it
-    overwrites: each task's entries that agree with the elected sign, over how many agree. In place,
-    with counts of bytes: every new tensor of this size is fresh memory, and a bool's sum is slow."""
-    agree = kept * torch.where(kept.sum(0) >= 0, 1.0, -1.0) > 0  # a zero entry agrees with neither sign
-    count = agree.view(torch.uint8).sum(0, dtype=torch.int32).clamp_(min=1)
-    return kept.masked_fill_(~agree, 0).div_(count)
+    overwrites: each task's entries that agree with the elected sign, over how many agree. In place
+    and in float arithmetic: every new tensor of this size is fresh memory, and bool masks are slow.
+    A sum of -0 (elected negative) has only zero terms, and a zero agrees with neither sign."""
+    sign = torch.ones_like(kept[0]).copysign_(kept.sum(0))
+    agreeing = kept.mul_(sign).relu_()  # an agreeing entry's magnitude, zero elsewhere
+    count = agreeing.sign().sum(0).clamp_(min=1)
+    return agreeing.div_(count).mul_(sign)
 
 
 class Ties(MergeMethod):
@@ -59,5 +79,4 @@ class Ties(MergeMethod):
         return magnitude_level(delta, recipe.density)
 
     def parts(self, deltas: torch.Tensor, levels, recipe: Recipe, generator) -> torch.Tensor:
-        levels = torch.tensor(levels, dtype=deltas.dtype).view(-1, *[1] * (deltas.dim() - 1))
-        return elected_parts(deltas.masked_fill(deltas.abs() < levels, 0))
+        return elected_parts(trimmed(deltas, levels))
