@@ -107,12 +107,13 @@ def test_a_recipe_no_merge_can_use_is_refused_naming_the_setting(settings, messa
 
 @pytest.mark.parametrize("density", [0.001, 0.1, 0.2, 0.5, 0.9, 0.99999])
 def test_a_large_tensor_s_level_is_the_exact_k_th_largest_magnitude(density):
-    """Past 8 x SAMPLE entries the level is bracketed from a sample first: still exactly the k-th
-    largest magnitude, with half the entries tied at zero and at a density the brackets miss."""
-    from lsmn_core.merges.ties import SAMPLE, magnitude_level
+    """Past 8 x SAMPLE entries the level is bracketed from a sample first, and the brackets counted a
+    block at a time: still exactly the k-th largest magnitude, with half the entries tied at zero and
+    at a density the brackets miss."""
+    from lsmn_core.merges.ties import BLOCK, SAMPLE, magnitude_level
 
     generator = torch.Generator().manual_seed(3)
-    delta = torch.randn(8 * SAMPLE + 12_345, generator=generator)
+    delta = torch.randn(max(8 * SAMPLE, 2 * BLOCK) + 12_345, generator=generator)
     delta[torch.rand(delta.shape, generator=generator) < 0.5] = 0
     k = int(density * delta.numel())
     assert magnitude_level(delta, density) == float(delta.abs().kthvalue(delta.numel() - k + 1).values)

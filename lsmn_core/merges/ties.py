@@ -14,6 +14,7 @@ from lsmn_core.merges.method import MergeMethod, Recipe
 
 
 SAMPLE = 1 << 14  # entries a large tensor's level is first bracketed from
+BLOCK = 1 << 18  # entries of a large tensor whose magnitudes are taken at once (1 MB of float32)
 
 
 def nth_smallest(values: np.ndarray, index: int) -> float:
@@ -25,7 +26,8 @@ def magnitude_level(delta: torch.Tensor, density: float) -> float:
     """The magnitude of the k-th largest entry, k = int(density x n) as peft's trim counts it: entries
     at least this large are kept (every entry when k is the whole tensor, none when k is 0). Exact; on
     a large tensor the rank is first bracketed from an even sample of its entries, so that the exact
-    selection runs over the few entries between the brackets (a full selection is 5x slower). In
+    selection runs over the few entries between the brackets (a full selection is 5x slower), found a
+    block at a time (the block's magnitudes stay in the cache; no copy of the whole is made). In
     NumPy: its comparisons, counts and compaction are 2-4x faster than torch's on a CPU."""
     n = delta.numel()
     k = int(density * n)
@@ -33,18 +35,22 @@ def magnitude_level(delta: torch.Tensor, density: float) -> float:
         return 0.0
     if k == 0:
         return float("inf")
-    magnitudes = np.abs(delta.detach().float().cpu().numpy().ravel())
+    values = delta.detach().float().cpu().numpy().ravel()
     if n > 8 * SAMPLE:
-        sample = magnitudes[:: n // SAMPLE]
+        sample = np.abs(values[:: n // SAMPLE])
         share = 1 - k / n  # where the k-th largest sits in ascending order
         margin = 4 * SAMPLE ** -0.5  # a rank's spread in the sample, several times over
         ranks = [min(len(sample), max(1, int(q * len(sample)))) - 1 for q in (share - margin, share + margin)]
         low, high = np.partition(sample, ranks)[ranks]
-        above = int(np.count_nonzero(magnitudes > high))
-        between = np.compress((magnitudes >= low) & (magnitudes <= high), magnitudes)
+        above, pieces = 0, []
+        for start in range(0, n, BLOCK):
+            magnitudes = np.abs(values[start:start + BLOCK])
+            above += int(np.count_nonzero(magnitudes > high))
+            pieces.append(np.compress((magnitudes >= low) & (magnitudes <= high), magnitudes))
+        between = np.concatenate(pieces)
         if above < k <= above + between.size:  # the k-th largest lies between the brackets
             return nth_smallest(between, above + between.size - k)
-    return nth_smallest(magnitudes, n - k)
+    return nth_smallest(np.abs(values), n - k)
 
 
 def trimmed(deltas: torch.Tensor, levels: list[float]) -> torch.Tensor:

@@ -20,9 +20,10 @@ from lsmn_core.schemes.vectors.inputs import TaskVectorSet
 FLOAT = 4
 SVD_COPIES = 7  # x 4 bytes x T x m x n at a matrix merge's peak (measured on MiniLM: 6.6 with full SVDs,
 #                 5.6 by the Gram route)
-LEVEL_COPIES = 5  # x 4 bytes x a tensor's size, for one task's level: its read and the checkpoint's (copies
-#                   from a .bin or a float16 file; a float32 safetensors file's are its mapped pages), the
-#                   difference, the magnitudes, the masks (measured 2.5 on MiniLM's float32 word embeddings)
+LEVEL_COPIES = 3  # x 4 bytes x a tensor's size, for one task's level: its read and the checkpoint's (copies
+#                   from a .bin or a float16 file; a float32 safetensors file's are its mapped pages) and
+#                   the difference (measured 1.2 on MiniLM's float32 word embeddings: the magnitudes are
+#                   taken a block at a time)
 
 
 @dataclass
