@@ -158,16 +158,22 @@ class TaskVectorSet:
 
     def delta(self, task: int, name: str, rows: slice | None = None) -> torch.Tensor:
         """Task `task`'s vector of tensor `name` (its `rows`), in float32."""
+        read, fine_tune = self._read(task, name, rows)
+        return read - self.pretrained(name, rows) if fine_tune else read
+
+    def _read(self, task: int, name: str, rows: slice | None) -> tuple[torch.Tensor, bool]:
+        """What task `task`'s vector of `name` (its `rows`) comes from, in float32: its fine-tune's
+        weights (True: the checkpoint's are still to be taken off), or the vector itself."""
         reader, keys, item = self.readers[task], self.keys[task], self.inputs[task]
         if keys is None and item.lora_scaling is not None:  # (alpha / rank) B A, of B's rows `rows`
             a_key, b_key = self._row_keys(item, name)
             a, b = reader.read(a_key, index=item.index).float(), reader.read(b_key, rows, index=item.index).float()
-            return (b.flatten(1) @ a.flatten(1)).view(len(b), *a.shape[1:]) * item.lora_scaling
+            return (b.flatten(1) @ a.flatten(1)).view(len(b), *a.shape[1:]) * item.lora_scaling, False
         if keys is None:
-            return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float()
+            return reader.read(f"body.deltas.{self.key(name)}", rows, index=item.index).float(), False
         if name in self.added.get(item.task, {}):  # the checkpoint's rows only
             rows = slice(*(rows or slice(None)).indices(self.shape(name)[0])[:2])
-        return reader.read(keys[name], rows).float() - self.pretrained(name, rows)
+        return reader.read(keys[name], rows).float(), True
 
     def task_delta(self, name: str):
         """Tensor `name`'s vector of one task at a time, as merge_tensor reads it."""
@@ -178,8 +184,14 @@ class TaskVectorSet:
         return lambda rows: self.deltas(name, rows if self.shape(name) else None)
 
     def deltas(self, name: str, rows: slice | None = None) -> torch.Tensor:
-        """Every task's vector of `name` [T, ...], float32, each checked to be finite."""
-        stacked = torch.stack([self.delta(t, name, rows) for t in range(len(self.inputs))])
+        """Every task's vector of `name` [T, ...], float32, each checked to be finite. The fine-tunes'
+        weights are stacked as read and the checkpoint's taken off in place: one copy of them fewer
+        than stacking differences."""
+        reads = [self._read(t, name, rows) for t in range(len(self.inputs))]
+        stacked = torch.stack([read for read, _ in reads])
+        for row, (_, fine_tune) in zip(stacked, reads):
+            if fine_tune:
+                row.sub_(self.pretrained(name, rows))
         if not torch.isfinite(stacked.sum()) and not torch.isfinite(stacked).all():  # the sum first: 10x faster
             task = next(t for t in range(len(stacked)) if not torch.isfinite(stacked[t]).all())
             raise ConfigError(f"task {self.inputs[task].task}'s vector has NaN or infinite values in {name!r}")
