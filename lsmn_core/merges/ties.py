@@ -56,11 +56,15 @@ def magnitude_level(delta: torch.Tensor, density: float) -> float:
 def trimmed(deltas: torch.Tensor, levels: list[float]) -> torch.Tensor:
     """Each task's entries [T, ...] at least its level in magnitude, the rest zero. Hardshrink keeps
     the entries larger than its bound, so the bound is the number just below the level: one pass per
-    task, where a comparison's bool mask and a masked fill take 9 times as long (8 x 262k entries)."""
+    task, where a comparison's bool mask and a masked fill take 9 times as long (8 x 262k entries).
+    A level of 0 keeps every entry (a copy: no bound below 0 is asked of hardshrink)."""
     out = torch.empty_like(deltas)
     below = torch.tensor(-float("inf"), dtype=deltas.dtype)
     for row, delta, level in zip(out, deltas, levels):
-        torch.hardshrink(delta, float(torch.nextafter(torch.tensor(level, dtype=deltas.dtype), below)), out=row)
+        if level <= 0:
+            row.copy_(delta)
+        else:
+            torch.hardshrink(delta, float(torch.nextafter(torch.tensor(level, dtype=deltas.dtype), below)), out=row)
     return out
 
 
