@@ -17,7 +17,7 @@ from lsmn_core.data.loading import check_data_fits, load_tasks
 from lsmn_core.errors import ConfigError
 from lsmn_core.merges.combine import row_chunks
 from lsmn_core.merges.matrix import by_singular_vectors
-from lsmn_core.merges.ties import magnitude_level
+from lsmn_core.merges.ties import magnitude_level, trimmed
 from lsmn_core.pretrained import loader_of
 from lsmn_core.pretrained.checkpoint import sha256
 from lsmn_core.pretrained.network import PretrainedNet, open_source
@@ -141,8 +141,8 @@ def _masks_and_statistics(vectors: TaskVectorSet, name: str, column: int, densit
     masks = torch.zeros(tasks, *shape, dtype=torch.bool)
     for rows in row_chunks(shape):
         deltas = vectors.deltas(name, rows if shape else None)
-        kept = torch.stack([d.abs() >= level for d, level in zip(deltas, levels)]) & (deltas != 0)
-        masks[:, rows] = kept
+        kept = trimmed(deltas, levels)  # each task's largest deltas, zero elsewhere (a zero delta is not kept)
+        masks[:, rows] = kept != 0
         statistics.add(name, column, deltas, kept)
     if by_singular_vectors(name, shape) and min(shape) >= tasks:
         statistics.add_matrix(name, column, vectors.deltas(name))  # the matrix merges' weights, whole

@@ -57,13 +57,13 @@ class Interference:
         self.top_energy = torch.zeros(len(columns), tasks, dtype=torch.float64)  # in the top k, weighted by norm
         self.matrix_energy = torch.zeros(len(columns), tasks, dtype=torch.float64)
 
-    def add(self, name: str, column: int, deltas: torch.Tensor, masks: torch.Tensor) -> None:
-        """A chunk of one tensor: its task vectors [T, ...] and the tasks' masks of it."""
-        flat, kept = deltas.flatten(1), masks.flatten(1)
-        wide = flat.double()
+    def add(self, name: str, column: int, deltas: torch.Tensor, kept: torch.Tensor) -> None:
+        """A chunk of one tensor: its task vectors [T, ...] and each task's kept deltas (zero where its
+        mask leaves the weight out). Counted in float arithmetic: on a CPU bool masks are slow."""
+        wide, kept = deltas.flatten(1).double(), kept.flatten(1)
         self.gram[column] += wide @ wide.T
-        shared = kept.view(torch.uint8).sum(0, dtype=torch.int32) >= 2  # counted as bytes: a bool's sum is slow
-        conflict = shared & ((flat > 0) & kept).any(0) & ((flat < 0) & kept).any(0)
+        shared = kept.sign().abs_().sum(0) >= 2
+        conflict = shared & (kept.amax(0) > 0) & (kept.amin(0) < 0)  # a positive kept delta and a negative one
         shared_count, conflict_count = float(torch.count_nonzero(shared)), float(torch.count_nonzero(conflict))
         counts = self.per_tensor.setdefault(name, {"shared": 0.0, "conflicts": 0.0})
         counts["shared"] += shared_count
